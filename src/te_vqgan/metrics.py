@@ -1,0 +1,247 @@
+"""Metrics of an image tokenizer: shift equivariance in the quantized space and codebook usage.
+
+`shift_equivariance` is the authors' `ShiftEqMetric` (REFERENCE.md, "The equivariance
+metric"): the same digit is drawn at the centre and in each quadrant of a 64x64 canvas, the
+five images are tokenized, and the code indices of the digit's cell are compared between
+every pair of placements. A tokenizer that is translation equivariant in the quantized
+space gives the same indices wherever the digit is, so it scores 1.
+
+Both metrics take any model with `encode_to_indices`; a stock `diffusers.VQModel` is wrapped
+by `VQModelTokenizer` automatically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from itertools import combinations
+
+import numpy as np
+import torch
+
+from .data.layout import CANVAS_SIZE, LOCATIONS, index_cell, render_canvas
+
+
+__all__ = [
+    "CodebookUsage",
+    "ShiftEquivarianceResult",
+    "VQModelTokenizer",
+    "as_tokenizer",
+    "codebook_usage",
+    "render_shift_group",
+    "shift_equivariance",
+]
+
+# The 10 pairs of the five placements, in a fixed order.
+PLACEMENT_PAIRS: tuple[tuple[str, str], ...] = tuple(combinations(LOCATIONS, 2))
+
+
+class VQModelTokenizer:
+    """Gives a stock `diffusers.VQModel` the `encode_to_indices` / `decode_indices` API.
+
+    Args:
+        model (`diffusers.VQModel`): any VQModel; its quantizer's flat indices are reshaped
+            to `(B, H / f, W / f)`.
+    """
+
+    def __init__(self, model):
+        self.model = model
+
+    @property
+    def num_codes(self) -> int:
+        return self.model.config.num_vq_embeddings
+
+    @property
+    def downsample_factor(self) -> int:
+        return 2 ** (len(self.model.config.block_out_channels) - 1)
+
+    def parameters(self):
+        return self.model.parameters()
+
+    def eval(self):
+        self.model.eval()
+        return self
+
+    @torch.no_grad()
+    def encode_to_indices(self, images: torch.Tensor) -> torch.LongTensor:
+        latents = self.model.encode(images).latents
+        _, _, (_, _, indices) = self.model.quantize(latents)
+        batch, _, height, width = latents.shape
+        return indices.reshape(batch, height, width)
+
+    def decode_indices(self, indices: torch.LongTensor) -> torch.Tensor:
+        batch, height, width = indices.shape
+        dim = self.model.quantize.vq_embed_dim
+        quant = self.model.quantize.get_codebook_entry(indices.reshape(-1), (batch, height, width, dim))
+        return self.model.decode(quant, force_not_quantize=True).sample
+
+
+def as_tokenizer(model):
+    """`model` itself if it has `encode_to_indices`, a `VQModelTokenizer` for a stock VQModel."""
+    if hasattr(model, "encode_to_indices"):
+        return model
+    from diffusers import VQModel
+
+    if isinstance(model, VQModel):
+        return VQModelTokenizer(model)
+    raise TypeError(
+        f"Expected a model with `encode_to_indices` or a diffusers VQModel (got {type(model).__name__})."
+    )
+
+
+def _model_device_dtype(model) -> tuple[torch.device, torch.dtype]:
+    try:
+        parameter = next(iter(model.parameters()))
+        return parameter.device, parameter.dtype
+    except (AttributeError, StopIteration):
+        return torch.device("cpu"), torch.float32
+
+
+def _as_uint8_digits(digits) -> np.ndarray:
+    digits = digits.detach().cpu().numpy() if isinstance(digits, torch.Tensor) else np.asarray(digits)
+    if digits.ndim == 2:
+        digits = digits[None]
+    if digits.ndim != 3 or digits.shape[1:] != (28, 28):
+        raise ValueError(f"Expected digits of shape (N, 28, 28) (got shape {digits.shape}).")
+    if digits.dtype == np.uint8:
+        return digits
+    if np.issubdtype(digits.dtype, np.floating):
+        if not np.isfinite(digits).all() or digits.min() < 0 or digits.max() > 1:
+            raise ValueError("Floating-point digits must be finite and lie in [0, 1].")
+        return np.round(digits * 255).astype(np.uint8)
+    raise ValueError(f"Expected uint8 digits or floats in [0, 1] (got dtype {digits.dtype}).")
+
+
+def render_shift_group(digit: np.ndarray, colour: str = "white") -> np.ndarray:
+    """The five placements of one digit, in `LOCATIONS` order: uint8 `[5, 64, 64, 3]`."""
+    return np.stack([render_canvas([(location, colour, digit)]) for location in LOCATIONS])
+
+
+def images_to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 `[N, H, W, 3]` -> float `[N, 3, H, W]` in [-1, 1]."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+@dataclass
+class ShiftEquivarianceResult:
+    """Result of `shift_equivariance`.
+
+    Args:
+        score (`float`): fraction of identical indices over all pairs and digits.
+        per_pair (`dict[str, float]`): the score of each of the 10 placement pairs,
+            keyed `"centre~upper_left"` and so on.
+        per_digit (`np.ndarray` of shape `(N,)`): each digit's score over its 10 pairs.
+        index_maps (`torch.LongTensor` of shape `(N, 5, H/f, W/f)`): the token maps, placements
+            in `LOCATIONS` order.
+        downsample_factor (`int`): f, inferred from the token maps.
+    """
+
+    score: float
+    per_pair: dict[str, float]
+    per_digit: np.ndarray
+    index_maps: torch.LongTensor
+    downsample_factor: int
+    placements: tuple[str, ...] = field(default=LOCATIONS)
+
+
+@torch.no_grad()
+def shift_equivariance(model, digits, colour: str = "white", batch_size: int = 64) -> ShiftEquivarianceResult:
+    """The authors' shift-equivariance score of a tokenizer.
+
+    Each digit is drawn at the centre and in the four quadrants (shifts of 16 and 32 pixels).
+    Each of the five images is tokenized; the sub-grid covering the digit's 32x32 cell (8x8
+    tokens at f=4) is cut out; the score is the fraction of identical indices over the 10
+    pairs of sub-grids, averaged over digits.
+
+    Args:
+        model: anything with `encode_to_indices(images [B, 3, 64, 64] in [-1, 1]) -> [B, h, w]`
+            whose f divides 16, or a stock `diffusers.VQModel`.
+        digits (`np.ndarray` or `torch.Tensor` of shape `(N, 28, 28)`): uint8, or floats in [0, 1].
+        colour (`str`, *optional*, defaults to `"white"`): stroke colour.
+        batch_size (`int`, *optional*, defaults to `64`): images per `encode_to_indices` call.
+
+    Example::
+
+        >>> from te_vqgan.data.mnist import load_mnist
+        >>> images, _ = load_mnist("test", data_dir="../shared/data/mnist")
+        >>> shift_equivariance(TEVQModel(), images[:10]).score  # doctest: +SKIP
+    """
+    tokenizer = as_tokenizer(model)
+    digits = _as_uint8_digits(digits)
+    if len(digits) == 0:
+        raise ValueError("`digits` is empty; expected at least one (28, 28) digit.")
+    device, dtype = _model_device_dtype(tokenizer)
+    was_training = getattr(tokenizer, "training", False)
+    tokenizer.eval()
+
+    maps = []
+    groups = np.concatenate([render_shift_group(digit, colour) for digit in digits])  # [5N, 64, 64, 3]
+    for start in range(0, len(groups), batch_size):
+        batch = images_to_tensor(groups[start : start + batch_size]).to(device=device, dtype=dtype)
+        maps.append(tokenizer.encode_to_indices(batch).cpu())
+    index_maps = torch.cat(maps).view(len(digits), len(LOCATIONS), *maps[0].shape[1:])
+
+    if was_training:
+        tokenizer.train()
+
+    side = index_maps.shape[-1]
+    if CANVAS_SIZE % side or index_maps.shape[-2] != side:
+        raise ValueError(f"Expected square token maps whose side divides {CANVAS_SIZE} (got {tuple(index_maps.shape[-2:])}).")
+    f = CANVAS_SIZE // side
+    cells = torch.stack(
+        [index_maps[:, i][(slice(None), *index_cell(location, f))] for i, location in enumerate(LOCATIONS)], dim=1
+    )  # [N, 5, 32/f, 32/f]
+
+    per_pair = {}
+    per_digit = torch.zeros(len(digits), dtype=torch.float64)
+    for a, b in PLACEMENT_PAIRS:
+        i, j = LOCATIONS.index(a), LOCATIONS.index(b)
+        same = (cells[:, i] == cells[:, j]).double().mean(dim=(1, 2))  # [N]
+        per_pair[f"{a}~{b}"] = same.mean().item()
+        per_digit += same
+    per_digit /= len(PLACEMENT_PAIRS)
+    return ShiftEquivarianceResult(
+        score=per_digit.mean().item(),
+        per_pair=per_pair,
+        per_digit=per_digit.numpy(),
+        index_maps=index_maps,
+        downsample_factor=f,
+    )
+
+
+@dataclass
+class CodebookUsage:
+    """Result of `codebook_usage`.
+
+    Args:
+        codes_used (`int`): codes that occur at least once (paper, Table 3).
+        perplexity (`float`): exp of the entropy of the code distribution; K for uniform use.
+        histogram (`torch.LongTensor` of shape `(K,)`): occurrences of each code.
+    """
+
+    codes_used: int
+    perplexity: float
+    histogram: torch.LongTensor
+
+    @property
+    def num_codes(self) -> int:
+        return self.histogram.numel()
+
+
+def codebook_usage(indices: torch.Tensor, num_codes: int) -> CodebookUsage:
+    """How many of `num_codes` codes `indices` (any shape) uses, and how evenly."""
+    if not isinstance(indices, torch.Tensor):
+        indices = torch.as_tensor(np.asarray(indices))
+    if indices.is_floating_point() or indices.is_complex():
+        raise ValueError(f"Expected integer indices (got dtype {indices.dtype}).")
+    if num_codes < 1:
+        raise ValueError(f"`num_codes` must be >= 1 (got {num_codes}).")
+    flat = indices.reshape(-1).long().cpu()
+    if flat.numel() == 0:
+        raise ValueError("`indices` is empty.")
+    if flat.min() < 0 or flat.max() >= num_codes:
+        raise ValueError(f"Indices must lie in [0, {num_codes}) (got min {flat.min().item()}, max {flat.max().item()}).")
+    histogram = torch.bincount(flat, minlength=num_codes)
+    probs = histogram.double() / histogram.sum()
+    nonzero = probs[probs > 0]
+    perplexity = torch.exp(-(nonzero * nonzero.log()).sum()).item()
+    return CodebookUsage(codes_used=int((histogram > 0).sum()), perplexity=perplexity, histogram=histogram)

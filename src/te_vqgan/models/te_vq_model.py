@@ -1,0 +1,292 @@
+"""TE-VQGAN: a diffusers `VQModel` with an orthogonal codebook and a choice of downsampling.
+
+Shin et al., "Exploration into Translation-Equivariant Image Quantization" (ICASSP 2023).
+The encoder, decoder and codebook are VQGAN's (taming-transformers); the additions are
+
+- the orthogonal regulariser on the codebook (`te_vqgan.losses.orthogonal_loss`, Eq. 5),
+  weighted by `orthogonal_reg_weight` (10 for TE-VQGAN, 0 for plain VQGAN);
+- the downsampling layer (`downsample_type`), for the paper's four baselines;
+- replicate padding in every 3x3 conv, as in the authors' code;
+- beta on the commitment term (diffusers' default quantizer puts it on the codebook term);
+- a token API: `encode_to_indices` and `decode_indices`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from diffusers import VQModel
+from diffusers.configuration_utils import register_to_config
+from diffusers.utils import BaseOutput
+
+from ..losses import orthogonal_loss
+from .downsampling import DOWNSAMPLE_TYPES, PADDING_MODES, Downsample
+from .quantizer import TEVectorQuantizer
+
+
+__all__ = ["TEVQModel", "TEVQModelOutput"]
+
+
+@dataclass
+class TEVQModelOutput(BaseOutput):
+    """Output of `TEVQModel.forward`.
+
+    Args:
+        sample (`torch.Tensor` of shape `(batch_size, out_channels, height, width)`):
+            The reconstruction.
+        indices (`torch.LongTensor` of shape `(batch_size, height / f, width / f)`):
+            The code index of every token.
+        commit_loss (`torch.Tensor`):
+            The VQ loss: codebook term + `commitment_beta` x commitment term (diffusers' name).
+        orthogonal_loss (`torch.Tensor`):
+            The orthogonal regulariser already multiplied by `orthogonal_reg_weight`.
+    """
+
+    sample: torch.Tensor
+    indices: torch.LongTensor
+    commit_loss: torch.Tensor
+    orthogonal_loss: torch.Tensor
+
+
+class TEVQModel(VQModel):
+    r"""A VQGAN whose codebook is regularised to be orthogonal (TE-VQGAN).
+
+    The defaults are the authors' stage-1 model for 64x64 colored MNIST: ch 128, ch_mult
+    (1, 2, 2) so f=4 and 16x16 tokens, one res block per level, attention at resolution 16,
+    K=128 codes of dimension 256, strided-conv downsampling and lambda=10.
+
+    Parameters (those of [`diffusers.VQModel`], with these defaults, plus the last five):
+        in_channels (`int`, *optional*, defaults to `3`): channels of the input image.
+        out_channels (`int`, *optional*, defaults to `3`): channels of the output image.
+        down_block_types (`tuple[str]`, *optional*): encoder blocks, one per level.
+        up_block_types (`tuple[str]`, *optional*): decoder blocks, one per level.
+        block_out_channels (`tuple[int]`, *optional*, defaults to `(128, 256, 256)`): channels
+            per level; `len(block_out_channels) - 1` halvings give f.
+        layers_per_block (`int`, *optional*, defaults to `1`): res blocks per encoder level.
+        act_fn (`str`, *optional*, defaults to `"silu"`): activation.
+        latent_channels (`int`, *optional*, defaults to `256`): encoder output channels (z).
+        sample_size (`int`, *optional*, defaults to `64`): image size the model was built for.
+        num_vq_embeddings (`int`, *optional*, defaults to `128`): K, the codebook size.
+        norm_num_groups (`int`, *optional*, defaults to `32`): GroupNorm groups.
+        vq_embed_dim (`int`, *optional*, defaults to `256`): d, the code size.
+        scaling_factor (`float`, *optional*, defaults to `0.18215`): kept for diffusers.
+        norm_type (`str`, *optional*, defaults to `"group"`): `"group"` or `"spatial"`.
+        mid_block_add_attention (`bool`, *optional*, defaults to `True`): attention in the mid block.
+        lookup_from_codebook (`bool`, *optional*, defaults to `False`): see `VQModel.decode`.
+        force_upcast (`bool`, *optional*, defaults to `False`): kept for diffusers.
+        downsample_type (`str`, *optional*, defaults to `"strided_conv"`): one of
+            `"strided_conv"`, `"conv_blurpool"`, `"maxpool"`, `"max_blurpool"`.
+        padding_mode (`str`, *optional*, defaults to `"replicate"`): padding of every 3x3 conv
+            and blur, `"replicate"` (the authors' code) or `"zeros"` (diffusers' default).
+        orthogonal_reg_weight (`float`, *optional*, defaults to `10.0`): lambda of Eq. (5);
+            10 is TE-VQGAN, 0 is plain VQGAN.
+        orthogonal_reg_max_codes (`int`, *optional*): when set and smaller than K, the
+            regulariser is computed on this many codes drawn at random at each call, so that a
+            16384-code book stays cheap. `None` uses the whole codebook.
+        commitment_beta (`float`, *optional*, defaults to `0.25`): weight of the commitment term.
+
+    Example::
+
+        >>> import torch
+        >>> from te_vqgan import TEVQModel
+        >>> model = TEVQModel(block_out_channels=(32, 64, 64), latent_channels=64, vq_embed_dim=64)
+        >>> indices = model.encode_to_indices(torch.rand(2, 3, 64, 64) * 2 - 1)
+        >>> indices.shape
+        torch.Size([2, 16, 16])
+        >>> model.decode_indices(indices).shape
+        torch.Size([2, 3, 64, 64])
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        down_block_types: tuple[str, ...] = ("DownEncoderBlock2D", "DownEncoderBlock2D", "AttnDownEncoderBlock2D"),
+        up_block_types: tuple[str, ...] = ("AttnUpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels: tuple[int, ...] = (128, 256, 256),
+        layers_per_block: int = 1,
+        act_fn: str = "silu",
+        latent_channels: int = 256,
+        sample_size: int = 64,
+        num_vq_embeddings: int = 128,
+        norm_num_groups: int = 32,
+        vq_embed_dim: int | None = 256,
+        scaling_factor: float = 0.18215,
+        norm_type: str = "group",
+        mid_block_add_attention: bool = True,
+        lookup_from_codebook: bool = False,
+        force_upcast: bool = False,
+        downsample_type: str = "strided_conv",
+        padding_mode: str = "replicate",
+        orthogonal_reg_weight: float = 10.0,
+        orthogonal_reg_max_codes: int | None = None,
+        commitment_beta: float = 0.25,
+    ):
+        if downsample_type not in DOWNSAMPLE_TYPES:
+            raise ValueError(f"`downsample_type` must be one of {DOWNSAMPLE_TYPES} (got {downsample_type!r}).")
+        if padding_mode not in PADDING_MODES:
+            raise ValueError(f"`padding_mode` must be one of {PADDING_MODES} (got {padding_mode!r}).")
+        if not orthogonal_reg_weight >= 0:
+            raise ValueError(f"`orthogonal_reg_weight` must be >= 0 (got {orthogonal_reg_weight}).")
+        if orthogonal_reg_max_codes is not None and orthogonal_reg_max_codes < 2:
+            raise ValueError(f"`orthogonal_reg_max_codes` must be None or >= 2 (got {orthogonal_reg_max_codes}).")
+        if not commitment_beta >= 0:
+            raise ValueError(f"`commitment_beta` must be >= 0 (got {commitment_beta}).")
+        if num_vq_embeddings < 1:
+            raise ValueError(f"`num_vq_embeddings` must be >= 1 (got {num_vq_embeddings}).")
+        if not len(down_block_types) == len(up_block_types) == len(block_out_channels):
+            raise ValueError(
+                "`down_block_types`, `up_block_types` and `block_out_channels` need one entry per level "
+                f"(got {len(down_block_types)}, {len(up_block_types)} and {len(block_out_channels)})."
+            )
+        super().__init__(
+            in_channels=in_channels,
+            out_channels=out_channels,
+            down_block_types=down_block_types,
+            up_block_types=up_block_types,
+            block_out_channels=block_out_channels,
+            layers_per_block=layers_per_block,
+            act_fn=act_fn,
+            latent_channels=latent_channels,
+            sample_size=sample_size,
+            num_vq_embeddings=num_vq_embeddings,
+            norm_num_groups=norm_num_groups,
+            vq_embed_dim=vq_embed_dim,
+            scaling_factor=scaling_factor,
+            norm_type=norm_type,
+            mid_block_add_attention=mid_block_add_attention,
+            lookup_from_codebook=lookup_from_codebook,
+            force_upcast=force_upcast,
+        )
+        embed_dim = vq_embed_dim if vq_embed_dim is not None else latent_channels
+        # Our quantizer: beta on the commitment term, indices kept as [B, H, W].
+        self.quantize = TEVectorQuantizer(num_vq_embeddings, embed_dim, commitment_beta=commitment_beta)
+
+        for block in self.encoder.down_blocks:
+            if block.downsamplers is not None:
+                channels = block.downsamplers[0].channels
+                block.downsamplers = nn.ModuleList([Downsample(channels, downsample_type, padding_mode)])
+
+        if padding_mode != "zeros":
+            # nn.Conv2d honours `padding_mode` at call time, so switching it after construction
+            # gives every padded conv of the encoder and decoder replicate padding.
+            for module in list(self.encoder.modules()) + list(self.decoder.modules()):
+                if isinstance(module, nn.Conv2d) and any(p > 0 for p in module.padding):
+                    module.padding_mode = padding_mode
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def downsample_factor(self) -> int:
+        """f: the image side divided by the token-map side."""
+        return 2 ** (len(self.config.block_out_channels) - 1)
+
+    @property
+    def num_codes(self) -> int:
+        """K: the codebook size."""
+        return self.config.num_vq_embeddings
+
+    @property
+    def codebook(self) -> torch.Tensor:
+        """The `(K, d)` code vectors (`quantize.embedding.weight`)."""
+        return self.quantize.embedding.weight
+
+    # ------------------------------------------------------------------ input checks
+    def _check_images(self, images: torch.Tensor) -> None:
+        if not isinstance(images, torch.Tensor):
+            raise ValueError(f"Expected images as a torch.Tensor (got {type(images).__name__}).")
+        if images.ndim != 4:
+            raise ValueError(f"Expected images of shape (batch, channels, height, width) (got shape {tuple(images.shape)}).")
+        if not images.is_floating_point():
+            raise ValueError(
+                f"Expected floating-point images in [-1, 1] (got dtype {images.dtype}); "
+                "convert uint8 images with `images.float() / 127.5 - 1`."
+            )
+        channels, height, width = images.shape[1:]
+        if channels != self.config.in_channels:
+            raise ValueError(f"Expected images with {self.config.in_channels} channels (got {channels}, shape {tuple(images.shape)}).")
+        f = self.downsample_factor
+        if height % f or width % f:
+            raise ValueError(f"Image height and width must be divisible by the downsampling factor {f} (got {height}x{width}).")
+        if not torch.isfinite(images).all():
+            bad = (~torch.isfinite(images)).sum().item()
+            raise ValueError(f"Images contain {bad} NaN or Inf values; expected finite values in [-1, 1].")
+
+    def _check_indices(self, indices: torch.Tensor) -> None:
+        if not isinstance(indices, torch.Tensor):
+            raise ValueError(f"Expected indices as a torch.Tensor (got {type(indices).__name__}).")
+        if indices.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8):
+            raise ValueError(f"Expected integer indices (got dtype {indices.dtype}).")
+        if indices.ndim != 3:
+            raise ValueError(f"Expected indices of shape (batch, height, width) (got shape {tuple(indices.shape)}).")
+        if indices.numel() and (indices.min() < 0 or indices.max() >= self.num_codes):
+            raise ValueError(
+                f"Indices must lie in [0, {self.num_codes}) (got min {indices.min().item()}, max {indices.max().item()})."
+            )
+
+    # ------------------------------------------------------------------ losses
+    def compute_orthogonal_loss(self) -> torch.Tensor:
+        """`orthogonal_reg_weight * orthogonal_loss(codebook)`, on a random subset of
+        `orthogonal_reg_max_codes` codes when that is set and smaller than K."""
+        weight = self.config.orthogonal_reg_weight
+        codebook = self.codebook
+        if weight == 0:
+            return codebook.new_zeros((), dtype=torch.float32)
+        max_codes = self.config.orthogonal_reg_max_codes
+        if max_codes is not None and max_codes < codebook.shape[0]:
+            subset = torch.randperm(codebook.shape[0], device=codebook.device)[:max_codes]
+            codebook = codebook[subset]
+        return weight * orthogonal_loss(codebook)
+
+    # ------------------------------------------------------------------ token API
+    def _decode_quantized(self, quant: torch.Tensor) -> torch.Tensor:
+        hidden = self.post_quant_conv(quant)
+        return self.decoder(hidden, quant if self.config.norm_type == "spatial" else None)
+
+    @torch.no_grad()
+    def encode_to_indices(self, images: torch.Tensor) -> torch.LongTensor:
+        """Tokenize images.
+
+        Args:
+            images (`torch.Tensor` of shape `(B, C, H, W)`): floats in [-1, 1], H and W divisible by f.
+
+        Returns:
+            `torch.LongTensor` of shape `(B, H / f, W / f)`: code indices in [0, K).
+        """
+        self._check_images(images)
+        latents = self.encode(images).latents
+        return self.quantize.nearest_indices(latents)
+
+    def decode_indices(self, indices: torch.LongTensor) -> torch.Tensor:
+        """Images from code indices.
+
+        Args:
+            indices (`torch.LongTensor` of shape `(B, h, w)`): values in [0, K).
+
+        Returns:
+            `torch.Tensor` of shape `(B, out_channels, h * f, w * f)`.
+        """
+        self._check_indices(indices)
+        quant = self.quantize.embed(indices.long())
+        return self._decode_quantized(quant)
+
+    def forward(self, sample: torch.Tensor, return_dict: bool = True) -> TEVQModelOutput | tuple:
+        r"""Encode, quantize and decode.
+
+        Args:
+            sample (`torch.Tensor` of shape `(B, C, H, W)`): floats in [-1, 1].
+            return_dict (`bool`, *optional*, defaults to `True`): return a [`TEVQModelOutput`]
+                rather than the tuple `(sample, indices, commit_loss, orthogonal_loss)`.
+        """
+        self._check_images(sample)
+        latents = self.encode(sample).latents
+        quantized = self.quantize(latents)
+        reconstruction = self._decode_quantized(quantized.quantized)
+        ortho = self.compute_orthogonal_loss()
+        if not return_dict:
+            return reconstruction, quantized.indices, quantized.loss, ortho
+        return TEVQModelOutput(
+            sample=reconstruction, indices=quantized.indices, commit_loss=quantized.loss, orthogonal_loss=ortho
+        )
