@@ -1,0 +1,81 @@
+"""Load a tokenizer from whatever a user points at: a config file, a saved folder, a Hub id."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["load_model_config", "load_vq_model"]
+
+
+def _model_class(class_name: str | None):
+    from diffusers import VQModel
+
+    from .models import TEVQModel
+
+    # A stock diffusers VQModel folder loads as a VQModel (the metrics wrap it); anything
+    # else written by this package is a TEVQModel.
+    return VQModel if class_name == "VQModel" else TEVQModel
+
+
+def load_model_config(path: str | Path) -> dict:
+    """Read a model config JSON (a `hub_configs/*.json` file or a saved `config.json`)."""
+    path = Path(path)
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"Model config {str(path)!r} is not valid JSON: {error}") from error
+    if not isinstance(config, dict):
+        raise ValueError(f"Model config {str(path)!r} must hold a JSON object (got {type(config).__name__}).")
+    return config
+
+
+def load_vq_model(spec: str, seed: int = 0, device: str | torch.device | None = None, **from_pretrained_kwargs):
+    """A `TEVQModel` (or stock `VQModel`) from a config file, a saved folder or a Hub repo id.
+
+    Args:
+        spec (`str`): one of
+            - a `.json` model config: a randomly initialised model, seeded with `seed`;
+            - a folder written by `save_pretrained`;
+            - a Hub repo id (`org/name`), downloaded by `from_pretrained`.
+        seed (`int`, *optional*, defaults to `0`): seed of the random initialisation.
+        device (`str`, *optional*): where to put the model; default CUDA when available.
+
+    Returns:
+        `(model, description)`, the model in eval mode and a short text saying what was loaded.
+    """
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    path = Path(spec)
+    if path.is_file():
+        config = load_model_config(path)
+        cls = _model_class(config.get("_class_name"))
+        torch.manual_seed(seed)
+        model = cls.from_config(config)
+        description = f"{cls.__name__} randomly initialised from {path} (seed {seed})"
+    elif path.is_dir():
+        config_file = path / "config.json"
+        if not config_file.is_file():
+            raise FileNotFoundError(f"{str(path)!r} is a folder without config.json; expected a save_pretrained folder.")
+        cls = _model_class(load_model_config(config_file).get("_class_name"))
+        model = cls.from_pretrained(path, **from_pretrained_kwargs)
+        description = f"{cls.__name__} loaded from {path}"
+    elif spec.count("/") == 1 and not spec.endswith((".json", "/")) and not path.exists():
+        from huggingface_hub import hf_hub_download
+
+        config_file = hf_hub_download(spec, "config.json", **from_pretrained_kwargs)
+        cls = _model_class(load_model_config(config_file).get("_class_name"))
+        model = cls.from_pretrained(spec, **from_pretrained_kwargs)
+        description = f"{cls.__name__} loaded from the Hub repo {spec}"
+    else:
+        raise FileNotFoundError(
+            f"Model {spec!r} is neither a config file, a save_pretrained folder nor a Hub repo id (org/name)."
+        )
+    model.to(device).eval()
+    logger.debug("%s", description)
+    return model, description

@@ -1,0 +1,117 @@
+"""Figures people would rather look at than numbers: token maps and placements, as PNG files.
+
+Every figure is written to a temporary file beside its target and moved into place, so an
+interrupted run never leaves a half-written PNG.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+__all__ = ["code_palette", "index_map_to_rgb", "save_figure", "save_shift_equivariance_figure"]
+
+
+def code_palette(num_codes: int) -> np.ndarray:
+    """A fixed, well-spread colour per code: uint8 `[K, 3]`.
+
+    Hues step by the golden ratio, so neighbouring code ids get unrelated colours and the
+    same code has the same colour in every figure of every run.
+    """
+    golden = 0.618033988749895
+    colours = []
+    for code in range(num_codes):
+        hue = (code * golden) % 1.0
+        saturation = 0.55 + 0.45 * ((code * 7) % 3) / 2
+        value = 0.65 + 0.35 * ((code * 5) % 2)
+        colours.append(colorsys.hsv_to_rgb(hue, saturation, value))
+    return (np.asarray(colours) * 255).round().astype(np.uint8)
+
+
+def index_map_to_rgb(indices, num_codes: int) -> np.ndarray:
+    """A token map `[h, w]` as an RGB image `[h, w, 3]` (uint8), one colour per code."""
+    indices = np.asarray(indices.cpu() if hasattr(indices, "cpu") else indices)
+    if indices.size and (indices.min() < 0 or indices.max() >= num_codes):
+        raise ValueError(f"Indices must lie in [0, {num_codes}) (got min {indices.min()}, max {indices.max()}).")
+    return code_palette(num_codes)[indices]
+
+
+def save_figure(figure, path: str | os.PathLike, dpi: int = 120) -> Path:
+    """Save a matplotlib figure as PNG atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        figure.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        plt.close(figure)
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def save_shift_equivariance_figure(
+    images: np.ndarray,
+    index_maps,
+    num_codes: int,
+    path: str | os.PathLike,
+    placements: tuple[str, ...],
+    cell_slices: list[tuple[slice, slice]] | None = None,
+    title: str | None = None,
+    row_scores: list[float] | None = None,
+) -> Path:
+    """The placements of each digit above their token maps, side by side.
+
+    Args:
+        images (`np.ndarray` of shape `(G, 5, 64, 64, 3)`): uint8 placements of G digits.
+        index_maps (of shape `(G, 5, h, w)`): their token maps.
+        num_codes (`int`): K, for the colour of each code.
+        path: where the PNG goes.
+        placements (`tuple[str]`): the five placement names, column titles.
+        cell_slices (`list[(rows, cols)]`, *optional*): the digit's cell in each token map, outlined.
+        title (`str`, *optional*): the figure's title.
+        row_scores (`list[float]`, *optional*): each digit's score, printed beside its rows.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.patches as patches
+    import matplotlib.pyplot as plt
+
+    images = np.asarray(images)
+    index_maps = np.asarray(index_maps.cpu() if hasattr(index_maps, "cpu") else index_maps)
+    groups, columns = images.shape[:2]
+    figure, axes = plt.subplots(2 * groups, columns, figsize=(2.0 * columns, 4.1 * groups), squeeze=False)
+    for g in range(groups):
+        for c in range(columns):
+            top, bottom = axes[2 * g, c], axes[2 * g + 1, c]
+            top.imshow(images[g, c], interpolation="nearest")
+            bottom.imshow(index_map_to_rgb(index_maps[g, c], num_codes), interpolation="nearest")
+            if cell_slices is not None:
+                rows, cols = cell_slices[c]
+                bottom.add_patch(
+                    patches.Rectangle(
+                        (cols.start - 0.5, rows.start - 0.5), cols.stop - cols.start, rows.stop - rows.start,
+                        fill=False, edgecolor="white", linewidth=1.5,
+                    )
+                )
+            for axis in (top, bottom):
+                axis.set_xticks([])
+                axis.set_yticks([])
+            if g == 0:
+                top.set_title(placements[c].replace("_", " "), fontsize=9)
+        label = "image" if row_scores is None else f"digit {g}\nscore {row_scores[g]:.3f}"
+        axes[2 * g, 0].set_ylabel(label, fontsize=8)
+        axes[2 * g + 1, 0].set_ylabel("code indices", fontsize=8)
+    if title:
+        figure.suptitle(title, fontsize=10)
+    return save_figure(figure, path)

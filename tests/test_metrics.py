@@ -1,0 +1,138 @@
+import numpy as np
+import pytest
+import torch
+from diffusers import VQModel
+
+from te_vqgan import TEVQModel, codebook_usage, shift_equivariance
+from te_vqgan.data.layout import LOCATIONS, index_cell, render_canvas
+from te_vqgan.metrics import VQModelTokenizer, as_tokenizer, render_shift_group
+from tiny_configs import TINY_STOCK_VQ, TINY_TEVQ
+
+
+class PatchifyTokenizer:
+    """A stride-f patchify: a token depends only on its own f x f patch, so it is provably
+    equivariant to shifts by multiples of f. With `position_dependent`, each token also
+    depends on where it is, which breaks equivariance."""
+
+    def __init__(self, f=4, num_codes=64, position_dependent=False):
+        self.f, self.num_codes, self.position_dependent = f, num_codes, position_dependent
+
+    def parameters(self):
+        return iter([])
+
+    def eval(self):
+        return self
+
+    def encode_to_indices(self, images):
+        patches = torch.nn.functional.avg_pool2d(images.mean(1, keepdim=True), self.f)[:, 0]  # [B, h, w]
+        indices = ((patches + 1) / 2 * 15.999).long()  # 16 brightness levels
+        if self.position_dependent:
+            rows = torch.arange(indices.shape[1])[:, None]
+            indices = indices + 16 * ((rows // 4) % 2)  # blocks of 4 token rows alternate
+        return indices % self.num_codes
+
+
+@pytest.fixture(scope="module")
+def digits(mnist_test_digits):
+    images, _ = mnist_test_digits
+    return images[:6]
+
+
+def test_placements_put_the_same_digit_in_each_cell(digits):
+    group = render_shift_group(digits[0])
+    assert group.shape == (5, 64, 64, 3)
+    for image, location in zip(group, LOCATIONS):
+        rows, cols = index_cell(location, 1)
+        cell = image[rows, cols]
+        np.testing.assert_array_equal(cell[2:30, 2:30, 0], digits[0])
+        assert image.sum() == cell.sum()  # nothing outside the cell
+
+
+@pytest.mark.parametrize("f", [4, 8, 16])
+def test_patchify_tokenizer_scores_exactly_one(digits, f):
+    result = shift_equivariance(PatchifyTokenizer(f=f), digits)
+    assert result.score == 1.0
+    assert len(result.per_pair) == 10 and all(v == 1.0 for v in result.per_pair.values())
+    assert result.downsample_factor == f
+    assert result.index_maps.shape == (len(digits), 5, 64 // f, 64 // f)
+
+
+def test_position_dependent_tokenizer_scores_below_one(digits):
+    result = shift_equivariance(PatchifyTokenizer(position_dependent=True), digits)
+    assert 0.0 < result.score < 1.0
+    # A horizontal shift keeps the rows: still equivariant. A 16-pixel (4-token) vertical
+    # shift moves into the other kind of row block: broken.
+    assert result.per_pair["upper_left~upper_right"] == 1.0
+    assert result.per_pair["centre~upper_left"] < 1.0
+
+
+def test_score_is_the_mean_of_identical_fractions_over_pairs(digits):
+    result = shift_equivariance(PatchifyTokenizer(position_dependent=True), digits)
+    cells = [result.index_maps[:, i][(slice(None), *index_cell(loc, 4))] for i, loc in enumerate(LOCATIONS)]
+    fractions = [
+        (cells[i] == cells[j]).float().mean().item() for i in range(5) for j in range(i + 1, 5)
+    ]
+    assert result.score == pytest.approx(np.mean(fractions))
+    assert result.score == pytest.approx(np.mean(list(result.per_pair.values())))
+    assert result.score == pytest.approx(result.per_digit.mean())
+
+
+def test_factor_that_does_not_divide_16_is_rejected(digits):
+    with pytest.raises(ValueError, match="divide 16.*f=32"):
+        shift_equivariance(PatchifyTokenizer(f=32), digits)
+
+
+def test_te_vq_model_and_stock_vq_model(digits):
+    torch.manual_seed(0)
+    te = TEVQModel(**TINY_TEVQ)
+    result = shift_equivariance(te, digits)
+    assert 0.0 <= result.score <= 1.0 and result.index_maps.shape == (6, 5, 16, 16)
+
+    torch.manual_seed(0)
+    stock = VQModel(**TINY_STOCK_VQ).eval()
+    assert isinstance(as_tokenizer(stock), VQModelTokenizer)
+    result = shift_equivariance(stock, digits)
+    assert 0.0 <= result.score <= 1.0 and result.index_maps.shape == (6, 5, 16, 16)
+    # The adapter's indices are the stock quantizer's, and decode back through the stock decoder.
+    tokenizer = VQModelTokenizer(stock)
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    indices = tokenizer.encode_to_indices(x)
+    with torch.no_grad():
+        _, _, (_, _, flat) = stock.quantize(stock.encode(x).latents)
+        assert torch.equal(indices.reshape(-1), flat.reshape(-1))
+        assert tokenizer.decode_indices(indices).shape == x.shape
+
+
+def test_shift_equivariance_rejects_bad_digits():
+    with pytest.raises(ValueError, match=r"\(N, 28, 28\).*\(3, 32, 32\)"):
+        shift_equivariance(PatchifyTokenizer(), np.zeros((3, 32, 32), dtype=np.uint8))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        shift_equivariance(PatchifyTokenizer(), np.full((1, 28, 28), 2.0))
+    with pytest.raises(TypeError, match="encode_to_indices"):
+        shift_equivariance(object(), np.zeros((1, 28, 28), dtype=np.uint8))
+
+
+def test_codebook_usage():
+    usage = codebook_usage(torch.tensor([[0, 1], [1, 3]]), num_codes=5)
+    assert usage.codes_used == 3
+    assert usage.histogram.tolist() == [1, 2, 0, 1, 0]
+    p = np.array([0.25, 0.5, 0.25])
+    assert usage.perplexity == pytest.approx(np.exp(-(p * np.log(p)).sum()))
+    assert codebook_usage(torch.arange(8), 8).perplexity == pytest.approx(8.0)
+    assert codebook_usage(torch.zeros(10, dtype=torch.long), 8).perplexity == pytest.approx(1.0)
+
+
+def test_codebook_usage_rejects_bad_indices():
+    with pytest.raises(ValueError, match=r"\[0, 4\).*max 4"):
+        codebook_usage(torch.tensor([0, 4]), 4)
+    with pytest.raises(ValueError, match="integer"):
+        codebook_usage(torch.tensor([0.5]), 4)
+
+
+def test_render_canvas_geometry_and_colours(digits):
+    canvas = render_canvas([("upper_left", "red", digits[0]), ("lower_right", "blue", digits[1])])
+    np.testing.assert_array_equal(canvas[2:30, 2:30, 0], digits[0])
+    assert canvas[2:30, 2:30, 1:].sum() == 0
+    np.testing.assert_array_equal(canvas[34:62, 34:62, 2], digits[1])
+    with pytest.raises(ValueError, match="centre.*alone"):
+        render_canvas([("centre", "red", digits[0]), ("upper_left", "red", digits[1])])
