@@ -1,4 +1,4 @@
-"""Data: the MNIST IDX reader, the canvas layout, and (later) the TextMNIST builder."""
+"""Data: the MNIST IDX reader, the canvas layout, the TextMNIST builder and its caption grammar."""
 
 from .layout import (
     CANVAS_SIZE,
@@ -10,7 +10,28 @@ from .layout import (
     index_cell,
     render_canvas,
 )
-from .mnist import MNIST_VARIANTS, ChecksumError, load_mnist, read_idx, resolve_mnist_files, verify_file
+from .captions import (
+    CaptionGrammar,
+    Triplet,
+    caption_vocabulary,
+    detokenize_caption,
+    generate_captions,
+    get_grammar,
+    parse_caption,
+    render_caption,
+    tokenize_caption,
+)
+from .mnist import (
+    MNIST_VARIANTS,
+    ChecksumError,
+    load_mnist,
+    read_idx,
+    read_mnist_split,
+    resolve_mnist_files,
+    verify_file,
+)
+from .splits import HELD_OUT_COMBINATIONS, SOURCE_POOLS, SPLITS
+from .textmnist import TextMNIST, TextMNISTConfig
 
 
 __all__ = [
@@ -18,14 +39,29 @@ __all__ = [
     "CELL_ORIGINS",
     "COLOURS",
     "COLOUR_RGB",
+    "CaptionGrammar",
     "ChecksumError",
+    "HELD_OUT_COMBINATIONS",
     "LOCATIONS",
     "MNIST_VARIANTS",
     "QUADRANTS",
+    "SOURCE_POOLS",
+    "SPLITS",
+    "TextMNIST",
+    "TextMNISTConfig",
+    "Triplet",
+    "caption_vocabulary",
+    "detokenize_caption",
+    "generate_captions",
+    "get_grammar",
     "index_cell",
     "load_mnist",
+    "parse_caption",
     "read_idx",
+    "read_mnist_split",
     "render_canvas",
+    "render_caption",
     "resolve_mnist_files",
+    "tokenize_caption",
     "verify_file",
 ]

@@ -42,6 +42,7 @@ __all__ = [
     "download_file",
     "load_mnist",
     "read_idx",
+    "read_mnist_split",
     "resolve_mnist_files",
     "sha256_file",
     "verify_file",
@@ -268,8 +269,19 @@ def load_mnist(
 
     `split` is `"train"` (60,000) or `"test"` (10,000). See `resolve_mnist_files` for the rest.
     """
-    spec = _variant(variant)
     files = resolve_mnist_files(variant, data_dir=data_dir, cache_dir=cache_dir, download_fn=download_fn)
+    return read_mnist_split(files, split, variant)
+
+
+def read_mnist_split(
+    files: dict[str, str | os.PathLike], split: str = "train", variant: str = "mnist"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read `(images uint8 [N, 28, 28], labels uint8 [N])` of one split from already resolved files.
+
+    `files` is what `resolve_mnist_files` returns; a dataset builder resolves (and verifies)
+    the files once, then each worker process reads them with this.
+    """
+    spec = _variant(variant)
     images = read_idx(files[spec.file_name(split, "images")])
     labels = read_idx(files[spec.file_name(split, "labels")])
     if images.ndim != 3 or images.shape[1:] != (28, 28) or labels.shape != images.shape[:1]:
