@@ -136,3 +136,15 @@ def test_render_canvas_geometry_and_colours(digits):
     np.testing.assert_array_equal(canvas[34:62, 34:62, 2], digits[1])
     with pytest.raises(ValueError, match="centre.*alone"):
         render_canvas([("centre", "red", digits[0]), ("upper_left", "red", digits[1])])
+
+
+def test_groups_entry_point_matches_digits_entry_point(digits):
+    from te_vqgan.metrics import shift_equivariance_of_groups
+
+    tokenizer = PatchifyTokenizer(position_dependent=True)
+    groups = np.stack([render_shift_group(d) for d in digits])
+    by_groups = shift_equivariance_of_groups(tokenizer, groups)
+    by_digits = shift_equivariance(tokenizer, digits)
+    assert by_groups.score == by_digits.score and by_groups.per_pair == by_digits.per_pair
+    with pytest.raises(ValueError, match=r"\(N, 5, 64, 64, 3\)"):
+        shift_equivariance_of_groups(tokenizer, groups[:, :4])

@@ -29,6 +29,7 @@ __all__ = [
     "codebook_usage",
     "render_shift_group",
     "shift_equivariance",
+    "shift_equivariance_of_groups",
 ]
 
 # The 10 pairs of the five placements, in a fixed order.
@@ -165,21 +166,41 @@ def shift_equivariance(model, digits, colour: str = "white", batch_size: int = 6
         >>> images, _ = load_mnist("test", data_dir="../shared/data/mnist")
         >>> shift_equivariance(TEVQModel(), images[:10]).score  # doctest: +SKIP
     """
-    tokenizer = as_tokenizer(model)
     digits = _as_uint8_digits(digits)
     if len(digits) == 0:
         raise ValueError("`digits` is empty; expected at least one (28, 28) digit.")
+    groups = np.stack([render_shift_group(digit, colour) for digit in digits])
+    return shift_equivariance_of_groups(model, groups, batch_size=batch_size)
+
+
+@torch.no_grad()
+def shift_equivariance_of_groups(model, groups, batch_size: int = 64) -> ShiftEquivarianceResult:
+    """`shift_equivariance` on pre-rendered placements, e.g. TextMNIST's `shift` split.
+
+    Args:
+        model: see `shift_equivariance`.
+        groups (`np.ndarray` of shape `(N, 5, 64, 64, 3)`): uint8 images, the same digit at
+            the placements of `LOCATIONS` (centre, upper left, upper right, lower left, lower right).
+        batch_size (`int`, *optional*, defaults to `64`): images per `encode_to_indices` call.
+    """
+    groups = np.asarray(groups)
+    if groups.ndim != 5 or groups.shape[1:] != (len(LOCATIONS), CANVAS_SIZE, CANVAS_SIZE, 3) or groups.dtype != np.uint8:
+        raise ValueError(
+            f"Expected uint8 groups of shape (N, {len(LOCATIONS)}, {CANVAS_SIZE}, {CANVAS_SIZE}, 3) "
+            f"(got {groups.dtype} {groups.shape})."
+        )
+    if len(groups) == 0:
+        raise ValueError("`groups` is empty; expected at least one group of five placements.")
+    tokenizer = as_tokenizer(model)
     device, dtype = _model_device_dtype(tokenizer)
     was_training = getattr(tokenizer, "training", False)
     tokenizer.eval()
-
+    flat = groups.reshape(-1, CANVAS_SIZE, CANVAS_SIZE, 3)
     maps = []
-    groups = np.concatenate([render_shift_group(digit, colour) for digit in digits])  # [5N, 64, 64, 3]
-    for start in range(0, len(groups), batch_size):
-        batch = images_to_tensor(groups[start : start + batch_size]).to(device=device, dtype=dtype)
+    for start in range(0, len(flat), batch_size):
+        batch = images_to_tensor(flat[start : start + batch_size]).to(device=device, dtype=dtype)
         maps.append(tokenizer.encode_to_indices(batch).cpu())
-    index_maps = torch.cat(maps).view(len(digits), len(LOCATIONS), *maps[0].shape[1:])
-
+    index_maps = torch.cat(maps).view(len(groups), len(LOCATIONS), *maps[0].shape[1:])
     if was_training:
         tokenizer.train()
 
@@ -192,7 +213,7 @@ def shift_equivariance(model, digits, colour: str = "white", batch_size: int = 6
     )  # [N, 5, 32/f, 32/f]
 
     per_pair = {}
-    per_digit = torch.zeros(len(digits), dtype=torch.float64)
+    per_digit = torch.zeros(len(groups), dtype=torch.float64)
     for a, b in PLACEMENT_PAIRS:
         i, j = LOCATIONS.index(a), LOCATIONS.index(b)
         same = (cells[:, i] == cells[:, j]).double().mean(dim=(1, 2))  # [N]
