@@ -10,6 +10,7 @@ import sys
 
 # Each module defines `register(subparsers)`, which adds its parser and sets `func`.
 COMMAND_MODULES = (
+    "te_vqgan.commands.build_dataset",
     "te_vqgan.commands.equivariance",
 )
 

@@ -56,9 +56,9 @@ from .splits import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TextMNIST", "TextMNISTConfig", "source_pools_by_label"]
+__all__ = ["CITATION", "LICENSES", "TextMNIST", "TextMNISTConfig", "source_pools_by_label"]
 
-_CITATION = """\
+CITATION = """\
 @inproceedings{shin2023translation,
   title     = {Exploration into Translation-Equivariant Image Quantization},
   author    = {Shin, Woncheol and Lee, Gyubok and Lee, Jiyoung and Lyu, Eunyi and Lee, Joonseok and Choi, Edward},
@@ -68,7 +68,7 @@ _CITATION = """\
 }
 """
 
-_LICENSES = {
+LICENSES = {
     # As stated by the sources (see ../shared/data/SOURCES.md); the generated images are
     # derived works of the digits and inherit their licence.
     "mnist": "cc-by-sa-3.0",
@@ -268,8 +268,8 @@ class TextMNIST(datasets.GeneratorBasedBuilder):
             description=__doc__.split("\n\n")[0],
             features=features,
             homepage="https://arxiv.org/abs/2112.00384",
-            citation=_CITATION,
-            license=_LICENSES[self.config.variant],
+            citation=CITATION,
+            license=LICENSES[self.config.variant],
         )
 
     def _split_generators(self, dl_manager: datasets.DownloadManager) -> list[datasets.SplitGenerator]:
