@@ -1,7 +1,9 @@
 """Losses of the stage-1 quantizer, as pure functions.
 
 The orthogonal regulariser is the paper's Eq. (5); the VQ loss is VQ-VAE's codebook and
-commitment terms with beta on the commitment term (REFERENCE.md, "Stage 1").
+commitment terms with beta on the commitment term; the adversarial terms are VQGAN's hinge
+losses with its adaptive weight (Esser et al., "Taming Transformers", Eq. 7; REFERENCE.md,
+"Stage 1").
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 
-__all__ = ["orthogonal_loss", "vq_loss"]
+__all__ = ["adaptive_gan_weight", "hinge_d_loss", "hinge_g_loss", "orthogonal_loss", "vq_loss"]
 
 
 def orthogonal_loss(codebook: torch.Tensor) -> torch.Tensor:
@@ -58,3 +60,40 @@ def vq_loss(z: torch.Tensor, z_q: torch.Tensor, commitment_beta: float = 0.25) -
     codebook_term = F.mse_loss(z_q, z.detach())
     commitment_term = F.mse_loss(z, z_q.detach())
     return codebook_term + commitment_beta * commitment_term
+
+
+def hinge_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
+    """Hinge loss of the discriminator: `(mean(relu(1 - D(x))) + mean(relu(1 + D(G(z))))) / 2`."""
+    return 0.5 * (F.relu(1.0 - logits_real).mean() + F.relu(1.0 + logits_fake).mean())
+
+
+def hinge_g_loss(logits_fake: torch.Tensor) -> torch.Tensor:
+    """Adversarial loss of the generator (the autoencoder): `-mean(D(G(z)))`."""
+    return -logits_fake.mean()
+
+
+def adaptive_gan_weight(
+    nll_loss: torch.Tensor,
+    g_loss: torch.Tensor,
+    last_layer: torch.Tensor,
+    max_weight: float = 1e4,
+    eps: float = 1e-4,
+) -> torch.Tensor:
+    r"""VQGAN's adaptive weight of the adversarial term (Taming Transformers, Eq. 7).
+
+    .. math:: \lambda = \frac{\lVert \nabla_{G_L} \mathcal{L}_{rec} \rVert}{\lVert \nabla_{G_L} \mathcal{L}_{GAN} \rVert + \delta}
+
+    clamped to `[0, max_weight]` and detached; `G_L` is the decoder's last layer. The caller
+    multiplies it by `disc_weight` (0.8 in the authors' config).
+
+    Args:
+        nll_loss (`torch.Tensor`): the reconstruction (+ perceptual) loss, a scalar with a graph.
+        g_loss (`torch.Tensor`): the generator's adversarial loss, a scalar with a graph.
+        last_layer (`torch.Tensor`): the weight of the decoder's last layer.
+        max_weight (`float`, *optional*, defaults to `1e4`): upper clamp.
+        eps (`float`, *optional*, defaults to `1e-4`): delta, keeps the ratio finite.
+    """
+    nll_grads = torch.autograd.grad(nll_loss, last_layer, retain_graph=True)[0]
+    g_grads = torch.autograd.grad(g_loss, last_layer, retain_graph=True)[0]
+    weight = torch.linalg.vector_norm(nll_grads.float()) / (torch.linalg.vector_norm(g_grads.float()) + eps)
+    return torch.clamp(weight, 0.0, max_weight).detach()

@@ -45,9 +45,11 @@ class TEVQModelOutput(BaseOutput):
     """
 
     sample: torch.Tensor
-    indices: torch.LongTensor
-    commit_loss: torch.Tensor
-    orthogonal_loss: torch.Tensor
+    # Defaults only so that `BaseOutput` can be rebuilt from a dict (Accelerate does this to
+    # cast mixed-precision outputs back to fp32); the model always fills every field.
+    indices: torch.LongTensor | None = None
+    commit_loss: torch.Tensor | None = None
+    orthogonal_loss: torch.Tensor | None = None
 
 
 class TEVQModel(VQModel):

@@ -1,0 +1,11 @@
+"""Training building blocks shared by the stage-1 and stage-2 scripts in `training/`.
+
+The discriminator and the perceptual network live here, apart from the saved quantizer;
+`accelerate_utils` holds the Accelerate plumbing (checkpoints, resume, trackers, Hub pushes).
+"""
+
+from .discriminator import NLayerDiscriminator
+from .perceptual import PerceptualLossUnavailable, load_perceptual_loss
+
+
+__all__ = ["NLayerDiscriminator", "PerceptualLossUnavailable", "load_perceptual_loss"]

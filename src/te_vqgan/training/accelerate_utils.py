@@ -1,0 +1,229 @@
+"""Accelerate plumbing shared by the training scripts in `training/` (stage 1 and stage 2).
+
+- `build_accelerator`: an `Accelerator` with a project config, trackers and mixed precision.
+- `EpochShuffleSampler`: a shuffle that depends only on (seed, epoch), so a resumed run sees
+  exactly the batches an uninterrupted one would.
+- `save_checkpoint` / `resolve_resume_checkpoint`: `checkpoint-{step}` folders written
+  atomically (a temporary folder renamed once complete), pruned to a total limit.
+- `render_model_card` / `push_folder_to_hub`: a model card from a template in `model_cards/`
+  and a push of the final folder that never uploads `checkpoint-*` folders.
+
+Checkpoint folders hold Accelerate's training state (optimizer and RNG states are pickles):
+load them only from your own runs. Released weights are safetensors.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import shutil
+from pathlib import Path
+
+import torch
+from torch.utils.data import Sampler
+
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "CHECKPOINT_PREFIX",
+    "PUSH_IGNORE_PATTERNS",
+    "EpochShuffleSampler",
+    "build_accelerator",
+    "list_checkpoints",
+    "push_folder_to_hub",
+    "render_model_card",
+    "resolve_resume_checkpoint",
+    "save_checkpoint",
+    "scaled_learning_rate",
+    "write_json_atomic",
+]
+
+CHECKPOINT_PREFIX = "checkpoint-"
+_CHECKPOINT_RE = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
+# What a push leaves out: training state, tracker logs, per-step validation figures. The
+# patterns are matched against paths inside the folder (fnmatch: `*` also matches `/`).
+PUSH_IGNORE_PATTERNS = (f"{CHECKPOINT_PREFIX}*", "*.tmp", "*.tmp/*", "logs/*", "validation/*")
+
+
+def build_accelerator(
+    output_dir: str | os.PathLike,
+    mixed_precision: str = "no",
+    gradient_accumulation_steps: int = 1,
+    report_to: str | None = "tensorboard",
+    logging_dir: str = "logs",
+    cpu: bool = False,
+):
+    """An `Accelerator` whose project folder is `output_dir` (trackers log to `output_dir/logging_dir`).
+
+    `cpu=True` also makes `accelerate launch --multi_gpu --num_processes 2` run two real
+    processes (DDP over gloo) on a machine without GPUs (ENVIRONMENT.md).
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration
+
+    project_config = ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(Path(output_dir) / logging_dir))
+    return Accelerator(
+        mixed_precision=mixed_precision,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        log_with=None if report_to in (None, "none") else report_to,
+        project_config=project_config,
+        cpu=cpu,
+    )
+
+
+def scaled_learning_rate(base_lr: float, batch_size: int, gradient_accumulation_steps: int, num_processes: int) -> float:
+    """taming-transformers' rule: lr = base_lr x batch per device x accumulation x devices.
+
+    The authors' 8e-6 x 96 x 1 x 2 = 1.536e-3 (REFERENCE.md)."""
+    return base_lr * batch_size * gradient_accumulation_steps * num_processes
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A random permutation of `range(num_samples)` drawn from a generator seeded with
+    `(seed, epoch)`: the order of epoch e is the same in every run, resumed or not.
+
+    Call `set_epoch(epoch)` before iterating each epoch.
+    """
+
+    def __init__(self, num_samples: int, seed: int = 0):
+        if num_samples < 1:
+            raise ValueError(f"`num_samples` must be >= 1 (got {num_samples}).")
+        self.num_samples = num_samples
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.num_samples, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+def list_checkpoints(output_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """Complete `checkpoint-{step}` folders in `output_dir`, oldest first."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return []
+    found = []
+    for path in output_dir.iterdir():
+        match = _CHECKPOINT_RE.match(path.name)
+        if match and path.is_dir():
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def save_checkpoint(accelerator, output_dir: str | os.PathLike, step: int, total_limit: int | None = None, extra_state: dict | None = None) -> Path:
+    """Save the full training state as `output_dir/checkpoint-{step}`. Call on every process.
+
+    The state goes to `checkpoint-{step}.tmp` first and is renamed when every process has
+    written its part, so an interrupted save never looks like a checkpoint. With
+    `total_limit`, the oldest checkpoints are removed so that at most that many remain.
+    """
+    output_dir = Path(output_dir)
+    final = output_dir / f"{CHECKPOINT_PREFIX}{step}"
+    tmp = output_dir / f"{CHECKPOINT_PREFIX}{step}.tmp"
+    if accelerator.is_main_process:
+        if total_limit is not None:
+            existing = [p for s, p in list_checkpoints(output_dir) if s != step]
+            for _, stale in zip(range(max(0, len(existing) - total_limit + 1)), existing):
+                logger.info("Removing old checkpoint %s (checkpoints_total_limit=%d)", stale, total_limit)
+                shutil.rmtree(stale)
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp), safe_serialization=True)
+    if accelerator.is_main_process:
+        write_json_atomic(tmp / "training_state.json", {"global_step": step, **(extra_state or {})})
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        logger.info("Saved state to %s", final)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def resolve_resume_checkpoint(output_dir: str | os.PathLike, resume_from_checkpoint: str | None) -> tuple[Path, int] | None:
+    """`(path, step)` of the checkpoint to resume from, or None to start afresh.
+
+    `"latest"` takes the newest complete checkpoint in `output_dir` (none there: start
+    afresh, as diffusers' scripts do); a path must exist and be named `checkpoint-{step}`.
+    """
+    if resume_from_checkpoint is None:
+        return None
+    if resume_from_checkpoint == "latest":
+        checkpoints = list_checkpoints(output_dir)
+        if not checkpoints:
+            logger.warning("--resume_from_checkpoint latest: no checkpoint in %s; starting a new run.", output_dir)
+            return None
+        step, path = checkpoints[-1]
+        return path, step
+    path = Path(resume_from_checkpoint)
+    if not path.is_dir() and (Path(output_dir) / resume_from_checkpoint).is_dir():
+        path = Path(output_dir) / resume_from_checkpoint
+    match = _CHECKPOINT_RE.match(path.name)
+    if not path.is_dir() or match is None:
+        raise ValueError(
+            f"--resume_from_checkpoint {resume_from_checkpoint!r} is not a checkpoint folder; expected 'latest' "
+            f"or a path to a `{CHECKPOINT_PREFIX}<step>` folder (found: {[p.name for _, p in list_checkpoints(output_dir)]})."
+        )
+    return path, int(match.group(1))
+
+
+def write_json_atomic(path: str | os.PathLike, payload) -> Path:
+    """Write JSON to a temporary file beside `path`, then move it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=_json_default) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _json_default(value):
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    raise TypeError(f"Cannot write {type(value).__name__} as JSON")
+
+
+def render_model_card(template_path: str | os.PathLike, card_data, **template_kwargs):
+    """A `huggingface_hub.ModelCard` from a Jinja template (YAML metadata from `card_data`)."""
+    from huggingface_hub import ModelCard
+
+    return ModelCard.from_template(card_data, template_path=str(template_path), **template_kwargs)
+
+
+def push_folder_to_hub(
+    folder: str | os.PathLike,
+    repo_id: str,
+    token: str | None = None,
+    private: bool | None = None,
+    commit_message: str = "Upload model trained with te-vqgan",
+    repo_type: str = "model",
+    ignore_patterns: tuple[str, ...] = PUSH_IGNORE_PATTERNS,
+) -> str:
+    """Create `repo_id` if needed and upload `folder`, leaving out `ignore_patterns`."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
+    info = api.upload_folder(
+        repo_id=repo_id,
+        folder_path=str(folder),
+        repo_type=repo_type,
+        commit_message=commit_message,
+        ignore_patterns=list(ignore_patterns),
+    )
+    return str(getattr(info, "commit_url", info))

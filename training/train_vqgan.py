@@ -1,0 +1,533 @@
+#!/usr/bin/env python
+"""Stage 1: train a TE-VQGAN (or a VQGAN baseline) on TextMNIST with Accelerate.
+
+    accelerate launch training/train_vqgan.py --model_config hub_configs/te-vqgan-mnist.json \
+        --dataset textmnist --mnist_dir ../shared/data/mnist --output_dir outputs/te-vqgan-mnist
+
+Losses (REFERENCE.md, "Stage 1"): L1 reconstruction + LPIPS (`--perceptual_weight`) + hinge
+PatchGAN with VQGAN's adaptive weight (from `--disc_start`) + the VQ loss (beta on the
+commitment term) + the model's orthogonal regulariser. Adam (0.5, 0.9) for the autoencoder
+and the discriminator.
+
+The final `--output_dir` is a `save_pretrained` folder (config.json + safetensors, a model
+card and metrics.json) that `TEVQModel.from_pretrained` loads; `checkpoint-{step}` folders
+beside it hold the training state for `--resume_from_checkpoint`, which continues exactly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from te_vqgan import TEVQModel, codebook_usage, orthogonal_loss
+from te_vqgan.data.layout import LOCATIONS
+from te_vqgan.loading import load_model_config
+from te_vqgan.losses import adaptive_gan_weight, hinge_d_loss, hinge_g_loss
+from te_vqgan.metrics import shift_equivariance_of_groups
+from te_vqgan.training import NLayerDiscriminator, PerceptualLossUnavailable, load_perceptual_loss  # noqa: F401 (re-exported for callers)
+from te_vqgan.training.accelerate_utils import (
+    EpochShuffleSampler,
+    build_accelerator,
+    push_folder_to_hub,
+    render_model_card,
+    resolve_resume_checkpoint,
+    save_checkpoint,
+    scaled_learning_rate,
+    write_json_atomic,
+)
+from te_vqgan.visualization import index_map_to_rgb, save_figure
+
+
+logger = logging.getLogger("train_vqgan")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MODEL_CARD_TEMPLATE = REPO_ROOT / "model_cards" / "te_vqgan_model_card.md"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    model = parser.add_argument_group("model")
+    model.add_argument("--model_config", default=None, help="A model config JSON (e.g. hub_configs/te-vqgan-mnist.json).")
+    model.add_argument("--pretrained_model", default=None, help="Start from a save_pretrained folder or Hub id instead.")
+
+    data = parser.add_argument_group("data")
+    data.add_argument(
+        "--dataset", default="textmnist",
+        help="'textmnist' (built here by te_vqgan.data.TextMNIST), or a datasets name / local folder with an `image` column.",
+    )
+    data.add_argument("--dataset_config", default="mnist", help="TextMNIST config: mnist or fashion_mnist.")
+    data.add_argument("--mnist_dir", default=None, help="Folder of the MNIST .gz files (default: $TE_VQGAN_MNIST_DIR, else download).")
+    data.add_argument("--num_train", type=int, default=300_000, help="TextMNIST train images.")
+    data.add_argument("--num_validation", type=int, default=3_000, help="TextMNIST validation images.")
+    data.add_argument("--num_shift_groups", type=int, default=100, help="TextMNIST shift groups for the equivariance metric.")
+    data.add_argument("--dataset_seed", type=int, default=0, help="Seed of the TextMNIST build.")
+    data.add_argument("--cache_dir", default=None, help="datasets cache folder.")
+    data.add_argument("--image_column", default="image")
+    data.add_argument("--resolution", type=int, default=None, help="Image size (default: the model's sample_size).")
+    data.add_argument("--dataloader_num_workers", type=int, default=0)
+
+    train = parser.add_argument_group("training")
+    train.add_argument("--output_dir", required=True)
+    train.add_argument("--seed", type=int, default=23, help="The authors' seed.")
+    train.add_argument("--train_batch_size", type=int, default=96, help="Per device (the authors: 96 on each of 2 GPUs).")
+    train.add_argument("--num_train_epochs", type=int, default=40)
+    train.add_argument("--max_train_steps", type=int, default=None, help="Overrides --num_train_epochs.")
+    train.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    train.add_argument("--learning_rate", type=float, default=8e-6, help="Base learning rate (see --scale_lr).")
+    train.add_argument(
+        "--scale_lr", action=argparse.BooleanOptionalAction, default=True,
+        help="Multiply the learning rate by batch x accumulation x processes (taming; 8e-6 x 96 x 2 = 1.536e-3).",
+    )
+    train.add_argument("--adam_beta1", type=float, default=0.5)
+    train.add_argument("--adam_beta2", type=float, default=0.9)
+    train.add_argument("--perceptual_weight", type=float, default=1.0, help="LPIPS weight; 0 trains without it.")
+    train.add_argument("--codebook_weight", type=float, default=1.0)
+    train.add_argument("--disc_weight", type=float, default=0.8)
+    train.add_argument("--disc_start", type=int, default=30001, help="Step at which the GAN terms switch on.")
+    train.add_argument("--disc_num_layers", type=int, default=3)
+    train.add_argument("--disc_ndf", type=int, default=64)
+    train.add_argument("--mixed_precision", default="no", choices=["no", "fp16", "bf16"])
+    train.add_argument("--cpu", action="store_true", help="Train on CPU even where a GPU is present (also: DDP over gloo on CPU).")
+
+    io = parser.add_argument_group("checkpoints, validation, logging, Hub")
+    io.add_argument("--checkpointing_steps", type=int, default=5000)
+    io.add_argument("--checkpoints_total_limit", type=int, default=None)
+    io.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint-<step> folder.")
+    io.add_argument("--validation_steps", type=int, default=2000)
+    io.add_argument("--num_validation_images", type=int, default=256, help="Validation images used per evaluation.")
+    io.add_argument("--report_to", default="tensorboard", help="tensorboard, wandb, all or none.")
+    io.add_argument("--logging_dir", default="logs")
+    io.add_argument("--push_to_hub", action="store_true")
+    io.add_argument("--hub_model_id", default=None)
+    io.add_argument("--hub_token", default=None)
+    io.add_argument("--hub_private_repo", action="store_true")
+    io.add_argument("--allow_perceptual_download", action="store_true", help="Let torchvision download the VGG16 weights.")
+    io.add_argument(
+        "--scaled_down", default=None,
+        help="Say in the model card how this run is smaller than the paper's (e.g. '2k images, 300 steps').",
+    )
+
+    args = parser.parse_args(argv)
+    _validate_args(parser, args)
+    args.command_line = list(sys.argv[1:] if argv is None else argv)  # for the model card
+    return args
+
+
+def _validate_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if (args.model_config is None) == (args.pretrained_model is None):
+        parser.error("give exactly one of --model_config and --pretrained_model")
+    if args.model_config is not None and not Path(args.model_config).is_file():
+        parser.error(f"--model_config {args.model_config!r} is not a file")
+    for name in ("train_batch_size", "num_train_epochs", "gradient_accumulation_steps", "checkpointing_steps",
+                 "validation_steps", "num_validation_images"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1 (got {getattr(args, name)})")
+    if args.max_train_steps is not None and args.max_train_steps < 1:
+        parser.error(f"--max_train_steps must be >= 1 (got {args.max_train_steps})")
+    if args.checkpoints_total_limit is not None and args.checkpoints_total_limit < 1:
+        parser.error(f"--checkpoints_total_limit must be >= 1 (got {args.checkpoints_total_limit})")
+    for name in ("perceptual_weight", "codebook_weight", "disc_weight", "learning_rate"):
+        if not getattr(args, name) >= 0:
+            parser.error(f"--{name} must be >= 0 (got {getattr(args, name)})")
+    if args.push_to_hub and not args.hub_model_id:
+        parser.error("--push_to_hub needs --hub_model_id")
+    if args.dataset == "textmnist" and args.dataset_config not in ("mnist", "fashion_mnist"):
+        parser.error(f"--dataset_config must be mnist or fashion_mnist for TextMNIST (got {args.dataset_config!r})")
+
+
+# ---------------------------------------------------------------------------- data
+def load_image_datasets(args):
+    """`(train, validation, shift_groups)`: two datasets with an image column, and uint8
+    placements `[N, 5, 64, 64, 3]` for the equivariance metric (None without a shift split)."""
+    import datasets
+
+    if args.dataset == "textmnist":
+        from te_vqgan.data import TextMNIST
+
+        builder = TextMNIST(
+            config_name=args.dataset_config,
+            num_train=args.num_train,
+            num_validation=args.num_validation,
+            num_test=0,
+            num_shift_groups=args.num_shift_groups,
+            seed=args.dataset_seed,
+            data_dir=args.mnist_dir,
+            cache_dir=args.cache_dir,
+        )
+        builder.download_and_prepare()
+        splits = {name: builder.as_dataset(split=name) for name in ("train", "validation", "shift") if name in builder.info.splits}
+    else:
+        loaded = datasets.load_dataset(args.dataset, cache_dir=args.cache_dir)
+        splits = dict(loaded)
+    if "train" not in splits:
+        raise ValueError(f"Dataset {args.dataset!r} has no train split (splits: {sorted(splits)}).")
+    validation = splits.get("validation") or splits.get("test") or splits["train"]
+    for name, split in (("train", splits["train"]), ("validation", validation)):
+        if args.image_column not in split.column_names:
+            raise ValueError(f"The {name} split has no {args.image_column!r} column (columns: {split.column_names}).")
+    shift = splits.get("shift")
+    return splits["train"], validation, None if shift is None else shift_groups_from_split(shift)
+
+
+def shift_groups_from_split(shift) -> np.ndarray:
+    """TextMNIST's `shift` split as uint8 placements `[groups, 5, H, W, 3]` in `LOCATIONS` order."""
+    location_names = shift.features["objects"][0]["location"].names if isinstance(shift.features["objects"], list) else shift.features["objects"].feature["location"].names
+    groups: dict[int, dict[str, np.ndarray]] = {}
+    for example in shift:
+        objects = example["objects"]
+        location = objects[0]["location"] if isinstance(objects, list) else objects["location"][0]
+        groups.setdefault(example["shift_group"], {})[location_names[location]] = np.asarray(example["image"].convert("RGB"))
+    return np.stack([np.stack([group[name] for name in LOCATIONS]) for _, group in sorted(groups.items())])
+
+
+class ToTensor:
+    """Images of a batch -> `pixel_values` float `[B, 3, R, R]` in [-1, 1]; a wrong size is an error."""
+
+    def __init__(self, image_column: str, resolution: int):
+        self.image_column = image_column
+        self.resolution = resolution
+
+    def __call__(self, batch: dict) -> dict:
+        pixels = []
+        for image in batch[self.image_column]:
+            if image.size != (self.resolution, self.resolution):
+                raise ValueError(
+                    f"Image of size {image.size[0]}x{image.size[1]} in the dataset; the model expects "
+                    f"{self.resolution}x{self.resolution} (resize the dataset or pass --resolution)."
+                )
+            pixels.append(torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.uint8).copy()))
+        pixel_values = torch.stack(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        return {"pixel_values": pixel_values}
+
+
+def collate(examples: list[dict]) -> torch.Tensor:
+    return torch.stack([example["pixel_values"] for example in examples])
+
+
+# ---------------------------------------------------------------------------- validation
+@torch.no_grad()
+@torch.random.fork_rng(devices=[])
+def validate(model, images: torch.Tensor, shift_groups, perceptual, batch_size: int) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """Reconstruction errors, codebook usage, the orthogonal term and shift equivariance.
+
+    Runs in a forked RNG, so validating never changes the training run.
+    Returns `(metrics, reconstructions, index_maps)` of `images`.
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    reconstructions, index_maps = [], []
+    l1 = l2 = lp = 0.0
+    for start in range(0, len(images), batch_size):
+        x = images[start : start + batch_size].to(device)
+        indices = model.encode_to_indices(x)
+        recon = model.decode_indices(indices).clamp(-1, 1)
+        l1 += (recon - x).abs().mean().item() * len(x)
+        l2 += (recon - x).pow(2).mean().item() * len(x)
+        if perceptual is not None:
+            lp += perceptual(x, recon).mean().item() * len(x)
+        reconstructions.append(recon.cpu())
+        index_maps.append(indices.cpu())
+    index_maps = torch.cat(index_maps)
+    usage = codebook_usage(index_maps, model.num_codes)
+    codebook = model.codebook.detach()
+    if codebook.shape[0] > 4096:  # the full Gram matrix of a huge codebook is costly: a fixed subset
+        codebook = codebook[torch.randperm(codebook.shape[0], generator=torch.Generator().manual_seed(0))[:4096].to(codebook.device)]
+    metrics = {
+        "val/recon_l1": l1 / len(images),
+        "val/recon_l2": l2 / len(images),
+        "val/codes_used": usage.codes_used,
+        "val/perplexity": usage.perplexity,
+        "val/orthogonal_loss": orthogonal_loss(codebook).item(),
+    }
+    if perceptual is not None:
+        metrics["val/perceptual"] = lp / len(images)
+    if shift_groups is not None:
+        metrics["val/shift_equivariance"] = shift_equivariance_of_groups(model, shift_groups, batch_size=batch_size).score
+    if was_training:
+        model.train()
+    return metrics, torch.cat(reconstructions), index_maps
+
+
+def save_validation_grid(images, reconstructions, index_maps, num_codes: int, path: Path, title: str) -> Path:
+    """Rows of input | reconstruction | index map, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = min(8, len(images))
+    figure, axes = plt.subplots(rows, 3, figsize=(6, 2 * rows), squeeze=False)
+    to_uint8 = lambda t: ((t.permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy()  # noqa: E731
+    for r in range(rows):
+        for c, (picture, name) in enumerate(
+            ((to_uint8(images[r]), "input"), (to_uint8(reconstructions[r]), "reconstruction"),
+             (index_map_to_rgb(index_maps[r], num_codes), "code indices"))
+        ):
+            axes[r, c].imshow(picture, interpolation="nearest")
+            axes[r, c].set_xticks([])
+            axes[r, c].set_yticks([])
+            if r == 0:
+                axes[r, c].set_title(name, fontsize=9)
+    figure.suptitle(title, fontsize=9)
+    return save_figure(figure, path)
+
+
+# ---------------------------------------------------------------------------- main
+@dataclass
+class TrainingResult:
+    model: TEVQModel  # the trained quantizer, unwrapped, on this process
+    metrics: dict  # the final validation figures (main process; empty elsewhere)
+    global_step: int
+
+
+def main(args: argparse.Namespace) -> TrainingResult:
+    from accelerate.utils import set_seed
+
+    output_dir = Path(args.output_dir)
+    accelerator = build_accelerator(
+        output_dir, args.mixed_precision, args.gradient_accumulation_steps, args.report_to, args.logging_dir, cpu=args.cpu
+    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO if accelerator.is_main_process else logging.WARNING)
+    logger.info("%s", accelerator.state)
+    set_seed(args.seed)
+
+    # The perceptual network first: if it cannot be built the run stops before any work.
+    perceptual = None
+    if args.perceptual_weight > 0:
+        perceptual = load_perceptual_loss(allow_download=args.allow_perceptual_download).to(accelerator.device)
+
+    if args.model_config is not None:
+        model = TEVQModel.from_config(load_model_config(args.model_config))
+    else:
+        model = TEVQModel.from_pretrained(args.pretrained_model)
+    resolution = args.resolution or model.config.sample_size
+    discriminator = NLayerDiscriminator(model.config.out_channels, args.disc_ndf, args.disc_num_layers)
+
+    with accelerator.main_process_first():
+        train_dataset, validation_dataset, shift_groups = load_image_datasets(args)
+    transform = ToTensor(args.image_column, resolution)
+    train_dataset = train_dataset.with_transform(transform)
+    validation_images = transform(validation_dataset[: args.num_validation_images])["pixel_values"]
+
+    sampler = EpochShuffleSampler(len(train_dataset), seed=args.seed)
+    train_dataloader = DataLoader(
+        train_dataset, batch_size=args.train_batch_size, sampler=sampler, collate_fn=collate,
+        num_workers=args.dataloader_num_workers, drop_last=True,
+    )
+    if len(train_dataloader) == 0:
+        raise ValueError(
+            f"The train split has {len(train_dataset)} images, fewer than one batch of {args.train_batch_size}."
+        )
+
+    learning_rate = args.learning_rate
+    if args.scale_lr:
+        learning_rate = scaled_learning_rate(args.learning_rate, args.train_batch_size, args.gradient_accumulation_steps, accelerator.num_processes)
+    betas = (args.adam_beta1, args.adam_beta2)
+    optimizer_ae = torch.optim.Adam(model.parameters(), lr=learning_rate, betas=betas)
+    optimizer_d = torch.optim.Adam(discriminator.parameters(), lr=learning_rate, betas=betas)
+
+    model, discriminator, optimizer_ae, optimizer_d, train_dataloader = accelerator.prepare(
+        model, discriminator, optimizer_ae, optimizer_d, train_dataloader
+    )
+    unwrapped_model = accelerator.unwrap_model(model)
+    unwrapped_disc = accelerator.unwrap_model(discriminator)
+    last_layer = unwrapped_model.decoder.conv_out.weight
+
+    steps_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
+    max_train_steps = args.max_train_steps or args.num_train_epochs * steps_per_epoch
+    num_epochs = math.ceil(max_train_steps / steps_per_epoch)
+    total_batch_size = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        tracker_config = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}  # no None/lists
+        accelerator.init_trackers("train_vqgan", config=tracker_config)
+
+    global_step = 0
+    resume = resolve_resume_checkpoint(output_dir, args.resume_from_checkpoint)
+    if resume is not None:
+        path, global_step = resume
+        logger.info("Resuming from %s (step %d)", path, global_step)
+        accelerator.load_state(str(path))
+    first_epoch = global_step // steps_per_epoch
+    batches_to_skip = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
+
+    logger.info(
+        "%d train images, %d steps per epoch, %d steps, batch %d in total, lr %.3g, %s",
+        len(train_dataset), steps_per_epoch, max_train_steps, total_batch_size, learning_rate, accelerator.mixed_precision,
+    )
+    progress = tqdm(range(max_train_steps), initial=global_step, desc="steps", disable=not accelerator.is_local_main_process)
+    start_time = time.time()
+    metrics: dict = {}
+    logs: dict = {}
+    validated_step = -1
+
+    def run_validation(step: int) -> dict:
+        results, reconstructions, index_maps = validate(unwrapped_model, validation_images, shift_groups, perceptual, args.train_batch_size)
+        grid = save_validation_grid(
+            validation_images, reconstructions, index_maps, unwrapped_model.num_codes,
+            output_dir / "validation" / f"step-{step:07d}.png", f"step {step}",
+        )
+        accelerator.log(results, step=step)
+        for tracker in accelerator.trackers:
+            if tracker.name == "tensorboard":
+                from PIL import Image
+
+                with Image.open(grid) as image:
+                    tracker.writer.add_image("validation/grid", np.asarray(image.convert("RGB")), step, dataformats="HWC")
+        logger.info("step %d: %s", step, ", ".join(f"{k}={v:.4g}" for k, v in results.items()))
+        return results
+
+    for epoch in range(first_epoch, num_epochs):
+        sampler.set_epoch(epoch)
+        model.train()
+        dataloader = train_dataloader
+        if epoch == first_epoch and batches_to_skip:
+            dataloader = accelerator.skip_first_batches(train_dataloader, batches_to_skip)
+        for images in dataloader:
+            gan_active = global_step >= args.disc_start
+            with accelerator.accumulate(model, discriminator):
+                # Autoencoder step. The discriminator judges the reconstruction but is not
+                # updated by this loss: its parameters are frozen for this forward.
+                with accelerator.autocast():
+                    output = model(images)
+                    reconstruction = output.sample
+                    rec_loss = (images - reconstruction).abs().mean()
+                    p_loss = perceptual(images, reconstruction).mean() if perceptual is not None else rec_loss.new_zeros(())
+                    nll_loss = rec_loss + args.perceptual_weight * p_loss
+                    loss = nll_loss + args.codebook_weight * output.commit_loss + output.orthogonal_loss
+                    g_loss = d_weight = rec_loss.new_zeros(())
+                    if gan_active:
+                        unwrapped_disc.requires_grad_(False)
+                        g_loss = hinge_g_loss(unwrapped_disc(reconstruction))
+                        d_weight = adaptive_gan_weight(nll_loss, g_loss, last_layer) * args.disc_weight
+                        loss = loss + d_weight * g_loss
+                accelerator.backward(loss)
+                optimizer_ae.step()
+                optimizer_ae.zero_grad(set_to_none=True)
+
+                d_loss = rec_loss.new_zeros(())
+                if gan_active:
+                    unwrapped_disc.requires_grad_(True)
+                    with accelerator.autocast():
+                        d_loss = hinge_d_loss(discriminator(images), discriminator(reconstruction.detach()))
+                    accelerator.backward(d_loss)
+                    optimizer_d.step()
+                    optimizer_d.zero_grad(set_to_none=True)
+
+            if not accelerator.sync_gradients:
+                continue
+            global_step += 1
+            progress.update(1)
+            logs = {
+                "train/loss": loss.item(), "train/rec_loss": rec_loss.item(), "train/p_loss": p_loss.item(),
+                "train/commit_loss": output.commit_loss.item(), "train/orthogonal_loss": output.orthogonal_loss.item(),
+                "train/g_loss": g_loss.item(), "train/d_weight": float(d_weight), "train/d_loss": d_loss.item(),
+            }
+            progress.set_postfix(loss=f"{logs['train/loss']:.4f}", rec=f"{logs['train/rec_loss']:.4f}")
+            accelerator.log(logs, step=global_step)
+
+            if global_step % args.checkpointing_steps == 0:
+                save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit, {"epoch": epoch})
+            if global_step % args.validation_steps == 0:
+                if accelerator.is_main_process:
+                    metrics, validated_step = run_validation(global_step), global_step
+                accelerator.wait_for_everyone()
+            if global_step >= max_train_steps:
+                break
+        if global_step >= max_train_steps:
+            break
+    progress.close()
+
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if validated_step != global_step:
+            metrics = run_validation(global_step)
+        final = save_final_model(args, unwrapped_model, metrics, logs, global_step, total_batch_size, learning_rate, time.time() - start_time, accelerator)
+        metrics = json.loads((final / "metrics.json").read_text())
+        if args.push_to_hub:
+            url = push_folder_to_hub(output_dir, args.hub_model_id, token=args.hub_token, private=args.hub_private_repo or None)
+            logger.info("Pushed %s to %s", output_dir, url)
+    accelerator.end_training()
+    return TrainingResult(model=unwrapped_model, metrics=metrics, global_step=global_step)
+
+
+def save_final_model(args, model, metrics, train_logs, global_step, total_batch_size, learning_rate, seconds, accelerator) -> Path:
+    """`output_dir`: weights, config, metrics.json, reconstructions.png and a model card."""
+    from huggingface_hub import ModelCardData
+
+    output_dir = Path(args.output_dir)
+    model.save_pretrained(output_dir, safe_serialization=True)
+    record = {
+        **{k.split("/", 1)[1]: v for k, v in metrics.items()},
+        **{f"final_{k.split('/', 1)[1]}": v for k, v in train_logs.items()},
+        "global_step": global_step,
+        "train_seconds": round(seconds, 1),
+        "num_processes": accelerator.num_processes,
+        "mixed_precision": accelerator.mixed_precision,
+    }
+    write_json_atomic(output_dir / "metrics.json", record)
+    grids = sorted((output_dir / "validation").glob("step-*.png"))
+    if grids:
+        (output_dir / "reconstructions.png").write_bytes(grids[-1].read_bytes())
+
+    config = model.config
+    dataset_id = f"textmnist-{args.dataset_config}" if args.dataset == "textmnist" else args.dataset
+    card_data = ModelCardData(
+        library_name="diffusers",
+        license="mit",
+        datasets=[dataset_id],
+        tags=["te-vqgan", "vqgan", "image-tokenizer", "translation-equivariance", "vector-quantization"],
+        metrics=[name for name in ("shift_equivariance", "codes_used", "perplexity", "recon_l1", "recon_l2") if name in record],
+        model_name=args.hub_model_id or output_dir.name,
+    )
+    shown = {k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in record.items() if not k.startswith("final_")}
+    card = render_model_card(
+        MODEL_CARD_TEMPLATE,
+        card_data,
+        model_name=args.hub_model_id or output_dir.name,
+        description=("TE-VQGAN" if config.orthogonal_reg_weight > 0 else "VQGAN") + f" ({config.downsample_type}) image tokenizer.",
+        repo_url="https://github.com/wcshin-git/TE-VQGAN",
+        repo_id=args.hub_model_id or str(output_dir),
+        resolution=config.sample_size,
+        token_grid=config.sample_size // model.downsample_factor,
+        num_codes=config.num_vq_embeddings,
+        orthogonal=config.orthogonal_reg_weight > 0,
+        orthogonal_weight=config.orthogonal_reg_weight,
+        downsample_type=config.downsample_type,
+        commitment_beta=config.commitment_beta,
+        global_step=global_step,
+        scaled_down=args.scaled_down,
+        metrics=shown,
+        dataset=dataset_id,
+        total_batch_size=total_batch_size,
+        learning_rate=f"{learning_rate:.4g}",
+        mixed_precision=accelerator.mixed_precision,
+        perceptual_weight=args.perceptual_weight,
+        disc_weight=args.disc_weight,
+        disc_start=args.disc_start,
+        training_command=" ".join(shlex.quote(a) for a in ["accelerate", "launch", "training/train_vqgan.py", *args.command_line]),
+        config_json=json.dumps({k: v for k, v in dict(config).items() if not k.startswith("_")}, indent=2, default=str),
+    )
+    tmp = output_dir / ".README.md.tmp"
+    card.save(tmp)
+    os.replace(tmp, output_dir / "README.md")
+    logger.info("Saved the model, its card and metrics to %s", output_dir)
+    return output_dir
+
+
+if __name__ == "__main__":
+    main(parse_args())
