@@ -22,7 +22,7 @@ Example::
     >>> builder.download_and_prepare(num_proc=2)
     >>> test = builder.as_dataset(split="test")
     >>> test[0]["captions"][0], test[0]["image"].size
-    ('the white 0 is on the top left.', (64, 64))
+    ('on the bottom right is the white 7.', (64, 64))
 """
 
 from __future__ import annotations
