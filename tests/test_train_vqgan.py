@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from hub_server import local_hub  # noqa: F401  (pytest fixture)
 from te_vqgan import TEVQModel
 from train_helpers import REPO_ROOT, load_training_script, state_digest, tiny_train_args, write_tiny_config
 
@@ -194,3 +195,23 @@ def test_model_card_renders_and_carries_the_run(tiny_config, tmp_path, mnist_dir
     assert "shift_equivariance" in card.text and "scaled-down run" in card.text
     assert "training/train_vqgan.py" in card.text and "--max_train_steps 2" in card.text
     assert '"orthogonal_reg_weight": 10.0' in card.text
+
+
+def test_push_to_hub_round_trip_with_a_valid_card(tiny_config, tmp_path, mnist_dir, dataset_cache, local_hub):
+    from huggingface_hub import ModelCard
+
+    out = tmp_path / "run"
+    result = run(tiny_train_args(
+        tiny_config, out, mnist_dir, dataset_cache, "--max_train_steps", "2",
+        "--push_to_hub", "--hub_model_id", "user/tiny-te-vqgan",
+    ))
+    pushed = set(local_hub.files("user/tiny-te-vqgan"))
+    assert {"config.json", "diffusion_pytorch_model.safetensors", "README.md", "metrics.json", "reconstructions.png"} <= pushed
+    assert (out / "checkpoint-2").is_dir() and (out / "validation").is_dir()
+    assert not [p for p in pushed if p.startswith(("checkpoint-", "logs/", "validation/")) or ".tmp" in p]
+
+    loaded = TEVQModel.from_pretrained("user/tiny-te-vqgan")
+    assert state_digest(loaded.state_dict()) == state_digest(result.model.state_dict())
+    card = ModelCard.load("user/tiny-te-vqgan")
+    card.validate()  # the Hub's YAML check, answered by the local hub
+    assert card.data.library_name == "diffusers" and "user/tiny-te-vqgan" in card.text
