@@ -230,7 +230,7 @@ class TextMNIST(datasets.GeneratorBasedBuilder):
         ),
     ]
     DEFAULT_CONFIG_NAME = "mnist"
-    # Examples are small (~1.5 KB of PNG): bigger Arrow batches write faster.
+    # Examples are small (~1 KB of PNG): bigger Arrow batches write faster.
     DEFAULT_WRITER_BATCH_SIZE = 1000
 
     def __init__(self, *args, hash: str | None = None, **kwargs):
