@@ -145,8 +145,8 @@ def test_bf16_mixed_precision_runs(tiny_config, tmp_path, mnist_dir, dataset_cac
 def test_two_processes_with_accelerate_launch_finish_and_agree(tiny_config, tmp_path, mnist_dir, dataset_cache):
     out = tmp_path / "ddp"
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29533",
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--config_file", str(REPO_ROOT / "hub_configs" / "accelerate" / "cpu_2proc.yaml"), "--main_process_port", "29533",
         str(REPO_ROOT / "tests" / "ddp_worker.py"),
         *tiny_train_args(tiny_config, out, mnist_dir, dataset_cache, "--max_train_steps", "3"),
     ]
@@ -215,3 +215,13 @@ def test_push_to_hub_round_trip_with_a_valid_card(tiny_config, tmp_path, mnist_d
     card = ModelCard.load("user/tiny-te-vqgan")
     card.validate()  # the Hub's YAML check, answered by the local hub
     assert card.data.library_name == "diffusers" and "user/tiny-te-vqgan" in card.text
+
+
+@pytest.mark.parametrize("name", ["cpu", "cpu_2proc", "gpu1_bf16", "gpu8_node", "multinode"])
+def test_accelerate_configs_load(name):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(REPO_ROOT / "hub_configs" / "accelerate" / f"{name}.yaml"))
+    expected_processes = {"cpu": 1, "cpu_2proc": 2, "gpu1_bf16": 1, "gpu8_node": 8, "multinode": 16}[name]
+    assert config.num_processes == expected_processes
+    assert config.mixed_precision == ("no" if name.startswith("cpu") else "bf16")

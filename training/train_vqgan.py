@@ -35,7 +35,6 @@ from tqdm.auto import tqdm
 from te_vqgan import TEVQModel, codebook_usage, orthogonal_loss
 from te_vqgan.data.layout import LOCATIONS
 from te_vqgan.loading import load_model_config
-from te_vqgan.losses import adaptive_gan_weight, hinge_d_loss, hinge_g_loss
 from te_vqgan.metrics import shift_equivariance_of_groups
 from te_vqgan.training import NLayerDiscriminator, PerceptualLossUnavailable, load_perceptual_loss  # noqa: F401 (re-exported for callers)
 from te_vqgan.training.accelerate_utils import (
@@ -48,6 +47,7 @@ from te_vqgan.training.accelerate_utils import (
     scaled_learning_rate,
     write_json_atomic,
 )
+from te_vqgan.training.vqgan_step import VQGANLossWeights, vqgan_train_step
 from te_vqgan.visualization import index_map_to_rgb, save_figure
 
 
@@ -98,7 +98,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     train.add_argument("--disc_start", type=int, default=30001, help="Step at which the GAN terms switch on.")
     train.add_argument("--disc_num_layers", type=int, default=3)
     train.add_argument("--disc_ndf", type=int, default=64)
-    train.add_argument("--mixed_precision", default="no", choices=["no", "fp16", "bf16"])
+    train.add_argument(
+        "--mixed_precision", default=None, choices=["no", "fp16", "bf16"],
+        help="Default: what `accelerate launch` / its config file says, else no.",
+    )
     train.add_argument("--cpu", action="store_true", help="Train on CPU even where a GPU is present (also: DDP over gloo on CPU).")
 
     io = parser.add_argument_group("checkpoints, validation, logging, Hub")
@@ -343,8 +346,7 @@ def main(args: argparse.Namespace) -> TrainingResult:
         model, discriminator, optimizer_ae, optimizer_d, train_dataloader
     )
     unwrapped_model = accelerator.unwrap_model(model)
-    unwrapped_disc = accelerator.unwrap_model(discriminator)
-    last_layer = unwrapped_model.decoder.conv_out.weight
+    loss_weights = VQGANLossWeights(args.perceptual_weight, args.codebook_weight, args.disc_weight, args.disc_start)
 
     steps_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
     max_train_steps = args.max_train_steps or args.num_train_epochs * steps_per_epoch
@@ -398,45 +400,15 @@ def main(args: argparse.Namespace) -> TrainingResult:
         if epoch == first_epoch and batches_to_skip:
             dataloader = accelerator.skip_first_batches(train_dataloader, batches_to_skip)
         for images in dataloader:
-            gan_active = global_step >= args.disc_start
             with accelerator.accumulate(model, discriminator):
-                # Autoencoder step. The discriminator judges the reconstruction but is not
-                # updated by this loss: its parameters are frozen for this forward.
-                with accelerator.autocast():
-                    output = model(images)
-                    reconstruction = output.sample
-                    rec_loss = (images - reconstruction).abs().mean()
-                    p_loss = perceptual(images, reconstruction).mean() if perceptual is not None else rec_loss.new_zeros(())
-                    nll_loss = rec_loss + args.perceptual_weight * p_loss
-                    loss = nll_loss + args.codebook_weight * output.commit_loss + output.orthogonal_loss
-                    g_loss = d_weight = rec_loss.new_zeros(())
-                    if gan_active:
-                        unwrapped_disc.requires_grad_(False)
-                        g_loss = hinge_g_loss(unwrapped_disc(reconstruction))
-                        d_weight = adaptive_gan_weight(nll_loss, g_loss, last_layer) * args.disc_weight
-                        loss = loss + d_weight * g_loss
-                accelerator.backward(loss)
-                optimizer_ae.step()
-                optimizer_ae.zero_grad(set_to_none=True)
-
-                d_loss = rec_loss.new_zeros(())
-                if gan_active:
-                    unwrapped_disc.requires_grad_(True)
-                    with accelerator.autocast():
-                        d_loss = hinge_d_loss(discriminator(images), discriminator(reconstruction.detach()))
-                    accelerator.backward(d_loss)
-                    optimizer_d.step()
-                    optimizer_d.zero_grad(set_to_none=True)
-
+                terms = vqgan_train_step(
+                    accelerator, model, discriminator, optimizer_ae, optimizer_d, images, global_step, loss_weights, perceptual
+                )
             if not accelerator.sync_gradients:
                 continue
             global_step += 1
             progress.update(1)
-            logs = {
-                "train/loss": loss.item(), "train/rec_loss": rec_loss.item(), "train/p_loss": p_loss.item(),
-                "train/commit_loss": output.commit_loss.item(), "train/orthogonal_loss": output.orthogonal_loss.item(),
-                "train/g_loss": g_loss.item(), "train/d_weight": float(d_weight), "train/d_loss": d_loss.item(),
-            }
+            logs = {f"train/{name}": value.item() for name, value in terms.items()}
             progress.set_postfix(loss=f"{logs['train/loss']:.4f}", rec=f"{logs['train/rec_loss']:.4f}")
             accelerator.log(logs, step=global_step)
 

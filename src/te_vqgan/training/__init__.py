@@ -6,6 +6,7 @@ The discriminator and the perceptual network live here, apart from the saved qua
 
 from .discriminator import NLayerDiscriminator
 from .perceptual import PerceptualLossUnavailable, load_perceptual_loss
+from .vqgan_step import VQGANLossWeights, vqgan_train_step
 
 
-__all__ = ["NLayerDiscriminator", "PerceptualLossUnavailable", "load_perceptual_loss"]
+__all__ = ["NLayerDiscriminator", "PerceptualLossUnavailable", "VQGANLossWeights", "load_perceptual_loss", "vqgan_train_step"]

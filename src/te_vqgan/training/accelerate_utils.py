@@ -51,13 +51,15 @@ PUSH_IGNORE_PATTERNS = (f"{CHECKPOINT_PREFIX}*", "*.tmp", "*.tmp/*", "logs/*", "
 
 def build_accelerator(
     output_dir: str | os.PathLike,
-    mixed_precision: str = "no",
+    mixed_precision: str | None = None,
     gradient_accumulation_steps: int = 1,
     report_to: str | None = "tensorboard",
     logging_dir: str = "logs",
     cpu: bool = False,
 ):
     """An `Accelerator` whose project folder is `output_dir` (trackers log to `output_dir/logging_dir`).
+
+    `mixed_precision=None` takes the setting of `accelerate launch` (its flags or config file).
 
     `cpu=True` also makes `accelerate launch --multi_gpu --num_processes 2` run two real
     processes (DDP over gloo) on a machine without GPUs (ENVIRONMENT.md).

@@ -1,0 +1,107 @@
+"""The pure pieces of stage-1 training: GAN losses, adaptive weight, discriminator, plumbing."""
+
+import json
+
+import pytest
+import torch
+
+from te_vqgan.losses import adaptive_gan_weight, hinge_d_loss, hinge_g_loss
+from te_vqgan.training import NLayerDiscriminator, PerceptualLossUnavailable, load_perceptual_loss
+from te_vqgan.training.accelerate_utils import (
+    EpochShuffleSampler,
+    list_checkpoints,
+    resolve_resume_checkpoint,
+    scaled_learning_rate,
+    write_json_atomic,
+)
+
+
+def test_hinge_losses_match_their_definitions():
+    real = torch.tensor([2.0, 0.5, -1.0])
+    fake = torch.tensor([-2.0, 0.0, 1.5])
+    # relu(1 - real) = [0, 0.5, 2] -> 5/6; relu(1 + fake) = [0, 1, 2.5] -> 7/6
+    assert hinge_d_loss(real, fake).item() == pytest.approx(0.5 * (2.5 / 3 + 3.5 / 3))
+    assert hinge_g_loss(fake).item() == pytest.approx(-(-0.5 / 3))
+    # A perfect discriminator (margins met) has zero loss.
+    assert hinge_d_loss(torch.full((4,), 3.0), torch.full((4,), -3.0)).item() == 0.0
+
+
+def test_adaptive_weight_is_the_gradient_norm_ratio():
+    torch.manual_seed(0)
+    last = torch.randn(4, 4, requires_grad=True)
+    x = torch.randn(4)
+    nll = (last @ x).pow(2).sum()
+    g = (last @ x).sum() * 3.0
+    grad_nll = torch.autograd.grad(nll, last, retain_graph=True)[0]
+    grad_g = torch.autograd.grad(g, last, retain_graph=True)[0]
+    expected = grad_nll.norm() / (grad_g.norm() + 1e-4)
+    weight = adaptive_gan_weight(nll, g, last)
+    assert weight.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert not weight.requires_grad
+    # Clamped to [0, max_weight].
+    assert adaptive_gan_weight(nll, g * 1e-9, last, max_weight=7.0).item() == 7.0
+
+
+def test_discriminator_is_a_patchgan_with_dcgan_init():
+    torch.manual_seed(0)
+    disc = NLayerDiscriminator(in_channels=3, ndf=64, num_layers=3)
+    assert disc(torch.randn(2, 3, 64, 64)).shape == (2, 1, 6, 6)
+    convs = [m for m in disc.modules() if isinstance(m, torch.nn.Conv2d)]
+    norms = [m for m in disc.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(convs) == 5 and len(norms) == 3
+    assert [c.out_channels for c in convs] == [64, 128, 256, 512, 1]
+    assert abs(convs[1].weight.std().item() - 0.02) < 0.002
+    assert abs(norms[0].weight.mean().item() - 1.0) < 0.01
+    with pytest.raises(ValueError, match="num_layers.*0"):
+        NLayerDiscriminator(num_layers=0)
+
+
+def test_perceptual_loss_without_lpips_says_what_to_do(monkeypatch, tmp_path):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_lpips(name, *args, **kwargs):
+        if name == "lpips":
+            raise ImportError("No module named 'lpips'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_lpips)
+    with pytest.raises(PerceptualLossUnavailable, match=r"lpips.*te-vqgan\[lpips\].*--perceptual_weight 0"):
+        load_perceptual_loss()
+
+
+def test_epoch_sampler_depends_only_on_seed_and_epoch():
+    a, b = EpochShuffleSampler(50, seed=3), EpochShuffleSampler(50, seed=3)
+    a.set_epoch(2)
+    b.set_epoch(2)
+    torch.manual_seed(123)  # the global RNG plays no part
+    first = list(a)
+    torch.manual_seed(999)
+    assert first == list(b) and sorted(first) == list(range(50))
+    b.set_epoch(3)
+    assert list(b) != first
+    with pytest.raises(ValueError, match="num_samples.*0"):
+        EpochShuffleSampler(0)
+
+
+def test_checkpoint_listing_and_resume_resolution(tmp_path):
+    for name in ("checkpoint-10", "checkpoint-2", "checkpoint-30.tmp", "checkpoint-x", "logs"):
+        (tmp_path / name).mkdir()
+    assert [step for step, _ in list_checkpoints(tmp_path)] == [2, 10]  # .tmp (incomplete) is not one
+    assert resolve_resume_checkpoint(tmp_path, "latest") == (tmp_path / "checkpoint-10", 10)
+    assert resolve_resume_checkpoint(tmp_path, "checkpoint-2") == (tmp_path / "checkpoint-2", 2)
+    assert resolve_resume_checkpoint(tmp_path, None) is None
+    assert resolve_resume_checkpoint(tmp_path / "empty", "latest") is None
+    with pytest.raises(ValueError, match="'logs'.*checkpoint-<step>"):
+        resolve_resume_checkpoint(tmp_path, "logs")
+
+
+def test_scaled_learning_rate_reproduces_the_authors():
+    assert scaled_learning_rate(8e-6, 96, 1, 2) == pytest.approx(1.536e-3)
+
+
+def test_write_json_atomic(tmp_path):
+    path = write_json_atomic(tmp_path / "sub" / "m.json", {"a": 1.5, "t": torch.tensor(2.0), "p": tmp_path})
+    assert json.loads(path.read_text()) == {"a": 1.5, "t": 2.0, "p": str(tmp_path)}
+    assert [p.name for p in path.parent.iterdir()] == ["m.json"]
