@@ -5,6 +5,7 @@ import PIL.Image
 import pytest
 from huggingface_hub import DatasetCard
 
+from hub_server import local_hub  # noqa: F401  (pytest fixture)
 from te_vqgan.cli import main
 from te_vqgan.data import export as export_module
 
@@ -101,29 +102,20 @@ def test_a_failure_leaves_nothing_half_written(tmp_path, mnist_dir, monkeypatch)
     assert [p.name for p in tmp_path.iterdir() if p.name != "cache"] == []
 
 
-def test_push_to_hub_uploads_the_folder(tmp_path, mnist_dir, monkeypatch, capsys):
-    import huggingface_hub
-
-    calls = []
-
-    class FakeApi:
-        def __init__(self, token=None):
-            pass
-
-        def create_repo(self, repo_id, **kwargs):
-            calls.append(("create_repo", repo_id, kwargs))
-
-        def upload_folder(self, **kwargs):
-            calls.append(("upload_folder", kwargs["repo_id"], kwargs))
-            return "https://huggingface.co/datasets/org/textmnist/commit/abc"
-
-    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+def test_push_to_hub_round_trip_through_a_local_hub(tmp_path, mnist_dir, local_hub, capsys):
     output = tmp_path / "out"
     assert run_cli(tmp_path, mnist_dir, output, "--push-to-hub", "org/textmnist") == 0
-    assert [c[:2] for c in calls] == [("create_repo", "org/textmnist"), ("upload_folder", "org/textmnist")]
-    assert calls[0][2]["repo_type"] == "dataset" and calls[1][2]["repo_type"] == "dataset"
-    assert calls[1][2]["folder_path"] == str(output)
-    assert "commit/abc" in capsys.readouterr().out
+    assert "org/textmnist" in capsys.readouterr().out
+    pushed = local_hub.files("org/textmnist", repo_type="dataset")
+    local = {p.relative_to(output).as_posix(): p.read_bytes() for p in output.rglob("*") if p.is_file()}
+    assert {k: v for k, v in pushed.items() if k != ".gitattributes"} == local
+    # What users do next: a plain load_dataset of the repo id, no loading script.
+    card = DatasetCard.load("org/textmnist", repo_type="dataset")
+    card.validate(repo_type="dataset")
+    reloaded = datasets.load_dataset("org/textmnist", cache_dir=str(tmp_path / "hf-datasets"))
+    built = datasets.load_dataset(str(output), cache_dir=str(tmp_path / "local-datasets"))
+    assert set(reloaded) == set(built)
+    assert reloaded["train"][0]["captions"] == built["train"][0]["captions"]
 
 
 def test_bad_options_are_reported(tmp_path, mnist_dir, capsys):

@@ -34,13 +34,13 @@ from tqdm.auto import tqdm
 
 from te_vqgan import TEVQModel, codebook_usage, orthogonal_loss
 from te_vqgan.data.layout import LOCATIONS
+from te_vqgan.hub import push_folder_to_hub
 from te_vqgan.loading import load_model_config
 from te_vqgan.metrics import shift_equivariance_of_groups
 from te_vqgan.training import NLayerDiscriminator, PerceptualLossUnavailable, load_perceptual_loss  # noqa: F401 (re-exported for callers)
 from te_vqgan.training.accelerate_utils import (
     EpochShuffleSampler,
     build_accelerator,
-    push_folder_to_hub,
     render_model_card,
     resolve_resume_checkpoint,
     save_checkpoint,

@@ -81,7 +81,8 @@ def reproduce_command(args) -> str:
 def run(args) -> int:
     import datasets
 
-    from ..data.export import check_output_dir, export_textmnist, push_folder_to_hub
+    from ..data.export import check_output_dir, export_textmnist
+    from ..hub import push_folder_to_hub
     from ..data.textmnist import TextMNIST
 
     num_proc = args.num_proc if args.num_proc is not None else _default_num_proc()
@@ -105,6 +106,9 @@ def run(args) -> int:
         print(f"  {name:<10} {info.num_examples:>8,} images  {len(shards)} Parquet shard(s)")
     print(f"  {output / 'README.md'}\n  {output / 'contact_sheet.png'}")
     if args.push_to_hub:
-        url = push_folder_to_hub(output, args.push_to_hub, private=args.private or None)
+        url = push_folder_to_hub(
+            output, args.push_to_hub, repo_type="dataset", private=args.private or None,
+            commit_message="Upload TextMNIST", ignore_patterns=None,
+        )
         print(f"Pushed to {url}")
     return 0

@@ -1,7 +1,7 @@
 """Publish a built TextMNIST: Parquet shards, a dataset card and a contact sheet of samples.
 
 The folder `export_textmnist` writes is what the Hub expects of a Parquet dataset, so after
-`push_folder_to_hub` users load it with a plain `load_dataset("org/name")`::
+`te_vqgan.hub.push_folder_to_hub` users load it with a plain `load_dataset("org/name")`::
 
     OUTPUT/
       README.md                               dataset card (YAML metadata + grammar, held-out table, licences)
@@ -42,7 +42,6 @@ __all__ = [
     "build_dataset_card",
     "check_output_dir",
     "export_textmnist",
-    "push_folder_to_hub",
     "save_contact_sheet",
     "write_parquet_shards",
 ]
@@ -266,15 +265,3 @@ def export_textmnist(
         raise
     logger.info("Wrote %s", output_dir)
     return output_dir
-
-
-def push_folder_to_hub(folder: str | os.PathLike, repo_id: str, private: bool | None = None, token: str | None = None) -> str:
-    """Upload an exported folder to the dataset repo `repo_id` (created if needed); returns the commit URL."""
-    from huggingface_hub import HfApi
-
-    api = HfApi(token=token)
-    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    commit = api.upload_folder(
-        folder_path=str(folder), repo_id=repo_id, repo_type="dataset", commit_message="Upload TextMNIST"
-    )
-    return str(getattr(commit, "commit_url", commit))

@@ -5,8 +5,8 @@
   exactly the batches an uninterrupted one would.
 - `save_checkpoint` / `resolve_resume_checkpoint`: `checkpoint-{step}` folders written
   atomically (a temporary folder renamed once complete), pruned to a total limit.
-- `render_model_card` / `push_folder_to_hub`: a model card from a template in `model_cards/`
-  and a push of the final folder that never uploads `checkpoint-*` folders.
+- `render_model_card`: a model card from a template in `model_cards/`; pushes go through
+  `te_vqgan.hub.push_folder_to_hub`, which never uploads `checkpoint-*` folders.
 
 Checkpoint folders hold Accelerate's training state (optimizer and RNG states are pickles):
 load them only from your own runs. Released weights are safetensors.
@@ -30,11 +30,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "CHECKPOINT_PREFIX",
-    "PUSH_IGNORE_PATTERNS",
     "EpochShuffleSampler",
     "build_accelerator",
     "list_checkpoints",
-    "push_folder_to_hub",
     "render_model_card",
     "resolve_resume_checkpoint",
     "save_checkpoint",
@@ -44,9 +42,6 @@ __all__ = [
 
 CHECKPOINT_PREFIX = "checkpoint-"
 _CHECKPOINT_RE = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
-# What a push leaves out: training state, tracker logs, per-step validation figures. The
-# patterns are matched against paths inside the folder (fnmatch: `*` also matches `/`).
-PUSH_IGNORE_PATTERNS = (f"{CHECKPOINT_PREFIX}*", "*.tmp", "*.tmp/*", "logs/*", "validation/*")
 
 
 def build_accelerator(
@@ -205,27 +200,3 @@ def render_model_card(template_path: str | os.PathLike, card_data, **template_kw
     from huggingface_hub import ModelCard
 
     return ModelCard.from_template(card_data, template_path=str(template_path), **template_kwargs)
-
-
-def push_folder_to_hub(
-    folder: str | os.PathLike,
-    repo_id: str,
-    token: str | None = None,
-    private: bool | None = None,
-    commit_message: str = "Upload model trained with te-vqgan",
-    repo_type: str = "model",
-    ignore_patterns: tuple[str, ...] = PUSH_IGNORE_PATTERNS,
-) -> str:
-    """Create `repo_id` if needed and upload `folder`, leaving out `ignore_patterns`."""
-    from huggingface_hub import HfApi
-
-    api = HfApi(token=token)
-    api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
-    info = api.upload_folder(
-        repo_id=repo_id,
-        folder_path=str(folder),
-        repo_type=repo_type,
-        commit_message=commit_message,
-        ignore_patterns=list(ignore_patterns),
-    )
-    return str(getattr(info, "commit_url", info))
