@@ -148,3 +148,21 @@ def test_groups_entry_point_matches_digits_entry_point(digits):
     assert by_groups.score == by_digits.score and by_groups.per_pair == by_digits.per_pair
     with pytest.raises(ValueError, match=r"\(N, 5, 64, 64, 3\)"):
         shift_equivariance_of_groups(tokenizer, groups[:, :4])
+
+
+def test_foreground_score_counts_only_the_digit_tokens(digits):
+    from te_vqgan.metrics import shift_equivariance_of_groups
+
+    class BackgroundBreaker(PatchifyTokenizer):
+        # Equivariant on the digit, but background tokens carry their position.
+        def encode_to_indices(self, images):
+            indices = super().encode_to_indices(images)
+            background = torch.nn.functional.max_pool2d(images.amax(1, keepdim=True), self.f)[:, 0] <= -1  # all-black patch
+            rows = torch.arange(indices.shape[1])[:, None].expand_as(indices[0])
+            return torch.where(background, 16 + rows, indices)
+
+    groups = np.stack([render_shift_group(d) for d in digits])
+    exact = shift_equivariance_of_groups(PatchifyTokenizer(), groups)
+    assert exact.foreground_score == 1.0
+    broken = shift_equivariance_of_groups(BackgroundBreaker(num_codes=64), groups)
+    assert broken.foreground_score == 1.0 and broken.score < 1.0

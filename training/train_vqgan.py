@@ -258,7 +258,9 @@ def validate(model, images: torch.Tensor, shift_groups, perceptual, batch_size: 
     if perceptual is not None:
         metrics["val/perceptual"] = lp / len(images)
     if shift_groups is not None:
-        metrics["val/shift_equivariance"] = shift_equivariance_of_groups(model, shift_groups, batch_size=batch_size).score
+        shift = shift_equivariance_of_groups(model, shift_groups, batch_size=batch_size)
+        metrics["val/shift_equivariance"] = shift.score
+        metrics["val/shift_equivariance_foreground"] = shift.foreground_score
     if was_training:
         model.train()
     return metrics, torch.cat(reconstructions), index_maps

@@ -64,6 +64,7 @@ def run(args) -> int:
 
     print(description)
     print(f"shift equivariance: {result.score:.4f}  ({len(digits)} digits x 10 placement pairs, f={result.downsample_factor})")
+    print(f"  on the digit's own tokens only: {result.foreground_score:.4f}")
     for pair, score in result.per_pair.items():
         print(f"  {pair:<26} {score:.4f}")
     print(
@@ -90,6 +91,7 @@ def run(args) -> int:
             "description": description,
             "num_digits": len(digits),
             "shift_equivariance": result.score,
+            "shift_equivariance_foreground": result.foreground_score,
             "per_pair": result.per_pair,
             "codes_used": usage.codes_used,
             "num_codes": usage.num_codes,
