@@ -287,6 +287,7 @@ def save_validation_grid(images, reconstructions, index_maps, num_codes: int, pa
             if r == 0:
                 axes[r, c].set_title(name, fontsize=9)
     figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
     return save_figure(figure, path)
 
 
