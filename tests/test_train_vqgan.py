@@ -225,3 +225,16 @@ def test_accelerate_configs_load(name):
     expected_processes = {"cpu": 1, "cpu_2proc": 2, "gpu1_bf16": 1, "gpu8_node": 8, "multinode": 16}[name]
     assert config.num_processes == expected_processes
     assert config.mixed_precision == ("no" if name.startswith("cpu") else "bf16")
+
+
+def test_gradient_accumulation_counts_optimizer_steps_and_resumes_exactly(tiny_config, tmp_path, mnist_dir, dataset_cache):
+    accumulate = ("--gradient_accumulation_steps", "2", "--train_batch_size", "4", "--max_train_steps", "4")
+    reference = run(tiny_train_args(tiny_config, tmp_path / "reference", mnist_dir, dataset_cache, *accumulate))
+    assert reference.global_step == 4  # 4 optimizer steps = 8 batches of 4
+    assert json.loads((tmp_path / "reference" / "checkpoint-2" / "training_state.json").read_text())["global_step"] == 2
+
+    resumed_dir = tmp_path / "resumed"
+    run(tiny_train_args(tiny_config, resumed_dir, mnist_dir, dataset_cache, *accumulate[:-1], "2"))
+    resumed = run(tiny_train_args(tiny_config, resumed_dir, mnist_dir, dataset_cache, *accumulate, "--resume_from_checkpoint", "latest"))
+    assert resumed.global_step == 4
+    assert state_digest(resumed.model.state_dict()) == state_digest(reference.model.state_dict())
