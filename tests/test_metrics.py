@@ -77,6 +77,16 @@ def test_score_is_the_mean_of_identical_fractions_over_pairs(digits):
     assert result.score == pytest.approx(result.per_digit.mean())
 
 
+def test_cells_are_the_authors_sub_grids():
+    # REFERENCE.md: centre [4:12, 4:12], upper left [0:8, 0:8], ... at f=4.
+    assert index_cell("centre", 4) == (slice(4, 12), slice(4, 12))
+    assert index_cell("upper_left", 4) == (slice(0, 8), slice(0, 8))
+    assert index_cell("upper_right", 4) == (slice(0, 8), slice(8, 16))
+    assert index_cell("lower_left", 4) == (slice(8, 16), slice(0, 8))
+    assert index_cell("lower_right", 4) == (slice(8, 16), slice(8, 16))
+    assert index_cell("centre", 8) == (slice(2, 6), slice(2, 6))
+
+
 def test_factor_that_does_not_divide_16_is_rejected(digits):
     with pytest.raises(ValueError, match="divide 16.*f=32"):
         shift_equivariance(PatchifyTokenizer(f=32), digits)

@@ -145,6 +145,34 @@ def test_save_pretrained_writes_config_and_safetensors(tmp_path):
         assert torch.equal(tensor, loaded.state_dict()[name]), name
 
 
+def test_downsampling_layers_compute_what_the_paper_describes():
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 8, 8)
+    kernel = binomial_filter(5)[None, None].repeat(4, 1, 1, 1)
+
+    def blur(t):  # 5x5 binomial, replicate pad 2, stride 2, per channel
+        return F.conv2d(F.pad(t, (2, 2, 2, 2), mode="replicate"), kernel, stride=2, groups=4)
+
+    sc = Downsample(4, "strided_conv")
+    expected = F.conv2d(F.pad(x, (0, 1, 0, 1), mode="replicate"), sc.conv.weight, sc.conv.bias, stride=2)
+    torch.testing.assert_close(sc(x), expected)
+
+    sc_zeros = Downsample(4, "strided_conv", padding_mode="zeros")
+    expected = F.conv2d(F.pad(x, (0, 1, 0, 1)), sc_zeros.conv.weight, sc_zeros.conv.bias, stride=2)
+    torch.testing.assert_close(sc_zeros(x), expected)
+
+    cb = Downsample(4, "conv_blurpool")
+    conv = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), cb.conv.weight, cb.conv.bias)
+    torch.testing.assert_close(cb(x), blur(conv))
+
+    torch.testing.assert_close(Downsample(4, "maxpool")(x), F.max_pool2d(x, 2, 2))
+    torch.testing.assert_close(Downsample(4, "max_blurpool")(x), blur(F.max_pool2d(x, 2, stride=1)))
+    for layer in (sc, cb, Downsample(4, "maxpool"), Downsample(4, "max_blurpool")):
+        assert layer(x).shape == (2, 4, 4, 4)
+
+
 def test_blur_filter_is_the_normalised_binomial():
     kernel = binomial_filter(5)
     row = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0])

@@ -148,7 +148,9 @@ def test_two_processes_with_accelerate_launch_finish_and_agree(tiny_config, tmp_
         sys.executable, "-m", "accelerate.commands.launch",
         "--config_file", str(REPO_ROOT / "hub_configs" / "accelerate" / "cpu_2proc.yaml"), "--main_process_port", "29533",
         str(REPO_ROOT / "tests" / "ddp_worker.py"),
-        *tiny_train_args(tiny_config, out, mnist_dir, dataset_cache, "--max_train_steps", "3"),
+        # GAN on from step 1: the discriminator's DDP path (frozen for the generator, two
+        # forwards in its own step) and the adaptive weight run under two processes.
+        *tiny_train_args(tiny_config, out, mnist_dir, dataset_cache, "--max_train_steps", "3", "--disc_start", "1"),
     ]
     completed = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
     assert completed.returncode == 0, completed.stderr[-3000:]
@@ -176,6 +178,8 @@ def test_perceptual_loss_unavailable_stops_at_start_up(tiny_config, tmp_path, mn
         (["--max_train_steps", "0"], "--max_train_steps must be >= 1"),
         (["--push_to_hub"], "--push_to_hub needs --hub_model_id"),
         (["--checkpoints_total_limit", "0"], "--checkpoints_total_limit must be >= 1"),
+        (["--num_validation", "0"], "--num_validation must be >= 1"),
+        (["--resolution", "0"], "--resolution must be >= 1"),
     ],
 )
 def test_bad_arguments_are_rejected(tiny_config, tmp_path, mnist_dir, dataset_cache, extra, message, capsys):
@@ -238,3 +242,29 @@ def test_gradient_accumulation_counts_optimizer_steps_and_resumes_exactly(tiny_c
     resumed = run(tiny_train_args(tiny_config, resumed_dir, mnist_dir, dataset_cache, *accumulate, "--resume_from_checkpoint", "latest"))
     assert resumed.global_step == 4
     assert state_digest(resumed.model.state_dict()) == state_digest(reference.model.state_dict())
+
+
+def test_resume_in_a_later_epoch_sees_that_epochs_order(tiny_config, tmp_path, mnist_dir, dataset_cache):
+    # 64 images / batch 8 = 8 steps per epoch: checkpoint-10 lies in the second epoch.
+    longer = ("--max_train_steps", "12", "--checkpointing_steps", "10")
+    reference = run(tiny_train_args(tiny_config, tmp_path / "reference", mnist_dir, dataset_cache, *longer))
+    resumed_dir = tmp_path / "resumed"
+    run(tiny_train_args(tiny_config, resumed_dir, mnist_dir, dataset_cache, "--max_train_steps", "10", "--checkpointing_steps", "10"))
+    resumed = run(tiny_train_args(tiny_config, resumed_dir, mnist_dir, dataset_cache, *longer, "--resume_from_checkpoint", "latest"))
+    assert resumed.global_step == reference.global_step == 12
+    assert state_digest(resumed.model.state_dict()) == state_digest(reference.model.state_dict())
+
+
+def test_resuming_a_finished_run_trains_no_further(tiny_config, tmp_path, mnist_dir, dataset_cache):
+    out = tmp_path / "run"
+    first = run(tiny_train_args(tiny_config, out, mnist_dir, dataset_cache))
+    again = run(tiny_train_args(tiny_config, out, mnist_dir, dataset_cache, "--resume_from_checkpoint", "latest"))
+    assert again.global_step == first.global_step == 6
+    assert state_digest(again.model.state_dict()) == state_digest(first.model.state_dict())
+    assert state_digest(safetensors_state(out)) == state_digest(first.model.state_dict())
+
+
+def test_a_dataset_without_the_validation_split_is_an_error(tiny_config, tmp_path, mnist_dir, dataset_cache):
+    args = train_vqgan.parse_args(tiny_train_args(tiny_config, tmp_path, mnist_dir, dataset_cache, "--validation_split", "dev"))
+    with pytest.raises(ValueError, match=r"no 'dev' split.*'shift', 'train', 'validation'"):
+        train_vqgan.load_image_datasets(args)

@@ -71,6 +71,18 @@ def test_perceptual_loss_without_lpips_says_what_to_do(monkeypatch, tmp_path):
         load_perceptual_loss()
 
 
+def test_perceptual_loss_without_backbone_weights_says_where_they_go(monkeypatch, tmp_path):
+    import sys
+    import types
+
+    monkeypatch.setitem(sys.modules, "lpips", types.ModuleType("lpips"))  # importable, but no weights anywhere
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    expected = str(tmp_path / "hub" / "checkpoints" / "vgg16-397923af.pth")
+    with pytest.raises(PerceptualLossUnavailable, match=r"backbone weights are missing") as error:
+        load_perceptual_loss()
+    assert expected in str(error.value) and "--perceptual_weight 0" in str(error.value)
+
+
 def test_epoch_sampler_depends_only_on_seed_and_epoch():
     a, b = EpochShuffleSampler(50, seed=3), EpochShuffleSampler(50, seed=3)
     a.set_epoch(2)

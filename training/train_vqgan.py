@@ -34,9 +34,10 @@ from tqdm.auto import tqdm
 
 from te_vqgan import TEVQModel, codebook_usage, orthogonal_loss
 from te_vqgan.data.layout import LOCATIONS
+from te_vqgan.files import write_json_atomic
 from te_vqgan.hub import push_folder_to_hub
 from te_vqgan.loading import load_model_config
-from te_vqgan.metrics import shift_equivariance_of_groups
+from te_vqgan.metrics import images_to_tensor, shift_equivariance_of_groups
 from te_vqgan.training import NLayerDiscriminator, PerceptualLossUnavailable, load_perceptual_loss  # noqa: F401 (re-exported for callers)
 from te_vqgan.training.accelerate_utils import (
     EpochShuffleSampler,
@@ -45,10 +46,9 @@ from te_vqgan.training.accelerate_utils import (
     resolve_resume_checkpoint,
     save_checkpoint,
     scaled_learning_rate,
-    write_json_atomic,
 )
 from te_vqgan.training.vqgan_step import VQGANLossWeights, vqgan_train_step
-from te_vqgan.visualization import index_map_to_rgb, save_figure
+from te_vqgan.visualization import index_map_to_rgb, new_figure, save_figure
 
 
 logger = logging.getLogger("train_vqgan")
@@ -74,6 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--num_shift_groups", type=int, default=100, help="TextMNIST shift groups for the equivariance metric.")
     data.add_argument("--dataset_seed", type=int, default=0, help="Seed of the TextMNIST build.")
     data.add_argument("--cache_dir", default=None, help="datasets cache folder.")
+    data.add_argument("--validation_split", default="validation", help="The split validation runs on.")
     data.add_argument("--image_column", default="image")
     data.add_argument("--resolution", type=int, default=None, help="Image size (default: the model's sample_size).")
     data.add_argument("--dataloader_num_workers", type=int, default=0)
@@ -100,7 +101,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     train.add_argument("--disc_ndf", type=int, default=64)
     train.add_argument(
         "--mixed_precision", default=None, choices=["no", "fp16", "bf16"],
-        help="Default: what `accelerate launch` / its config file says, else no.",
+        help="Default: what `accelerate launch` / its config file says, else no. Prefer bf16: under fp16 the "
+        "adaptive GAN weight's unscaled gradients can underflow.",
     )
     train.add_argument("--cpu", action="store_true", help="Train on CPU even where a GPU is present (also: DDP over gloo on CPU).")
 
@@ -146,6 +148,10 @@ def _validate_args(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
             parser.error(f"--{name} must be >= 0 (got {getattr(args, name)})")
     if args.push_to_hub and not args.hub_model_id:
         parser.error("--push_to_hub needs --hub_model_id")
+    if args.dataset == "textmnist" and args.num_validation < 1:
+        parser.error(f"--num_validation must be >= 1: validation needs images (got {args.num_validation})")
+    if args.resolution is not None and args.resolution < 1:
+        parser.error(f"--resolution must be >= 1 (got {args.resolution})")
     if args.dataset == "textmnist" and args.dataset_config not in ("mnist", "fashion_mnist"):
         parser.error(f"--dataset_config must be mnist or fashion_mnist for TextMNIST (got {args.dataset_config!r})")
 
@@ -176,7 +182,12 @@ def load_image_datasets(args):
         splits = dict(loaded)
     if "train" not in splits:
         raise ValueError(f"Dataset {args.dataset!r} has no train split (splits: {sorted(splits)}).")
-    validation = splits.get("validation") or splits.get("test") or splits["train"]
+    if args.validation_split not in splits:
+        raise ValueError(
+            f"Dataset {args.dataset!r} has no {args.validation_split!r} split for validation (splits: {sorted(splits)}); "
+            "pass --validation_split with one of them."
+        )
+    validation = splits[args.validation_split]
     for name, split in (("train", splits["train"]), ("validation", validation)):
         if args.image_column not in split.column_names:
             raise ValueError(f"The {name} split has no {args.image_column!r} column (columns: {split.column_names}).")
@@ -210,9 +221,8 @@ class ToTensor:
                     f"Image of size {image.size[0]}x{image.size[1]} in the dataset; the model expects "
                     f"{self.resolution}x{self.resolution} (resize the dataset or pass --resolution)."
                 )
-            pixels.append(torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.uint8).copy()))
-        pixel_values = torch.stack(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        return {"pixel_values": pixel_values}
+            pixels.append(np.asarray(image.convert("RGB"), dtype=np.uint8))
+        return {"pixel_values": images_to_tensor(np.stack(pixels))}
 
 
 def collate(examples: list[dict]) -> torch.Tensor:
@@ -268,13 +278,8 @@ def validate(model, images: torch.Tensor, shift_groups, perceptual, batch_size: 
 
 def save_validation_grid(images, reconstructions, index_maps, num_codes: int, path: Path, title: str) -> Path:
     """Rows of input | reconstruction | index map, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = min(8, len(images))
-    figure, axes = plt.subplots(rows, 3, figsize=(6, 2 * rows), squeeze=False)
+    figure, axes = new_figure(rows, 3, figsize=(6, 2 * rows))
     to_uint8 = lambda t: ((t.permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy()  # noqa: E731
     for r in range(rows):
         for c, (picture, name) in enumerate(
@@ -322,7 +327,7 @@ def main(args: argparse.Namespace) -> TrainingResult:
     resolution = args.resolution or model.config.sample_size
     discriminator = NLayerDiscriminator(model.config.out_channels, args.disc_ndf, args.disc_num_layers)
 
-    with accelerator.main_process_first():
+    with accelerator.local_main_process_first():  # one build per node, the others read its cache
         train_dataset, validation_dataset, shift_groups = load_image_datasets(args)
     transform = ToTensor(args.image_column, resolution)
     train_dataset = train_dataset.with_transform(transform)
@@ -397,12 +402,16 @@ def main(args: argparse.Namespace) -> TrainingResult:
         return results
 
     for epoch in range(first_epoch, num_epochs):
-        sampler.set_epoch(epoch)
+        # On the prepared loader, not the sampler: Accelerate re-sets the sampler's epoch from
+        # the loader's own counter at each iteration, and a resumed run must see epoch e's order.
+        train_dataloader.set_epoch(epoch)
         model.train()
         dataloader = train_dataloader
         if epoch == first_epoch and batches_to_skip:
             dataloader = accelerator.skip_first_batches(train_dataloader, batches_to_skip)
         for images in dataloader:
+            if global_step >= max_train_steps:  # e.g. resumed from the last checkpoint of a finished run
+                break
             with accelerator.accumulate(model, discriminator):
                 terms = vqgan_train_step(
                     accelerator, model, discriminator, optimizer_ae, optimizer_d, images, global_step, loss_weights, perceptual
@@ -441,11 +450,19 @@ def main(args: argparse.Namespace) -> TrainingResult:
 
 
 def save_final_model(args, model, metrics, train_logs, global_step, total_batch_size, learning_rate, seconds, accelerator) -> Path:
-    """`output_dir`: weights, config, metrics.json, reconstructions.png and a model card."""
+    """`output_dir`: weights, config, metrics.json, reconstructions.png and a model card.
+
+    Everything is written to a staging folder first and moved into place file by file at the
+    end, so an interrupted save never leaves a folder that loads half a model.
+    """
+    import shutil
+
     from huggingface_hub import ModelCardData
 
     output_dir = Path(args.output_dir)
-    model.save_pretrained(output_dir, safe_serialization=True)
+    staging = output_dir / ".final.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging, safe_serialization=True)
     record = {
         **{k.split("/", 1)[1]: v for k, v in metrics.items()},
         **{f"final_{k.split('/', 1)[1]}": v for k, v in train_logs.items()},
@@ -454,10 +471,10 @@ def save_final_model(args, model, metrics, train_logs, global_step, total_batch_
         "num_processes": accelerator.num_processes,
         "mixed_precision": accelerator.mixed_precision,
     }
-    write_json_atomic(output_dir / "metrics.json", record)
+    write_json_atomic(staging / "metrics.json", record)
     grids = sorted((output_dir / "validation").glob("step-*.png"))
     if grids:
-        (output_dir / "reconstructions.png").write_bytes(grids[-1].read_bytes())
+        shutil.copyfile(grids[-1], staging / "reconstructions.png")
 
     config = model.config
     dataset_id = f"textmnist-{args.dataset_config}" if args.dataset == "textmnist" else args.dataset
@@ -497,9 +514,12 @@ def save_final_model(args, model, metrics, train_logs, global_step, total_batch_
         training_command=" ".join(shlex.quote(a) for a in ["accelerate", "launch", "training/train_vqgan.py", *args.command_line]),
         config_json=json.dumps({k: v for k, v in dict(config).items() if not k.startswith("_")}, indent=2, default=str),
     )
-    tmp = output_dir / ".README.md.tmp"
-    card.save(tmp)
-    os.replace(tmp, output_dir / "README.md")
+    card.save(staging / "README.md")
+    for path in staging.iterdir():  # weights first, the card last: it says the folder is complete
+        if path.name != "README.md":
+            os.replace(path, output_dir / path.name)
+    os.replace(staging / "README.md", output_dir / "README.md")
+    staging.rmdir()
     logger.info("Saved the model, its card and metrics to %s", output_dir)
     return output_dir
 

@@ -29,7 +29,7 @@ def load_model_config(path: str | Path) -> dict:
     path = Path(path)
     try:
         config = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"Model config {str(path)!r} is not valid JSON: {error}") from error
     if not isinstance(config, dict):
         raise ValueError(f"Model config {str(path)!r} must hold a JSON object (got {type(config).__name__}).")
@@ -55,8 +55,9 @@ def load_vq_model(spec: str, seed: int = 0, device: str | torch.device | None = 
     if path.is_file():
         config = load_model_config(path)
         cls = _model_class(config.get("_class_name"))
-        torch.manual_seed(seed)
-        model = cls.from_config(config)
+        with torch.random.fork_rng(devices=[]):  # seed the initialisation, not the caller's RNG
+            torch.manual_seed(seed)
+            model = cls.from_config(config)
         description = f"{cls.__name__} randomly initialised from {path} (seed {seed})"
     elif path.is_dir():
         config_file = path / "config.json"

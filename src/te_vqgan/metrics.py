@@ -58,8 +58,16 @@ class VQModelTokenizer:
     def parameters(self):
         return self.model.parameters()
 
+    @property
+    def training(self) -> bool:
+        return self.model.training
+
     def eval(self):
         self.model.eval()
+        return self
+
+    def train(self, mode: bool = True):
+        self.model.train(mode)
         return self
 
     @torch.no_grad()
@@ -195,6 +203,8 @@ def shift_equivariance_of_groups(model, groups, batch_size: int = 64) -> ShiftEq
         )
     if len(groups) == 0:
         raise ValueError("`groups` is empty; expected at least one group of five placements.")
+    if batch_size < 1:
+        raise ValueError(f"`batch_size` must be >= 1 (got {batch_size}).")
     tokenizer = as_tokenizer(model)
     device, dtype = _model_device_dtype(tokenizer)
     was_training = getattr(tokenizer, "training", False)

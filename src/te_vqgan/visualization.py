@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 
-__all__ = ["code_palette", "index_map_to_rgb", "save_figure", "save_shift_equivariance_figure"]
+__all__ = ["code_palette", "index_map_to_rgb", "new_figure", "save_figure", "save_shift_equivariance_figure"]
 
 
 def code_palette(num_codes: int) -> np.ndarray:
@@ -41,10 +41,17 @@ def index_map_to_rgb(indices, num_codes: int) -> np.ndarray:
     return code_palette(num_codes)[indices]
 
 
-def save_figure(figure, path: str | os.PathLike, dpi: int = 120) -> Path:
-    """Save a matplotlib figure as PNG atomically and close it."""
-    import matplotlib.pyplot as plt
+def new_figure(rows: int, columns: int, figsize: tuple[float, float]):
+    """A matplotlib `Figure` and its axes grid, made without pyplot: no GUI backend, no global
+    state, nothing to close (it is freed with the object)."""
+    from matplotlib.figure import Figure
 
+    figure = Figure(figsize=figsize)
+    return figure, figure.subplots(rows, columns, squeeze=False)
+
+
+def save_figure(figure, path: str | os.PathLike, dpi: int = 120) -> Path:
+    """Save a matplotlib figure as PNG atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
@@ -53,7 +60,6 @@ def save_figure(figure, path: str | os.PathLike, dpi: int = 120) -> Path:
         figure.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight")
         os.replace(tmp, path)
     finally:
-        plt.close(figure)
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
@@ -81,16 +87,12 @@ def save_shift_equivariance_figure(
         title (`str`, *optional*): the figure's title.
         row_scores (`list[float]`, *optional*): each digit's score, printed beside its rows.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.patches as patches
-    import matplotlib.pyplot as plt
 
     images = np.asarray(images)
     index_maps = np.asarray(index_maps.cpu() if hasattr(index_maps, "cpu") else index_maps)
     groups, columns = images.shape[:2]
-    figure, axes = plt.subplots(2 * groups, columns, figsize=(2.0 * columns, 4.1 * groups), squeeze=False)
+    figure, axes = new_figure(2 * groups, columns, figsize=(2.0 * columns, 4.1 * groups))
     for g in range(groups):
         for c in range(columns):
             top, bottom = axes[2 * g, c], axes[2 * g + 1, c]

@@ -7,10 +7,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
-
 import numpy as np
 
 
@@ -43,15 +39,22 @@ def select_digits(images: np.ndarray, labels: np.ndarray, num_digits: int) -> np
     if num_digits < 1:
         raise ValueError(f"--num-digits must be >= 1 (got {num_digits}).")
     per_class = [np.flatnonzero(labels == c) for c in range(10)]
+    available = 10 * min(len(indices) for indices in per_class)
+    if num_digits > available:
+        raise ValueError(f"--num-digits {num_digits} is more than the {available} that 10 balanced classes provide.")
     order = [per_class[i % 10][i // 10] for i in range(num_digits)]
     return images[order]
 
 
 def run(args) -> int:
+    for name in ("num_digits", "batch_size", "figure_digits"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(args, name)}).")
     from ..data.layout import LOCATIONS, index_cell
     from ..data.mnist import load_mnist
     from ..loading import load_vq_model
     from ..metrics import as_tokenizer, codebook_usage, render_shift_group, shift_equivariance
+    from ..files import write_json_atomic
     from ..visualization import save_shift_equivariance_figure
 
     model, description = load_vq_model(args.model, seed=args.seed, device=args.device)
@@ -97,8 +100,5 @@ def run(args) -> int:
             "num_codes": usage.num_codes,
             "perplexity": usage.perplexity,
         }
-        path = Path(args.json)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
-        os.replace(tmp, path)
+        write_json_atomic(args.json, report)
     return 0

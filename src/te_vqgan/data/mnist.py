@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import logging
 import os
 import struct
@@ -154,12 +155,14 @@ def download_file(urls: str | list[str] | tuple[str, ...], destination: str | os
     """Download the first reachable URL to `destination`, atomically and checksum-verified.
 
     The bytes go to a temporary file beside `destination`, are hashed, and are moved into
-    place only when the hash matches; on any failure the temporary file is removed.
+    place only when the hash matches; on any failure the temporary file is removed and the
+    next mirror is tried. When every mirror fails: a `ChecksumError` if one of them served
+    corrupt bytes, else an `OSError`, listing what each mirror did.
     """
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
     urls = [urls] if isinstance(urls, str) else list(urls)
-    errors = []
+    errors, corrupt = [], []
     for url in urls:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".part", dir=destination.parent)
         try:
@@ -173,19 +176,20 @@ def download_file(urls: str | list[str] | tuple[str, ...], destination: str | os
                         bar.update(len(chunk))
             actual = digest.hexdigest()
             if actual != sha256:
-                raise ChecksumError(
-                    f"Downloaded MNIST file {destination.name!r} from {url} is corrupt: "
-                    f"expected SHA-256 {sha256}, got {actual}."
-                )
+                corrupt.append(f"{url}: expected SHA-256 {sha256}, got {actual}")
+                continue
             os.replace(tmp_name, destination)
             return destination
-        except ChecksumError:
-            raise
-        except OSError as error:  # URLError and socket errors are OSErrors
-            errors.append(f"{url}: {error}")
+        except (OSError, http.client.HTTPException) as error:  # URLError, sockets, truncated bodies
+            errors.append(f"{url}: {error!r}")
         finally:
             if os.path.exists(tmp_name):
                 os.remove(tmp_name)
+    if corrupt:
+        raise ChecksumError(
+            f"Downloaded MNIST file {destination.name!r} is corrupt: " + "; ".join(corrupt)
+            + ("" if not errors else "; other mirrors failed: " + "; ".join(errors))
+        )
     raise OSError(f"Could not download {destination.name!r} from any mirror:\n  " + "\n  ".join(errors))
 
 

@@ -133,8 +133,8 @@ class TEVQModel(VQModel):
             raise ValueError(f"`padding_mode` must be one of {PADDING_MODES} (got {padding_mode!r}).")
         if not orthogonal_reg_weight >= 0:
             raise ValueError(f"`orthogonal_reg_weight` must be >= 0 (got {orthogonal_reg_weight}).")
-        if orthogonal_reg_max_codes is not None and orthogonal_reg_max_codes < 2:
-            raise ValueError(f"`orthogonal_reg_max_codes` must be None or >= 2 (got {orthogonal_reg_max_codes}).")
+        if orthogonal_reg_max_codes is not None and (not isinstance(orthogonal_reg_max_codes, int) or orthogonal_reg_max_codes < 2):
+            raise ValueError(f"`orthogonal_reg_max_codes` must be None or an integer >= 2 (got {orthogonal_reg_max_codes}).")
         if not commitment_beta >= 0:
             raise ValueError(f"`commitment_beta` must be >= 0 (got {commitment_beta}).")
         if num_vq_embeddings < 1:

@@ -1,4 +1,4 @@
-"""Training building blocks shared by the stage-1 and stage-2 scripts in `training/`.
+"""Training building blocks for the scripts in `training/` (stage 1 now; stage 2 will reuse them).
 
 The discriminator and the perceptual network live here, apart from the saved quantizer;
 `accelerate_utils` holds the Accelerate plumbing (checkpoints, resume, trackers, Hub pushes).

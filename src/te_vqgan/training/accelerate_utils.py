@@ -1,4 +1,5 @@
-"""Accelerate plumbing shared by the training scripts in `training/` (stage 1 and stage 2).
+"""Accelerate plumbing for the training scripts in `training/`, kept in the package so that
+every script (stage 1 now, stage 2 next) shares one copy.
 
 - `build_accelerator`: an `Accelerator` with a project config, trackers and mixed precision.
 - `EpochShuffleSampler`: a shuffle that depends only on (seed, epoch), so a resumed run sees
@@ -14,9 +15,7 @@ load them only from your own runs. Released weights are safetensors.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
 import re
 import shutil
@@ -24,6 +23,8 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import Sampler
+
+from ..files import write_json_atomic
 
 
 logger = logging.getLogger(__name__)
@@ -120,28 +121,35 @@ def list_checkpoints(output_dir: str | os.PathLike) -> list[tuple[int, Path]]:
 def save_checkpoint(accelerator, output_dir: str | os.PathLike, step: int, total_limit: int | None = None, extra_state: dict | None = None) -> Path:
     """Save the full training state as `output_dir/checkpoint-{step}`. Call on every process.
 
-    The state goes to `checkpoint-{step}.tmp` first and is renamed when every process has
-    written its part, so an interrupted save never looks like a checkpoint. With
-    `total_limit`, the oldest checkpoints are removed so that at most that many remain.
+    The state goes to `checkpoint-{step}.tmp` first and is renamed once every process has
+    written its part, so an interrupted save never looks like a checkpoint. Only then, with
+    `total_limit`, are the oldest checkpoints removed so that at most that many remain: a
+    kill at any moment leaves at least the previous complete checkpoint.
     """
     output_dir = Path(output_dir)
     final = output_dir / f"{CHECKPOINT_PREFIX}{step}"
     tmp = output_dir / f"{CHECKPOINT_PREFIX}{step}.tmp"
     if accelerator.is_main_process:
-        if total_limit is not None:
-            existing = [p for s, p in list_checkpoints(output_dir) if s != step]
-            for _, stale in zip(range(max(0, len(existing) - total_limit + 1)), existing):
-                logger.info("Removing old checkpoint %s (checkpoints_total_limit=%d)", stale, total_limit)
-                shutil.rmtree(stale)
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp), safe_serialization=True)
+    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         write_json_atomic(tmp / "training_state.json", {"global_step": step, **(extra_state or {})})
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        if final.exists():  # a re-run of the same step: move the old one aside before replacing it
+            stale = final.with_name(final.name + ".old.tmp")
+            shutil.rmtree(stale, ignore_errors=True)
+            os.replace(final, stale)
+            os.replace(tmp, final)
+            shutil.rmtree(stale)
+        else:
+            os.replace(tmp, final)
         logger.info("Saved state to %s", final)
+        if total_limit is not None:
+            checkpoints = list_checkpoints(output_dir)
+            for _, old in checkpoints[: max(0, len(checkpoints) - total_limit)]:
+                logger.info("Removing old checkpoint %s (checkpoints_total_limit=%d)", old, total_limit)
+                shutil.rmtree(old)
     accelerator.wait_for_everyone()
     return final
 
@@ -171,28 +179,6 @@ def resolve_resume_checkpoint(output_dir: str | os.PathLike, resume_from_checkpo
             f"or a path to a `{CHECKPOINT_PREFIX}<step>` folder (found: {[p.name for _, p in list_checkpoints(output_dir)]})."
         )
     return path, int(match.group(1))
-
-
-def write_json_atomic(path: str | os.PathLike, payload) -> Path:
-    """Write JSON to a temporary file beside `path`, then move it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=_json_default) + "\n")
-    os.replace(tmp, path)
-    return path
-
-
-def _json_default(value):
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if hasattr(value, "item"):
-        return value.item()
-    if isinstance(value, (set, tuple)):
-        return list(value)
-    raise TypeError(f"Cannot write {type(value).__name__} as JSON")
 
 
 def render_model_card(template_path: str | os.PathLike, card_data, **template_kwargs):
