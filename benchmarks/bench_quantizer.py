@@ -17,21 +17,13 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
-import statistics
-import time
 from pathlib import Path
 
 import torch
 from diffusers import VQModel
 
+from common import interleaved_medians, model_config
 from te_vqgan import TEVQModel
-
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = {
-    "default": REPO_ROOT / "hub_configs" / "te-vqgan-mnist.json",
-    "small": REPO_ROOT / "hub_configs" / "te-vqgan-mnist-small.json",
-}
 
 
 def parse_args():
@@ -47,18 +39,6 @@ def parse_args():
     return parser.parse_args()
 
 
-def load_config(name: str) -> dict:
-    path = CONFIGS.get(name, Path(name))
-    config = json.loads(Path(path).read_text())
-    config.pop("_class_name", None)
-    return config
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def make_trainer(config: dict, device: torch.device, batch: torch.Tensor):
     torch.manual_seed(0)
     model = TEVQModel(**config).to(device).train()
@@ -72,22 +52,6 @@ def make_trainer(config: dict, device: torch.device, batch: torch.Tensor):
         optimiser.step()
 
     return step
-
-
-def interleaved_medians(named_steps: dict, steps: int, warmup: int, device: torch.device) -> dict[str, float]:
-    """Median seconds per call of each function, calls interleaved round-robin."""
-    for _ in range(warmup):
-        for fn in named_steps.values():
-            fn()
-    times = {name: [] for name in named_steps}
-    for _ in range(steps):
-        for name, fn in named_steps.items():
-            sync(device)
-            start = time.perf_counter()
-            fn()
-            sync(device)
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def bench_regulariser(config: dict, k: int, max_codes: int | None, args, device) -> dict:
@@ -129,7 +93,7 @@ def bench_encode(config: dict, args, device) -> dict:
 def main():
     args = parse_args()
     device = torch.device(args.device)
-    config = load_config(args.config)
+    config = model_config(args.config)
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, config {args.config}, "
           f"batch {args.batch_size}, {args.steps} timed steps per variant (median)")
 

@@ -15,22 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
+from common import interleaved_medians, model_config
 from te_vqgan import TEVQModel
 from te_vqgan.training import NLayerDiscriminator, VQGANLossWeights, vqgan_train_step
-
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = {
-    "default": REPO_ROOT / "hub_configs" / "te-vqgan-mnist.json",
-    "small": REPO_ROOT / "hub_configs" / "te-vqgan-mnist-small.json",
-}
 
 
 class SingleDevice:
@@ -74,11 +66,6 @@ def make_step(config: dict, device: torch.device, dtype, batch: torch.Tensor, pe
     return lambda: vqgan_train_step(runner, model, disc, opt_ae, opt_d, batch, 1, weights, perceptual)
 
 
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def main():
     args = parse_args()
     device = torch.device(args.device)
@@ -91,24 +78,15 @@ def main():
           f"{args.steps} timed steps per variant (median), GAN on, LPIPS {'on' if perceptual is not None else 'off'}")
     results = []
     for name in args.configs:
-        config = json.loads(Path(CONFIGS.get(name, name)).read_text())
-        config.pop("_class_name", None)
+        config = model_config(name)
         size = config["sample_size"]
         batch = torch.rand(args.batch_size, 3, size, size, device=device) * 2 - 1
-        variants = {"fp32": make_step(config, device, None, batch, perceptual),
-                    "bf16": make_step(config, device, torch.bfloat16, batch, perceptual)}
-        for fn in variants.values():
-            for _ in range(args.warmup):
-                fn()
-        times = {k: [] for k in variants}
-        for _ in range(args.steps):
-            for key, fn in variants.items():  # interleaved: drift hits both alike
-                sync(device)
-                start = time.perf_counter()
-                fn()
-                sync(device)
-                times[key].append(time.perf_counter() - start)
-        row = {"config": name, **{f"{k}_images_per_s": args.batch_size / statistics.median(v) for k, v in times.items()}}
+        medians = interleaved_medians(
+            {"fp32": make_step(config, device, None, batch, perceptual),
+             "bf16": make_step(config, device, torch.bfloat16, batch, perceptual)},
+            args.steps, args.warmup, device,
+        )
+        row = {"config": name, **{f"{k}_images_per_s": args.batch_size / seconds for k, seconds in medians.items()}}
         row["bf16_speedup"] = row["bf16_images_per_s"] / row["fp32_images_per_s"]
         results.append(row)
 
