@@ -32,6 +32,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+import te_vqgan
 from te_vqgan import TEVQModel, codebook_usage, orthogonal_loss
 from te_vqgan.data.layout import LOCATIONS
 from te_vqgan.files import write_json_atomic
@@ -52,8 +53,7 @@ from te_vqgan.visualization import index_map_to_rgb, new_figure, save_figure
 
 
 logger = logging.getLogger("train_vqgan")
-REPO_ROOT = Path(__file__).resolve().parents[1]
-MODEL_CARD_TEMPLATE = REPO_ROOT / "model_cards" / "te_vqgan_model_card.md"
+MODEL_CARD_TEMPLATE = Path(te_vqgan.__file__).parent / "model_cards" / "te_vqgan_model_card.md"  # = model_cards/ here
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -46,8 +46,8 @@ __all__ = [
     "write_parquet_shards",
 ]
 
-# The repository's model_cards/ folder (src/te_vqgan/data/export.py -> repo root).
-DATASET_CARD_TEMPLATE = Path(__file__).resolve().parents[3] / "model_cards" / "textmnist_dataset_card.md"
+# The package's model_cards/ (a link to the repository's model_cards/, a folder in a wheel).
+DATASET_CARD_TEMPLATE = Path(__file__).parents[1] / "model_cards" / "textmnist_dataset_card.md"
 
 _SPLIT_CONTENT = {
     "train": "seen combinations only",
@@ -143,7 +143,7 @@ def build_dataset_card(
     template_path = Path(template_path)
     if not template_path.is_file():
         raise FileNotFoundError(
-            f"Dataset card template {str(template_path)!r} is missing; it ships in the repository's model_cards/ folder."
+            f"Dataset card template {str(template_path)!r} is missing; it ships in the package's model_cards/ folder."
         )
     config = builder.config
     variant = config.variant
