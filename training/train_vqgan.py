@@ -235,7 +235,8 @@ def collate(examples: list[dict]) -> torch.Tensor:
 def validate(model, images: torch.Tensor, shift_groups, perceptual, batch_size: int) -> tuple[dict, torch.Tensor, torch.Tensor]:
     """Reconstruction errors, codebook usage, the orthogonal term and shift equivariance.
 
-    Runs in a forked RNG, so validating never changes the training run.
+    Runs with the CPU RNG forked and draws nothing from any other, so validating never
+    changes the training run.
     Returns `(metrics, reconstructions, index_maps)` of `images`.
     """
     was_training = model.training
