@@ -12,8 +12,8 @@ from te_vqgan.training.accelerate_utils import (
     list_checkpoints,
     resolve_resume_checkpoint,
     scaled_learning_rate,
-    write_json_atomic,
 )
+from te_vqgan.files import write_json_atomic
 
 
 def test_hinge_losses_match_their_definitions():

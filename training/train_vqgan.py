@@ -197,12 +197,11 @@ def load_image_datasets(args):
 
 def shift_groups_from_split(shift) -> np.ndarray:
     """TextMNIST's `shift` split as uint8 placements `[groups, 5, H, W, 3]` in `LOCATIONS` order."""
-    location_names = shift.features["objects"][0]["location"].names if isinstance(shift.features["objects"], list) else shift.features["objects"].feature["location"].names
+    location_names = shift.features["objects"].feature["location"].names
     groups: dict[int, dict[str, np.ndarray]] = {}
     for example in shift:
-        objects = example["objects"]
-        location = objects[0]["location"] if isinstance(objects, list) else objects["location"][0]
-        groups.setdefault(example["shift_group"], {})[location_names[location]] = np.asarray(example["image"].convert("RGB"))
+        location = location_names[example["objects"][0]["location"]]
+        groups.setdefault(example["shift_group"], {})[location] = np.asarray(example["image"].convert("RGB"))
     return np.stack([np.stack([group[name] for name in LOCATIONS]) for _, group in sorted(groups.items())])
 
 

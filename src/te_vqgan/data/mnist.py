@@ -25,7 +25,6 @@ import os
 import struct
 import tempfile
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -197,7 +196,6 @@ def resolve_mnist_files(
     variant: str = "mnist",
     data_dir: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
-    download_fn: Callable[[str, str], str | os.PathLike] | None = None,
 ) -> dict[str, Path]:
     """Map each of the variant's four file names to a verified local path.
 
@@ -207,9 +205,6 @@ def resolve_mnist_files(
             variant's environment variable (`TE_VQGAN_MNIST_DIR`, `TE_VQGAN_FASHION_MNIST_DIR`).
             When neither is set the files are downloaded.
         cache_dir (`str`, *optional*): where downloads go (default: `default_cache_dir()/variant`).
-        download_fn (`Callable[[url, file_name], path]`, *optional*): fetches one file and returns
-            its local path, e.g. a `datasets` download manager; the result is verified here.
-            Defaults to `download_file` into `cache_dir`.
     """
     spec = _variant(variant)
     data_dir = data_dir if data_dir is not None else os.environ.get(spec.env_var)
@@ -221,14 +216,6 @@ def resolve_mnist_files(
 
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir() / spec.name
     for name, sha in spec.sha256.items():
-        if download_fn is not None:
-            local = Path(download_fn(spec.mirrors[0] + name, name))
-            try:
-                paths[name] = verify_file(local, sha)
-            except ChecksumError:
-                local.unlink(missing_ok=True)  # never leave a corrupt file in someone's cache
-                raise
-            continue
         target = cache / name
         if target.is_file():
             try:
@@ -267,13 +254,12 @@ def load_mnist(
     variant: str = "mnist",
     data_dir: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
-    download_fn: Callable[[str, str], str | os.PathLike] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return `(images uint8 [N, 28, 28], labels uint8 [N])` of one split, checksum-verified.
 
     `split` is `"train"` (60,000) or `"test"` (10,000). See `resolve_mnist_files` for the rest.
     """
-    files = resolve_mnist_files(variant, data_dir=data_dir, cache_dir=cache_dir, download_fn=download_fn)
+    files = resolve_mnist_files(variant, data_dir=data_dir, cache_dir=cache_dir)
     return read_mnist_split(files, split, variant)
 
 

@@ -38,7 +38,6 @@ __all__ = [
     "resolve_resume_checkpoint",
     "save_checkpoint",
     "scaled_learning_rate",
-    "write_json_atomic",
 ]
 
 CHECKPOINT_PREFIX = "checkpoint-"
