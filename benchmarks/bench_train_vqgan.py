@@ -22,7 +22,7 @@ import torch
 
 from common import interleaved_medians, model_config
 from te_vqgan import TEVQModel
-from te_vqgan.training import NLayerDiscriminator, VQGANLossWeights, vqgan_train_step
+from te_vqgan.training import NLayerDiscriminator, OptimizerUpdate, VQGANLossWeights, vqgan_train_step
 
 
 class SingleDevice:
@@ -63,7 +63,8 @@ def make_step(config: dict, device: torch.device, dtype, batch: torch.Tensor, pe
     opt_d = torch.optim.Adam(disc.parameters(), lr=1e-4, betas=(0.5, 0.9))
     runner = SingleDevice(device, dtype)
     weights = VQGANLossWeights(perceptual_weight=1.0 if perceptual is not None else 0.0, disc_start=0)
-    return lambda: vqgan_train_step(runner, model, disc, opt_ae, opt_d, batch, 1, weights, perceptual)
+    update_ae, update_d = OptimizerUpdate(runner, opt_ae), OptimizerUpdate(runner, opt_d)
+    return lambda: vqgan_train_step(runner, model, disc, update_ae, update_d, batch, 1, weights, perceptual)
 
 
 def main():

@@ -18,41 +18,33 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import math
-import os
-import shlex
 import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 import te_vqgan
 from te_vqgan import TEVQModel, codebook_usage, orthogonal_loss
 from te_vqgan.data.layout import LOCATIONS
-from te_vqgan.files import write_json_atomic
-from te_vqgan.hub import push_folder_to_hub
 from te_vqgan.loading import load_model_config
 from te_vqgan.metrics import images_to_tensor, shift_equivariance_of_groups
 from te_vqgan.training import NLayerDiscriminator, PerceptualLossUnavailable, load_perceptual_loss  # noqa: F401 (re-exported for callers)
-from te_vqgan.training.accelerate_utils import (
-    EpochShuffleSampler,
-    build_accelerator,
-    render_model_card,
-    resolve_resume_checkpoint,
-    save_checkpoint,
-    scaled_learning_rate,
+from te_vqgan.training.accelerate_utils import render_model_card, scaled_learning_rate
+from te_vqgan.training.engine import (
+    RunInfo,
+    StageParts,
+    TrainingEngine,
+    TrainingResult,
+    TrainingStage,
+    add_training_arguments,
+    training_command,
+    validate_training_arguments,
 )
 from te_vqgan.training.vqgan_step import VQGANLossWeights, vqgan_train_step
 from te_vqgan.visualization import index_map_to_rgb, new_figure, save_figure
 
 
-logger = logging.getLogger("train_vqgan")
 MODEL_CARD_TEMPLATE = Path(te_vqgan.__file__).parent / "model_cards" / "te_vqgan_model_card.md"  # = model_cards/ here
 
 
@@ -77,52 +69,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--validation_split", default="validation", help="The split validation runs on.")
     data.add_argument("--image_column", default="image")
     data.add_argument("--resolution", type=int, default=None, help="Image size (default: the model's sample_size).")
-    data.add_argument("--dataloader_num_workers", type=int, default=0)
 
-    train = parser.add_argument_group("training")
-    train.add_argument("--output_dir", required=True)
-    train.add_argument("--seed", type=int, default=23, help="The authors' seed.")
-    train.add_argument("--train_batch_size", type=int, default=96, help="Per device (the authors: 96 on each of 2 GPUs).")
-    train.add_argument("--num_train_epochs", type=int, default=40)
-    train.add_argument("--max_train_steps", type=int, default=None, help="Overrides --num_train_epochs.")
-    train.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    train.add_argument("--learning_rate", type=float, default=8e-6, help="Base learning rate (see --scale_lr).")
-    train.add_argument(
+    add_training_arguments(
+        parser, seed=23, train_batch_size=96, num_train_epochs=40, learning_rate=8e-6, adam_betas=(0.5, 0.9),
+        checkpointing_steps=5000, validation_steps=2000,
+    )
+    loss = parser.add_argument_group("stage 1")
+    loss.add_argument(
         "--scale_lr", action=argparse.BooleanOptionalAction, default=True,
         help="Multiply the learning rate by batch x accumulation x processes (taming; 8e-6 x 96 x 2 = 1.536e-3).",
     )
-    train.add_argument("--adam_beta1", type=float, default=0.5)
-    train.add_argument("--adam_beta2", type=float, default=0.9)
-    train.add_argument("--perceptual_weight", type=float, default=1.0, help="LPIPS weight; 0 trains without it.")
-    train.add_argument("--codebook_weight", type=float, default=1.0)
-    train.add_argument("--disc_weight", type=float, default=0.8)
-    train.add_argument("--disc_start", type=int, default=30001, help="Step at which the GAN terms switch on.")
-    train.add_argument("--disc_num_layers", type=int, default=3)
-    train.add_argument("--disc_ndf", type=int, default=64)
-    train.add_argument(
-        "--mixed_precision", default=None, choices=["no", "fp16", "bf16"],
-        help="Default: what `accelerate launch` / its config file says, else no. Prefer bf16: under fp16 the "
-        "adaptive GAN weight's unscaled gradients can underflow.",
-    )
-    train.add_argument("--cpu", action="store_true", help="Train on CPU even where a GPU is present (also: DDP over gloo on CPU).")
-
-    io = parser.add_argument_group("checkpoints, validation, logging, Hub")
-    io.add_argument("--checkpointing_steps", type=int, default=5000)
-    io.add_argument("--checkpoints_total_limit", type=int, default=None)
-    io.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint-<step> folder.")
-    io.add_argument("--validation_steps", type=int, default=2000)
-    io.add_argument("--num_validation_images", type=int, default=256, help="Validation images used per evaluation.")
-    io.add_argument("--report_to", default="tensorboard", help="tensorboard, wandb, all or none.")
-    io.add_argument("--logging_dir", default="logs")
-    io.add_argument("--push_to_hub", action="store_true")
-    io.add_argument("--hub_model_id", default=None)
-    io.add_argument("--hub_token", default=None)
-    io.add_argument("--hub_private_repo", action="store_true")
-    io.add_argument("--allow_perceptual_download", action="store_true", help="Let torchvision download the VGG16 weights.")
-    io.add_argument(
-        "--scaled_down", default=None,
-        help="Say in the model card how this run is smaller than the paper's (e.g. '2k images, 300 steps').",
-    )
+    loss.add_argument("--perceptual_weight", type=float, default=1.0, help="LPIPS weight; 0 trains without it.")
+    loss.add_argument("--codebook_weight", type=float, default=1.0)
+    loss.add_argument("--disc_weight", type=float, default=0.8)
+    loss.add_argument("--disc_start", type=int, default=30001, help="Step at which the GAN terms switch on.")
+    loss.add_argument("--disc_num_layers", type=int, default=3)
+    loss.add_argument("--disc_ndf", type=int, default=64)
+    loss.add_argument("--num_validation_images", type=int, default=256, help="Validation images used per evaluation.")
+    loss.add_argument("--allow_perceptual_download", action="store_true", help="Let torchvision download the VGG16 weights.")
 
     args = parser.parse_args(argv)
     _validate_args(parser, args)
@@ -135,19 +99,12 @@ def _validate_args(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
         parser.error("give exactly one of --model_config and --pretrained_model")
     if args.model_config is not None and not Path(args.model_config).is_file():
         parser.error(f"--model_config {args.model_config!r} is not a file")
-    for name in ("train_batch_size", "num_train_epochs", "gradient_accumulation_steps", "checkpointing_steps",
-                 "validation_steps", "num_validation_images"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be >= 1 (got {getattr(args, name)})")
-    if args.max_train_steps is not None and args.max_train_steps < 1:
-        parser.error(f"--max_train_steps must be >= 1 (got {args.max_train_steps})")
-    if args.checkpoints_total_limit is not None and args.checkpoints_total_limit < 1:
-        parser.error(f"--checkpoints_total_limit must be >= 1 (got {args.checkpoints_total_limit})")
-    for name in ("perceptual_weight", "codebook_weight", "disc_weight", "learning_rate"):
+    validate_training_arguments(parser, args)
+    if args.num_validation_images < 1:
+        parser.error(f"--num_validation_images must be >= 1 (got {args.num_validation_images})")
+    for name in ("perceptual_weight", "codebook_weight", "disc_weight"):
         if not getattr(args, name) >= 0:
             parser.error(f"--{name} must be >= 0 (got {getattr(args, name)})")
-    if args.push_to_hub and not args.hub_model_id:
-        parser.error("--push_to_hub needs --hub_model_id")
     if args.dataset == "textmnist" and args.num_validation < 1:
         parser.error(f"--num_validation must be >= 1: validation needs images (got {args.num_validation})")
     if args.resolution is not None and args.resolution < 1:
@@ -296,232 +253,117 @@ def save_validation_grid(images, reconstructions, index_maps, num_codes: int, pa
     return save_figure(figure, path)
 
 
-# ---------------------------------------------------------------------------- main
-@dataclass
-class TrainingResult:
-    model: TEVQModel  # the trained quantizer, unwrapped, on this process
-    metrics: dict  # the final validation figures (main process; empty elsewhere)
-    global_step: int
+# ---------------------------------------------------------------------------- the stage
+class VQGANStage(TrainingStage):
+    """Stage 1 for the engine: the quantizer and the discriminator, one `vqgan_train_step` per batch."""
+
+    name = "train_vqgan"
+    script = "training/train_vqgan.py"
+    final_figure_name = "reconstructions.png"
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+
+    def build(self, accelerator) -> StageParts:
+        args = self.args
+        # The perceptual network first: if it cannot be built the run stops before any work.
+        self.perceptual = None
+        if args.perceptual_weight > 0:
+            self.perceptual = load_perceptual_loss(allow_download=args.allow_perceptual_download).to(accelerator.device)
+
+        if args.model_config is not None:
+            model = TEVQModel.from_config(load_model_config(args.model_config))
+        else:
+            model = TEVQModel.from_pretrained(args.pretrained_model)
+        resolution = args.resolution or model.config.sample_size
+        discriminator = NLayerDiscriminator(model.config.out_channels, args.disc_ndf, args.disc_num_layers)
+
+        with accelerator.local_main_process_first():  # one build per node, the others read its cache
+            train_dataset, validation_dataset, self.shift_groups = load_image_datasets(args)
+        transform = ToTensor(args.image_column, resolution)
+        self.validation_images = transform(validation_dataset[: args.num_validation_images])["pixel_values"]
+
+        learning_rate = args.learning_rate
+        if args.scale_lr:
+            learning_rate = scaled_learning_rate(
+                args.learning_rate, args.train_batch_size, args.gradient_accumulation_steps, accelerator.num_processes
+            )
+        betas = (args.adam_beta1, args.adam_beta2)
+        optimizers = [
+            torch.optim.Adam(model.parameters(), lr=learning_rate, betas=betas),
+            torch.optim.Adam(discriminator.parameters(), lr=learning_rate, betas=betas),
+        ]
+        self.loss_weights = VQGANLossWeights(args.perceptual_weight, args.codebook_weight, args.disc_weight, args.disc_start)
+        return StageParts([model, discriminator], optimizers, train_dataset.with_transform(transform), collate, learning_rate)
+
+    def train_step(self, images, global_step: int) -> dict[str, torch.Tensor]:
+        model, discriminator = self.models
+        update_ae, update_d = self.updates
+        return vqgan_train_step(
+            self.accelerator, model, discriminator, update_ae, update_d, images, global_step, self.loss_weights, self.perceptual
+        )
+
+    def validate(self, step: int, output_dir: Path):
+        model = self.accelerator.unwrap_model(self.models[0])
+        results, reconstructions, index_maps = validate(
+            model, self.validation_images, self.shift_groups, self.perceptual, self.args.train_batch_size
+        )
+        grid = save_validation_grid(
+            self.validation_images, reconstructions, index_maps, model.num_codes,
+            output_dir / "validation" / f"step-{step:07d}.png", f"step {step}",
+        )
+        return results, grid
+
+    def save_final(self, folder: Path, record: dict, run: RunInfo) -> None:
+        from huggingface_hub import ModelCardData
+
+        args = self.args
+        model = self.accelerator.unwrap_model(self.models[0])
+        model.save_pretrained(folder, safe_serialization=True)
+        config = model.config
+        name = args.hub_model_id or Path(args.output_dir).name
+        dataset_id = f"textmnist-{args.dataset_config}" if args.dataset == "textmnist" else args.dataset
+        card_data = ModelCardData(
+            library_name="diffusers",
+            license="mit",
+            datasets=[dataset_id],
+            tags=["te-vqgan", "vqgan", "image-tokenizer", "translation-equivariance", "vector-quantization"],
+            metrics=[m for m in ("shift_equivariance", "codes_used", "perplexity", "recon_l1", "recon_l2") if m in record],
+            model_name=name,
+        )
+        shown = {k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in record.items() if not k.startswith("final_")}
+        card = render_model_card(
+            MODEL_CARD_TEMPLATE,
+            card_data,
+            model_name=name,
+            description=("TE-VQGAN" if config.orthogonal_reg_weight > 0 else "VQGAN") + f" ({config.downsample_type}) image tokenizer.",
+            repo_url="https://github.com/wcshin-git/TE-VQGAN",
+            repo_id=args.hub_model_id or str(args.output_dir),
+            resolution=config.sample_size,
+            token_grid=config.sample_size // model.downsample_factor,
+            num_codes=config.num_vq_embeddings,
+            orthogonal=config.orthogonal_reg_weight > 0,
+            orthogonal_weight=config.orthogonal_reg_weight,
+            downsample_type=config.downsample_type,
+            commitment_beta=config.commitment_beta,
+            global_step=run.global_step,
+            scaled_down=args.scaled_down,
+            metrics=shown,
+            dataset=dataset_id,
+            total_batch_size=run.total_batch_size,
+            learning_rate=f"{run.learning_rate:.4g}",
+            mixed_precision=run.mixed_precision,
+            perceptual_weight=args.perceptual_weight,
+            disc_weight=args.disc_weight,
+            disc_start=args.disc_start,
+            training_command=training_command(self.script, run.command_line),
+            config_json=json.dumps({k: v for k, v in dict(config).items() if not k.startswith("_")}, indent=2, default=str),
+        )
+        card.save(folder / "README.md")
 
 
 def main(args: argparse.Namespace) -> TrainingResult:
-    from accelerate.utils import set_seed
-
-    output_dir = Path(args.output_dir)
-    accelerator = build_accelerator(
-        output_dir, args.mixed_precision, args.gradient_accumulation_steps, args.report_to, args.logging_dir, cpu=args.cpu
-    )
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO if accelerator.is_main_process else logging.WARNING)
-    logger.info("%s", accelerator.state)
-    set_seed(args.seed)
-
-    # The perceptual network first: if it cannot be built the run stops before any work.
-    perceptual = None
-    if args.perceptual_weight > 0:
-        perceptual = load_perceptual_loss(allow_download=args.allow_perceptual_download).to(accelerator.device)
-
-    if args.model_config is not None:
-        model = TEVQModel.from_config(load_model_config(args.model_config))
-    else:
-        model = TEVQModel.from_pretrained(args.pretrained_model)
-    resolution = args.resolution or model.config.sample_size
-    discriminator = NLayerDiscriminator(model.config.out_channels, args.disc_ndf, args.disc_num_layers)
-
-    with accelerator.local_main_process_first():  # one build per node, the others read its cache
-        train_dataset, validation_dataset, shift_groups = load_image_datasets(args)
-    transform = ToTensor(args.image_column, resolution)
-    train_dataset = train_dataset.with_transform(transform)
-    validation_images = transform(validation_dataset[: args.num_validation_images])["pixel_values"]
-
-    sampler = EpochShuffleSampler(len(train_dataset), seed=args.seed)
-    train_dataloader = DataLoader(
-        train_dataset, batch_size=args.train_batch_size, sampler=sampler, collate_fn=collate,
-        num_workers=args.dataloader_num_workers, drop_last=True,
-    )
-    if len(train_dataloader) == 0:
-        raise ValueError(
-            f"The train split has {len(train_dataset)} images, fewer than one batch of {args.train_batch_size}."
-        )
-
-    learning_rate = args.learning_rate
-    if args.scale_lr:
-        learning_rate = scaled_learning_rate(args.learning_rate, args.train_batch_size, args.gradient_accumulation_steps, accelerator.num_processes)
-    betas = (args.adam_beta1, args.adam_beta2)
-    optimizer_ae = torch.optim.Adam(model.parameters(), lr=learning_rate, betas=betas)
-    optimizer_d = torch.optim.Adam(discriminator.parameters(), lr=learning_rate, betas=betas)
-
-    model, discriminator, optimizer_ae, optimizer_d, train_dataloader = accelerator.prepare(
-        model, discriminator, optimizer_ae, optimizer_d, train_dataloader
-    )
-    unwrapped_model = accelerator.unwrap_model(model)
-    loss_weights = VQGANLossWeights(args.perceptual_weight, args.codebook_weight, args.disc_weight, args.disc_start)
-
-    steps_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
-    max_train_steps = args.max_train_steps or args.num_train_epochs * steps_per_epoch
-    num_epochs = math.ceil(max_train_steps / steps_per_epoch)
-    total_batch_size = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
-
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        tracker_config = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}  # no None/lists
-        accelerator.init_trackers("train_vqgan", config=tracker_config)
-
-    global_step = 0
-    resume = resolve_resume_checkpoint(output_dir, args.resume_from_checkpoint)
-    if resume is not None:
-        path, global_step = resume
-        logger.info("Resuming from %s (step %d)", path, global_step)
-        accelerator.load_state(str(path))
-    first_epoch = global_step // steps_per_epoch
-    batches_to_skip = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
-
-    logger.info(
-        "%d train images, %d steps per epoch, %d steps, batch %d in total, lr %.3g, %s",
-        len(train_dataset), steps_per_epoch, max_train_steps, total_batch_size, learning_rate, accelerator.mixed_precision,
-    )
-    progress = tqdm(range(max_train_steps), initial=global_step, desc="steps", disable=not accelerator.is_local_main_process)
-    start_time = time.time()
-    metrics: dict = {}
-    logs: dict = {}
-    validated_step = -1
-
-    def run_validation(step: int) -> dict:
-        results, reconstructions, index_maps = validate(unwrapped_model, validation_images, shift_groups, perceptual, args.train_batch_size)
-        grid = save_validation_grid(
-            validation_images, reconstructions, index_maps, unwrapped_model.num_codes,
-            output_dir / "validation" / f"step-{step:07d}.png", f"step {step}",
-        )
-        accelerator.log(results, step=step)
-        for tracker in accelerator.trackers:
-            if tracker.name == "tensorboard":
-                from PIL import Image
-
-                with Image.open(grid) as image:
-                    tracker.writer.add_image("validation/grid", np.asarray(image.convert("RGB")), step, dataformats="HWC")
-        logger.info("step %d: %s", step, ", ".join(f"{k}={v:.4g}" for k, v in results.items()))
-        return results
-
-    for epoch in range(first_epoch, num_epochs):
-        # On the prepared loader, not the sampler: Accelerate re-sets the sampler's epoch from
-        # the loader's own counter at each iteration, and a resumed run must see epoch e's order.
-        train_dataloader.set_epoch(epoch)
-        model.train()
-        dataloader = train_dataloader
-        if epoch == first_epoch and batches_to_skip:
-            dataloader = accelerator.skip_first_batches(train_dataloader, batches_to_skip)
-        for images in dataloader:
-            if global_step >= max_train_steps:  # e.g. resumed from the last checkpoint of a finished run
-                break
-            with accelerator.accumulate(model, discriminator):
-                terms = vqgan_train_step(
-                    accelerator, model, discriminator, optimizer_ae, optimizer_d, images, global_step, loss_weights, perceptual
-                )
-            if not accelerator.sync_gradients:
-                continue
-            global_step += 1
-            progress.update(1)
-            logs = {f"train/{name}": value.item() for name, value in terms.items()}
-            progress.set_postfix(loss=f"{logs['train/loss']:.4f}", rec=f"{logs['train/rec_loss']:.4f}")
-            accelerator.log(logs, step=global_step)
-
-            if global_step % args.checkpointing_steps == 0:
-                save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit, {"epoch": epoch})
-            if global_step % args.validation_steps == 0:
-                if accelerator.is_main_process:
-                    metrics, validated_step = run_validation(global_step), global_step
-                accelerator.wait_for_everyone()
-            if global_step >= max_train_steps:
-                break
-        if global_step >= max_train_steps:
-            break
-    progress.close()
-
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        if validated_step != global_step:
-            metrics = run_validation(global_step)
-        final = save_final_model(args, unwrapped_model, metrics, logs, global_step, total_batch_size, learning_rate, time.time() - start_time, accelerator)
-        metrics = json.loads((final / "metrics.json").read_text())
-        if args.push_to_hub:
-            url = push_folder_to_hub(output_dir, args.hub_model_id, token=args.hub_token, private=args.hub_private_repo or None)
-            logger.info("Pushed %s to %s", output_dir, url)
-    accelerator.end_training()
-    return TrainingResult(model=unwrapped_model, metrics=metrics, global_step=global_step)
-
-
-def save_final_model(args, model, metrics, train_logs, global_step, total_batch_size, learning_rate, seconds, accelerator) -> Path:
-    """`output_dir`: weights, config, metrics.json, reconstructions.png and a model card.
-
-    Everything is written to a staging folder first and moved into place file by file at the
-    end, so an interrupted save never leaves a folder that loads half a model.
-    """
-    import shutil
-
-    from huggingface_hub import ModelCardData
-
-    output_dir = Path(args.output_dir)
-    staging = output_dir / ".final.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging, safe_serialization=True)
-    record = {
-        **{k.split("/", 1)[1]: v for k, v in metrics.items()},
-        **{f"final_{k.split('/', 1)[1]}": v for k, v in train_logs.items()},
-        "global_step": global_step,
-        "train_seconds": round(seconds, 1),
-        "num_processes": accelerator.num_processes,
-        "mixed_precision": accelerator.mixed_precision,
-    }
-    write_json_atomic(staging / "metrics.json", record)
-    grids = sorted((output_dir / "validation").glob("step-*.png"))
-    if grids:
-        shutil.copyfile(grids[-1], staging / "reconstructions.png")
-
-    config = model.config
-    dataset_id = f"textmnist-{args.dataset_config}" if args.dataset == "textmnist" else args.dataset
-    card_data = ModelCardData(
-        library_name="diffusers",
-        license="mit",
-        datasets=[dataset_id],
-        tags=["te-vqgan", "vqgan", "image-tokenizer", "translation-equivariance", "vector-quantization"],
-        metrics=[name for name in ("shift_equivariance", "codes_used", "perplexity", "recon_l1", "recon_l2") if name in record],
-        model_name=args.hub_model_id or output_dir.name,
-    )
-    shown = {k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in record.items() if not k.startswith("final_")}
-    card = render_model_card(
-        MODEL_CARD_TEMPLATE,
-        card_data,
-        model_name=args.hub_model_id or output_dir.name,
-        description=("TE-VQGAN" if config.orthogonal_reg_weight > 0 else "VQGAN") + f" ({config.downsample_type}) image tokenizer.",
-        repo_url="https://github.com/wcshin-git/TE-VQGAN",
-        repo_id=args.hub_model_id or str(output_dir),
-        resolution=config.sample_size,
-        token_grid=config.sample_size // model.downsample_factor,
-        num_codes=config.num_vq_embeddings,
-        orthogonal=config.orthogonal_reg_weight > 0,
-        orthogonal_weight=config.orthogonal_reg_weight,
-        downsample_type=config.downsample_type,
-        commitment_beta=config.commitment_beta,
-        global_step=global_step,
-        scaled_down=args.scaled_down,
-        metrics=shown,
-        dataset=dataset_id,
-        total_batch_size=total_batch_size,
-        learning_rate=f"{learning_rate:.4g}",
-        mixed_precision=accelerator.mixed_precision,
-        perceptual_weight=args.perceptual_weight,
-        disc_weight=args.disc_weight,
-        disc_start=args.disc_start,
-        training_command=" ".join(shlex.quote(a) for a in ["accelerate", "launch", "training/train_vqgan.py", *args.command_line]),
-        config_json=json.dumps({k: v for k, v in dict(config).items() if not k.startswith("_")}, indent=2, default=str),
-    )
-    card.save(staging / "README.md")
-    for path in staging.iterdir():  # weights first, the card last: it says the folder is complete
-        if path.name != "README.md":
-            os.replace(path, output_dir / path.name)
-    os.replace(staging / "README.md", output_dir / "README.md")
-    staging.rmdir()
-    logger.info("Saved the model, its card and metrics to %s", output_dir)
-    return output_dir
+    return TrainingEngine(args).fit(VQGANStage(args))
 
 
 if __name__ == "__main__":

@@ -25,8 +25,8 @@ def vqgan_train_step(
     accelerator,
     model,
     discriminator,
-    optimizer_ae,
-    optimizer_d,
+    update_ae,
+    update_d,
     images: torch.Tensor,
     global_step: int,
     weights: VQGANLossWeights,
@@ -35,7 +35,9 @@ def vqgan_train_step(
     """Run the autoencoder's and (from `disc_start`) the discriminator's update on `images`.
 
     Call inside `accelerator.accumulate(model, discriminator)`. `model` and `discriminator`
-    are the prepared (possibly DDP-wrapped) modules. Returns the loss terms, detached.
+    are the prepared (possibly DDP-wrapped) modules; `update_ae` and `update_d` apply a loss
+    (backward, clipping, optimizer and schedule: `te_vqgan.training.OptimizerUpdate`).
+    Returns the loss terms, detached.
     """
     unwrapped_disc = accelerator.unwrap_model(discriminator)
     last_layer = accelerator.unwrap_model(model).decoder.conv_out.weight
@@ -56,9 +58,7 @@ def vqgan_train_step(
             g_loss = hinge_g_loss(unwrapped_disc(reconstruction))
             d_weight = adaptive_gan_weight(nll_loss, g_loss, last_layer) * weights.disc_weight
             loss = loss + d_weight * g_loss
-    accelerator.backward(loss)
-    optimizer_ae.step()
-    optimizer_ae.zero_grad(set_to_none=True)
+    update_ae(loss)
 
     # Discriminator, on the same batch with the reconstruction detached.
     d_loss = rec_loss.new_zeros(())
@@ -66,9 +66,7 @@ def vqgan_train_step(
         unwrapped_disc.requires_grad_(True)
         with accelerator.autocast():
             d_loss = hinge_d_loss(discriminator(images), discriminator(reconstruction.detach()))
-        accelerator.backward(d_loss)
-        optimizer_d.step()
-        optimizer_d.zero_grad(set_to_none=True)
+        update_d(d_loss)
 
     terms = {
         "loss": loss, "rec_loss": rec_loss, "p_loss": p_loss, "commit_loss": output.commit_loss,

@@ -1,0 +1,465 @@
+"""One training loop for both stages: the quantizer (`training/train_vqgan.py`) and the
+generator (`training/train_generator.py`) are two thin scripts over `TrainingEngine`.
+
+A script describes its stage with a `TrainingStage` (what to build, one training step,
+validation, what the published folder holds); the engine owns everything the two have in
+common, written once:
+
+- the `Accelerator` (mixed precision, DDP, gradient accumulation, trackers);
+- the data order: `EpochShuffleSampler` (a shuffle that depends on (seed, epoch) only), the
+  prepared loader's `set_epoch`, and `skip_first_batches` when resuming mid-epoch;
+- the optimisation step (`OptimizerUpdate`): backward, optional gradient clipping, optimizer
+  step, the learning-rate schedule;
+- the step arithmetic (epochs, `--max_train_steps`, optimizer steps vs. batches under
+  accumulation), checkpoints every `--checkpointing_steps` with `--checkpoints_total_limit`,
+  `--resume_from_checkpoint latest|PATH` (exact: data order, RNG, optimizers, schedulers);
+- validation every `--validation_steps` and at the end, logged to the trackers;
+- the final folder: staged in `OUTPUT/.final.tmp` and moved into place file by file with the
+  model card last, then pushed to the Hub with `--push_to_hub` (never the checkpoints).
+
+    engine = TrainingEngine(args)              # args from a parser with add_training_arguments()
+    result = engine.fit(MyStage(args))         # TrainingResult(model, metrics, global_step)
+"""
+
+from __future__ import annotations
+
+import abc
+import argparse
+import json
+import logging
+import math
+import os
+import shlex
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from ..files import write_json_atomic
+from ..hub import push_folder_to_hub
+from .accelerate_utils import EpochShuffleSampler, build_accelerator, resolve_resume_checkpoint, save_checkpoint
+
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "LR_SCHEDULERS",
+    "OptimizerUpdate",
+    "RunInfo",
+    "StageParts",
+    "TrainingEngine",
+    "TrainingResult",
+    "TrainingStage",
+    "add_training_arguments",
+    "training_command",
+    "validate_training_arguments",
+]
+
+# diffusers.optimization's schedules (the ones the diffusers training examples offer).
+LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
+FINAL_STAGING = ".final.tmp"
+CARD_NAME = "README.md"
+
+
+# ---------------------------------------------------------------------------- arguments
+def add_training_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    seed: int,
+    train_batch_size: int,
+    num_train_epochs: int,
+    learning_rate: float,
+    adam_betas: tuple[float, float] = (0.9, 0.999),
+    lr_scheduler: str = "constant",
+    lr_warmup_steps: int | None = 0,
+    lr_num_cycles: int = 1,
+    max_grad_norm: float | None = None,
+    checkpointing_steps: int = 5000,
+    validation_steps: int = 2000,
+) -> None:
+    """Add the engine's options (training loop, schedule, checkpoints, logging, Hub) to `parser`.
+
+    The keyword arguments are the stage's defaults (e.g. the authors' seed 23 and batch 96 for
+    stage 1, seed 42 and batch 100 for stage 2). `lr_warmup_steps=None` means one epoch.
+    """
+    train = parser.add_argument_group("training")
+    train.add_argument("--output_dir", required=True)
+    train.add_argument("--seed", type=int, default=seed)
+    train.add_argument("--train_batch_size", type=int, default=train_batch_size, help="Per device.")
+    train.add_argument("--num_train_epochs", type=int, default=num_train_epochs)
+    train.add_argument("--max_train_steps", type=int, default=None, help="Overrides --num_train_epochs.")
+    train.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    train.add_argument("--learning_rate", type=float, default=learning_rate)
+    train.add_argument("--adam_beta1", type=float, default=adam_betas[0])
+    train.add_argument("--adam_beta2", type=float, default=adam_betas[1])
+    train.add_argument("--lr_scheduler", default=lr_scheduler, choices=LR_SCHEDULERS, help="diffusers.optimization schedule.")
+    train.add_argument(
+        "--lr_warmup_steps", type=int, default=lr_warmup_steps,
+        help="Warm-up optimizer steps (default: " + ("one epoch" if lr_warmup_steps is None else str(lr_warmup_steps)) + ").",
+    )
+    train.add_argument("--lr_num_cycles", type=int, default=lr_num_cycles, help="Hard restarts of cosine_with_restarts.")
+    train.add_argument(
+        "--max_grad_norm", type=float, default=max_grad_norm,
+        help="Clip the gradient norm of each optimizer step to this (default: " + ("no clipping" if max_grad_norm is None else str(max_grad_norm)) + ").",
+    )
+    train.add_argument(
+        "--mixed_precision", default=None, choices=["no", "fp16", "bf16"],
+        help="Default: what `accelerate launch` / its config file says, else no.",
+    )
+    train.add_argument("--cpu", action="store_true", help="Train on CPU even where a GPU is present (also: DDP over gloo on CPU).")
+    train.add_argument("--dataloader_num_workers", type=int, default=0)
+
+    io = parser.add_argument_group("checkpoints, validation, logging, Hub")
+    io.add_argument("--checkpointing_steps", type=int, default=checkpointing_steps)
+    io.add_argument("--checkpoints_total_limit", type=int, default=None)
+    io.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint-<step> folder.")
+    io.add_argument("--validation_steps", type=int, default=validation_steps)
+    io.add_argument("--report_to", default="tensorboard", help="tensorboard, wandb, all or none.")
+    io.add_argument("--logging_dir", default="logs")
+    io.add_argument("--push_to_hub", action="store_true")
+    io.add_argument("--hub_model_id", default=None)
+    io.add_argument("--hub_token", default=None)
+    io.add_argument("--hub_private_repo", action="store_true")
+    io.add_argument(
+        "--scaled_down", default=None,
+        help="Say in the model card how this run is smaller than the paper's (e.g. '2k images, 300 steps').",
+    )
+
+
+def validate_training_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """`parser.error` (exit 2, one line) for engine options out of range."""
+    for name in ("train_batch_size", "num_train_epochs", "gradient_accumulation_steps", "checkpointing_steps",
+                 "validation_steps", "lr_num_cycles"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1 (got {getattr(args, name)})")
+    for name in ("max_train_steps", "checkpoints_total_limit"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1 (got {getattr(args, name)})")
+    if args.lr_warmup_steps is not None and args.lr_warmup_steps < 0:
+        parser.error(f"--lr_warmup_steps must be >= 0 (got {args.lr_warmup_steps})")
+    if not args.learning_rate >= 0 or not math.isfinite(args.learning_rate):
+        parser.error(f"--learning_rate must be a finite number >= 0 (got {args.learning_rate})")
+    if args.max_grad_norm is not None and not (args.max_grad_norm > 0 and math.isfinite(args.max_grad_norm)):
+        parser.error(f"--max_grad_norm must be a finite number > 0 (got {args.max_grad_norm})")
+    for name in ("adam_beta1", "adam_beta2"):
+        if not 0 <= getattr(args, name) < 1:
+            parser.error(f"--{name} must be in [0, 1) (got {getattr(args, name)})")
+    if args.push_to_hub and not args.hub_model_id:
+        parser.error("--push_to_hub needs --hub_model_id")
+
+
+# ---------------------------------------------------------------------------- the optimisation step
+@dataclass
+class OptimizerUpdate:
+    """One optimizer with its schedule and clipping: `update(loss)` runs backward, clips the
+    gradient norm of `parameters` to `max_grad_norm` (when set, on steps that sync gradients),
+    steps the optimizer and the schedule, and clears the gradients.
+
+    `accelerator` may be anything with `backward` (and `clip_grad_norm_` / `sync_gradients`
+    when clipping), e.g. the benchmarks' single-device stand-in.
+    """
+
+    accelerator: object
+    optimizer: torch.optim.Optimizer
+    parameters: list = field(default_factory=list)
+    scheduler: object | None = None
+    max_grad_norm: float | None = None
+
+    def __call__(self, loss: torch.Tensor) -> None:
+        self.accelerator.backward(loss)
+        if self.max_grad_norm is not None and self.accelerator.sync_gradients:
+            self.accelerator.clip_grad_norm_(self.parameters, self.max_grad_norm)
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    @property
+    def learning_rate(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+
+# ---------------------------------------------------------------------------- the stage interface
+@dataclass
+class StageParts:
+    """What a stage builds before training (unprepared; the engine prepares them)."""
+
+    models: list[torch.nn.Module]  # models[0] is the one published; all are checkpointed
+    optimizers: list[torch.optim.Optimizer]  # one OptimizerUpdate each, in this order
+    train_dataset: object  # a map-style dataset of examples
+    collate_fn: Callable
+    learning_rate: float  # the learning rate the optimizers were built with (for the log and card)
+
+
+@dataclass
+class RunInfo:
+    """Facts of the run a stage may put in its card."""
+
+    global_step: int
+    total_batch_size: int
+    learning_rate: float
+    mixed_precision: str
+    num_processes: int
+    train_seconds: float
+    command_line: list[str]
+
+
+class TrainingStage(abc.ABC):
+    """What a training script tells the engine about its stage."""
+
+    #: tracker project name, e.g. "train_vqgan"
+    name: str = "train"
+    #: the script, for the card's reproduce command
+    script: str = "training/train.py"
+    #: optimizer steps one batch makes (stage 2 steps once per direction): scales the schedule
+    updates_per_batch: int = 1
+    #: name under which the last validation figure is copied into the final folder (or None)
+    final_figure_name: str | None = None
+
+    @abc.abstractmethod
+    def build(self, accelerator) -> StageParts:
+        """Build models, optimizers and the train dataset; raise before any work on bad input."""
+
+    def attach(self, accelerator, models: Sequence[torch.nn.Module], updates: Sequence[OptimizerUpdate]) -> None:
+        """Receive the prepared (possibly DDP-wrapped) models and their updates."""
+        self.accelerator = accelerator
+        self.models = list(models)
+        self.updates = list(updates)
+
+    @abc.abstractmethod
+    def train_step(self, batch, global_step: int) -> dict[str, torch.Tensor]:
+        """One batch: compute the losses and call the updates. Returns detached scalars; the
+        key "loss" is shown on the progress bar."""
+
+    @abc.abstractmethod
+    def validate(self, step: int, output_dir: Path) -> tuple[dict[str, float], Path | None]:
+        """On the main process: `({"val/...": value}, figure PNG or None)`. Must not change
+        the training run (fork the RNG)."""
+
+    @abc.abstractmethod
+    def save_final(self, folder: Path, record: dict, run: RunInfo) -> None:
+        """Write the published model and its card (`README.md`) into `folder`."""
+
+    def tracker_config(self) -> dict:
+        return {}
+
+
+@dataclass
+class TrainingResult:
+    model: torch.nn.Module  # the trained, published model, unwrapped, on this process
+    metrics: dict  # the final validation figures (main process; empty elsewhere)
+    global_step: int
+
+
+# ---------------------------------------------------------------------------- the engine
+class TrainingEngine:
+    """Runs a `TrainingStage` with the options of `add_training_arguments`."""
+
+    def __init__(self, args: argparse.Namespace):
+        from accelerate.utils import set_seed
+
+        self.args = args
+        self.output_dir = Path(args.output_dir)
+        self.accelerator = build_accelerator(
+            self.output_dir, args.mixed_precision, args.gradient_accumulation_steps, args.report_to, args.logging_dir, cpu=args.cpu
+        )
+        logging.basicConfig(
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            level=logging.INFO if self.accelerator.is_main_process else logging.WARNING,
+        )
+        logger.info("%s", self.accelerator.state)
+        set_seed(args.seed)
+
+    # ------------------------------------------------------------ set-up
+    def _prepare(self, stage: TrainingStage):
+        args, accelerator = self.args, self.accelerator
+        parts = stage.build(accelerator)
+        if len(parts.optimizers) < 1 or len(parts.models) < 1:
+            raise ValueError(f"A stage needs at least one model and one optimizer (got {len(parts.models)} and {len(parts.optimizers)}).")
+        sampler = EpochShuffleSampler(len(parts.train_dataset), seed=args.seed)
+        dataloader = DataLoader(
+            parts.train_dataset, batch_size=args.train_batch_size, sampler=sampler, collate_fn=parts.collate_fn,
+            num_workers=args.dataloader_num_workers, drop_last=True,
+        )
+        if len(dataloader) == 0:
+            raise ValueError(
+                f"The train split has {len(parts.train_dataset)} examples, fewer than one batch of {args.train_batch_size}."
+            )
+        n_models, n_optimizers = len(parts.models), len(parts.optimizers)
+        prepared = accelerator.prepare(*parts.models, *parts.optimizers, dataloader)
+        models, optimizers, dataloader = prepared[:n_models], prepared[n_models : n_models + n_optimizers], prepared[-1]
+
+        steps_per_epoch = math.ceil(len(dataloader) / args.gradient_accumulation_steps)
+        max_train_steps = args.max_train_steps or args.num_train_epochs * steps_per_epoch
+        warmup = steps_per_epoch if args.lr_warmup_steps is None else args.lr_warmup_steps
+        schedulers = [self._scheduler(optimizer, warmup, max_train_steps, stage.updates_per_batch) for optimizer in optimizers]
+        # Prepared schedulers are saved in checkpoints and step only when their optimizer did.
+        schedulers = [accelerator.prepare(scheduler) for scheduler in schedulers]
+        # Clipping acts on the parameters each optimizer owns.
+        updates = [
+            OptimizerUpdate(accelerator, optimizer, [p for group in optimizer.param_groups for p in group["params"]],
+                            scheduler, args.max_grad_norm)
+            for optimizer, scheduler in zip(optimizers, schedulers)
+        ]
+        stage.attach(accelerator, models, updates)
+        return parts, models, dataloader, steps_per_epoch, max_train_steps
+
+    def _scheduler(self, optimizer, warmup_steps: int, max_train_steps: int, updates_per_batch: int):
+        from diffusers.optimization import get_scheduler
+
+        # An AcceleratedScheduler steps `num_processes` times per optimizer step (as in the
+        # diffusers examples), so the schedule's lengths are counted the same way.
+        scale = self.accelerator.num_processes * updates_per_batch
+        return get_scheduler(
+            self.args.lr_scheduler, optimizer, num_warmup_steps=warmup_steps * scale,
+            num_training_steps=max_train_steps * scale, num_cycles=self.args.lr_num_cycles,
+        )
+
+    # ------------------------------------------------------------ the loop
+    def fit(self, stage: TrainingStage) -> TrainingResult:
+        args, accelerator, output_dir = self.args, self.accelerator, self.output_dir
+        parts, models, dataloader, steps_per_epoch, max_train_steps = self._prepare(stage)
+        num_epochs = math.ceil(max_train_steps / steps_per_epoch)
+        total_batch_size = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+
+        if accelerator.is_main_process:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            config = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}  # no None/lists
+            accelerator.init_trackers(stage.name, config={**config, **stage.tracker_config()})
+
+        global_step = 0
+        resume = resolve_resume_checkpoint(output_dir, args.resume_from_checkpoint)
+        if resume is not None:
+            path, global_step = resume
+            logger.info("Resuming from %s (step %d)", path, global_step)
+            accelerator.load_state(str(path))
+        first_epoch = global_step // steps_per_epoch
+        batches_to_skip = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
+
+        logger.info(
+            "%d train examples, %d steps per epoch, %d steps, batch %d in total, lr %.3g, mixed precision %s",
+            len(parts.train_dataset), steps_per_epoch, max_train_steps, total_batch_size, parts.learning_rate,
+            accelerator.mixed_precision,
+        )
+        progress = _progress_bar(max_train_steps, global_step, not accelerator.is_local_main_process)
+        start_time = time.time()
+        metrics: dict = {}
+        logs: dict = {}
+        validated_step = -1
+
+        for epoch in range(first_epoch, num_epochs):
+            # On the prepared loader, not the sampler: Accelerate re-sets the sampler's epoch from
+            # the loader's own counter at each iteration, and a resumed run must see epoch e's order.
+            dataloader.set_epoch(epoch)
+            for model in models:
+                model.train()
+            epoch_loader = dataloader
+            if epoch == first_epoch and batches_to_skip:
+                epoch_loader = accelerator.skip_first_batches(dataloader, batches_to_skip)
+            for batch in epoch_loader:
+                if global_step >= max_train_steps:  # e.g. resumed from the last checkpoint of a finished run
+                    break
+                with accelerator.accumulate(*models):
+                    terms = stage.train_step(batch, global_step)
+                if not accelerator.sync_gradients:
+                    continue
+                global_step += 1
+                progress.update(1)
+                logs = {f"train/{name}": value.item() for name, value in terms.items()}
+                logs["train/lr"] = stage.updates[0].learning_rate
+                progress.set_postfix(loss=f"{logs['train/loss']:.4f}")
+                accelerator.log(logs, step=global_step)
+
+                if global_step % args.checkpointing_steps == 0:
+                    save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit, {"epoch": epoch})
+                if global_step % args.validation_steps == 0:
+                    if accelerator.is_main_process:
+                        metrics, validated_step = self._validate(stage, global_step), global_step
+                    accelerator.wait_for_everyone()
+                if global_step >= max_train_steps:
+                    break
+            if global_step >= max_train_steps:
+                break
+        progress.close()
+
+        accelerator.wait_for_everyone()
+        published = accelerator.unwrap_model(models[0])
+        if accelerator.is_main_process:
+            if validated_step != global_step:
+                metrics = self._validate(stage, global_step)
+            run = RunInfo(
+                global_step=global_step, total_batch_size=total_batch_size, learning_rate=parts.learning_rate,
+                mixed_precision=str(accelerator.mixed_precision), num_processes=accelerator.num_processes,
+                train_seconds=round(time.time() - start_time, 1), command_line=list(getattr(args, "command_line", [])),
+            )
+            final = self._save_final(stage, metrics, logs, run)
+            metrics = json.loads((final / "metrics.json").read_text())
+            if args.push_to_hub:
+                url = push_folder_to_hub(output_dir, args.hub_model_id, token=args.hub_token, private=args.hub_private_repo or None)
+                logger.info("Pushed %s to %s", output_dir, url)
+        accelerator.end_training()
+        return TrainingResult(model=published, metrics=metrics, global_step=global_step)
+
+    def _validate(self, stage: TrainingStage, step: int) -> dict:
+        results, figure = stage.validate(step, self.output_dir)
+        self.accelerator.log(results, step=step)
+        if figure is not None:
+            for tracker in self.accelerator.trackers:
+                if tracker.name == "tensorboard":
+                    from PIL import Image
+
+                    with Image.open(figure) as image:
+                        tracker.writer.add_image("validation/figure", np.asarray(image.convert("RGB")), step, dataformats="HWC")
+        logger.info("step %d: %s", step, ", ".join(f"{k}={v:.4g}" for k, v in results.items()))
+        self._last_figure = figure
+        return results
+
+    def _save_final(self, stage: TrainingStage, metrics: dict, train_logs: dict, run: RunInfo) -> Path:
+        """`output_dir`: the stage's model files, metrics.json, the last validation figure and
+        the card.
+
+        Everything is written to a staging folder first and moved into place file by file at
+        the end, the card last (it says the folder is complete), so an interrupted save never
+        leaves a folder that loads half a model.
+        """
+        output_dir = self.output_dir
+        staging = output_dir / FINAL_STAGING
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        record = {
+            **{k.split("/", 1)[1]: v for k, v in metrics.items()},
+            **{f"final_{k.split('/', 1)[1]}": v for k, v in train_logs.items()},
+            "global_step": run.global_step,
+            "train_seconds": run.train_seconds,
+            "num_processes": run.num_processes,
+            "mixed_precision": run.mixed_precision,
+        }
+        stage.save_final(staging, record, run)
+        write_json_atomic(staging / "metrics.json", record)
+        figure = getattr(self, "_last_figure", None)
+        if stage.final_figure_name and figure is not None and Path(figure).is_file():
+            shutil.copyfile(figure, staging / stage.final_figure_name)
+        for path in sorted(staging.iterdir(), key=lambda p: p.name == CARD_NAME):  # the card last
+            destination = output_dir / path.name
+            if path.is_dir():
+                shutil.rmtree(destination, ignore_errors=True)
+            os.replace(path, destination)
+        staging.rmdir()
+        logger.info("Saved the model, its card and metrics to %s", output_dir)
+        return output_dir
+
+
+def training_command(script: str, command_line: Sequence[str]) -> str:
+    """The `accelerate launch` line that reruns a script with the same options (for cards)."""
+    return " ".join(shlex.quote(a) for a in ["accelerate", "launch", script, *command_line])
+
+
+def _progress_bar(total: int, initial: int, disable: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(range(total), initial=initial, desc="steps", disable=disable)
