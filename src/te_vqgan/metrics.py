@@ -27,9 +27,11 @@ __all__ = [
     "VQModelTokenizer",
     "as_tokenizer",
     "codebook_usage",
+    "images_to_tensor",
     "render_shift_group",
     "shift_equivariance",
     "shift_equivariance_of_groups",
+    "tensor_to_images",
 ]
 
 # The 10 pairs of the five placements, in a fixed order.
@@ -128,6 +130,11 @@ def render_shift_group(digit: np.ndarray, colour: str = "white") -> np.ndarray:
 def images_to_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 `[N, H, W, 3]` -> float `[N, 3, H, W]` in [-1, 1]."""
     return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def tensor_to_images(pixels: torch.Tensor) -> np.ndarray:
+    """float `[N, 3, H, W]` in [-1, 1] (clamped) -> uint8 `[N, H, W, 3]`: the inverse of `images_to_tensor`."""
+    return ((pixels.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 @dataclass

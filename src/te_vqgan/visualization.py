@@ -14,7 +14,14 @@ from pathlib import Path
 import numpy as np
 
 
-__all__ = ["code_palette", "index_map_to_rgb", "new_figure", "save_figure", "save_shift_equivariance_figure"]
+__all__ = [
+    "code_palette",
+    "index_map_to_rgb",
+    "new_figure",
+    "save_captioned_images",
+    "save_figure",
+    "save_shift_equivariance_figure",
+]
 
 
 def code_palette(num_codes: int) -> np.ndarray:
@@ -116,4 +123,45 @@ def save_shift_equivariance_figure(
         axes[2 * g + 1, 0].set_ylabel("code indices", fontsize=8)
     if title:
         figure.suptitle(title, fontsize=10)
+    return save_figure(figure, path)
+
+
+def save_captioned_images(
+    images: np.ndarray,
+    captions,
+    path: str | os.PathLike,
+    title: str | None = None,
+    columns: int = 4,
+    wrap: int = 28,
+) -> Path:
+    """A grid of images, each with its text underneath (prompts under generated images,
+    generated captions under inputs), as PNG.
+
+    Args:
+        images (`np.ndarray` uint8 `[N, H, W, 3]`): the pictures.
+        captions (`list[str]`): one text per image (wrapped at `wrap` characters).
+        columns (`int`, *optional*, defaults to 4): images per row.
+    """
+    import textwrap
+
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] != 3 or len(images) != len(captions) or not len(images):
+        raise ValueError(
+            f"Expected uint8 images [N, H, W, 3] and N captions with N >= 1 (got images of shape {images.shape} and "
+            f"{len(captions)} captions)."
+        )
+    columns = max(1, min(columns, len(images)))
+    rows = -(-len(images) // columns)
+    figure, axes = new_figure(rows, columns, figsize=(2.3 * columns, 2.9 * rows))
+    for position, axis in enumerate(axes.flat):
+        axis.set_xticks([])
+        axis.set_yticks([])
+        if position >= len(images):
+            axis.set_axis_off()
+            continue
+        axis.imshow(images[position], interpolation="nearest")
+        axis.set_xlabel("\n".join(textwrap.wrap(str(captions[position]), wrap)), fontsize=7)
+    if title:
+        figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
     return save_figure(figure, path)

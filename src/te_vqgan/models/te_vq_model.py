@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-from diffusers import VQModel
+from diffusers import ModelMixin, VQModel  # noqa: F401  (ModelMixin: see below)
 from diffusers.configuration_utils import register_to_config
 from diffusers.utils import BaseOutput
 
@@ -27,6 +27,10 @@ from .quantizer import TEVectorQuantizer
 
 
 __all__ = ["TEVQModel", "TEVQModelOutput"]
+
+# A `DiffusionPipeline` saves this model as ["te_vqgan.models.te_vq_model", "TEVQModel"] and, on
+# load, recognises the class as loadable only if this module has an attribute `ModelMixin`
+# (diffusers 0.42 looks the base classes up on the component's module). Keep the import above.
 
 
 @dataclass

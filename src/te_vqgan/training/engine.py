@@ -243,7 +243,8 @@ class TrainingStage(abc.ABC):
 
     @abc.abstractmethod
     def save_final(self, folder: Path, record: dict, run: RunInfo) -> None:
-        """Write the published model and its card (`README.md`) into `folder`."""
+        """Write the published model and its card (`README.md`) into `folder`. Figures measured
+        here (e.g. a final evaluation) may be added to `record`: it becomes metrics.json."""
 
     def tracker_config(self) -> dict:
         return {}

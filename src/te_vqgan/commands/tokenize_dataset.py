@@ -1,0 +1,71 @@
+"""`te-vqgan tokenize-dataset`: encode every image of a TextMNIST once with a frozen quantizer.
+
+    te-vqgan tokenize-dataset --vqmodel outputs/te-small --dataset textmnist --mnist-dir ../shared/data/mnist \
+        --num-train 2000 --output textmnist-tokens
+    te-vqgan tokenize-dataset --vqmodel org/te-vqgan-mnist --dataset textmnist-built --output textmnist-tokens
+
+`--dataset` is `textmnist` / `textmnist:fashion_mnist` (built here, sizes from the options),
+a folder written by `te-vqgan build-dataset`, a `save_to_disk` folder or a Hub dataset id.
+The output is a `datasets` folder with the index maps as an `indices` column next to the
+captions and labels, and `quantizer.json` with the quantizer's fingerprint: stage-2 training
+(`training/train_generator.py --tokenized_dataset OUTPUT`) refuses it with another quantizer.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+_BUILDER_OPTIONS = ("num_train", "num_validation", "num_test", "num_test_seen", "seed")
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "tokenize-dataset",
+        help="Encode a TextMNIST's images once with a frozen quantizer (index maps for stage-2 training).",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--vqmodel", required=True, help="A trained quantizer: a save_pretrained folder or a Hub repo id.")
+    parser.add_argument("--dataset", default="textmnist", help="textmnist[:fashion_mnist], a build-dataset folder, a save_to_disk folder or a Hub id.")
+    parser.add_argument("--output", required=True, help="Folder to create (must be absent or empty unless --overwrite).")
+    parser.add_argument("--splits", default=None, help="Comma-separated splits (default: train,validation,test,test_seen present).")
+    parser.add_argument("--batch-size", type=int, default=256, help="Images per forward (default 256).")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available).")
+    parser.add_argument("--mnist-dir", default=None, help="TextMNIST builder: folder of the MNIST .gz files (default: $TE_VQGAN_MNIST_DIR, else download).")
+    for option in _BUILDER_OPTIONS:
+        parser.add_argument(f"--{option.replace('_', '-')}", type=int, default=None, help="TextMNIST builder option.")
+    parser.add_argument("--cache-dir", default=None, help="datasets cache folder.")
+    parser.add_argument("--overwrite", action="store_true", help="Replace an existing --output folder.")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..data.tokenized import load_source_dataset, tokenize_dataset
+    from ..loading import load_vq_model
+
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1 (got {args.batch_size}).")
+    if Path(args.vqmodel).is_file():
+        raise ValueError(
+            f"--vqmodel {args.vqmodel!r} is a file; tokenising needs a trained quantizer (a save_pretrained folder or a Hub id)."
+        )
+    output = Path(args.output)
+    if output.exists() and not (output.is_dir() and not any(output.iterdir())) and not args.overwrite:
+        raise ValueError(f"--output {args.output!r} exists and is not an empty folder; pass --overwrite to replace it.")
+    splits = tuple(s.strip() for s in args.splits.split(",") if s.strip()) if args.splits else None
+
+    model, description = load_vq_model(args.vqmodel, device=args.device)
+    options = {name: getattr(args, name) for name in _BUILDER_OPTIONS if getattr(args, name) is not None}
+    if args.dataset.split(":")[0] == "textmnist":
+        options["data_dir"] = args.mnist_dir
+    dataset = load_source_dataset(args.dataset, builder_options=options, cache_dir=args.cache_dir)
+    tokenised, info = tokenize_dataset(
+        model, dataset, output, source=args.vqmodel, splits=splits, batch_size=args.batch_size, overwrite=args.overwrite
+    )
+    print(f"{description}: K={info.num_codes}, {info.image_grid[0]}x{info.image_grid[1]} tokens, fingerprint {info.fingerprint[:12]}")
+    for name, split in tokenised.items():
+        print(f"  {name:<10} {len(split):>8,} images")
+    print(f"-> {output}")
+    return 0

@@ -1,0 +1,341 @@
+#!/usr/bin/env python
+"""Stage 2: train a GPT-2 over the merged text+image vocabulary, in both directions, on a
+TextMNIST tokenised once by a frozen quantizer.
+
+    te-vqgan tokenize-dataset --vqmodel outputs/te-vqgan-mnist --output textmnist-tokens
+    accelerate launch training/train_generator.py --tokenized_dataset textmnist-tokens \
+        --vqmodel outputs/te-vqgan-mnist --output_dir outputs/generator
+
+Each batch makes an image-to-text optimiser step, then a text-to-image step, as the authors
+do (`--directions` picks one or both); each step's loss weighs the target modality 7 times
+the other ((other + 7 x target) / 8), padding ignored. The authors' optimisation: Adam lr
+1e-3, cosine schedule with 6 hard restarts and one epoch of warm-up, gradient norm clipped at
+1.0, batch 100 per GPU, 20 epochs, seed 42; their model size: width 256, 8 layers, 8 heads,
+text length 50 (a stock GPT-2 here; `te_vqgan.generation` documents the sequence layouts).
+
+The quantizer never runs in training (the tokens come from the cache, whose fingerprint must
+match `--vqmodel`); it decodes the validation samples only. The final `--output_dir` is a
+pipeline folder: `TextToImagePipeline.from_pretrained(OUTPUT)` and
+`ImageToTextPipeline.from_pretrained(OUTPUT)` load it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+import te_vqgan
+from te_vqgan.data.mnist import MNIST_VARIANTS
+from te_vqgan.data.tokenized import load_tokenized_dataset
+from te_vqgan.evaluation import image_to_text_accuracy, objects_to_triplets
+from te_vqgan.generation import (
+    SequenceLayout,
+    TextImageTokenizer,
+    build_generator_config,
+    generate_caption_ids,
+    generate_image_indices,
+    generator_loss,
+    top_k_from_fraction,
+)
+from te_vqgan.loading import load_vq_model
+from te_vqgan.metrics import as_tokenizer, tensor_to_images
+from te_vqgan.pipelines import TextToImagePipeline
+from te_vqgan.training.accelerate_utils import render_model_card
+from te_vqgan.training.engine import (
+    RunInfo,
+    StageParts,
+    TrainingEngine,
+    TrainingResult,
+    TrainingStage,
+    add_training_arguments,
+    training_command,
+    validate_training_arguments,
+)
+from te_vqgan.visualization import save_captioned_images
+
+
+MODEL_CARD_TEMPLATE = Path(te_vqgan.__file__).parent / "model_cards" / "te_vqgan_pipeline_card.md"  # = model_cards/ here
+DIRECTIONS = ("i2t", "t2i")  # the authors' order within a batch
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    data = parser.add_argument_group("data")
+    data.add_argument("--tokenized_dataset", required=True, help="A folder written by `te-vqgan tokenize-dataset`.")
+    data.add_argument("--vqmodel", required=True, help="The quantizer that tokenised it (a save_pretrained folder or Hub id).")
+    data.add_argument("--train_subset_size", type=int, default=None, help="Train on the first N examples only (sample efficiency).")
+    data.add_argument("--validation_split", default="validation")
+    data.add_argument(
+        "--evaluation_splits", default="test_seen,test",
+        help="Splits scored by image-to-text accuracy at the end (those present; '' for none).",
+    )
+    data.add_argument("--num_evaluation_examples", type=int, default=200, help="Images per evaluation split.")
+
+    model = parser.add_argument_group("generator")
+    model.add_argument("--text_length", type=int, default=50, help="Tokens of the text block (<bot> caption <eot> padding).")
+    model.add_argument("--n_embd", type=int, default=256)
+    model.add_argument("--n_layer", type=int, default=8)
+    model.add_argument("--n_head", type=int, default=8)
+
+    add_training_arguments(
+        parser, seed=42, train_batch_size=100, num_train_epochs=20, learning_rate=1e-3,
+        lr_scheduler="cosine_with_restarts", lr_warmup_steps=None, lr_num_cycles=6, max_grad_norm=1.0,
+        checkpointing_steps=5000, validation_steps=2000,
+    )
+    stage = parser.add_argument_group("stage 2")
+    stage.add_argument("--directions", default="t2i,i2t", help="t2i, i2t or both (each batch: i2t step, then t2i step).")
+    stage.add_argument("--target_loss_weight", type=float, default=7.0, help="Weight of the target modality's loss.")
+    stage.add_argument("--num_validation_examples", type=int, default=256, help="Validation examples for the teacher-forced losses.")
+    stage.add_argument("--num_validation_samples", type=int, default=8, help="Images and captions sampled at each validation.")
+    stage.add_argument("--top_k_fraction", type=float, default=0.1, help="Sampling keeps this fraction of the vocabulary (authors 0.1).")
+    stage.add_argument("--temperature", type=float, default=1.0)
+
+    args = parser.parse_args(argv)
+    validate_training_arguments(parser, args)
+    directions = [d.strip() for d in args.directions.split(",") if d.strip()]
+    unknown = sorted(set(directions) - set(DIRECTIONS))
+    if unknown or not directions:
+        parser.error(f"--directions must name t2i and/or i2t (got {args.directions!r})")
+    args.direction_list = [d for d in DIRECTIONS if d in directions]
+    for name in ("text_length", "n_embd", "n_layer", "n_head", "num_validation_examples", "num_validation_samples"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1 (got {getattr(args, name)})")
+    if args.num_evaluation_examples < 0:
+        parser.error(f"--num_evaluation_examples must be >= 0 (got {args.num_evaluation_examples})")
+    if args.n_embd % args.n_head:
+        parser.error(f"--n_embd must be divisible by --n_head (got {args.n_embd} and {args.n_head})")
+    if args.train_subset_size is not None and args.train_subset_size < 1:
+        parser.error(f"--train_subset_size must be >= 1 (got {args.train_subset_size})")
+    if not args.target_loss_weight >= 0:
+        parser.error(f"--target_loss_weight must be >= 0 (got {args.target_loss_weight})")
+    if not 0 < args.top_k_fraction <= 1:
+        parser.error(f"--top_k_fraction must be in (0, 1] (got {args.top_k_fraction})")
+    if not args.temperature > 0:
+        parser.error(f"--temperature must be > 0 (got {args.temperature})")
+    if not Path(args.tokenized_dataset).is_dir():
+        parser.error(f"--tokenized_dataset {args.tokenized_dataset!r} is not a folder (make one with `te-vqgan tokenize-dataset`)")
+    args.command_line = list(sys.argv[1:] if argv is None else argv)  # for the model card
+    return args
+
+
+def caption_variant(features) -> str:
+    """The caption grammar of a TextMNIST split, read from its digit class names."""
+    names = tuple(features["objects"].feature["digit"].names)
+    for variant, spec in MNIST_VARIANTS.items():
+        if tuple(spec.class_names) == names:
+            return variant
+    raise ValueError(f"The dataset's class names {names} match no TextMNIST variant ({sorted(MNIST_VARIANTS)}).")
+
+
+class CaptionAndTokens:
+    """Collate: one caption per example, drawn with the global torch RNG (saved in checkpoints,
+    so a resumed run draws the same), as text ids; the index map as image ids."""
+
+    def __init__(self, tokenizer: TextImageTokenizer):
+        self.tokenizer = tokenizer
+
+    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        choice = [int(torch.randint(len(e["captions"]), ())) for e in examples]
+        captions = [e["captions"][c] for e, c in zip(examples, choice)]
+        indices = torch.stack([torch.as_tensor(e["indices"]) for e in examples])
+        return {"text_ids": self.tokenizer.encode_captions(captions), "image_ids": self.tokenizer.encode_image_indices(indices)}
+
+
+# ---------------------------------------------------------------------------- the stage
+class GeneratorStage(TrainingStage):
+    """Stage 2 for the engine: one GPT-2, an i2t and a t2i optimizer step per batch."""
+
+    name = "train_generator"
+    script = "training/train_generator.py"
+    final_figure_name = "samples.png"
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.updates_per_batch = len(args.direction_list)
+
+    def build(self, accelerator) -> StageParts:
+        from transformers import GPT2LMHeadModel
+
+        args = self.args
+        # Everything that can fail on bad input before the model is built.
+        self.vqmodel, self.vq_description = load_vq_model(args.vqmodel, device=accelerator.device)
+        self.vqmodel.requires_grad_(False)
+        dataset, self.quantizer_info = load_tokenized_dataset(args.tokenized_dataset, vqmodel=self.vqmodel)
+        for split in ("train", args.validation_split):
+            if split not in dataset:
+                raise ValueError(f"The tokenised dataset has no {split!r} split (splits: {sorted(dataset)}).")
+        train = dataset["train"]
+        if args.train_subset_size is not None:
+            if args.train_subset_size > len(train):
+                raise ValueError(f"--train_subset_size {args.train_subset_size} is more than the {len(train)} train examples.")
+            train = train.select(range(args.train_subset_size))
+        self.num_train = len(train)
+        self.variant = caption_variant(train.features)
+        self.tokenizer = TextImageTokenizer.build(self.quantizer_info.num_codes, args.text_length, self.variant)
+        self.layout = SequenceLayout.from_tokenizer(self.tokenizer, tuple(self.quantizer_info.image_grid))
+        self.dataset = dataset
+
+        config = build_generator_config(
+            self.tokenizer, tuple(self.quantizer_info.image_grid), n_embd=args.n_embd, n_layer=args.n_layer, n_head=args.n_head
+        )
+        model = GPT2LMHeadModel(config)
+        validation = dataset[args.validation_split]
+        self.validation_batch = CaptionAndTokens(self.tokenizer)(
+            [validation[i] for i in range(min(args.num_validation_examples, len(validation)))]
+        )
+        optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2))
+        return StageParts([model], [optimizer], train, CaptionAndTokens(self.tokenizer), args.learning_rate)
+
+    def _sequence(self, direction: str, batch: dict[str, torch.Tensor]) -> torch.LongTensor:
+        if direction == "t2i":
+            return self.layout.t2i_sequence(batch["text_ids"], batch["image_ids"])
+        return self.layout.i2t_sequence(batch["image_ids"], batch["text_ids"])
+
+    def train_step(self, batch, global_step: int) -> dict[str, torch.Tensor]:
+        model, update = self.models[0], self.updates[0]
+        terms: dict[str, torch.Tensor] = {}
+        for direction in self.args.direction_list:
+            with self.accelerator.autocast():
+                output = generator_loss(model, self._sequence(direction, batch), self.layout, direction, self.args.target_loss_weight)
+            update(output.loss)
+            terms[f"{direction}_loss"] = output.loss.detach().float()
+            terms[f"{direction}_text_loss"] = output.text_loss.detach().float()
+            terms[f"{direction}_image_loss"] = output.image_loss.detach().float()
+        terms["loss"] = torch.stack([terms[f"{d}_loss"] for d in self.args.direction_list]).mean()
+        return terms
+
+    @torch.no_grad()
+    @torch.random.fork_rng(devices=[])
+    def validate(self, step: int, output_dir: Path):
+        """Teacher-forced losses on validation examples, then samples both ways (seeded) as
+        one figure: generated images under their prompts, validation images (as the quantizer
+        reconstructs them) over their generated captions."""
+        args, accelerator = self.args, self.accelerator
+        model = accelerator.unwrap_model(self.models[0])
+        was_training = model.training
+        model.eval()
+        device = accelerator.device
+        batch = {k: v.to(device) for k, v in self.validation_batch.items()}
+        results: dict[str, float] = {}
+        for direction in DIRECTIONS:
+            sums = {"loss": 0.0, "text_loss": 0.0, "image_loss": 0.0}
+            count = len(batch["text_ids"])
+            for start in range(0, count, args.train_batch_size):
+                chunk = {k: v[start : start + args.train_batch_size] for k, v in batch.items()}
+                with accelerator.autocast():
+                    output = generator_loss(model, self._sequence(direction, chunk), self.layout, direction, args.target_loss_weight)
+                for name in sums:
+                    sums[name] += getattr(output, name).float().item() * len(chunk["text_ids"])
+            results.update({f"val/{direction}_{name}": value / count for name, value in sums.items()})
+
+        n = min(args.num_validation_samples, len(batch["text_ids"]))
+        options = dict(top_k_fraction=args.top_k_fraction, temperature=args.temperature)
+        quantizer = as_tokenizer(self.vqmodel)
+        grid = tuple(self.quantizer_info.image_grid)
+        prompts = self.tokenizer.decode_captions(batch["text_ids"][:n].cpu())
+        codes = generate_image_indices(model, self.tokenizer, batch["text_ids"][:n], generator=torch.Generator().manual_seed(0), **options)
+        generated = tensor_to_images(quantizer.decode_indices(codes.to(device)))
+        caption_ids = generate_caption_ids(model, self.tokenizer, batch["image_ids"][:n], generator=torch.Generator().manual_seed(0), **options)
+        captions = self.tokenizer.decode_captions(caption_ids.cpu())
+        inputs = tensor_to_images(quantizer.decode_indices(self.tokenizer.decode_image_indices(batch["image_ids"][:n].cpu(), grid).to(device)))
+        validation = self.dataset[args.validation_split]
+        truths = [objects_to_triplets(validation[i]["objects"], validation.features) for i in range(n)]
+        results["val/i2t_accuracy_samples"] = image_to_text_accuracy(captions, truths, self.variant)
+        figure = save_captioned_images(
+            list(generated) + list(inputs),
+            [f"prompt: {p}" for p in prompts] + [f"generated: {c}" for c in captions],
+            output_dir / "validation" / f"step-{step:07d}.png",
+            title=f"step {step}: text-to-image (prompt under each image), then image-to-text (generated caption under each)",
+            columns=n,
+        )
+        if was_training:
+            model.train()
+        return results, figure
+
+    @torch.no_grad()
+    def evaluate_image_to_text(self, model, split: str) -> float:
+        """Image-to-text accuracy (`te_vqgan.evaluation`) on the first examples of `split`."""
+        data = self.dataset[split]
+        n = min(self.args.num_evaluation_examples, len(data))
+        examples = [data[i] for i in range(n)]
+        image_ids = self.tokenizer.encode_image_indices(torch.stack([torch.as_tensor(e["indices"]) for e in examples]))
+        captions: list[str] = []
+        generator = torch.Generator().manual_seed(0)
+        for chunk in image_ids.split(self.args.train_batch_size):
+            ids = generate_caption_ids(
+                model, self.tokenizer, chunk.to(self.accelerator.device), top_k_fraction=self.args.top_k_fraction,
+                temperature=self.args.temperature, generator=generator,
+            )
+            captions.extend(self.tokenizer.decode_captions(ids.cpu()))
+        return image_to_text_accuracy(captions, [objects_to_triplets(e["objects"], data.features) for e in examples], self.variant)
+
+    def save_final(self, folder: Path, record: dict, run: RunInfo) -> None:
+        from huggingface_hub import ModelCardData
+
+        args = self.args
+        model = self.accelerator.unwrap_model(self.models[0])
+        model.eval()
+        if args.num_evaluation_examples:
+            for split in [s.strip() for s in args.evaluation_splits.split(",") if s.strip()]:
+                if split in self.dataset:
+                    with torch.random.fork_rng(devices=[]):
+                        record[f"i2t_accuracy_{split}"] = self.evaluate_image_to_text(model, split)
+        pipeline = TextToImagePipeline(vqmodel=self.vqmodel, generator=model, tokenizer=self.tokenizer)
+        pipeline.save_pretrained(folder, safe_serialization=True)
+
+        name = args.hub_model_id or Path(args.output_dir).name
+        config = model.config
+        card_data = ModelCardData(
+            library_name="diffusers",
+            license="mit",
+            pipeline_tag="text-to-image",
+            tags=["te-vqgan", "text-to-image", "image-to-text", "gpt2", "vector-quantization"],
+            metrics=sorted(k for k in record if not k.startswith("final_") and (k.endswith("_loss") or k.startswith("i2t_accuracy"))),
+            model_name=name,
+        )
+        shown = {k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in record.items() if not k.startswith("final_")}
+        card = render_model_card(
+            MODEL_CARD_TEMPLATE,
+            card_data,
+            model_name=name,
+            repo_id=args.hub_model_id or str(args.output_dir),
+            quantizer_description=f"{self.quantizer_info.class_name} from `{self.quantizer_info.source}`",
+            num_codes=self.quantizer_info.num_codes,
+            grid="x".join(str(n) for n in self.quantizer_info.image_grid),
+            n_layer=config.n_layer, n_embd=config.n_embd, n_head=config.n_head,
+            num_parameters=f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M",
+            vocab_size=config.vocab_size,
+            directions=" then ".join(args.direction_list),
+            num_image_tokens=self.layout.num_image_tokens,
+            top_k_percent=f"{100 * args.top_k_fraction:g} (k = {top_k_from_fraction(config.vocab_size, args.top_k_fraction)})",
+            global_step=run.global_step,
+            scaled_down=args.scaled_down,
+            metrics=shown,
+            dataset=f"TextMNIST ({self.variant}) tokenised at `{args.tokenized_dataset}`",
+            num_train=self.num_train,
+            train_subset_size=args.train_subset_size,
+            fingerprint=self.quantizer_info.fingerprint[:12],
+            target_weight=f"{args.target_loss_weight:g}",
+            target_weight_plus_one=f"{args.target_loss_weight + 1:g}",
+            total_batch_size=run.total_batch_size,
+            learning_rate=f"{run.learning_rate:.4g}",
+            lr_scheduler=f"{args.lr_scheduler}, {args.lr_num_cycles} cycle(s)",
+            max_grad_norm=args.max_grad_norm,
+            mixed_precision=run.mixed_precision,
+            training_command=training_command(self.script, run.command_line),
+        )
+        card.save(folder / "README.md")
+
+    def tracker_config(self) -> dict:
+        return {"directions": ",".join(self.args.direction_list)}
+
+
+def main(args: argparse.Namespace) -> TrainingResult:
+    return TrainingEngine(args).fit(GeneratorStage(args))
+
+
+if __name__ == "__main__":
+    main(parse_args())
