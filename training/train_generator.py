@@ -130,18 +130,39 @@ def caption_variant(features) -> str:
     raise ValueError(f"The dataset's class names {names} match no TextMNIST variant ({sorted(MNIST_VARIANTS)}).")
 
 
-class CaptionAndTokens:
-    """Collate: one caption per example, drawn with the global torch RNG (saved in checkpoints,
-    so a resumed run draws the same), as text ids; the index map as image ids."""
+class CaptionsAndTokens:
+    """Collate: every caption of each example as text ids `[B, C, T]` (C the most captions of
+    an example, shorter lists padded by repeating their first) with `num_captions` `[B]`, and
+    the index maps as image ids `[B, H*W]`.
+
+    Which caption an example trains with is drawn in the training step (`pick_captions`), not
+    here: Accelerate fetches one batch ahead, so a draw here would come before the checkpoint
+    of the previous step and a resumed run would draw differently.
+    """
 
     def __init__(self, tokenizer: TextImageTokenizer):
         self.tokenizer = tokenizer
 
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
-        choice = [int(torch.randint(len(e["captions"]), ())) for e in examples]
-        captions = [e["captions"][c] for e, c in zip(examples, choice)]
+        most = max(len(e["captions"]) for e in examples)
+        captions = [c for e in examples for c in (list(e["captions"]) + [e["captions"][0]] * (most - len(e["captions"])))]
+        text_ids = self.tokenizer.encode_captions(captions).view(len(examples), most, -1)
         indices = torch.stack([torch.as_tensor(e["indices"]) for e in examples])
-        return {"text_ids": self.tokenizer.encode_captions(captions), "image_ids": self.tokenizer.encode_image_indices(indices)}
+        return {
+            "text_ids": text_ids,
+            "num_captions": torch.tensor([len(e["captions"]) for e in examples]),
+            "image_ids": self.tokenizer.encode_image_indices(indices),
+        }
+
+
+def pick_captions(batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """One caption per example, uniformly among its own (the global CPU RNG unless
+    `generator`): `text_ids` `[B, T]`, `image_ids` unchanged."""
+    counts = batch["num_captions"].cpu()
+    choice = (torch.rand(len(counts), generator=generator) * counts).long().clamp_max(counts - 1)
+    device = batch["text_ids"].device
+    text_ids = batch["text_ids"][torch.arange(len(counts), device=device), choice.to(device)]
+    return {"text_ids": text_ids, "image_ids": batch["image_ids"]}
 
 
 # ---------------------------------------------------------------------------- the stage
@@ -183,11 +204,13 @@ class GeneratorStage(TrainingStage):
         )
         model = GPT2LMHeadModel(config)
         validation = dataset[args.validation_split]
-        self.validation_batch = CaptionAndTokens(self.tokenizer)(
-            [validation[i] for i in range(min(args.num_validation_examples, len(validation)))]
+        # A fixed caption per validation example, so that every validation compares alike.
+        self.validation_batch = pick_captions(
+            CaptionsAndTokens(self.tokenizer)([validation[i] for i in range(min(args.num_validation_examples, len(validation)))]),
+            generator=torch.Generator().manual_seed(0),
         )
         optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2))
-        return StageParts([model], [optimizer], train, CaptionAndTokens(self.tokenizer), args.learning_rate)
+        return StageParts([model], [optimizer], train, CaptionsAndTokens(self.tokenizer), args.learning_rate)
 
     def _sequence(self, direction: str, batch: dict[str, torch.Tensor]) -> torch.LongTensor:
         if direction == "t2i":
@@ -196,6 +219,7 @@ class GeneratorStage(TrainingStage):
 
     def train_step(self, batch, global_step: int) -> dict[str, torch.Tensor]:
         model, update = self.models[0], self.updates[0]
+        batch = pick_captions(batch)  # both directions train on the same caption
         terms: dict[str, torch.Tensor] = {}
         for direction in self.args.direction_list:
             with self.accelerator.autocast():

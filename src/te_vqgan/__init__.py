@@ -3,6 +3,7 @@
     >>> from te_vqgan import TEVQModel
     >>> model = TEVQModel()                      # the authors' stage-1 TE-VQGAN (random init)
     >>> model = TEVQModel.from_pretrained(path)  # a trained one
+    >>> from te_vqgan import TextToImagePipeline, ImageToTextPipeline   # stage 2, one folder for both
 """
 
 from .losses import orthogonal_loss, vq_loss
@@ -12,11 +13,30 @@ from .models import TEVQModel, TEVQModelOutput
 
 __version__ = "0.1.0"
 
+# Stage 2 pulls in transformers' generation and diffusers' pipelines: imported on first use.
+_LAZY = {
+    "ImageToTextPipeline": "te_vqgan.pipelines",
+    "TextToImagePipeline": "te_vqgan.pipelines",
+    "TextImageTokenizer": "te_vqgan.generation",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'te_vqgan' has no attribute {name!r}")
+
+
 __all__ = [
     "CodebookUsage",
+    "ImageToTextPipeline",
     "ShiftEquivarianceResult",
     "TEVQModel",
     "TEVQModelOutput",
+    "TextImageTokenizer",
+    "TextToImagePipeline",
     "codebook_usage",
     "orthogonal_loss",
     "shift_equivariance",

@@ -7,7 +7,8 @@ common, written once:
 
 - the `Accelerator` (mixed precision, DDP, gradient accumulation, trackers);
 - the data order: `EpochShuffleSampler` (a shuffle that depends on (seed, epoch) only), the
-  prepared loader's `set_epoch`, and `skip_first_batches` when resuming mid-epoch;
+  prepared loader's `set_epoch`, and `skip_first_batches` when resuming mid-epoch; the RNGs
+  seeded per batch from (seed, epoch, batch), so dropout and other draws resume exactly;
 - the optimisation step (`OptimizerUpdate`): backward, optional gradient clipping, optimizer
   step, the learning-rate schedule;
 - the step arithmetic (epochs, `--max_train_steps`, optimizer steps vs. batches under
@@ -323,6 +324,8 @@ class TrainingEngine:
 
     # ------------------------------------------------------------ the loop
     def fit(self, stage: TrainingStage) -> TrainingResult:
+        from accelerate.utils import set_seed
+
         args, accelerator, output_dir = self.args, self.accelerator, self.output_dir
         parts, models, dataloader, steps_per_epoch, max_train_steps = self._prepare(stage)
         num_epochs = math.ceil(max_train_steps / steps_per_epoch)
@@ -360,11 +363,17 @@ class TrainingEngine:
             for model in models:
                 model.train()
             epoch_loader = dataloader
+            first_batch = 0
             if epoch == first_epoch and batches_to_skip:
                 epoch_loader = accelerator.skip_first_batches(dataloader, batches_to_skip)
-            for batch in epoch_loader:
+                first_batch = batches_to_skip
+            for batch_index, batch in enumerate(epoch_loader, start=first_batch):
                 if global_step >= max_train_steps:  # e.g. resumed from the last checkpoint of a finished run
                     break
+                # Each batch's random draws (dropout, a caption choice ...) depend on (seed, epoch,
+                # batch) only: a resumed run draws exactly what the uninterrupted one drew, even
+                # though building a new loader iterator on resume consumes from the global RNG.
+                set_seed(_batch_seed(args.seed, epoch, batch_index), device_specific=True)
                 with accelerator.accumulate(*models):
                     terms = stage.train_step(batch, global_step)
                 if not accelerator.sync_gradients:
@@ -453,6 +462,10 @@ class TrainingEngine:
         staging.rmdir()
         logger.info("Saved the model, its card and metrics to %s", output_dir)
         return output_dir
+
+
+def _batch_seed(seed: int, epoch: int, batch_index: int) -> int:
+    return (seed * 1_000_003 + epoch * 10_007 + batch_index) % (2**31 - 1)
 
 
 def training_command(script: str, command_line: Sequence[str]) -> str:

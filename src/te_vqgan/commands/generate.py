@@ -1,0 +1,125 @@
+"""`te-vqgan generate` and `te-vqgan caption`: use a saved text-image pipeline from the shell.
+
+    te-vqgan generate --pipeline outputs/generator --prompt "the red 3 is on the upper left." \
+        --num-images 4 --seed 0 --output samples
+    te-vqgan caption --pipeline outputs/generator samples/*.png
+
+`--pipeline` is a folder written by `training/train_generator.py` (or `save_pretrained` of a
+pipeline) or a Hub repo id. `generate` writes one PNG per image and `grid.png` (the prompt
+under each image); `caption` prints one line per image: `path<TAB>caption`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pipeline", required=True, help="A pipeline folder or a Hub repo id.")
+    parser.add_argument("--seed", type=int, default=0, help="Sampling seed (default 0).")
+    parser.add_argument("--top-k-fraction", type=float, default=0.1, help="Keep this fraction of the vocabulary (default 0.1).")
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--batch-size", type=int, default=None, help="Sequences sampled at once (default: all).")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available).")
+
+
+def register(subparsers) -> None:
+    generate = subparsers.add_parser(
+        "generate", help="Images from a caption with a saved text-to-image pipeline (PNGs and a grid).",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_common(generate)
+    generate.add_argument("--prompt", required=True, action="append", help="A caption; repeat for several.")
+    generate.add_argument("--num-images", type=int, default=4, help="Images per prompt (default 4).")
+    generate.add_argument("--output", required=True, help="Folder for the PNGs and grid.png.")
+    generate.set_defaults(func=run_generate)
+
+    caption = subparsers.add_parser(
+        "caption", help="Captions of images with a saved image-to-text pipeline, one line per image.",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_common(caption)
+    caption.add_argument("images", nargs="+", help="RGB image files of the quantizer's size (64x64 for TextMNIST).")
+    caption.set_defaults(func=run_caption)
+
+
+def _check(args) -> None:
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1 (got {args.batch_size}).")
+    if not 0 < args.top_k_fraction <= 1:
+        raise ValueError(f"--top-k-fraction must be in (0, 1] (got {args.top_k_fraction}).")
+    if not args.temperature > 0:
+        raise ValueError(f"--temperature must be > 0 (got {args.temperature}).")
+
+
+def _load(cls, args):
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return cls.from_pretrained(args.pipeline).to(device)
+
+
+def run_generate(args) -> int:
+    import torch
+
+    from ..pipelines import TextToImagePipeline
+    from ..visualization import save_captioned_images
+
+    _check(args)
+    if args.num_images < 1:
+        raise ValueError(f"--num-images must be >= 1 (got {args.num_images}).")
+    pipeline = _load(TextToImagePipeline, args)
+    pipeline.tokenizer.encode_captions(args.prompt)  # unknown words: one clear line before any work
+    output = pipeline(
+        args.prompt, num_images_per_prompt=args.num_images, top_k_fraction=args.top_k_fraction,
+        temperature=args.temperature, generator=torch.Generator().manual_seed(args.seed),
+        batch_size=args.batch_size, output_type="np",
+    )
+    folder = Path(args.output)
+    folder.mkdir(parents=True, exist_ok=True)
+    from PIL import Image
+
+    prompts = [p for p in args.prompt for _ in range(args.num_images)]
+    for position, image in enumerate(output.images):
+        path = folder / f"{position // args.num_images:02d}-{position % args.num_images:02d}.png"
+        tmp = path.with_name(f".{path.name}.tmp")
+        Image.fromarray(image).save(tmp, format="PNG")
+        tmp.replace(path)
+        print(path)
+    grid = save_captioned_images(output.images, prompts, folder / "grid.png", columns=args.num_images)
+    print(grid)
+    return 0
+
+
+def run_caption(args) -> int:
+    import torch
+    from PIL import Image
+
+    from ..pipelines import ImageToTextPipeline
+
+    _check(args)
+    images = []
+    for name in args.images:
+        path = Path(name)
+        if not path.is_file():
+            raise FileNotFoundError(f"Image {name!r} does not exist.")
+        try:
+            with Image.open(path) as image:
+                image.load()
+                images.append(image.copy())
+        except OSError as error:
+            raise ValueError(f"{name!r} is not an image PIL can read ({error}).") from error
+    pipeline = _load(ImageToTextPipeline, args)
+    for name, image in zip(args.images, images):  # size and mode: one clear line naming the file
+        try:
+            pipeline.preprocess(image)
+        except ValueError as error:
+            raise ValueError(f"{name}: {error}") from error
+    captions = pipeline(
+        images, top_k_fraction=args.top_k_fraction, temperature=args.temperature,
+        generator=torch.Generator().manual_seed(args.seed), batch_size=args.batch_size,
+    ).captions
+    for name, caption in zip(args.images, captions):
+        print(f"{name}\t{caption}")
+    return 0
