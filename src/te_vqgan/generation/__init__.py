@@ -1,0 +1,48 @@
+"""Stage 2: a stock `GPT2LMHeadModel` over captions and VQ codes, for text-to-image and image-to-text.
+
+    >>> from transformers import GPT2LMHeadModel
+    >>> from te_vqgan.generation import TextImageTokenizer, build_generator_config, generate_image_indices
+    >>> tokenizer = TextImageTokenizer.build(codebook_size=128, text_length=50)
+    >>> model = GPT2LMHeadModel(build_generator_config(tokenizer, image_grid=(16, 16)))
+    >>> codes = generate_image_indices(model, tokenizer, tokenizer.encode_captions(["the red 7."]))  # [1, 16, 16]
+"""
+
+from .layout import DIRECTIONS, SequenceLayout
+from .modeling import (
+    GENERATOR_CONFIG_KEYS,
+    GeneratorLossOutput,
+    build_generator_config,
+    check_compatible,
+    generator_loss,
+    generator_loss_from_logits,
+    layout_from_config,
+)
+from .sampling import (
+    ModalityMaskLogitsProcessor,
+    generate_caption_ids,
+    generate_captions,
+    generate_image_indices,
+    top_k_from_fraction,
+)
+from .tokenizer import SPECIAL_TOKENS, TextImageTokenizer, image_token
+
+
+__all__ = [
+    "DIRECTIONS",
+    "GENERATOR_CONFIG_KEYS",
+    "GeneratorLossOutput",
+    "ModalityMaskLogitsProcessor",
+    "SPECIAL_TOKENS",
+    "SequenceLayout",
+    "TextImageTokenizer",
+    "build_generator_config",
+    "check_compatible",
+    "generate_caption_ids",
+    "generate_captions",
+    "generate_image_indices",
+    "generator_loss",
+    "generator_loss_from_logits",
+    "image_token",
+    "layout_from_config",
+    "top_k_from_fraction",
+]

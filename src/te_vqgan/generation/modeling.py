@@ -1,0 +1,286 @@
+"""The stage-2 generator: a stock `transformers.GPT2LMHeadModel` over the merged vocabulary.
+
+No custom model class: `build_generator_config` gives a `GPT2Config` that also records what
+the model was trained with (`image_token_offset`, `codebook_size`, `image_grid`,
+`text_length`), so `GPT2LMHeadModel.from_pretrained(path)` alone tells which tokenizer and
+which VQ model it fits (`check_compatible`) and which `SequenceLayout` it reads
+(`layout_from_config`).
+
+The training objective (`generator_loss`) is the authors' weighted next-token cross-entropy:
+each direction has a *target* modality (the image for t2i, the text for i2t) whose loss is
+weighted `w` = 7 against the other modality's::
+
+    loss = (other_loss + w * target_loss) / (1 + w)      # t2i: (text + 7 image) / 8
+
+Logits are restricted to the ids the layout allows at the predicted position (the same
+mask that `ModalityMaskLogitsProcessor` applies while sampling), so a text position never
+spends probability on image tokens and vice versa; structural targets (`<boi>`, `<eoi>` ...)
+are forced by that mask and left out of the loss, as are `<pad>` targets.
+
+Example::
+
+    >>> config = build_generator_config(tokenizer, image_grid=(16, 16))   # the authors' size
+    >>> model = GPT2LMHeadModel(config)
+    >>> layout = layout_from_config(config, tokenizer)
+    >>> out = generator_loss(model, layout.t2i_sequence(text_ids, image_ids), layout, "t2i")
+    >>> out.loss.backward()
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from transformers import GPT2Config, PretrainedConfig
+
+from .layout import SequenceLayout, _check_direction
+
+
+__all__ = [
+    "GENERATOR_CONFIG_KEYS",
+    "GeneratorLossOutput",
+    "build_generator_config",
+    "check_compatible",
+    "generator_loss",
+    "generator_loss_from_logits",
+    "layout_from_config",
+]
+
+# The keys `build_generator_config` adds to the GPT2Config, beyond GPT-2's own.
+GENERATOR_CONFIG_KEYS = ("image_token_offset", "codebook_size", "image_grid", "text_length")
+
+# Set by `build_generator_config` from the tokenizer and the grid; passing them as extra
+# GPT-2 kwargs would make the config disagree with the tokenizer.
+_DERIVED_KEYS = (
+    "vocab_size",
+    "n_positions",
+    "bos_token_id",
+    "eos_token_id",
+    "pad_token_id",
+) + GENERATOR_CONFIG_KEYS
+
+
+@dataclass
+class GeneratorLossOutput:
+    """The output of `generator_loss`.
+
+    Args:
+        loss (`torch.FloatTensor`): the weighted loss to optimise, a scalar.
+        text_loss (`torch.FloatTensor`): mean cross-entropy over the text targets (words and `<eot>`).
+        image_loss (`torch.FloatTensor`): mean cross-entropy over the image targets.
+    """
+
+    loss: torch.Tensor
+    text_loss: torch.Tensor
+    image_loss: torch.Tensor
+
+
+def build_generator_config(
+    tokenizer,
+    image_grid: tuple[int, int],
+    n_embd: int = 256,
+    n_layer: int = 8,
+    n_head: int = 8,
+    **gpt2_kwargs,
+) -> GPT2Config:
+    """The `GPT2Config` of a generator for `tokenizer` and an `image_grid` code map.
+
+    Args:
+        tokenizer (`TextImageTokenizer`): gives the vocabulary size, the text length and the
+            special token ids.
+        image_grid (`tuple[int, int]`): (H, W), the VQ model's code map (16 x 16 for the
+            authors' 64 x 64 canvases and f = 4).
+        n_embd (`int`, *optional*, defaults to `256`): hidden size (the authors' model).
+        n_layer (`int`, *optional*, defaults to `8`): transformer blocks.
+        n_head (`int`, *optional*, defaults to `8`): attention heads; must divide `n_embd`.
+        gpt2_kwargs: any other `GPT2Config` argument (`resid_pdrop`, `n_inner`, ...).
+
+    Returns:
+        `GPT2Config` with `vocab_size = len(tokenizer)`, `n_positions` = the sequence length,
+        `<bot>`/`<eot>`/`<pad>` as bos/eos/pad ids, and the extra keys `image_token_offset`,
+        `codebook_size`, `image_grid` ([H, W]) and `text_length`.
+    """
+    for name, value in (("n_embd", n_embd), ("n_layer", n_layer), ("n_head", n_head)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"`{name}` must be a positive integer (got {value!r}).")
+    if n_embd % n_head:
+        raise ValueError(f"`n_embd` must be divisible by `n_head` (got `n_embd`: {n_embd} and `n_head`: {n_head}).")
+    reserved = sorted(set(gpt2_kwargs) & set(_DERIVED_KEYS))
+    if reserved:
+        raise ValueError(
+            f"{reserved} are set from the tokenizer and `image_grid`; do not pass them to `build_generator_config`."
+        )
+    layout = SequenceLayout.from_tokenizer(tokenizer, tuple(image_grid) if isinstance(image_grid, list) else image_grid)
+    return GPT2Config(
+        vocab_size=layout.vocab_size,
+        n_positions=layout.sequence_length,
+        n_embd=n_embd,
+        n_layer=n_layer,
+        n_head=n_head,
+        bos_token_id=layout.bot_id,
+        eos_token_id=layout.eot_id,
+        pad_token_id=layout.pad_id,
+        image_token_offset=layout.image_token_offset,
+        codebook_size=layout.codebook_size,
+        image_grid=list(layout.image_grid),
+        text_length=layout.text_length,
+        **gpt2_kwargs,
+    )
+
+
+def _vq_grid(vqmodel) -> tuple[int, int]:
+    # TEVQModel knows its factor; a stock diffusers VQModel halves once per level but the last.
+    factor = getattr(vqmodel, "downsample_factor", None)
+    if factor is None:
+        factor = 2 ** (len(vqmodel.config.block_out_channels) - 1)
+    size = vqmodel.config.sample_size
+    height, width = (size, size) if isinstance(size, int) else tuple(size)
+    return height // factor, width // factor
+
+
+def check_compatible(tokenizer, config: PretrainedConfig, vqmodel=None) -> None:
+    """Raise a `ValueError` listing every way `tokenizer`, `config` and `vqmodel` disagree.
+
+    Args:
+        tokenizer (`TextImageTokenizer`): the merged tokenizer.
+        config (`GPT2Config`): a generator's config (`model.config`), made by `build_generator_config`.
+        vqmodel (`TEVQModel` or `diffusers.VQModel`, *optional*): the stage-1 model whose codes
+            the generator reads and writes; its codebook size and code-map size are checked too.
+    """
+    if not isinstance(config, PretrainedConfig):
+        raise ValueError(f"Expected a transformers config such as `model.config` (got {type(config).__name__}).")
+    missing = [key for key in GENERATOR_CONFIG_KEYS if not hasattr(config, key)]
+    if missing:
+        raise ValueError(
+            f"The config has no {missing}: it was not made by `build_generator_config`, so it cannot be checked "
+            "against a tokenizer."
+        )
+    problems = []
+
+    def compare(what: str, config_value, other_name: str, other_value) -> None:
+        if config_value != other_value:
+            problems.append(f"{what}: config has {config_value!r} but {other_name} has {other_value!r}")
+
+    compare("vocabulary size", config.vocab_size, "len(tokenizer)", len(tokenizer))
+    compare("codebook_size", config.codebook_size, "the tokenizer", tokenizer.codebook_size)
+    compare("text_length", config.text_length, "the tokenizer", tokenizer.text_length)
+    compare("image_token_offset", config.image_token_offset, "the tokenizer", tokenizer.image_token_offset)
+    compare("pad_token_id", config.pad_token_id, "the tokenizer", tokenizer.pad_token_id)
+    compare("bos_token_id", config.bos_token_id, "the tokenizer", tokenizer.bos_token_id)
+    compare("eos_token_id", config.eos_token_id, "the tokenizer", tokenizer.eos_token_id)
+    grid = list(config.image_grid)
+    needed = config.text_length + math.prod(grid) + 3
+    if config.n_positions < needed:
+        problems.append(
+            f"n_positions: config has {config.n_positions} but text_length {config.text_length} and "
+            f"image_grid {grid} need {needed}"
+        )
+    if vqmodel is not None:
+        vq_codes = vqmodel.config.num_vq_embeddings
+        compare("codebook_size", config.codebook_size, "vqmodel.config.num_vq_embeddings", vq_codes)
+        compare("image_grid", grid, "the VQ model (sample_size // downsample factor)", list(_vq_grid(vqmodel)))
+    if problems:
+        raise ValueError("The generator does not fit its tokenizer or VQ model: " + "; ".join(problems) + ".")
+
+
+def layout_from_config(config: PretrainedConfig, tokenizer) -> SequenceLayout:
+    """The `SequenceLayout` a generator with `config` reads, after `check_compatible(tokenizer, config)`."""
+    check_compatible(tokenizer, config)
+    return SequenceLayout.from_tokenizer(tokenizer, tuple(config.image_grid))
+
+
+def _masked_cross_entropy(
+    logits: torch.Tensor, targets: torch.Tensor, allowed: torch.Tensor
+) -> torch.Tensor:
+    # logits [B, P, V] predicting targets [B, P]; allowed [P, V]. Float32 first: in bf16 the
+    # masked log-softmax would lose the small probabilities, and -inf is only added to a row
+    # that still has allowed (finite) entries, so it never makes a NaN.
+    logits = logits.float().masked_fill(~allowed.to(logits.device), float("-inf"))
+    log_probs = F.log_softmax(logits, dim=-1)
+    return -log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+
+
+def generator_loss_from_logits(
+    logits: torch.Tensor,
+    input_ids: torch.Tensor,
+    layout: SequenceLayout,
+    direction: str,
+    target_weight: float = 7.0,
+) -> GeneratorLossOutput:
+    """The weighted, modality-masked next-token loss of `[B, L, V]` logits (see the module docstring).
+
+    The logits at position `p` predict token `p + 1` and may only put probability on
+    `layout.allowed_tokens(direction)[p + 1]`. The text loss averages over the words and
+    `<eot>` of all text blocks (`<pad>` targets are skipped), the image loss over all image
+    targets; structural targets are forced by the mask and skipped.
+
+    Args:
+        logits (`torch.FloatTensor`): `[B, L, V]`, any float dtype (the loss is computed in float32).
+        input_ids (`torch.LongTensor`): `[B, L]` sequences of `layout.t2i_sequence` / `i2t_sequence`.
+        layout (`SequenceLayout`): the layout the sequences follow.
+        direction (`str`): `"t2i"` or `"i2t"`.
+        target_weight (`float`, *optional*, defaults to `7.0`): w, the weight of the target
+            modality (the image for t2i, the text for i2t); the authors use 7.
+    """
+    _check_direction(direction)
+    if not isinstance(target_weight, (int, float)) or not math.isfinite(target_weight) or target_weight < 0:
+        raise ValueError(f"`target_weight` must be a finite number >= 0 (got {target_weight!r}).")
+    layout.check_sequence(input_ids, direction)
+    if input_ids.shape[1] != layout.sequence_length:
+        raise ValueError(
+            f"Expected full {direction} sequences of length {layout.sequence_length} "
+            f"(got shape {tuple(input_ids.shape)})."
+        )
+    expected = (*input_ids.shape, layout.vocab_size)
+    if tuple(logits.shape) != expected:
+        raise ValueError(f"Expected logits of shape {expected} (got {tuple(logits.shape)}).")
+
+    allowed = layout.allowed_tokens(direction)
+    input_ids = input_ids.long()
+
+    image = layout.image_positions(direction)
+    image_ce = _masked_cross_entropy(
+        logits[:, image.start - 1 : image.stop - 1], input_ids[:, image], allowed[image]
+    )
+    image_loss = image_ce.mean()
+
+    text = layout.text_positions(direction)
+    text_targets = input_ids[:, text]
+    text_ce = _masked_cross_entropy(logits[:, text.start - 1 : text.stop - 1], text_targets, allowed[text])
+    # Indexing (not multiplying by a 0/1 weight): a <pad> target is disallowed, so its CE is inf.
+    text_loss = text_ce[text_targets != layout.pad_id].mean()
+
+    target, other = (image_loss, text_loss) if direction == "t2i" else (text_loss, image_loss)
+    loss = (other + target_weight * target) / (1 + target_weight)
+    return GeneratorLossOutput(loss=loss, text_loss=text_loss, image_loss=image_loss)
+
+
+def generator_loss(
+    model,
+    input_ids: torch.Tensor,
+    layout: SequenceLayout,
+    direction: str,
+    target_weight: float = 7.0,
+) -> GeneratorLossOutput:
+    """One forward of `model` on `[B, L]` sequences and their weighted, masked next-token loss.
+
+    All tokens are attended (the attention mask is all ones, `<pad>` included: see the layout's
+    position scheme), so positions are those the model sees when it generates.
+
+    Args:
+        model (`GPT2LMHeadModel`): the generator.
+        input_ids (`torch.LongTensor`): `[B, L]` sequences of `layout.t2i_sequence` / `i2t_sequence`.
+        layout (`SequenceLayout`): the layout the sequences follow (`layout_from_config`).
+        direction (`str`): `"t2i"` or `"i2t"`.
+        target_weight (`float`, *optional*, defaults to `7.0`): w, see `generator_loss_from_logits`.
+
+    Returns:
+        `GeneratorLossOutput` with `loss` = `(other + w * target) / (1 + w)`, `text_loss` and `image_loss`.
+    """
+    # Checked before the forward so a malformed batch fails with the layout's message.
+    layout.check_sequence(input_ids, direction)
+    attention_mask = torch.ones_like(input_ids)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    return generator_loss_from_logits(logits, input_ids, layout, direction, target_weight)
