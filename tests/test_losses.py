@@ -71,3 +71,15 @@ def test_vq_loss_puts_beta_on_the_commitment_term():
     torch.testing.assert_close(z.grad, beta * 2 * (z - z_q).detach() / n)
     torch.testing.assert_close(z_q.grad, 2 * (z_q - z).detach() / n)
     assert math.isfinite(loss.item())
+
+
+def test_reconstruction_loss_choices():
+    from te_vqgan.losses import reconstruction_loss
+
+    images = torch.zeros(1, 3, 2, 2)
+    recon = torch.full((1, 3, 2, 2), 0.5)
+    assert reconstruction_loss(images, recon, "l1").item() == pytest.approx(0.5)
+    assert reconstruction_loss(images, recon, "l2").item() == pytest.approx(0.25)
+    assert reconstruction_loss(images, recon, "l1+l2").item() == pytest.approx(0.75)
+    with pytest.raises(ValueError, match=r"Unknown reconstruction loss 'l3'; expected one of \('l1', 'l2', 'l1\+l2'\)"):
+        reconstruction_loss(images, recon, "l3")

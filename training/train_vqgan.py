@@ -4,10 +4,11 @@
     accelerate launch training/train_vqgan.py --model_config hub_configs/te-vqgan-mnist.json \
         --dataset textmnist --mnist_dir ../shared/data/mnist --output_dir outputs/te-vqgan-mnist
 
-Losses (REFERENCE.md, "Stage 1"): L1 reconstruction + LPIPS (`--perceptual_weight`) + hinge
+Losses (the authors' stage 1): L1 reconstruction + LPIPS (`--perceptual_weight`) + hinge
 PatchGAN with VQGAN's adaptive weight (from `--disc_start`) + the VQ loss (beta on the
 commitment term) + the model's orthogonal regulariser. Adam (0.5, 0.9) for the autoencoder
-and the discriminator.
+and the discriminator. Without LPIPS (`--perceptual_weight 0`) the pixel loss defaults to L2:
+L1 alone erases the colour of red, green and blue digits (`--reconstruction_loss`).
 
 The final `--output_dir` is a `save_pretrained` folder (config.json + safetensors, a model
 card and metrics.json) that `TEVQModel.from_pretrained` loads; `checkpoint-{step}` folders
@@ -28,6 +29,7 @@ import te_vqgan
 from te_vqgan import TEVQModel, codebook_usage, orthogonal_loss
 from te_vqgan.data.layout import LOCATIONS
 from te_vqgan.loading import load_model_config
+from te_vqgan.losses import RECONSTRUCTION_LOSSES
 from te_vqgan.metrics import images_to_tensor, shift_equivariance_of_groups
 from te_vqgan.training import NLayerDiscriminator, PerceptualLossUnavailable, load_perceptual_loss  # noqa: F401 (re-exported for callers)
 from te_vqgan.training.accelerate_utils import render_model_card, scaled_learning_rate
@@ -80,6 +82,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Multiply the learning rate by batch x accumulation x processes (taming; 8e-6 x 96 x 2 = 1.536e-3).",
     )
     loss.add_argument("--perceptual_weight", type=float, default=1.0, help="LPIPS weight; 0 trains without it.")
+    loss.add_argument(
+        "--reconstruction_loss", default=None, choices=RECONSTRUCTION_LOSSES,
+        help="Pixel loss. Default: l1 (the paper's) with LPIPS, l2 without it (L1 alone loses the digits' colour).",
+    )
     loss.add_argument("--codebook_weight", type=float, default=1.0)
     loss.add_argument("--disc_weight", type=float, default=0.8)
     loss.add_argument("--disc_start", type=int, default=30001, help="Step at which the GAN terms switch on.")
@@ -100,6 +106,8 @@ def _validate_args(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
     if args.model_config is not None and not Path(args.model_config).is_file():
         parser.error(f"--model_config {args.model_config!r} is not a file")
     validate_training_arguments(parser, args)
+    if args.reconstruction_loss is None:
+        args.reconstruction_loss = "l1" if args.perceptual_weight > 0 else "l2"
     if args.num_validation_images < 1:
         parser.error(f"--num_validation_images must be >= 1 (got {args.num_validation_images})")
     for name in ("perceptual_weight", "codebook_weight", "disc_weight"):
@@ -293,7 +301,9 @@ class VQGANStage(TrainingStage):
             torch.optim.Adam(model.parameters(), lr=learning_rate, betas=betas),
             torch.optim.Adam(discriminator.parameters(), lr=learning_rate, betas=betas),
         ]
-        self.loss_weights = VQGANLossWeights(args.perceptual_weight, args.codebook_weight, args.disc_weight, args.disc_start)
+        self.loss_weights = VQGANLossWeights(
+            args.perceptual_weight, args.codebook_weight, args.disc_weight, args.disc_start, args.reconstruction_loss
+        )
         return StageParts([model, discriminator], optimizers, train_dataset.with_transform(transform), collate, learning_rate)
 
     def train_step(self, images, global_step: int) -> dict[str, torch.Tensor]:
@@ -320,6 +330,7 @@ class VQGANStage(TrainingStage):
         args = self.args
         model = self.accelerator.unwrap_model(self.models[0])
         model.save_pretrained(folder, safe_serialization=True)
+        record["reconstruction_loss"] = args.reconstruction_loss
         config = model.config
         name = args.hub_model_id or Path(args.output_dir).name
         dataset_id = f"textmnist-{args.dataset_config}" if args.dataset == "textmnist" else args.dataset
@@ -354,6 +365,7 @@ class VQGANStage(TrainingStage):
             learning_rate=f"{run.learning_rate:.4g}",
             mixed_precision=run.mixed_precision,
             perceptual_weight=args.perceptual_weight,
+            reconstruction_loss=args.reconstruction_loss.upper().replace("+", " + "),
             disc_weight=args.disc_weight,
             disc_start=args.disc_start,
             training_command=training_command(self.script, run.command_line),

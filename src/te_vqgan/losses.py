@@ -12,7 +12,33 @@ import torch
 import torch.nn.functional as F
 
 
-__all__ = ["adaptive_gan_weight", "hinge_d_loss", "hinge_g_loss", "orthogonal_loss", "vq_loss"]
+__all__ = [
+    "RECONSTRUCTION_LOSSES",
+    "adaptive_gan_weight",
+    "hinge_d_loss",
+    "hinge_g_loss",
+    "orthogonal_loss",
+    "reconstruction_loss",
+    "vq_loss",
+]
+
+RECONSTRUCTION_LOSSES = ("l1", "l2", "l1+l2")
+
+
+def reconstruction_loss(images: torch.Tensor, reconstruction: torch.Tensor, kind: str = "l1") -> torch.Tensor:
+    """The pixel term of stage 1: mean absolute error (`"l1"`, the paper's, beside LPIPS), mean
+    squared error (`"l2"`) or their sum (`"l1+l2"`).
+
+    Without a perceptual term L1 loses colour: a coloured stroke lives in one channel of
+    three and covers a few percent of the canvas, and L1's optimum per pixel is the median,
+    which is background. L2's is the mean, which keeps the stroke's colour.
+    """
+    if kind not in RECONSTRUCTION_LOSSES:
+        raise ValueError(f"Unknown reconstruction loss {kind!r}; expected one of {RECONSTRUCTION_LOSSES}.")
+    difference = images - reconstruction
+    l1 = difference.abs().mean() if "l1" in kind else 0.0
+    l2 = difference.pow(2).mean() if "l2" in kind else 0.0
+    return l1 + l2
 
 
 def orthogonal_loss(codebook: torch.Tensor) -> torch.Tensor:

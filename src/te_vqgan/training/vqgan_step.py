@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..losses import adaptive_gan_weight, hinge_d_loss, hinge_g_loss
+from ..losses import adaptive_gan_weight, hinge_d_loss, hinge_g_loss, reconstruction_loss
 
 
 __all__ = ["VQGANLossWeights", "vqgan_train_step"]
@@ -19,6 +19,7 @@ class VQGANLossWeights:
     codebook_weight: float = 1.0  # the VQ loss (codebook + beta x commitment)
     disc_weight: float = 0.8  # times the adaptive weight of the generator's GAN term
     disc_start: int = 30001  # the step from which both GAN terms are on
+    reconstruction_loss: str = "l1"  # "l1" (the paper's, with LPIPS), "l2" or "l1+l2"
 
 
 def vqgan_train_step(
@@ -48,7 +49,7 @@ def vqgan_train_step(
     with accelerator.autocast():
         output = model(images)
         reconstruction = output.sample
-        rec_loss = (images - reconstruction).abs().mean()
+        rec_loss = reconstruction_loss(images, reconstruction, weights.reconstruction_loss)
         p_loss = perceptual(images, reconstruction).mean() if perceptual is not None else rec_loss.new_zeros(())
         nll_loss = rec_loss + weights.perceptual_weight * p_loss
         loss = nll_loss + weights.codebook_weight * output.commit_loss + output.orthogonal_loss
