@@ -101,6 +101,24 @@ def test_kill_and_resume_equals_uninterrupted_bitwise(stage2_assets, tmp_path):
             assert a == b
 
 
+def test_two_processes_with_accelerate_launch_finish_and_agree(stage2_assets, tmp_path):
+    out = tmp_path / "ddp"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--config_file", str(REPO_ROOT / "hub_configs" / "accelerate" / "cpu_2proc.yaml"), "--main_process_port", "29535",
+        str(REPO_ROOT / "tests" / "ddp_worker.py"), *tiny_args(stage2_assets, out, "--max_train_steps", "3"),
+    ]
+    env = {**os.environ, "TE_VQGAN_TEST_SCRIPT": "train_generator"}
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO_ROOT, env=env)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    digests = [(out / f"weights-rank{rank}.sha256").read_text().split() for rank in (0, 1)]
+    assert digests[0] == digests[1] and digests[0][1] == "3"  # the same weights on both ranks after 3 steps
+    assert json.loads((out / "metrics.json").read_text())["num_processes"] == 2
+    from transformers import GPT2LMHeadModel
+
+    assert state_digest(GPT2LMHeadModel.from_pretrained(out / "generator").state_dict()) == digests[0][0]
+
+
 def test_one_direction_and_a_train_subset(stage2_assets, tmp_path):
     out = tmp_path / "t2i"
     run(tiny_args(stage2_assets, out, "--directions", "t2i", "--train_subset_size", "16", "--max_train_steps", "3"))

@@ -117,3 +117,20 @@ def test_write_json_atomic(tmp_path):
     path = write_json_atomic(tmp_path / "sub" / "m.json", {"a": 1.5, "t": torch.tensor(2.0), "p": tmp_path})
     assert json.loads(path.read_text()) == {"a": 1.5, "t": 2.0, "p": str(tmp_path)}
     assert [p.name for p in path.parent.iterdir()] == ["m.json"]
+
+
+def test_optimizer_update_clips_steps_and_schedules():
+    from accelerate import Accelerator
+    from diffusers.optimization import get_scheduler
+
+    from te_vqgan.training import OptimizerUpdate
+
+    accelerator = Accelerator(cpu=True)
+    weight = torch.nn.Parameter(torch.zeros(4))
+    optimizer = torch.optim.SGD([weight], lr=1.0)
+    scheduler = get_scheduler("linear", optimizer, num_warmup_steps=0, num_training_steps=4)
+    update = OptimizerUpdate(accelerator, optimizer, [weight], scheduler, max_grad_norm=0.5)
+    update((weight * torch.tensor([30.0, 40.0, 0.0, 0.0])).sum())  # gradient norm 50, clipped to 0.5
+    assert torch.allclose(weight.detach(), torch.tensor([-0.3, -0.4, 0.0, 0.0]))
+    assert weight.grad is None  # cleared for the next step
+    assert update.learning_rate == pytest.approx(0.75)  # the linear schedule moved one step of four
