@@ -165,7 +165,8 @@ def test_a_cache_made_by_another_quantizer_is_refused(stage2_assets, tmp_path):
         (["--lr_warmup_steps", "-1"], "--lr_warmup_steps must be >= 0"),
         (["--top_k_fraction", "0"], "--top_k_fraction must be in (0, 1]"),
         (["--train_subset_size", "0"], "--train_subset_size must be >= 1"),
-        (["--learning_rate", "inf"], "--learning_rate must be a finite number >= 0"),
+        (["--learning_rate", "inf"], "argument --learning_rate: expected a finite number (got 'inf')"),
+        (["--temperature", "nan"], "argument --temperature: expected a finite number (got 'nan')"),
         (["--adam_beta1", "1.0"], "--adam_beta1 must be in [0, 1)"),
     ],
 )

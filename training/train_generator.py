@@ -51,6 +51,7 @@ from te_vqgan.training.engine import (
     TrainingResult,
     TrainingStage,
     add_training_arguments,
+    finite_float,
     training_command,
     validate_training_arguments,
 )
@@ -87,11 +88,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     stage = parser.add_argument_group("stage 2")
     stage.add_argument("--directions", default="t2i,i2t", help="t2i, i2t or both (each batch: i2t step, then t2i step).")
-    stage.add_argument("--target_loss_weight", type=float, default=7.0, help="Weight of the target modality's loss.")
+    stage.add_argument("--target_loss_weight", type=finite_float, default=7.0, help="Weight of the target modality's loss.")
     stage.add_argument("--num_validation_examples", type=int, default=256, help="Validation examples for the teacher-forced losses.")
     stage.add_argument("--num_validation_samples", type=int, default=8, help="Images and captions sampled at each validation.")
-    stage.add_argument("--top_k_fraction", type=float, default=0.1, help="Sampling keeps this fraction of the vocabulary (authors 0.1).")
-    stage.add_argument("--temperature", type=float, default=1.0)
+    stage.add_argument("--top_k_fraction", type=finite_float, default=0.1, help="Sampling keeps this fraction of the vocabulary (authors 0.1).")
+    stage.add_argument("--temperature", type=finite_float, default=1.0)
 
     args = parser.parse_args(argv)
     validate_training_arguments(parser, args)

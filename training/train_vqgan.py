@@ -40,6 +40,7 @@ from te_vqgan.training.engine import (
     TrainingResult,
     TrainingStage,
     add_training_arguments,
+    finite_float,
     training_command,
     validate_training_arguments,
 )
@@ -81,13 +82,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--scale_lr", action=argparse.BooleanOptionalAction, default=True,
         help="Multiply the learning rate by batch x accumulation x processes (taming; 8e-6 x 96 x 2 = 1.536e-3).",
     )
-    loss.add_argument("--perceptual_weight", type=float, default=1.0, help="LPIPS weight; 0 trains without it.")
+    loss.add_argument("--perceptual_weight", type=finite_float, default=1.0, help="LPIPS weight; 0 trains without it.")
     loss.add_argument(
         "--reconstruction_loss", default=None, choices=RECONSTRUCTION_LOSSES,
         help="Pixel loss. Default: l1 (the paper's) with LPIPS, l2 without it (L1 alone loses the digits' colour).",
     )
-    loss.add_argument("--codebook_weight", type=float, default=1.0)
-    loss.add_argument("--disc_weight", type=float, default=0.8)
+    loss.add_argument("--codebook_weight", type=finite_float, default=1.0)
+    loss.add_argument("--disc_weight", type=finite_float, default=0.8)
     loss.add_argument("--disc_start", type=int, default=30001, help="Step at which the GAN terms switch on.")
     loss.add_argument("--disc_num_layers", type=int, default=3)
     loss.add_argument("--disc_ndf", type=int, default=64)

@@ -12,9 +12,13 @@ common, written once:
 - the optimisation step (`OptimizerUpdate`): backward, optional gradient clipping, optimizer
   step, the learning-rate schedule;
 - the step arithmetic (epochs, `--max_train_steps`, optimizer steps vs. batches under
-  accumulation), checkpoints every `--checkpointing_steps` with `--checkpoints_total_limit`,
+  accumulation), checkpoints every `--checkpointing_steps` and at the last step, with
+  `--checkpoints_total_limit`,
   `--resume_from_checkpoint latest|PATH` (exact: data order, RNG, optimizers, schedulers);
 - validation every `--validation_steps` and at the end, logged to the trackers;
+- the divergence guard: a NaN or infinite loss, gradient norm, weight or validation figure
+  stops the run with `TrainingDiverged` naming the step and the term, before anything is saved
+  as a result or pushed;
 - the final folder: staged in `OUTPUT/.final.tmp` and moved into place file by file with the
   model card last, then pushed to the Hub with `--push_to_hub` (never the checkpoints).
 
@@ -50,13 +54,16 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "LR_SCHEDULERS",
+    "NonFiniteError",
     "OptimizerUpdate",
     "RunInfo",
     "StageParts",
     "TrainingEngine",
     "TrainingResult",
+    "TrainingDiverged",
     "TrainingStage",
     "add_training_arguments",
+    "finite_float",
     "training_command",
     "validate_training_arguments",
 ]
@@ -68,6 +75,17 @@ CARD_NAME = "README.md"
 
 
 # ---------------------------------------------------------------------------- arguments
+def finite_float(text: str) -> float:
+    """argparse `type=` for float flags: NaN and infinities are refused (one line, exit 2)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number (got {text!r})") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number (got {text!r})")
+    return value
+
+
 def add_training_arguments(
     parser: argparse.ArgumentParser,
     *,
@@ -95,9 +113,9 @@ def add_training_arguments(
     train.add_argument("--num_train_epochs", type=int, default=num_train_epochs)
     train.add_argument("--max_train_steps", type=int, default=None, help="Overrides --num_train_epochs.")
     train.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    train.add_argument("--learning_rate", type=float, default=learning_rate)
-    train.add_argument("--adam_beta1", type=float, default=adam_betas[0])
-    train.add_argument("--adam_beta2", type=float, default=adam_betas[1])
+    train.add_argument("--learning_rate", type=finite_float, default=learning_rate)
+    train.add_argument("--adam_beta1", type=finite_float, default=adam_betas[0])
+    train.add_argument("--adam_beta2", type=finite_float, default=adam_betas[1])
     train.add_argument("--lr_scheduler", default=lr_scheduler, choices=LR_SCHEDULERS, help="diffusers.optimization schedule.")
     train.add_argument(
         "--lr_warmup_steps", type=int, default=lr_warmup_steps,
@@ -105,7 +123,7 @@ def add_training_arguments(
     )
     train.add_argument("--lr_num_cycles", type=int, default=lr_num_cycles, help="Hard restarts of cosine_with_restarts.")
     train.add_argument(
-        "--max_grad_norm", type=float, default=max_grad_norm,
+        "--max_grad_norm", type=finite_float, default=max_grad_norm,
         help="Clip the gradient norm of each optimizer step to this (default: " + ("no clipping" if max_grad_norm is None else str(max_grad_norm)) + ").",
     )
     train.add_argument(
@@ -155,11 +173,24 @@ def validate_training_arguments(parser: argparse.ArgumentParser, args: argparse.
 
 
 # ---------------------------------------------------------------------------- the optimisation step
+class NonFiniteError(FloatingPointError):
+    """A loss or gradient of one update is NaN or infinite (raised by `OptimizerUpdate`)."""
+
+
+class TrainingDiverged(FloatingPointError):
+    """Training produced a NaN or infinite loss, gradient or weight. The run stops; nothing is
+    saved as a result and nothing is pushed (checkpoints written before stay as they were)."""
+
+
 @dataclass
 class OptimizerUpdate:
     """One optimizer with its schedule and clipping: `update(loss)` runs backward, clips the
     gradient norm of `parameters` to `max_grad_norm` (when set, on steps that sync gradients),
     steps the optimizer and the schedule, and clears the gradients.
+
+    A NaN or infinite loss, or gradient norm, raises `NonFiniteError` before the optimizer
+    steps, so non-finite values never reach the weights (under fp16 the gradient check is left
+    to the grad scaler, which skips such steps by design).
 
     `accelerator` may be anything with `backward` (and `clip_grad_norm_` / `sync_gradients`
     when clipping), e.g. the benchmarks' single-device stand-in.
@@ -170,11 +201,20 @@ class OptimizerUpdate:
     parameters: list = field(default_factory=list)
     scheduler: object | None = None
     max_grad_norm: float | None = None
+    name: str = "model"  # what this optimizer updates, for error messages
 
     def __call__(self, loss: torch.Tensor) -> None:
+        if not torch.isfinite(loss.detach()).all():
+            raise NonFiniteError(f"the loss of the {self.name} update is {loss.detach().float().item()}")
         self.accelerator.backward(loss)
-        if self.max_grad_norm is not None and self.accelerator.sync_gradients:
-            self.accelerator.clip_grad_norm_(self.parameters, self.max_grad_norm)
+        if getattr(self.accelerator, "sync_gradients", True):
+            if self.max_grad_norm is not None:
+                norm = self.accelerator.clip_grad_norm_(self.parameters, self.max_grad_norm)
+            else:
+                norm = torch.nn.utils.get_total_norm([p.grad for p in self.parameters if p.grad is not None])
+            if getattr(self.accelerator, "mixed_precision", "no") != "fp16" and not torch.isfinite(norm):
+                self.optimizer.zero_grad(set_to_none=True)
+                raise NonFiniteError(f"the gradient norm of the {self.name} update is {float(norm)}")
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
@@ -303,10 +343,11 @@ class TrainingEngine:
         # Prepared schedulers are saved in checkpoints and step only when their optimizer did.
         schedulers = [accelerator.prepare(scheduler) for scheduler in schedulers]
         # Clipping acts on the parameters each optimizer owns.
+        names = [type(model).__name__ for model in parts.models] + [f"optimizer {i}" for i in range(n_optimizers)]
         updates = [
             OptimizerUpdate(accelerator, optimizer, [p for group in optimizer.param_groups for p in group["params"]],
-                            scheduler, args.max_grad_norm)
-            for optimizer, scheduler in zip(optimizers, schedulers)
+                            scheduler, args.max_grad_norm, name=name)
+            for optimizer, scheduler, name in zip(optimizers, schedulers, names)
         ]
         stage.attach(accelerator, models, updates)
         return parts, models, dataloader, steps_per_epoch, max_train_steps
@@ -336,10 +377,11 @@ class TrainingEngine:
             config = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}  # no None/lists
             accelerator.init_trackers(stage.name, config={**config, **stage.tracker_config()})
 
-        global_step = 0
+        global_step = start_step = 0
         resume = resolve_resume_checkpoint(output_dir, args.resume_from_checkpoint)
         if resume is not None:
             path, global_step = resume
+            start_step = global_step
             logger.info("Resuming from %s (step %d)", path, global_step)
             accelerator.load_state(str(path))
         first_epoch = global_step // steps_per_epoch
@@ -374,13 +416,19 @@ class TrainingEngine:
                 # batch) only: a resumed run draws exactly what the uninterrupted one drew, even
                 # though building a new loader iterator on resume consumes from the global RNG.
                 set_seed(_batch_seed(args.seed, epoch, batch_index), device_specific=True)
-                with accelerator.accumulate(*models):
-                    terms = stage.train_step(batch, global_step)
+                try:
+                    with accelerator.accumulate(*models):
+                        terms = stage.train_step(batch, global_step)
+                except NonFiniteError as error:
+                    raise self._diverged(global_step + 1, str(error)) from error
                 if not accelerator.sync_gradients:
                     continue
                 global_step += 1
                 progress.update(1)
                 logs = {f"train/{name}": value.item() for name, value in terms.items()}
+                bad = {name: value for name, value in logs.items() if not math.isfinite(value)}
+                if bad:
+                    raise self._diverged(global_step, ", ".join(f"{k.split('/', 1)[1]} = {v}" for k, v in bad.items()))
                 logs["train/lr"] = stage.updates[0].learning_rate
                 progress.set_postfix(loss=f"{logs['train/loss']:.4f}")
                 accelerator.log(logs, step=global_step)
@@ -399,6 +447,10 @@ class TrainingEngine:
 
         accelerator.wait_for_everyone()
         published = accelerator.unwrap_model(models[0])
+        self._check_finite_weights(models, global_step)
+        if global_step % args.checkpointing_steps and global_step > start_step:
+            # The last step too, so that a later, longer run resumes here instead of repeating steps.
+            save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit, {"epoch": epoch})
         if accelerator.is_main_process:
             if validated_step != global_step:
                 metrics = self._validate(stage, global_step)
@@ -415,8 +467,28 @@ class TrainingEngine:
         accelerator.end_training()
         return TrainingResult(model=published, metrics=metrics, global_step=global_step)
 
+    def _diverged(self, step: int, what: str) -> TrainingDiverged:
+        from .accelerate_utils import list_checkpoints
+
+        checkpoints = list_checkpoints(self.output_dir)
+        last = f"the last checkpoint is {checkpoints[-1][1]}" if checkpoints else "no checkpoint was written"
+        return TrainingDiverged(
+            f"Training diverged at step {step}: {what}. Nothing was saved as a result and nothing was pushed "
+            f"({last}). Lower --learning_rate, set --max_grad_norm, or check the data."
+        )
+
+    def _check_finite_weights(self, models, step: int) -> None:
+        for model in models:
+            for name, parameter in self.accelerator.unwrap_model(model).named_parameters():
+                if not torch.isfinite(parameter).all():
+                    raise self._diverged(step, f"{type(self.accelerator.unwrap_model(model)).__name__}.{name} holds NaN or Inf")
+
     def _validate(self, stage: TrainingStage, step: int) -> dict:
+        self._check_finite_weights(stage.models, step)
         results, figure = stage.validate(step, self.output_dir)
+        bad = [name for name, value in results.items() if isinstance(value, float) and not math.isfinite(value)]
+        if bad:
+            raise self._diverged(step, f"validation gave non-finite {bad}")
         self.accelerator.log(results, step=step)
         if figure is not None:
             for tracker in self.accelerator.trackers:
