@@ -97,16 +97,24 @@ def test_epoch_sampler_depends_only_on_seed_and_epoch():
         EpochShuffleSampler(0)
 
 
-def test_checkpoint_listing_and_resume_resolution(tmp_path):
-    for name in ("checkpoint-10", "checkpoint-2", "checkpoint-30.tmp", "checkpoint-x", "logs"):
+def test_checkpoint_listing_and_resume_resolution(tmp_path, caplog):
+    for name in ("checkpoint-10", "checkpoint-2", "checkpoint-30.tmp", "checkpoint-x", "logs", "checkpoint-99"):
         (tmp_path / name).mkdir()
-    assert [step for step, _ in list_checkpoints(tmp_path)] == [2, 10]  # .tmp (incomplete) is not one
-    assert resolve_resume_checkpoint(tmp_path, "latest") == (tmp_path / "checkpoint-10", 10)
+    for name in ("checkpoint-10", "checkpoint-2"):  # complete: the state files and the marker written last
+        for file in ("model.safetensors", "random_states_0.pkl", "training_state.json"):
+            (tmp_path / name / file).write_text("x")
+    # .tmp (an interrupted save) and the empty checkpoint-99 are not checkpoints.
+    assert [step for step, _ in list_checkpoints(tmp_path)] == [2, 10]
+    with caplog.at_level("WARNING"):
+        assert resolve_resume_checkpoint(tmp_path, "latest") == (tmp_path / "checkpoint-10", 10)
+    assert "checkpoint-99" in caplog.text
     assert resolve_resume_checkpoint(tmp_path, "checkpoint-2") == (tmp_path / "checkpoint-2", 2)
     assert resolve_resume_checkpoint(tmp_path, None) is None
     assert resolve_resume_checkpoint(tmp_path / "empty", "latest") is None
     with pytest.raises(ValueError, match="'logs'.*checkpoint-<step>"):
         resolve_resume_checkpoint(tmp_path, "logs")
+    with pytest.raises(ValueError, match=r"checkpoint-99' is incomplete: it has no \['training_state.json', 'model.safetensors'"):
+        resolve_resume_checkpoint(tmp_path, "checkpoint-99")
 
 
 def test_scaled_learning_rate_reproduces_the_authors():

@@ -29,6 +29,7 @@ import te_vqgan
 from te_vqgan import TEVQModel, codebook_usage, orthogonal_loss
 from te_vqgan.data.layout import LOCATIONS
 from te_vqgan.loading import load_model_config
+from te_vqgan.models.te_vq_model import check_config_keys
 from te_vqgan.losses import RECONSTRUCTION_LOSSES
 from te_vqgan.metrics import images_to_tensor, shift_equivariance_of_groups
 from te_vqgan.training import NLayerDiscriminator, PerceptualLossUnavailable, load_perceptual_loss  # noqa: F401 (re-exported for callers)
@@ -104,8 +105,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def _validate_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if (args.model_config is None) == (args.pretrained_model is None):
         parser.error("give exactly one of --model_config and --pretrained_model")
-    if args.model_config is not None and not Path(args.model_config).is_file():
-        parser.error(f"--model_config {args.model_config!r} is not a file")
+    if args.model_config is not None:
+        if not Path(args.model_config).is_file():
+            parser.error(f"--model_config {args.model_config!r} is not a file")
+        try:  # a typo or another class in the config: refused here, before any work
+            config = load_model_config(args.model_config)
+            if config.get("_class_name") not in (None, "TEVQModel"):
+                raise ValueError(f"--model_config {args.model_config!r} describes a {config['_class_name']!r}; training needs a TEVQModel config.")
+            check_config_keys(TEVQModel, config, repr(args.model_config))
+        except ValueError as error:
+            parser.error(str(error))
+    if args.pretrained_model is not None and not Path(args.pretrained_model).is_dir() and (
+        args.pretrained_model.count("/") != 1 or Path(args.pretrained_model).exists()
+    ):
+        parser.error(f"--pretrained_model {args.pretrained_model!r} is neither a save_pretrained folder nor a Hub repo id (org/name)")
     validate_training_arguments(parser, args)
     if args.reconstruction_loss is None:
         args.reconstruction_loss = "l1" if args.perceptual_weight > 0 else "l2"

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .data.layout import CANVAS_SIZE, LOCATIONS, index_cell, render_canvas
+from .models.quantizer import check_code_indices, downsample_factor
 
 
 __all__ = [
@@ -55,7 +56,7 @@ class VQModelTokenizer:
 
     @property
     def downsample_factor(self) -> int:
-        return 2 ** (len(self.model.config.block_out_channels) - 1)
+        return downsample_factor(self.model.config)
 
     def parameters(self):
         return self.model.parameters()
@@ -291,8 +292,7 @@ def codebook_usage(indices: torch.Tensor, num_codes: int) -> CodebookUsage:
     flat = indices.reshape(-1).long().cpu()
     if flat.numel() == 0:
         raise ValueError("`indices` is empty.")
-    if flat.min() < 0 or flat.max() >= num_codes:
-        raise ValueError(f"Indices must lie in [0, {num_codes}) (got min {flat.min().item()}, max {flat.max().item()}).")
+    check_code_indices(flat, num_codes)
     histogram = torch.bincount(flat, minlength=num_codes)
     probs = histogram.double() / histogram.sum()
     nonzero = probs[probs > 0]

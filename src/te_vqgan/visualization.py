@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import colorsys
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from .files import atomic_path
+from .models.quantizer import check_code_indices
 
 
 __all__ = [
@@ -43,8 +45,7 @@ def code_palette(num_codes: int) -> np.ndarray:
 def index_map_to_rgb(indices, num_codes: int) -> np.ndarray:
     """A token map `[h, w]` as an RGB image `[h, w, 3]` (uint8), one colour per code."""
     indices = np.asarray(indices.cpu() if hasattr(indices, "cpu") else indices)
-    if indices.size and (indices.min() < 0 or indices.max() >= num_codes):
-        raise ValueError(f"Indices must lie in [0, {num_codes}) (got min {indices.min()}, max {indices.max()}).")
+    check_code_indices(indices, num_codes)
     return code_palette(num_codes)[indices]
 
 
@@ -58,17 +59,10 @@ def new_figure(rows: int, columns: int, figsize: tuple[float, float]):
 
 
 def save_figure(figure, path: str | os.PathLike, dpi: int = 120) -> Path:
-    """Save a matplotlib figure as PNG atomically."""
+    """Save a matplotlib figure as PNG atomically (`te_vqgan.files.atomic_path`)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         figure.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 

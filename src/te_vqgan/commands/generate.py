@@ -54,15 +54,16 @@ def _check(args) -> None:
 
 
 def _load(cls, args):
-    import torch
+    from ..loading import resolve_device
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)  # an unavailable device: one line before loading
     return cls.from_pretrained(args.pipeline).to(device)
 
 
 def run_generate(args) -> int:
     import torch
 
+    from ..files import atomic_path
     from ..pipelines import TextToImagePipeline
     from ..visualization import save_captioned_images
 
@@ -83,9 +84,8 @@ def run_generate(args) -> int:
     prompts = [p for p in args.prompt for _ in range(args.num_images)]
     for position, image in enumerate(output.images):
         path = folder / f"{position // args.num_images:02d}-{position % args.num_images:02d}.png"
-        tmp = path.with_name(f".{path.name}.tmp")
-        Image.fromarray(image).save(tmp, format="PNG")
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            Image.fromarray(image).save(tmp, format="PNG")
         print(path)
     grid = save_captioned_images(output.images, prompts, folder / "grid.png", columns=args.num_images)
     print(grid)

@@ -28,6 +28,7 @@ from datasets.utils.py_utils import convert_file_size_to_int
 from huggingface_hub import DatasetCard, DatasetCardData
 from tqdm.auto import tqdm
 
+from ..files import install_folder
 from .captions import get_grammar
 from .layout import COLOURS, LOCATIONS
 from .mnist import MNIST_VARIANTS
@@ -253,13 +254,7 @@ def export_textmnist(
         save_contact_sheet(splits, staging / "contact_sheet.png")
         card = build_dataset_card(builder, splits, command=command)
         card.save(staging / "README.md")
-        if output_dir.exists():
-            old = staging.with_suffix(".old")
-            os.replace(output_dir, old)
-            os.replace(staging, output_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, output_dir)
+        install_folder(staging, output_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -23,13 +23,15 @@ import http.client
 import logging
 import os
 import struct
-import tempfile
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
+
+from ..files import atomic_path
 
 
 logger = logging.getLogger(__name__)
@@ -163,27 +165,24 @@ def download_file(urls: str | list[str] | tuple[str, ...], destination: str | os
     urls = [urls] if isinstance(urls, str) else list(urls)
     errors, corrupt = [], []
     for url in urls:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".part", dir=destination.parent)
         try:
-            digest = hashlib.sha256()
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
-                total = int(response.headers.get("Content-Length") or 0) or None
-                with tqdm(total=total, unit="B", unit_scale=True, desc=destination.name, leave=False) as bar:
-                    while chunk := response.read(1 << 20):
-                        out.write(chunk)
-                        digest.update(chunk)
-                        bar.update(len(chunk))
-            actual = digest.hexdigest()
-            if actual != sha256:
-                corrupt.append(f"{url}: expected SHA-256 {sha256}, got {actual}")
-                continue
-            os.replace(tmp_name, destination)
+            with atomic_path(destination) as tmp:  # moved into place only if the hash matches
+                digest = hashlib.sha256()
+                with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
+                    total = int(response.headers.get("Content-Length") or 0) or None
+                    with tqdm(total=total, unit="B", unit_scale=True, desc=destination.name, leave=False) as bar:
+                        while chunk := response.read(1 << 20):
+                            out.write(chunk)
+                            digest.update(chunk)
+                            bar.update(len(chunk))
+                actual = digest.hexdigest()
+                if actual != sha256:
+                    raise ChecksumError(f"{url}: expected SHA-256 {sha256}, got {actual}")
             return destination
+        except ChecksumError as error:
+            corrupt.append(str(error))
         except (OSError, http.client.HTTPException) as error:  # URLError, sockets, truncated bodies
             errors.append(f"{url}: {error!r}")
-        finally:
-            if os.path.exists(tmp_name):
-                os.remove(tmp_name)
     if corrupt:
         raise ChecksumError(
             f"Downloaded MNIST file {destination.name!r} is corrupt: " + "; ".join(corrupt)
@@ -233,8 +232,14 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Parse an IDX file (gzip-compressed or raw) into a numpy array of unsigned bytes."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (EOFError, zlib.error, gzip.BadGzipFile) as error:  # truncated or not gzip at all
+        raise ValueError(
+            f"IDX file {str(path)!r} cannot be read ({type(error).__name__}: {error}); expected a complete "
+            "gzip-compressed IDX file (delete it to download it again)."
+        ) from error
     if len(data) < 4:
         raise ValueError(f"IDX file {str(path)!r} is too short ({len(data)} bytes).")
     zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])

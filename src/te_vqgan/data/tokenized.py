@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..files import write_json_atomic
+from ..files import install_folder, write_json_atomic
 
 
 logger = logging.getLogger(__name__)
@@ -212,9 +212,7 @@ def tokenize_dataset(
     shutil.rmtree(staging, ignore_errors=True)
     result.save_to_disk(str(staging))
     write_json_atomic(staging / TOKENIZED_INFO_FILE, {**asdict(info), "splits": {n: len(s) for n, s in result.items()}})
-    if output_dir.exists():
-        shutil.rmtree(output_dir)
-    os.replace(staging, output_dir)
+    install_folder(staging, output_dir)
     return datasets.load_from_disk(str(output_dir)), info
 
 

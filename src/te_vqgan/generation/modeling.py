@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from transformers import GPT2Config, PretrainedConfig
 
+from ..models.quantizer import downsample_factor
 from .layout import SequenceLayout, _check_direction
 
 
@@ -131,10 +132,7 @@ def build_generator_config(
 
 
 def _vq_grid(vqmodel) -> tuple[int, int]:
-    # TEVQModel knows its factor; a stock diffusers VQModel halves once per level but the last.
-    factor = getattr(vqmodel, "downsample_factor", None)
-    if factor is None:
-        factor = 2 ** (len(vqmodel.config.block_out_channels) - 1)
+    factor = downsample_factor(vqmodel.config)
     size = vqmodel.config.sample_size
     height, width = (size, size) if isinstance(size, int) else tuple(size)
     return height // factor, width // factor

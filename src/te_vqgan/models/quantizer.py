@@ -10,7 +10,26 @@ import torch.nn as nn
 from ..losses import vq_loss
 
 
-__all__ = ["QuantizerOutput", "TEVectorQuantizer"]
+__all__ = ["QuantizerOutput", "TEVectorQuantizer", "check_code_indices", "downsample_factor"]
+
+
+def downsample_factor(config) -> int:
+    """f of a VQ model's config (TEVQModel or stock diffusers VQModel): each encoder level but
+    the last halves the image."""
+    return 2 ** (len(config.block_out_channels) - 1)
+
+
+def check_code_indices(indices, num_codes: int) -> None:
+    """ValueError unless `indices` (a tensor or array) are integers in `[0, num_codes)`; the
+    message names the offending minimum or maximum. Empty indices pass."""
+    dtype = getattr(indices, "dtype", None)
+    is_float = indices.is_floating_point() if isinstance(indices, torch.Tensor) else getattr(dtype, "kind", "i") not in "iu"
+    if is_float:
+        raise ValueError(f"Expected integer code indices (got dtype {dtype}).")
+    size = indices.numel() if isinstance(indices, torch.Tensor) else indices.size
+    if size and (indices.min() < 0 or indices.max() >= num_codes):
+        low, high = int(indices.min()), int(indices.max())
+        raise ValueError(f"Code indices must lie in [0, {num_codes}) (got min {low}, max {high}).")
 
 
 class QuantizerOutput(NamedTuple):

@@ -23,14 +23,29 @@ from diffusers.utils import BaseOutput
 
 from ..losses import orthogonal_loss
 from .downsampling import DOWNSAMPLE_TYPES, PADDING_MODES, Downsample
-from .quantizer import TEVectorQuantizer
+from .quantizer import TEVectorQuantizer, check_code_indices, downsample_factor
 
 
-__all__ = ["TEVQModel", "TEVQModelOutput"]
+__all__ = ["TEVQModel", "TEVQModelOutput", "check_config_keys"]
 
 # A `DiffusionPipeline` saves this model as ["te_vqgan.models.te_vq_model", "TEVQModel"] and, on
 # load, recognises the class as loadable only if this module has an attribute `ModelMixin`
 # (diffusers 0.42 looks the base classes up on the component's module). Keep the import above.
+
+
+def check_config_keys(model_class, config, source: str = "the config") -> None:
+    """ValueError for a key of `config` that `model_class.__init__` does not take (a typo such
+    as `orthogonal_reg_wieght` would otherwise be dropped with a warning and the default used),
+    naming the key, the nearest valid name and `source`. Keys starting with `_` are metadata."""
+    import difflib
+    import inspect
+
+    valid = [name for name in inspect.signature(model_class.__init__).parameters if name not in ("self", "kwargs")]
+    for key in config:
+        if not key.startswith("_") and key not in valid:
+            nearest = difflib.get_close_matches(key, valid, n=1)
+            hint = f" (did you mean {nearest[0]!r}?)" if nearest else ""
+            raise ValueError(f"Unknown {model_class.__name__} config key {key!r} in {source}{hint}; valid keys: {sorted(valid)}.")
 
 
 @dataclass
@@ -183,11 +198,32 @@ class TEVQModel(VQModel):
                 if isinstance(module, nn.Conv2d) and any(p > 0 for p in module.padding):
                     module.padding_mode = padding_mode
 
+    @classmethod
+    def from_config(cls, config=None, return_unused_kwargs: bool = False, **kwargs):
+        """As `ConfigMixin.from_config` (and so `from_pretrained`), but a config of another class
+        or with an unknown key is a ValueError instead of a warning.
+
+        A stock diffusers `VQModel` folder is refused rather than converted: loaded as a
+        TEVQModel it would silently switch to replicate padding and lambda = 10. Load it with
+        `diffusers.VQModel.from_pretrained` (the metrics wrap it) or `te_vqgan.loading.load_vq_model`.
+        """
+        if isinstance(config, dict):
+            found = config.get("_class_name")
+            if found not in (None, cls.__name__):
+                hint = (
+                    " A stock diffusers VQModel would load with other padding and an orthogonal term it was not trained "
+                    "with: use diffusers.VQModel.from_pretrained or te_vqgan.loading.load_vq_model instead."
+                    if found == "VQModel" else ""
+                )
+                raise ValueError(f"The config describes a {found!r}; {cls.__name__} loads only configs of class {cls.__name__!r}.{hint}")
+            check_config_keys(cls, config)
+        return super().from_config(config, return_unused_kwargs=return_unused_kwargs, **kwargs)
+
     # ------------------------------------------------------------------ properties
     @property
     def downsample_factor(self) -> int:
         """f: the image side divided by the token-map side."""
-        return 2 ** (len(self.config.block_out_channels) - 1)
+        return downsample_factor(self.config)
 
     @property
     def num_codes(self) -> int:
@@ -227,10 +263,7 @@ class TEVQModel(VQModel):
             raise ValueError(f"Expected integer indices (got dtype {indices.dtype}).")
         if indices.ndim != 3:
             raise ValueError(f"Expected indices of shape (batch, height, width) (got shape {tuple(indices.shape)}).")
-        if indices.numel() and (indices.min() < 0 or indices.max() >= self.num_codes):
-            raise ValueError(
-                f"Indices must lie in [0, {self.num_codes}) (got min {indices.min().item()}, max {indices.max().item()})."
-            )
+        check_code_indices(indices, self.num_codes)
 
     # ------------------------------------------------------------------ losses
     def compute_orthogonal_loss(self) -> torch.Tensor:

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Sampler
 
-from ..files import write_json_atomic
+from ..files import install_folder, write_json_atomic
 
 
 logger = logging.getLogger(__name__)
@@ -33,7 +33,9 @@ __all__ = [
     "CHECKPOINT_PREFIX",
     "EpochShuffleSampler",
     "build_accelerator",
+    "check_checkpoint_fits",
     "list_checkpoints",
+    "missing_checkpoint_files",
     "render_model_card",
     "resolve_resume_checkpoint",
     "save_checkpoint",
@@ -104,9 +106,13 @@ class EpochShuffleSampler(Sampler[int]):
         return self.num_samples
 
 
-def list_checkpoints(output_dir: str | os.PathLike) -> list[tuple[int, Path]]:
-    """Complete `checkpoint-{step}` folders in `output_dir`, oldest first."""
-    output_dir = Path(output_dir)
+# Written by `save_checkpoint` after Accelerate's state, so its presence marks a complete checkpoint.
+COMPLETION_MARKER = "training_state.json"
+# What an exact resume cannot do without (besides the marker).
+REQUIRED_FILES = ("model.safetensors", "random_states_0.pkl")
+
+
+def _checkpoint_folders(output_dir: Path) -> list[tuple[int, Path]]:
     if not output_dir.is_dir():
         return []
     found = []
@@ -115,6 +121,18 @@ def list_checkpoints(output_dir: str | os.PathLike) -> list[tuple[int, Path]]:
         if match and path.is_dir():
             found.append((int(match.group(1)), path))
     return sorted(found)
+
+
+def missing_checkpoint_files(path: str | os.PathLike) -> list[str]:
+    """The files a checkpoint folder lacks for an exact resume (empty when complete)."""
+    path = Path(path)
+    return [name for name in (COMPLETION_MARKER, *REQUIRED_FILES) if not (path / name).is_file()]
+
+
+def list_checkpoints(output_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """Complete `checkpoint-{step}` folders in `output_dir` (those with every file a resume
+    needs, the completion marker included), oldest first."""
+    return [(step, path) for step, path in _checkpoint_folders(Path(output_dir)) if not missing_checkpoint_files(path)]
 
 
 def save_checkpoint(accelerator, output_dir: str | os.PathLike, step: int, total_limit: int | None = None, extra_state: dict | None = None) -> Path:
@@ -135,14 +153,7 @@ def save_checkpoint(accelerator, output_dir: str | os.PathLike, step: int, total
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         write_json_atomic(tmp / "training_state.json", {"global_step": step, **(extra_state or {})})
-        if final.exists():  # a re-run of the same step: move the old one aside before replacing it
-            stale = final.with_name(final.name + ".old.tmp")
-            shutil.rmtree(stale, ignore_errors=True)
-            os.replace(final, stale)
-            os.replace(tmp, final)
-            shutil.rmtree(stale)
-        else:
-            os.replace(tmp, final)
+        install_folder(tmp, final)  # a re-run of the same step replaces the old one only once complete
         logger.info("Saved state to %s", final)
         if total_limit is not None:
             checkpoints = list_checkpoints(output_dir)
@@ -162,9 +173,12 @@ def resolve_resume_checkpoint(output_dir: str | os.PathLike, resume_from_checkpo
     if resume_from_checkpoint is None:
         return None
     if resume_from_checkpoint == "latest":
+        incomplete = [p.name for _, p in _checkpoint_folders(Path(output_dir)) if missing_checkpoint_files(p)]
+        if incomplete:
+            logger.warning("Skipping incomplete checkpoint folders (no %s or state files): %s", COMPLETION_MARKER, incomplete)
         checkpoints = list_checkpoints(output_dir)
         if not checkpoints:
-            logger.warning("--resume_from_checkpoint latest: no checkpoint in %s; starting a new run.", output_dir)
+            logger.warning("--resume_from_checkpoint latest: no complete checkpoint in %s; starting a new run.", output_dir)
             return None
         step, path = checkpoints[-1]
         return path, step
@@ -177,7 +191,38 @@ def resolve_resume_checkpoint(output_dir: str | os.PathLike, resume_from_checkpo
             f"--resume_from_checkpoint {resume_from_checkpoint!r} is not a checkpoint folder; expected 'latest' "
             f"or a path to a `{CHECKPOINT_PREFIX}<step>` folder (found: {[p.name for _, p in list_checkpoints(output_dir)]})."
         )
+    missing = missing_checkpoint_files(path)
+    if missing:
+        raise ValueError(
+            f"Checkpoint {str(path)!r} is incomplete: it has no {missing} (an interrupted save, or not written by this "
+            "training script), so it cannot be resumed exactly."
+        )
     return path, int(match.group(1))
+
+
+def check_checkpoint_fits(path: str | os.PathLike, models) -> None:
+    """ValueError unless the weights in checkpoint `path` load into `models` (unwrapped, in
+    the order they were prepared): a truncated or corrupt file, or a tensor of another shape
+    (e.g. another codebook size K), is named with both shapes."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    for index, model in enumerate(models):
+        file = path / ("model.safetensors" if index == 0 else f"model_{index}.safetensors")
+        if not file.is_file():
+            raise ValueError(f"Checkpoint {str(path)!r} has no {file.name} for {type(model).__name__}.")
+        expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+        try:
+            with safe_open(str(file), framework="pt") as weights:
+                shapes = {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}
+        except (SafetensorError, OSError) as error:
+            raise ValueError(f"Checkpoint weights {str(file)!r} cannot be read ({type(error).__name__}: {error}).") from error
+        for name, shape in shapes.items():
+            if name in expected and expected[name] != shape:
+                raise ValueError(
+                    f"Checkpoint {str(path)!r} is of another model: {type(model).__name__}.{name} has shape {shape} there "
+                    f"but {expected[name]} in the model being trained (another config, e.g. another codebook size)."
+                )
 
 
 def render_model_card(template_path: str | os.PathLike, card_data, **template_kwargs):

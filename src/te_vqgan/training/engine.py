@@ -45,9 +45,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..files import write_json_atomic
+from ..files import install_folder, write_json_atomic
 from ..hub import push_folder_to_hub
-from .accelerate_utils import EpochShuffleSampler, build_accelerator, resolve_resume_checkpoint, save_checkpoint
+from .accelerate_utils import (
+    EpochShuffleSampler,
+    build_accelerator,
+    check_checkpoint_fits,
+    resolve_resume_checkpoint,
+    save_checkpoint,
+)
 
 
 logger = logging.getLogger(__name__)
@@ -170,6 +176,8 @@ def validate_training_arguments(parser: argparse.ArgumentParser, args: argparse.
             parser.error(f"--{name} must be in [0, 1) (got {getattr(args, name)})")
     if args.push_to_hub and not args.hub_model_id:
         parser.error("--push_to_hub needs --hub_model_id")
+    if Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
+        parser.error(f"--output_dir {args.output_dir!r} is a file; expected a folder (new or of an earlier run)")
 
 
 # ---------------------------------------------------------------------------- the optimisation step
@@ -382,6 +390,7 @@ class TrainingEngine:
         if resume is not None:
             path, global_step = resume
             start_step = global_step
+            check_checkpoint_fits(path, [accelerator.unwrap_model(m) for m in models])
             logger.info("Resuming from %s (step %d)", path, global_step)
             accelerator.load_state(str(path))
         first_epoch = global_step // steps_per_epoch
@@ -527,10 +536,10 @@ class TrainingEngine:
         if stage.final_figure_name and figure is not None and Path(figure).is_file():
             shutil.copyfile(figure, staging / stage.final_figure_name)
         for path in sorted(staging.iterdir(), key=lambda p: p.name == CARD_NAME):  # the card last
-            destination = output_dir / path.name
             if path.is_dir():
-                shutil.rmtree(destination, ignore_errors=True)
-            os.replace(path, destination)
+                install_folder(path, output_dir / path.name)
+            else:
+                os.replace(path, output_dir / path.name)
         staging.rmdir()
         logger.info("Saved the model, its card and metrics to %s", output_dir)
         return output_dir
