@@ -52,6 +52,7 @@ from te_vqgan.training.engine import (
     TrainingStage,
     add_training_arguments,
     finite_float,
+    run_script,
     training_command,
     validate_training_arguments,
 )
@@ -363,4 +364,4 @@ def main(args: argparse.Namespace) -> TrainingResult:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run_script(main, parse_args, "train_generator.py")

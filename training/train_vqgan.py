@@ -42,6 +42,7 @@ from te_vqgan.training.engine import (
     TrainingStage,
     add_training_arguments,
     finite_float,
+    run_script,
     training_command,
     validate_training_arguments,
 )
@@ -393,4 +394,4 @@ def main(args: argparse.Namespace) -> TrainingResult:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run_script(main, parse_args, "train_vqgan.py", expected=(PerceptualLossUnavailable,))

@@ -61,8 +61,13 @@ def orthogonal_loss(codebook: torch.Tensor) -> torch.Tensor:
         >>> orthogonal_loss(torch.eye(4, 8))
         tensor(0.)
     """
-    if codebook.ndim != 2:
-        raise ValueError(f"`codebook` must have shape (K, d) (got shape {tuple(codebook.shape)}).")
+    if codebook.ndim != 2 or 0 in codebook.shape:
+        raise ValueError(f"`codebook` must have shape (K, d) with K, d >= 1 (got shape {tuple(codebook.shape)}).")
+    # The finiteness check reads the values back: done where it costs no device sync (a CPU
+    # codebook, or outside autograd); in training a NaN codebook shows as a NaN loss, which
+    # the training engine's divergence guard stops.
+    if (codebook.device.type == "cpu" or not torch.is_grad_enabled()) and not torch.isfinite(codebook).all():
+        raise ValueError(f"`codebook` holds {int((~torch.isfinite(codebook)).sum())} NaN or Inf values.")
     num_codes = codebook.shape[0]
     # float32: in bf16 the Gram matrix of nearly-orthogonal codes rounds to noise.
     normed = F.normalize(codebook.float(), dim=-1)

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import functools
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -147,13 +148,17 @@ _TOKEN_RE = re.compile(r"[,.]|[^\s,.]+")
 def tokenize_caption(text: str) -> list[str]:
     """Split a caption into the words of the stage-2 vocabulary.
 
-    Lower-cases, splits on white space, and makes every "," and "." a token of its own.
+    NFKC-normalises (full-width letters and digits become ASCII), lower-cases, splits on white
+    space, and makes every "," and "." a token of its own.
     Multi-word names stay several tokens ("ankle boot" -> "ankle", "boot").
 
         >>> tokenize_caption("The upper left is blue 9, and red two.")
         ['the', 'upper', 'left', 'is', 'blue', '9', ',', 'and', 'red', 'two', '.']
     """
-    return _TOKEN_RE.findall(text.lower())
+    if not isinstance(text, str):
+        raise TypeError(f"Expected a caption as str (got {type(text).__name__}: {text!r}).")
+    # NFKC folds full-width and other compatibility forms ("ｒｅｄ ３" -> "red 3").
+    return _TOKEN_RE.findall(unicodedata.normalize("NFKC", text).lower())
 
 
 def detokenize_caption(tokens: Iterable[str]) -> str:

@@ -23,6 +23,9 @@ Example::
     >>> test = builder.as_dataset(split="test")
     >>> test[0]["captions"][0], test[0]["image"].size
     ('on the bottom right is the white 7.', (64, 64))
+
+`te-vqgan build-dataset` writes the same data as Parquet with a dataset card; read that folder
+back with `datasets.load_dataset(folder)` (docs/DATASET.md, "Loading a built folder").
 """
 
 from __future__ import annotations
@@ -68,8 +71,10 @@ CITATION = """\
 """
 
 LICENSES = {
-    # As stated by the sources (see ../shared/data/SOURCES.md); the generated images are
-    # derived works of the digits and inherit their licence.
+    # As stated by the sources: MNIST (Yann LeCun and Corinna Cortes) under CC BY-SA 3.0, as
+    # the TensorFlow docs of `tf.keras.datasets.mnist` put it; Fashion-MNIST under MIT (the
+    # LICENSE of zalandoresearch/fashion-mnist). The generated images are derived works of the
+    # digits and inherit their licence (docs/DATASET.md, "Licences").
     "mnist": "cc-by-sa-3.0",
     "fashion_mnist": "mit",
 }
@@ -131,6 +136,11 @@ class TextMNISTConfig(datasets.BuilderConfig):
                 raise ValueError(f"`{field}` must be a non-negative integer (got {value!r}).")
         if self.num_test_seen is not None and not _is_count(self.num_test_seen):
             raise ValueError(f"`num_test_seen` must be a non-negative integer or None (got {self.num_test_seen!r}).")
+        if not any(self.split_sizes.values()):
+            raise ValueError(
+                "Every split size is 0 (num_train, num_validation, num_test, num_test_seen, num_shift_groups): "
+                "nothing to build; give at least one split a size."
+            )
         if not _is_count(self.captions_per_image) or self.captions_per_image < 1:
             raise ValueError(f"`captions_per_image` must be a positive integer (got {self.captions_per_image!r}).")
         if self.shift_colour not in COLOURS:

@@ -156,8 +156,18 @@ class TEVQModel(VQModel):
             raise ValueError(f"`orthogonal_reg_max_codes` must be None or an integer >= 2 (got {orthogonal_reg_max_codes}).")
         if not commitment_beta >= 0:
             raise ValueError(f"`commitment_beta` must be >= 0 (got {commitment_beta}).")
-        if num_vq_embeddings < 1:
-            raise ValueError(f"`num_vq_embeddings` must be >= 1 (got {num_vq_embeddings}).")
+        for name, value in (("num_vq_embeddings", num_vq_embeddings), ("latent_channels", latent_channels),
+                            ("sample_size", sample_size), ("norm_num_groups", norm_num_groups),
+                            ("layers_per_block", layers_per_block), ("in_channels", in_channels), ("out_channels", out_channels)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be an integer >= 1 (got {value!r}).")
+        if vq_embed_dim is not None and (isinstance(vq_embed_dim, bool) or not isinstance(vq_embed_dim, int) or vq_embed_dim < 1):
+            raise ValueError(f"`vq_embed_dim` must be None (= latent_channels) or an integer >= 1 (got {vq_embed_dim!r}).")
+        undivided = [c for c in block_out_channels if c % norm_num_groups]
+        if undivided:
+            raise ValueError(
+                f"`norm_num_groups` {norm_num_groups} must divide every entry of `block_out_channels` (got {list(block_out_channels)})."
+            )
         if not len(down_block_types) == len(up_block_types) == len(block_out_channels):
             raise ValueError(
                 "`down_block_types`, `up_block_types` and `block_out_channels` need one entry per level "
@@ -236,7 +246,7 @@ class TEVQModel(VQModel):
         return self.quantize.embedding.weight
 
     # ------------------------------------------------------------------ input checks
-    def _check_images(self, images: torch.Tensor) -> None:
+    def _check_images(self, images: torch.Tensor, check_finite: bool = True) -> None:
         if not isinstance(images, torch.Tensor):
             raise ValueError(f"Expected images as a torch.Tensor (got {type(images).__name__}).")
         if images.ndim != 4:
@@ -252,7 +262,15 @@ class TEVQModel(VQModel):
         f = self.downsample_factor
         if height % f or width % f:
             raise ValueError(f"Image height and width must be divisible by the downsampling factor {f} (got {height}x{width}).")
-        if not torch.isfinite(images).all():
+        if len(images) == 0:
+            raise ValueError(f"Got an empty batch (shape {tuple(images.shape)}); expected at least one image.")
+        weights_dtype = self.quantize.embedding.weight.dtype
+        if images.dtype != weights_dtype and not torch.is_autocast_enabled(images.device.type):
+            raise ValueError(
+                f"Images are {images.dtype} but the model's weights are {weights_dtype}; convert them with "
+                f"`images.to({weights_dtype})` (or run under torch.autocast)."
+            )
+        if check_finite and not torch.isfinite(images).all():
             bad = (~torch.isfinite(images)).sum().item()
             raise ValueError(f"Images contain {bad} NaN or Inf values; expected finite values in [-1, 1].")
 
@@ -311,15 +329,19 @@ class TEVQModel(VQModel):
         quant = self.quantize.embed(indices.long())
         return self._decode_quantized(quant)
 
-    def forward(self, sample: torch.Tensor, return_dict: bool = True) -> TEVQModelOutput | tuple:
+    def forward(self, sample: torch.Tensor, return_dict: bool = True, check_finite: bool = True) -> TEVQModelOutput | tuple:
         r"""Encode, quantize and decode.
 
         Args:
             sample (`torch.Tensor` of shape `(B, C, H, W)`): floats in [-1, 1].
             return_dict (`bool`, *optional*, defaults to `True`): return a [`TEVQModelOutput`]
                 rather than the tuple `(sample, indices, commit_loss, orthogonal_loss)`.
+            check_finite (`bool`, *optional*, defaults to `True`): refuse NaN/Inf in `sample`.
+                The check reads a value back from the device (a sync per call on a GPU); the
+                training step turns it off, since its images are decoded from uint8 files and
+                a non-finite loss is caught by the training engine.
         """
-        self._check_images(sample)
+        self._check_images(sample, check_finite=check_finite)
         latents = self.encode(sample).latents
         quantized = self.quantize(latents)
         reconstruction = self._decode_quantized(quantized.quantized)

@@ -70,6 +70,7 @@ __all__ = [
     "TrainingStage",
     "add_training_arguments",
     "finite_float",
+    "run_script",
     "training_command",
     "validate_training_arguments",
 ]
@@ -543,6 +544,24 @@ class TrainingEngine:
         staging.rmdir()
         logger.info("Saved the model, its card and metrics to %s", output_dir)
         return output_dir
+
+
+# What a training script reports as one line (exit 2) rather than a traceback: bad input,
+# missing files, a diverged run. Anything else is a bug and keeps its traceback.
+EXPECTED_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, FloatingPointError)
+
+
+def run_script(main: Callable, parse_args: Callable, prog: str, expected: tuple = ()) -> None:
+    """`main(parse_args())`, with expected errors (`EXPECTED_ERRORS` + `expected`) printed as
+    one line `prog: error: ...` and exit status 2, as argparse does for bad flags."""
+    import sys
+
+    args = parse_args()
+    try:
+        main(args)
+    except (*EXPECTED_ERRORS, *expected) as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _batch_seed(seed: int, epoch: int, batch_index: int) -> int:

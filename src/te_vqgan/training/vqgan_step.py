@@ -47,7 +47,7 @@ def vqgan_train_step(
     # Autoencoder. The discriminator judges the reconstruction but this loss must not update
     # it: its parameters are frozen, and it is called unwrapped so DDP expects no gradients.
     with accelerator.autocast():
-        output = model(images)
+        output = model(images, check_finite=False)  # uint8-decoded images are finite: no device sync
         reconstruction = output.sample
         rec_loss = reconstruction_loss(images, reconstruction, weights.reconstruction_loss)
         p_loss = perceptual(images, reconstruction).mean() if perceptual is not None else rec_loss.new_zeros(())
