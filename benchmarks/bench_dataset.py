@@ -35,6 +35,8 @@ def parse_args():
     parser.add_argument(
         "--data-dir",
         default=None,
+        # ../shared/data is where our development checkout keeps the files; a fresh clone has no such
+        # folder, so pass --data-dir or set the variable there.
         help="folder of the IDX .gz files (default: $TE_VQGAN_MNIST_DIR, else ../shared/data/<config>)",
     )
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
@@ -75,11 +77,12 @@ def main():
     logging.basicConfig(level=logging.WARNING)
     datasets.disable_progress_bars()
     results = {}
-    print(f"TextMNIST {args.config}: {args.num_images} train images, {os.cpu_count()} CPUs")
+    # flush=True: each figure is on screen as soon as it is measured, even through a pipe.
+    print(f"TextMNIST {args.config}: {args.num_images} train images, {os.cpu_count()} CPUs", flush=True)
     for num_proc in args.num_proc:
         seconds = time_build(args.config, args.num_images, num_proc, args.data_dir)
         results[num_proc] = {"seconds": seconds, "images_per_s": args.num_images / seconds}
-        print(f"  num_proc={num_proc}: {seconds:7.1f} s  {args.num_images / seconds:8.0f} images/s")
+        print(f"  num_proc={num_proc}: {seconds:7.1f} s  {args.num_images / seconds:8.0f} images/s", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({"config": args.config, "num_images": args.num_images, "runs": results}, indent=2))
 

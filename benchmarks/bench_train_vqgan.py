@@ -75,8 +75,10 @@ def main():
         from te_vqgan.training import load_perceptual_loss
 
         perceptual = load_perceptual_loss().to(device)
+    # flush=True: each row is on screen as soon as it is measured (the default config takes minutes on a CPU).
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch_size}, "
-          f"{args.steps} timed steps per variant (median), GAN on, LPIPS {'on' if perceptual is not None else 'off'}")
+          f"{args.steps} timed steps per variant (median), GAN on, LPIPS {'on' if perceptual is not None else 'off'}", flush=True)
+    print(f"\n{'config':<10} {'fp32 img/s':>11} {'bf16 img/s':>11} {'bf16/fp32':>10}", flush=True)
     results = []
     for name in args.configs:
         config = model_config(name)
@@ -90,10 +92,7 @@ def main():
         row = {"config": name, **{f"{k}_images_per_s": args.batch_size / seconds for k, seconds in medians.items()}}
         row["bf16_speedup"] = row["bf16_images_per_s"] / row["fp32_images_per_s"]
         results.append(row)
-
-    print(f"\n{'config':<10} {'fp32 img/s':>11} {'bf16 img/s':>11} {'bf16/fp32':>10}")
-    for row in results:
-        print(f"{row['config']:<10} {row['fp32_images_per_s']:>11.1f} {row['bf16_images_per_s']:>11.1f} {row['bf16_speedup']:>10.2f}")
+        print(f"{row['config']:<10} {row['fp32_images_per_s']:>11.1f} {row['bf16_images_per_s']:>11.1f} {row['bf16_speedup']:>10.2f}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({"device": str(device), "batch_size": args.batch_size, "results": results}, indent=2) + "\n")
 

@@ -24,7 +24,7 @@ from te_vqgan.data.mnist import MNIST_VARIANTS
 
 VARIANTS = ("mnist", "fashion_mnist")
 
-# The vocabulary of REFERENCE.md ("The data") plus the number words.
+# The paper's caption vocabulary (docs/REPRODUCTION.md, "The data") plus the number words.
 REFERENCE_VOCABULARY = (
     {"the", "number", "is", "on", "this", "to", "and", "left", "right", "upper", "lower", "top", "bottom"}
     | set(COLOURS)

@@ -78,7 +78,7 @@ def test_score_is_the_mean_of_identical_fractions_over_pairs(digits):
 
 
 def test_cells_are_the_authors_sub_grids():
-    # REFERENCE.md: centre [4:12, 4:12], upper left [0:8, 0:8], ... at f=4.
+    # docs/REPRODUCTION.md ("The equivariance metric"): centre [4:12, 4:12], upper left [0:8, 0:8], ... at f=4.
     assert index_cell("centre", 4) == (slice(4, 12), slice(4, 12))
     assert index_cell("upper_left", 4) == (slice(0, 8), slice(0, 8))
     assert index_cell("upper_right", 4) == (slice(0, 8), slice(8, 16))

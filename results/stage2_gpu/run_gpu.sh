@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One call on a lent GPU (the `device` tool): the generation benchmark at the authors' size, then a
+# One run on a lent GPU machine (no internet there: wheels carried in .whl/): the generation benchmark at the authors' size, then a
 # scaled-down end-to-end run: stage 1 (te-vqgan-mnist-small, L2, no GAN) -> tokenise -> stage 2 (the
 # authors' GPT size) -> image-to-text accuracy on test_seen and test -> samples from the saved pipeline.
 #

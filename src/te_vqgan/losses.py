@@ -2,8 +2,8 @@
 
 The orthogonal regulariser is the paper's Eq. (5); the VQ loss is VQ-VAE's codebook and
 commitment terms with beta on the commitment term; the adversarial terms are VQGAN's hinge
-losses with its adaptive weight (Esser et al., "Taming Transformers", Eq. 7; REFERENCE.md,
-"Stage 1").
+losses with its adaptive weight (Esser et al., "Taming Transformers", Eq. 7; docs/REPRODUCTION.md,
+"Stage 1: the quantizer").
 """
 
 from __future__ import annotations

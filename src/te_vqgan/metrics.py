@@ -1,6 +1,6 @@
 """Metrics of an image tokenizer: shift equivariance in the quantized space and codebook usage.
 
-`shift_equivariance` is the authors' `ShiftEqMetric` (REFERENCE.md, "The equivariance
+`shift_equivariance` is the authors' `ShiftEqMetric` (docs/REPRODUCTION.md, "The equivariance
 metric"): the same digit is drawn at the centre and in each quadrant of a 64x64 canvas, the
 five images are tokenized, and the code indices of the digit's cell are compared between
 every pair of placements. A tokenizer that is translation equivariant in the quantized

@@ -5,9 +5,22 @@
     te-vqgan build-dataset --config fashion_mnist --output textfashion --push-to-hub org/textfashion
 
 The output folder holds `data/{split}-0000i-of-0000n.parquet`, a `README.md` dataset card and
-`contact_sheet.png`; `load_dataset("parquet", data_dir=OUTPUT/data)` or, once pushed,
-`load_dataset("org/name")` reads it. The Arrow cache of the build stays in `--cache-dir`
-(default: the `datasets` cache), so a second run with the same options only re-exports.
+`contact_sheet.png`. Load the folder itself, which reads the split patterns in the card's
+YAML `configs` and gives the five splits (train, validation, test, test_seen, shift):
+
+    datasets.load_dataset("OUTPUT")            # once pushed: datasets.load_dataset("org/name")
+
+With the generic Parquet loader, name every split's files (leave out a split built with size
+0: it has none):
+
+    datasets.load_dataset("parquet", data_files={split: f"OUTPUT/data/{split}-*.parquet" for split in
+                          ["train", "validation", "test", "test_seen", "shift"]})
+
+`load_dataset("parquet", data_dir="OUTPUT/data")` is not enough: its default file patterns put
+test_seen into test and drop shift.
+
+The Arrow cache of the build stays in `--cache-dir` (default: the `datasets` cache), so a
+second run with the same options only re-exports.
 """
 
 from __future__ import annotations

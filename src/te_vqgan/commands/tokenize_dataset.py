@@ -58,7 +58,7 @@ def run(args) -> int:
 
     model, description = load_vq_model(args.vqmodel, device=args.device)
     options = {name: getattr(args, name) for name in _BUILDER_OPTIONS if getattr(args, name) is not None}
-    if args.dataset.split(":")[0] == "textmnist":
+    if args.dataset.split(":")[0] == "textmnist" and not Path(args.dataset).is_dir():  # built here, not read
         options["data_dir"] = args.mnist_dir
     dataset = load_source_dataset(args.dataset, builder_options=options, cache_dir=args.cache_dir)
     tokenised, info = tokenize_dataset(

@@ -1,4 +1,4 @@
-"""Geometry and colours of the text-augmented colored MNIST canvas (REFERENCE.md, "The data").
+"""Geometry and colours of the text-augmented colored MNIST canvas (docs/REPRODUCTION.md, "The data").
 
 A 64x64 RGB canvas is four 32x32 quadrants. A 28x28 digit sits in a 32x32 cell with a
 2-pixel margin. The centre cell (rows and cols 16-47) is used only when the image holds a

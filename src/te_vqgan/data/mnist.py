@@ -75,7 +75,7 @@ class MnistVariant:
         return f"{prefix}-{kind}-idx{3 if kind == 'images' else 1}-ubyte.gz"
 
 
-# The official SHA-256 of the original gzip files (the same as in ../shared/data/SHA256SUMS).
+# The official SHA-256 of the original gzip files (the checksums published for the official downloads; docs/INSTALL.md, "The MNIST files").
 MNIST_VARIANTS: dict[str, MnistVariant] = {
     "mnist": MnistVariant(
         name="mnist",

@@ -102,7 +102,7 @@ def load_source_dataset(spec: str, *, builder_options: dict | None = None, cache
     """
     import datasets
 
-    if spec.split(":")[0] == "textmnist":
+    if spec.split(":")[0] == "textmnist" and not Path(spec).is_dir():  # a folder named textmnist is read, not built
         from .textmnist import TextMNIST
 
         config_name = spec.split(":", 1)[1] if ":" in spec else "mnist"

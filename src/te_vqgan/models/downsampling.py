@@ -1,4 +1,4 @@
-"""The four downsampling layers the paper compares (REFERENCE.md, "downsampling variants").
+"""The four downsampling layers the paper compares (docs/REPRODUCTION.md, "Stage 1: the quantizer").
 
 - `strided_conv` (SC): 3x3 conv, stride 2, after a (0, 1, 0, 1) pad. TE-VQGAN uses this one.
 - `conv_blurpool` (CB): 3x3 conv, stride 1, then blur-pool.

@@ -59,7 +59,7 @@ def build_accelerator(
     `mixed_precision=None` takes the setting of `accelerate launch` (its flags or config file).
 
     `cpu=True` also makes `accelerate launch --multi_gpu --num_processes 2` run two real
-    processes (DDP over gloo) on a machine without GPUs (ENVIRONMENT.md).
+    processes (DDP over gloo) on a machine without GPUs (docs/INSTALL.md, "CPU-only machines").
     """
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration
@@ -77,7 +77,7 @@ def build_accelerator(
 def scaled_learning_rate(base_lr: float, batch_size: int, gradient_accumulation_steps: int, num_processes: int) -> float:
     """taming-transformers' rule: lr = base_lr x batch per device x accumulation x devices.
 
-    The authors' 8e-6 x 96 x 1 x 2 = 1.536e-3 (REFERENCE.md)."""
+    The authors' 8e-6 x 96 x 1 x 2 = 1.536e-3 (docs/REPRODUCTION.md, "Stage 1: the quantizer")."""
     return base_lr * batch_size * gradient_accumulation_steps * num_processes
 
 
