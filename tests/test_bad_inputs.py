@@ -444,3 +444,49 @@ if __name__ == "__main__":
         if verdict != "clear":
             print(f"{verdict:>6}  {case.id}: {message.strip().splitlines()[-1] if message.strip() else ''}")
     print(f"{len(CASES)} cases: {counts}")
+
+
+def test_training_script_errors_are_one_line_and_exit_2(tmp_path):
+    """A run-time error of a training script (here: no MNIST files) is one line, not a traceback."""
+    import subprocess
+
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({**TINY_TEVQ, "sample_size": 64}))
+    completed = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "training" / "train_vqgan.py"), "--model_config", str(config),
+         "--mnist_dir", str(tmp_path / "no-mnist"), "--perceptual_weight", "0", "--output_dir", str(tmp_path / "run"),
+         "--report_to", "none", "--cpu", "--num_train", "16"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert completed.returncode == 2
+    errors = [line for line in completed.stderr.splitlines() if "error" in line.lower()]
+    assert "Traceback" not in completed.stderr and len(errors) == 1
+    assert errors[0].startswith("train_vqgan.py: error: MNIST file") and "no-mnist" in errors[0]
+
+
+def test_outputs_have_normal_file_modes(tmp_path):
+    """PNGs and JSON written through `atomic_path` get the modes of normally created files."""
+    import numpy as np
+
+    from te_vqgan.files import write_json_atomic
+    from te_vqgan.visualization import save_captioned_images
+
+    umask = os.umask(0o022)
+    try:
+        png = save_captioned_images(np.zeros((1, 8, 8, 3), np.uint8), ["x"], tmp_path / "a.png")
+        record = write_json_atomic(tmp_path / "m.json", {"a": 1})
+    finally:
+        os.umask(umask)
+    assert oct(png.stat().st_mode & 0o777) == oct(0o644) and oct(record.stat().st_mode & 0o777) == oct(0o644)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "m.json"]  # no temporary files left
+
+
+def test_metrics_of_a_diverged_model_are_refused():
+    from te_vqgan import TEVQModel, shift_equivariance
+
+    model = TEVQModel(**TINY_TEVQ)
+    with torch.no_grad():
+        model.encoder.conv_in.weight.fill_(float("nan"))
+    digits = torch.zeros(1, 28, 28, dtype=torch.uint8).numpy()
+    with pytest.raises(ValueError, match=r"NaN or Inf \(\['encoder.conv_in.weight'\]\): it diverged"):
+        shift_equivariance(model, digits)

@@ -27,6 +27,7 @@ __all__ = [
     "ShiftEquivarianceResult",
     "VQModelTokenizer",
     "as_tokenizer",
+    "check_finite_weights",
     "codebook_usage",
     "images_to_tensor",
     "render_shift_group",
@@ -98,6 +99,14 @@ def as_tokenizer(model):
     raise TypeError(
         f"Expected a model with `encode_to_indices` or a diffusers VQModel (got {type(model).__name__})."
     )
+
+
+def check_finite_weights(model) -> None:
+    """ValueError if a weight of `model` is NaN or infinite: the metrics of a diverged model
+    (every token the same code, a "perfect" equivariance of 1.0) are not numbers to report."""
+    bad = [name for name, p in getattr(model, "model", model).named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        raise ValueError(f"The model's weights hold NaN or Inf ({bad[:3]}{' ...' if len(bad) > 3 else ''}): it diverged; no metric is computed.")
 
 
 def _model_device_dtype(model) -> tuple[torch.device, torch.dtype]:
@@ -215,6 +224,7 @@ def shift_equivariance_of_groups(model, groups, batch_size: int = 64) -> ShiftEq
         raise ValueError(f"`batch_size` must be >= 1 (got {batch_size}).")
     tokenizer = as_tokenizer(model)
     device, dtype = _model_device_dtype(tokenizer)
+    check_finite_weights(tokenizer)
     was_training = getattr(tokenizer, "training", False)
     tokenizer.eval()
     flat = groups.reshape(-1, CANVAS_SIZE, CANVAS_SIZE, 3)
