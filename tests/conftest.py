@@ -9,7 +9,7 @@ SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 
 def _data_dir(env_var: str, sub: str) -> Path:
-    path = Path(os.environ.get(env_var) or SHARED_DATA / sub)
+    path = Path(os.environ.get(env_var) or SHARED_DATA / sub).resolve()  # tests may change the working folder
     if not path.is_dir():
         raise RuntimeError(
             f"{sub} files not found at {path}: set {env_var} to the folder holding the IDX .gz files "

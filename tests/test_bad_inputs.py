@@ -379,9 +379,9 @@ def classify(case: Case, ctx: Context, capsys=None) -> tuple[str, str]:
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
 def test_bad_input_is_a_clear_error(case, tmp_path, mnist_dir, capsys, monkeypatch):
+    ctx = Context(tmp_path, Path(mnist_dir).resolve())
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(REPO_ROOT / "tests"))
-    ctx = Context(tmp_path, mnist_dir)
     if case.setup is not None:
         case.setup(ctx)
     before = {p for p in (tmp_path / case.output).rglob("*")} if case.output and (tmp_path / case.output).is_dir() else set()
