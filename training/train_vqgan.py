@@ -31,7 +31,7 @@ from te_vqgan.data.layout import LOCATIONS
 from te_vqgan.loading import load_model_config
 from te_vqgan.models.te_vq_model import check_config_keys
 from te_vqgan.losses import RECONSTRUCTION_LOSSES
-from te_vqgan.metrics import images_to_tensor, shift_equivariance_of_groups
+from te_vqgan.metrics import images_to_tensor, shift_equivariance_of_groups, tensor_to_images
 from te_vqgan.training import NLayerDiscriminator, PerceptualLossUnavailable, load_perceptual_loss  # noqa: F401 (re-exported for callers)
 from te_vqgan.training.accelerate_utils import render_model_card, scaled_learning_rate
 from te_vqgan.training.engine import (
@@ -260,10 +260,10 @@ def save_validation_grid(images, reconstructions, index_maps, num_codes: int, pa
     """Rows of input | reconstruction | index map, as a PNG."""
     rows = min(8, len(images))
     figure, axes = new_figure(rows, 3, figsize=(6, 2 * rows))
-    to_uint8 = lambda t: ((t.permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy()  # noqa: E731
+    images, reconstructions = tensor_to_images(images[:rows]), tensor_to_images(reconstructions[:rows])
     for r in range(rows):
         for c, (picture, name) in enumerate(
-            ((to_uint8(images[r]), "input"), (to_uint8(reconstructions[r]), "reconstruction"),
+            ((images[r], "input"), (reconstructions[r], "reconstruction"),
              (index_map_to_rgb(index_maps[r], num_codes), "code indices"))
         ):
             axes[r, c].imshow(picture, interpolation="nearest")

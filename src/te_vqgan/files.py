@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
-__all__ = ["atomic_path", "install_folder", "write_json_atomic"]
+__all__ = ["atomic_path", "check_output_dir", "install_folder", "write_json_atomic"]
 
 
 def _default_file_mode() -> int:
@@ -64,6 +64,17 @@ def write_json_atomic(path: str | os.PathLike, payload) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return path
+
+
+def check_output_dir(output_dir: str | os.PathLike, overwrite: bool = False) -> None:
+    """Raise `FileExistsError` if `output_dir` is a file or a folder holding anything, unless
+    `overwrite`: checked before any work, so a long build never ends on an occupied folder."""
+    output_dir = Path(output_dir)
+    if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())) and not overwrite:
+        raise FileExistsError(
+            f"Output {str(output_dir)!r} is not empty: it exists and is not an empty folder; pass --overwrite "
+            "(overwrite=True from Python) to replace it."
+        )
 
 
 def install_folder(staging: str | os.PathLike, destination: str | os.PathLike) -> Path:

@@ -94,7 +94,8 @@ def reproduce_command(args) -> str:
 def run(args) -> int:
     import datasets
 
-    from ..data.export import check_output_dir, export_textmnist
+    from ..data.export import export_textmnist
+    from ..files import check_output_dir
     from ..hub import push_folder_to_hub
     from ..data.textmnist import TextMNIST
 

@@ -43,6 +43,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from ..data.tokenized import load_source_dataset, tokenize_dataset
+    from ..files import check_output_dir
     from ..loading import load_vq_model
 
     if args.batch_size < 1:
@@ -52,8 +53,7 @@ def run(args) -> int:
             f"--vqmodel {args.vqmodel!r} is a file; tokenising needs a trained quantizer (a save_pretrained folder or a Hub id)."
         )
     output = Path(args.output)
-    if output.exists() and not (output.is_dir() and not any(output.iterdir())) and not args.overwrite:
-        raise ValueError(f"--output {args.output!r} exists and is not an empty folder; pass --overwrite to replace it.")
+    check_output_dir(output, args.overwrite)  # before loading models and data
     splits = tuple(s.strip() for s in args.splits.split(",") if s.strip()) if args.splits else None
 
     model, description = load_vq_model(args.vqmodel, device=args.device)

@@ -28,7 +28,7 @@ from datasets.utils.py_utils import convert_file_size_to_int
 from huggingface_hub import DatasetCard, DatasetCardData
 from tqdm.auto import tqdm
 
-from ..files import install_folder
+from ..files import check_output_dir, install_folder
 from .captions import get_grammar
 from .layout import COLOURS, LOCATIONS
 from .mnist import MNIST_VARIANTS
@@ -41,7 +41,6 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "DATASET_CARD_TEMPLATE",
     "build_dataset_card",
-    "check_output_dir",
     "export_textmnist",
     "save_contact_sheet",
     "write_parquet_shards",
@@ -215,13 +214,6 @@ def build_dataset_card(
         licence_text=_LICENCE_TEXT.format(source=source_name),
         citation=CITATION.strip(),
     )
-
-
-def check_output_dir(output_dir: str | os.PathLike, overwrite: bool = False) -> None:
-    """Raise `FileExistsError` if `output_dir` holds anything and `overwrite` is off."""
-    output_dir = Path(output_dir)
-    if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())) and not overwrite:
-        raise FileExistsError(f"Output folder {str(output_dir)!r} exists and is not empty; pass overwrite=True to replace it.")
 
 
 def export_textmnist(

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..files import install_folder, write_json_atomic
+from ..files import check_output_dir, install_folder, write_json_atomic
 
 
 logger = logging.getLogger(__name__)
@@ -173,8 +173,7 @@ def tokenize_dataset(
     if batch_size < 1:
         raise ValueError(f"`batch_size` must be >= 1 (got {batch_size}).")
     output_dir = Path(output_dir)
-    if output_dir.exists() and not (output_dir.is_dir() and not any(output_dir.iterdir())) and not overwrite:
-        raise ValueError(f"Output {str(output_dir)!r} exists and is not an empty folder; pass --overwrite to replace it.")
+    check_output_dir(output_dir, overwrite)
     names = tuple(splits) if splits else tuple(s for s in DEFAULT_SPLITS if s in dataset)
     missing = [s for s in names if s not in dataset]
     if missing or not names:

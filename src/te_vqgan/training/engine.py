@@ -168,8 +168,8 @@ def validate_training_arguments(parser: argparse.ArgumentParser, args: argparse.
             parser.error(f"--{name} must be >= 1 (got {getattr(args, name)})")
     if args.lr_warmup_steps is not None and args.lr_warmup_steps < 0:
         parser.error(f"--lr_warmup_steps must be >= 0 (got {args.lr_warmup_steps})")
-    if not args.learning_rate >= 0 or not math.isfinite(args.learning_rate):
-        parser.error(f"--learning_rate must be a finite number >= 0 (got {args.learning_rate})")
+    if not args.learning_rate >= 0:  # finite already (`finite_float`)
+        parser.error(f"--learning_rate must be >= 0 (got {args.learning_rate})")
     if args.max_grad_norm is not None and not (args.max_grad_norm > 0 and math.isfinite(args.max_grad_norm)):
         parser.error(f"--max_grad_norm must be a finite number > 0 (got {args.max_grad_norm})")
     for name in ("adam_beta1", "adam_beta2"):
@@ -213,16 +213,18 @@ class OptimizerUpdate:
     name: str = "model"  # what this optimizer updates, for error messages
 
     def __call__(self, loss: torch.Tensor) -> None:
-        if not torch.isfinite(loss.detach()).all():
-            raise NonFiniteError(f"the loss of the {self.name} update is {loss.detach().float().item()}")
         self.accelerator.backward(loss)
         if getattr(self.accelerator, "sync_gradients", True):
             if self.max_grad_norm is not None:
                 norm = self.accelerator.clip_grad_norm_(self.parameters, self.max_grad_norm)
             else:
                 norm = torch.nn.utils.get_total_norm([p.grad for p in self.parameters if p.grad is not None])
+            # One read-back per update: a non-finite loss always gives a non-finite gradient
+            # norm, so the loss is looked at only to name the cause.
             if getattr(self.accelerator, "mixed_precision", "no") != "fp16" and not torch.isfinite(norm):
                 self.optimizer.zero_grad(set_to_none=True)
+                if not torch.isfinite(loss.detach()).all():
+                    raise NonFiniteError(f"the loss of the {self.name} update is {loss.detach().float().item()}")
                 raise NonFiniteError(f"the gradient norm of the {self.name} update is {float(norm)}")
         self.optimizer.step()
         if self.scheduler is not None:
