@@ -176,3 +176,106 @@ def test_foreground_score_counts_only_the_digit_tokens(digits):
     assert exact.foreground_score == 1.0
     broken = shift_equivariance_of_groups(BackgroundBreaker(num_codes=64), groups)
     assert broken.foreground_score == 1.0 and broken.score < 1.0
+
+
+# ---------------------------------------------------------------- equivariance three ways
+class ColourBreaker(PatchifyTokenizer):
+    """Equivariant for white digits; a red, green or blue stroke's tokens carry their row, so
+    those colours break it on the digit's own tokens."""
+
+    def encode_to_indices(self, images):
+        indices = super().encode_to_indices(images)
+        pixels = (images + 1) / 2
+        one_channel = (pixels.amax(1) - pixels.amin(1)) > 1e-6  # a coloured (not white, not black) pixel
+        coloured = torch.nn.functional.max_pool2d(one_channel[:, None].float(), self.f)[:, 0] > 0
+        rows = torch.arange(indices.shape[1])[:, None].expand_as(indices[0])
+        return torch.where(coloured, 16 + rows, indices)
+
+
+def test_recolour_groups_draws_what_render_canvas_draws(digits):
+    from te_vqgan.metrics import recolour_groups
+
+    white = render_shift_group(digits[0])
+    for colour in ("white", "red", "green", "blue"):
+        np.testing.assert_array_equal(recolour_groups(white, colour), render_shift_group(digits[0], colour))
+    with pytest.raises(ValueError, match="purple"):
+        recolour_groups(white, "purple")
+
+
+def test_three_equivariance_numbers_on_hand_made_index_maps(digits):
+    from te_vqgan.metrics import equivariance_summary, shift_equivariance_by_colour
+
+    groups = np.stack([render_shift_group(d) for d in digits])
+    exact = equivariance_summary(shift_equivariance_by_colour(PatchifyTokenizer(), groups))
+    assert all(value == 1.0 for value in exact.values())
+
+    results = shift_equivariance_by_colour(ColourBreaker(num_codes=64), groups)
+    summary = equivariance_summary(results)
+    # White: the paper's placement, untouched by the breaker.
+    assert summary["shift_equivariance"] == summary["shift_equivariance_white"] == 1.0
+    assert summary["shift_equivariance_foreground"] == 1.0
+    for colour in ("red", "green", "blue"):
+        # The digit's tokens change with the row (shifts of 16 px = 4 token rows, except the
+        # left/right pairs); the background stays equivariant, so the digit-token score is lower.
+        assert summary[f"shift_equivariance_foreground_{colour}"] < summary[f"shift_equivariance_{colour}"] < 1.0
+        expected = results[colour].foreground_score
+        assert summary[f"shift_equivariance_foreground_{colour}"] == expected
+    # Only the pairs whose cells start on the same token row agree on the digit: upper left ~
+    # upper right and lower left ~ lower right, 2 of 10.
+    assert summary["shift_equivariance_foreground_red"] == pytest.approx(0.2)
+    assert summary["shift_equivariance_all_colours"] == pytest.approx(
+        np.mean([summary[f"shift_equivariance_{c}"] for c in ("white", "red", "green", "blue")])
+    )
+    with pytest.raises(ValueError, match="purple"):
+        shift_equivariance_by_colour(PatchifyTokenizer(), groups, colours=["purple"])
+
+
+# ---------------------------------------------------------------- colour fidelity and shape
+def _two_digit_image(digits, colours=("red", "white")):
+    return render_canvas([("upper_left", colours[0], digits[0]), ("lower_right", colours[1], digits[1])])
+
+
+def test_perfect_reconstruction_keeps_colour_and_shape(digits):
+    from te_vqgan.metrics import reconstruction_fidelity
+
+    images = np.stack([_two_digit_image(digits), render_canvas([("centre", "blue", digits[2])])])
+    result = reconstruction_fidelity(images, images, [["upper_left", "lower_right"], ["centre"]])
+    assert result.colour_fidelity == 1.0 and result.shape_iou == 1.0 and result.num_cells == 3
+    assert result.per_colour == {"white": 1.0, "red": 1.0, "blue": 1.0} and result.erased == 0.0
+    # Tensors in [-1, 1] give the same; without locations a centre digit counts in its four quadrant pieces.
+    from te_vqgan.metrics import images_to_tensor
+
+    tensors = images_to_tensor(images)
+    whole = reconstruction_fidelity(tensors, tensors)
+    assert whole.colour_fidelity == 1.0 and 2 + 1 < whole.num_cells <= 2 + 4  # the quadrants the stroke reaches
+
+
+def test_grey_and_erased_reconstructions_score_the_exact_fraction(digits):
+    from te_vqgan.metrics import reconstruction_fidelity
+
+    images = np.stack([_two_digit_image(digits, ("red", "white")), _two_digit_image(digits[2:], ("green", "blue"))])
+    locations = [["upper_left", "lower_right"]] * 2
+    # Grey: every channel set to the pixel's mean. The white digit stays white; red/green/blue turn grey.
+    grey = np.repeat(images.mean(axis=-1, keepdims=True).round().astype(np.uint8), 3, axis=-1)
+    result = reconstruction_fidelity(images, grey, locations)
+    assert result.colour_fidelity == pytest.approx(1 / 4)
+    assert result.per_colour == {"white": 1.0, "red": 0.0, "green": 0.0, "blue": 0.0}
+    # Black: every stroke erased, no colour, no shape.
+    black = np.zeros_like(images)
+    erased = reconstruction_fidelity(images, black, locations)
+    assert erased.colour_fidelity == 0.0 and erased.erased == 1.0 and erased.shape_iou == 0.0
+    # A digit shifted by a pixel loses part of its shape.
+    moved = reconstruction_fidelity(images, np.roll(images, 1, axis=2), locations)
+    assert 0.0 < moved.shape_iou < 1.0
+
+
+def test_reconstruction_fidelity_rejects_bad_input(digits):
+    from te_vqgan.metrics import reconstruction_fidelity
+
+    image = _two_digit_image(digits)[None]
+    with pytest.raises(ValueError, match="same shape"):
+        reconstruction_fidelity(image, image[:, :32])
+    with pytest.raises(ValueError, match="2 entries for 1 images"):
+        reconstruction_fidelity(image, image, [["upper_left"], ["centre"]])
+    with pytest.raises(ValueError, match="No digit cell"):
+        reconstruction_fidelity(np.zeros_like(image), np.zeros_like(image))

@@ -31,8 +31,15 @@ from te_vqgan.data.layout import LOCATIONS
 from te_vqgan.loading import load_model_config
 from te_vqgan.models.te_vq_model import check_config_keys
 from te_vqgan.losses import RECONSTRUCTION_LOSSES
-from te_vqgan.metrics import images_to_tensor, shift_equivariance_of_groups, tensor_to_images
+from te_vqgan.metrics import (
+    equivariance_summary,
+    images_to_tensor,
+    reconstruction_fidelity,
+    shift_equivariance_by_colour,
+    tensor_to_images,
+)
 from te_vqgan.training import NLayerDiscriminator, PerceptualLossUnavailable, load_perceptual_loss  # noqa: F401 (re-exported for callers)
+from te_vqgan.training.codebook import encoder_latents, init_codebook_kmeans, restart_dead_codes
 from te_vqgan.training.accelerate_utils import render_model_card, scaled_learning_rate
 from te_vqgan.training.engine import (
     RunInfo,
@@ -95,6 +102,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     loss.add_argument("--disc_num_layers", type=int, default=3)
     loss.add_argument("--disc_ndf", type=int, default=64)
     loss.add_argument("--num_validation_images", type=int, default=256, help="Validation images used per evaluation.")
+    collapse = parser.add_argument_group(
+        "codebook collapse (beyond the paper; model-side options are config keys: orthogonal_reg_active_codes_only, "
+        "codebook_lookup, codebook_parametrization)"
+    )
+    collapse.add_argument(
+        "--kmeans_init_step", type=int, default=None,
+        help="At this step, set the codes to the k-means centroids of the batch's encoder outputs (e.g. 300; default off).",
+    )
+    collapse.add_argument(
+        "--dead_code_restart_steps", type=int, default=0,
+        help="Every N steps, move the codes the batch chooses fewer than --dead_code_min_count times onto its encoder outputs (0: off).",
+    )
+    collapse.add_argument("--dead_code_min_count", type=int, default=1, help="A code chosen fewer times than this in the batch is dead.")
     loss.add_argument("--allow_perceptual_download", action="store_true", help="Let torchvision download the VGG16 weights.")
 
     args = parser.parse_args(argv)
@@ -123,6 +143,11 @@ def _validate_args(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
     validate_training_arguments(parser, args)
     if args.reconstruction_loss is None:
         args.reconstruction_loss = "l1" if args.perceptual_weight > 0 else "l2"
+    if args.kmeans_init_step is not None and args.kmeans_init_step < 0:
+        parser.error(f"--kmeans_init_step must be >= 0 (got {args.kmeans_init_step})")
+    for name in ("dead_code_restart_steps", "dead_code_min_count"):
+        if getattr(args, name) < 0:
+            parser.error(f"--{name} must be >= 0 (got {getattr(args, name)})")
     if args.num_validation_images < 1:
         parser.error(f"--num_validation_images must be >= 1 (got {args.num_validation_images})")
     for name in ("perceptual_weight", "codebook_weight", "disc_weight"):
@@ -211,8 +236,10 @@ def collate(examples: list[dict]) -> torch.Tensor:
 # ---------------------------------------------------------------------------- validation
 @torch.no_grad()
 @torch.random.fork_rng(devices=[])
-def validate(model, images: torch.Tensor, shift_groups, perceptual, batch_size: int) -> tuple[dict, torch.Tensor, torch.Tensor]:
-    """Reconstruction errors, codebook usage, the orthogonal term and shift equivariance.
+def validate(model, images: torch.Tensor, shift_groups, perceptual, batch_size: int, locations=None) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """Reconstruction errors, colour fidelity and shape (IoU) of the digits, codebook usage,
+    the orthogonal term and shift equivariance three ways (the authors' score, the digit's own
+    tokens, per colour). `locations`: each image's digit locations, when the dataset has them.
 
     Runs with the CPU RNG forked and draws nothing from any other, so validating never
     changes the training run.
@@ -247,10 +274,14 @@ def validate(model, images: torch.Tensor, shift_groups, perceptual, batch_size: 
     }
     if perceptual is not None:
         metrics["val/perceptual"] = lp / len(images)
+    try:
+        fidelity = reconstruction_fidelity(images, torch.cat(reconstructions), locations)
+        metrics.update({f"val/{k}": v for k, v in fidelity.as_metrics().items()})
+    except ValueError:  # a dataset without digit strokes (another domain): no colour to score
+        pass
     if shift_groups is not None:
-        shift = shift_equivariance_of_groups(model, shift_groups, batch_size=batch_size)
-        metrics["val/shift_equivariance"] = shift.score
-        metrics["val/shift_equivariance_foreground"] = shift.foreground_score
+        by_colour = shift_equivariance_by_colour(model, shift_groups, batch_size=batch_size)
+        metrics.update({f"val/{k}": v for k, v in equivariance_summary(by_colour).items()})
     if was_training:
         model.train()
     return metrics, torch.cat(reconstructions), index_maps
@@ -299,12 +330,23 @@ class VQGANStage(TrainingStage):
         else:
             model = TEVQModel.from_pretrained(args.pretrained_model)
         resolution = args.resolution or model.config.sample_size
+        if (args.kmeans_init_step is not None or args.dead_code_restart_steps) and model.config.codebook_parametrization != "direct":
+            raise ValueError(
+                "--kmeans_init_step and --dead_code_restart_steps write the codes directly; the model's codebook is "
+                f"{model.config.codebook_parametrization!r} (its codes are a learnt projection)."
+            )
         discriminator = NLayerDiscriminator(model.config.out_channels, args.disc_ndf, args.disc_num_layers)
 
         with accelerator.local_main_process_first():  # one build per node, the others read its cache
             train_dataset, validation_dataset, self.shift_groups = load_image_datasets(args)
         transform = ToTensor(args.image_column, resolution)
         self.validation_images = transform(validation_dataset[: args.num_validation_images])["pixel_values"]
+        self.validation_locations = None
+        if "objects" in validation_dataset.column_names:  # TextMNIST: score each digit's own cell
+            names = validation_dataset.features["objects"].feature["location"].names
+            self.validation_locations = [
+                [names[o["location"]] for o in objects] for objects in validation_dataset[: args.num_validation_images]["objects"]
+            ]
 
         learning_rate = args.learning_rate
         if args.scale_lr:
@@ -324,14 +366,36 @@ class VQGANStage(TrainingStage):
     def train_step(self, images, global_step: int) -> dict[str, torch.Tensor]:
         model, discriminator = self.models
         update_ae, update_d = self.updates
-        return vqgan_train_step(
+        restarted = self._codebook_remedies(images, global_step) if self.accelerator.sync_gradients else None
+        terms = vqgan_train_step(
             self.accelerator, model, discriminator, update_ae, update_d, images, global_step, self.loss_weights, self.perceptual
         )
+        if restarted is not None:
+            terms["codes_restarted"] = torch.tensor(float(restarted))
+        return terms
+
+    def _codebook_remedies(self, images, global_step: int) -> int | None:
+        """k-means initialisation and dead-code restarts (`te_vqgan.training.codebook`) due at
+        this step, before its update; returns the number of codes restarted, None if none ran.
+        The draws come from a generator seeded by (seed, step), the same on every process."""
+        args = self.args
+        kmeans_due = args.kmeans_init_step is not None and global_step == args.kmeans_init_step
+        restart_due = args.dead_code_restart_steps > 0 and global_step > 0 and global_step % args.dead_code_restart_steps == 0
+        if not (kmeans_due or restart_due):
+            return None
+        model = self.accelerator.unwrap_model(self.models[0])
+        latents = encoder_latents(self.accelerator, self.models[0], images)
+        generator = torch.Generator().manual_seed(args.seed * 1_000_003 + global_step)
+        if kmeans_due:
+            init_codebook_kmeans(model, latents, generator=generator)
+            return 0
+        return restart_dead_codes(model, latents, args.dead_code_min_count, generator=generator)
 
     def validate(self, step: int, output_dir: Path):
         model = self.accelerator.unwrap_model(self.models[0])
         results, reconstructions, index_maps = validate(
-            model, self.validation_images, self.shift_groups, self.perceptual, self.args.train_batch_size
+            model, self.validation_images, self.shift_groups, self.perceptual, self.args.train_batch_size,
+            self.validation_locations,
         )
         grid = save_validation_grid(
             self.validation_images, reconstructions, index_maps, model.num_codes,
@@ -346,6 +410,8 @@ class VQGANStage(TrainingStage):
         model = self.accelerator.unwrap_model(self.models[0])
         model.save_pretrained(folder, safe_serialization=True)
         record["reconstruction_loss"] = args.reconstruction_loss
+        record["kmeans_init_step"] = args.kmeans_init_step
+        record["dead_code_restart_steps"] = args.dead_code_restart_steps
         config = model.config
         name = args.hub_model_id or Path(args.output_dir).name
         dataset_id = f"textmnist-{args.dataset_config}" if args.dataset == "textmnist" else args.dataset
@@ -354,7 +420,8 @@ class VQGANStage(TrainingStage):
             license="mit",
             datasets=[dataset_id],
             tags=["te-vqgan", "vqgan", "image-tokenizer", "translation-equivariance", "vector-quantization"],
-            metrics=[m for m in ("shift_equivariance", "codes_used", "perplexity", "recon_l1", "recon_l2") if m in record],
+            metrics=[m for m in ("shift_equivariance", "shift_equivariance_foreground", "colour_fidelity", "shape_iou",
+                                 "codes_used", "perplexity", "recon_l1", "recon_l2") if m in record],
             model_name=name,
         )
         shown = {k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in record.items() if not k.startswith("final_")}
@@ -383,6 +450,11 @@ class VQGANStage(TrainingStage):
             reconstruction_loss=args.reconstruction_loss.upper().replace("+", " + "),
             disc_weight=args.disc_weight,
             disc_start=args.disc_start,
+            codebook_lookup=config.codebook_lookup,
+            codebook_parametrization=config.codebook_parametrization,
+            active_codes_only=config.orthogonal_reg_active_codes_only,
+            kmeans_init_step=args.kmeans_init_step,
+            dead_code_restart_steps=args.dead_code_restart_steps,
             training_command=training_command(self.script, run.command_line),
             config_json=json.dumps({k: v for k, v in dict(config).items() if not k.startswith("_")}, indent=2, default=str),
         )

@@ -10,7 +10,10 @@ import torch.nn as nn
 from ..losses import vq_loss
 
 
-__all__ = ["QuantizerOutput", "TEVectorQuantizer", "check_code_indices", "downsample_factor"]
+__all__ = [
+    "CODEBOOK_LOOKUPS",
+    "CODEBOOK_PARAMETRIZATIONS",
+    "QuantizerOutput", "TEVectorQuantizer", "check_code_indices", "downsample_factor"]
 
 
 def downsample_factor(config) -> int:
@@ -43,22 +46,70 @@ class QuantizerOutput(NamedTuple):
     indices: torch.LongTensor
 
 
+CODEBOOK_LOOKUPS = ("euclidean", "cosine")
+CODEBOOK_PARAMETRIZATIONS = ("direct", "simvq")
+
+
 class TEVectorQuantizer(nn.Module):
-    """L2 nearest-neighbour quantization onto `K` learnt codes (taming-transformers' VQ layer).
+    """Nearest-neighbour quantization onto `K` learnt codes (taming-transformers' VQ layer), with
+    two options against codebook collapse.
 
     Args:
         num_embeddings (`int`): K, the number of codes.
         embedding_dim (`int`): d, the size of each code.
         commitment_beta (`float`, *optional*, defaults to `0.25`): weight of the commitment term.
+        lookup (`str`, *optional*, defaults to `"euclidean"`): `"euclidean"` (VQGAN's L2
+            nearest code) or `"cosine"`: the latent and the codes are L2-normalised before the
+            lookup, and the normalised code is what the decoder sees (Yu et al., "Vector-quantized
+            Image Modeling with Improved VQGAN", ICLR 2022, Sec. 3.2). A code's norm then cannot
+            make it unreachable, which is one road to dead codes.
+        parametrization (`str`, *optional*, defaults to `"direct"`): `"direct"` learns the `(K, d)`
+            codes; `"simvq"` keeps a frozen random basis `C` and learns one linear map `W`, the
+            codes being `C W` (Zhu et al., "Addressing Representation Collapse in Vector Quantized
+            Models with One Linear Layer", 2024): every update of `W` moves every code, so none
+            is left behind.
     """
 
-    def __init__(self, num_embeddings: int, embedding_dim: int, commitment_beta: float = 0.25):
+    def __init__(
+        self,
+        num_embeddings: int,
+        embedding_dim: int,
+        commitment_beta: float = 0.25,
+        lookup: str = "euclidean",
+        parametrization: str = "direct",
+    ):
         super().__init__()
+        if lookup not in CODEBOOK_LOOKUPS:
+            raise ValueError(f"`codebook_lookup` must be one of {CODEBOOK_LOOKUPS} (got {lookup!r}).")
+        if parametrization not in CODEBOOK_PARAMETRIZATIONS:
+            raise ValueError(f"`codebook_parametrization` must be one of {CODEBOOK_PARAMETRIZATIONS} (got {parametrization!r}).")
         self.num_embeddings = num_embeddings
         self.embedding_dim = embedding_dim
         self.commitment_beta = commitment_beta
+        self.lookup = lookup
+        self.parametrization = parametrization
         self.embedding = nn.Embedding(num_embeddings, embedding_dim)
-        self.embedding.weight.data.uniform_(-1.0 / num_embeddings, 1.0 / num_embeddings)
+        if parametrization == "simvq":
+            # SimVQ: a frozen Gaussian basis (std d^-1/2) and a learnt linear map.
+            nn.init.normal_(self.embedding.weight, std=embedding_dim**-0.5)
+            self.embedding.weight.requires_grad_(False)
+            self.projection = nn.Linear(embedding_dim, embedding_dim, bias=False)
+        else:
+            self.embedding.weight.data.uniform_(-1.0 / num_embeddings, 1.0 / num_embeddings)
+            self.projection = None
+
+    @property
+    def codes(self) -> torch.Tensor:
+        """The `(K, d)` code vectors the lookup uses (before the cosine lookup's normalisation)."""
+        weight = self.embedding.weight
+        return self.projection(weight) if self.projection is not None else weight
+
+    def _lookup_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        return nn.functional.normalize(codes, dim=-1) if self.lookup == "cosine" else codes
+
+    def prepare_latents(self, z: torch.Tensor) -> torch.Tensor:
+        """The latents as the lookup compares them: L2-normalised per position for `"cosine"`."""
+        return nn.functional.normalize(z, dim=1) if self.lookup == "cosine" else z
 
     @torch.no_grad()
     def nearest_indices(self, z: torch.Tensor) -> torch.LongTensor:
@@ -68,8 +119,8 @@ class TEVectorQuantizer(nn.Module):
             raise ValueError(f"Expected latents with {self.embedding_dim} channels (got {dim}).")
         # float32 and no autocast: in bf16 near-ties between codes would flip at random.
         with torch.autocast(device_type=z.device.type, enabled=False):
-            flat = z.permute(0, 2, 3, 1).reshape(-1, dim).float()
-            codes = self.embedding.weight.float()
+            flat = self.prepare_latents(z.float()).permute(0, 2, 3, 1).reshape(-1, dim)
+            codes = self._lookup_codes(self.codes.float())
             # ||z - e||^2 = ||z||^2 - 2 z.e + ||e||^2; ||z||^2 does not change the argmin.
             distances = codes.pow(2).sum(dim=1) - 2.0 * flat @ codes.t()
             indices = distances.argmin(dim=1)
@@ -77,17 +128,19 @@ class TEVectorQuantizer(nn.Module):
 
     def embed(self, indices: torch.LongTensor) -> torch.Tensor:
         """Code vectors of `indices` `[B, H, W]` as a feature map `[B, d, H, W]`."""
-        return self.embedding(indices).permute(0, 3, 1, 2).contiguous()
+        codes = self._lookup_codes(self.codes)
+        return nn.functional.embedding(indices, codes).permute(0, 3, 1, 2).contiguous()
 
     def get_codebook_entry(self, indices: torch.LongTensor, shape: tuple[int, ...] | None) -> torch.Tensor:
         """diffusers' `VectorQuantizer` API: flat `indices` and `shape` = `(B, H, W, d)`."""
-        z_q = self.embedding(indices)
+        z_q = nn.functional.embedding(indices, self._lookup_codes(self.codes))
         if shape is not None:
             z_q = z_q.view(shape).permute(0, 3, 1, 2).contiguous()
         return z_q
 
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
         indices = self.nearest_indices(z)
+        z = self.prepare_latents(z)
         z_q = self.embed(indices).to(z.dtype)
         loss = vq_loss(z, z_q, self.commitment_beta)
         # Straight-through estimator. Written as z_q + (z - sg(z)) rather than the usual

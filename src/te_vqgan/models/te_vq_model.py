@@ -107,6 +107,17 @@ class TEVQModel(VQModel):
             regulariser is computed on this many codes drawn at random at each call, so that a
             16384-code book stays cheap. `None` uses the whole codebook.
         commitment_beta (`float`, *optional*, defaults to `0.25`): weight of the commitment term.
+        orthogonal_reg_active_codes_only (`bool`, *optional*, defaults to `False`): compute the
+            regulariser only on the codes the batch uses (as lucidrains' `vector-quantize-pytorch`
+            offers): the paper's term on the whole book pushes the rarely chosen codes hardest,
+            since its gradient grows as 1/||code||, which is one road to collapse.
+        codebook_lookup (`str`, *optional*, defaults to `"euclidean"`): `"euclidean"` or
+            `"cosine"` (normalised latents and codes; see `TEVectorQuantizer`).
+        codebook_parametrization (`str`, *optional*, defaults to `"direct"`): `"direct"` or
+            `"simvq"` (codes = frozen basis x one learnt linear map; see `TEVectorQuantizer`).
+
+    Remedies against codebook collapse that act during training only (k-means initialisation
+    of the codes, dead-code restarts) live in `te_vqgan.training.codebook`.
 
     Example::
 
@@ -145,6 +156,9 @@ class TEVQModel(VQModel):
         orthogonal_reg_weight: float = 10.0,
         orthogonal_reg_max_codes: int | None = None,
         commitment_beta: float = 0.25,
+        orthogonal_reg_active_codes_only: bool = False,
+        codebook_lookup: str = "euclidean",
+        codebook_parametrization: str = "direct",
     ):
         if downsample_type not in DOWNSAMPLE_TYPES:
             raise ValueError(f"`downsample_type` must be one of {DOWNSAMPLE_TYPES} (got {downsample_type!r}).")
@@ -194,7 +208,10 @@ class TEVQModel(VQModel):
         )
         embed_dim = vq_embed_dim if vq_embed_dim is not None else latent_channels
         # Our quantizer: beta on the commitment term, indices kept as [B, H, W].
-        self.quantize = TEVectorQuantizer(num_vq_embeddings, embed_dim, commitment_beta=commitment_beta)
+        self.quantize = TEVectorQuantizer(
+            num_vq_embeddings, embed_dim, commitment_beta=commitment_beta,
+            lookup=codebook_lookup, parametrization=codebook_parametrization,
+        )
 
         for block in self.encoder.down_blocks:
             if block.downsamplers is not None:
@@ -242,8 +259,8 @@ class TEVQModel(VQModel):
 
     @property
     def codebook(self) -> torch.Tensor:
-        """The `(K, d)` code vectors (`quantize.embedding.weight`)."""
-        return self.quantize.embedding.weight
+        """The `(K, d)` code vectors (`quantize.embedding.weight`, or SimVQ's projected basis)."""
+        return self.quantize.codes
 
     # ------------------------------------------------------------------ input checks
     def _check_images(self, images: torch.Tensor, check_finite: bool = True) -> None:
@@ -284,13 +301,20 @@ class TEVQModel(VQModel):
         check_code_indices(indices, self.num_codes)
 
     # ------------------------------------------------------------------ losses
-    def compute_orthogonal_loss(self) -> torch.Tensor:
-        """`orthogonal_reg_weight * orthogonal_loss(codebook)`, on a random subset of
-        `orthogonal_reg_max_codes` codes when that is set and smaller than K."""
+    def compute_orthogonal_loss(self, indices: torch.Tensor | None = None) -> torch.Tensor:
+        """`orthogonal_reg_weight * orthogonal_loss(codebook)`: with
+        `orthogonal_reg_active_codes_only`, on the codes that `indices` use (the whole book
+        when `indices` is None); then on a random subset of `orthogonal_reg_max_codes` codes
+        when that is set and smaller than the codes left."""
         weight = self.config.orthogonal_reg_weight
         codebook = self.codebook
         if weight == 0:
             return codebook.new_zeros((), dtype=torch.float32)
+        if self.config.orthogonal_reg_active_codes_only and indices is not None:
+            active = torch.unique(indices)
+            if active.numel() < 2:  # one code alone is orthogonal to nothing: no term
+                return codebook.new_zeros((), dtype=torch.float32)
+            codebook = codebook[active]
         max_codes = self.config.orthogonal_reg_max_codes
         if max_codes is not None and max_codes < codebook.shape[0]:
             subset = torch.randperm(codebook.shape[0], device=codebook.device)[:max_codes]
@@ -345,7 +369,7 @@ class TEVQModel(VQModel):
         latents = self.encode(sample).latents
         quantized = self.quantize(latents)
         reconstruction = self._decode_quantized(quantized.quantized)
-        ortho = self.compute_orthogonal_loss()
+        ortho = self.compute_orthogonal_loss(quantized.indices)
         if not return_dict:
             return reconstruction, quantized.indices, quantized.loss, ortho
         return TEVQModelOutput(

@@ -1,0 +1,207 @@
+#!/usr/bin/env python
+"""Codebook collapse of TE-VQGAN at CPU scale: an ablation of remedies, several seeds per row.
+
+    python training/collapse_ablation.py --mnist_dir ../shared/data/mnist --output_dir outputs/collapse_ablation
+    python training/collapse_ablation.py --rows te_kmeans --seeds 0 ...   # one row, one seed (about 5 min on 2 cores)
+
+Every row trains `hub_configs/te-vqgan-mnist-cpu.json` (or its plain-VQGAN twin) with
+`training/train_vqgan.py` and the CPU recipe, changing one thing; each run's final validation
+(`metrics.json`) gives the table: equivariance three ways (the authors' score, the digit's own
+tokens, all four colours), codes used, perplexity, reconstruction error, colour fidelity and
+shape. Results: `results.json`, `table.md` (mean (std) over seeds) and `scatter.png`
+(equivariance on the digit's tokens against codes used) in `--output_dir`.
+
+Runs are resumable and idempotent: a finished run (its `metrics.json`) is read, not retrained;
+an interrupted one continues from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TE_CPU = REPO_ROOT / "hub_configs" / "te-vqgan-mnist-cpu.json"
+SC_CPU = REPO_ROOT / "hub_configs" / "vqgan-mnist-sc-cpu.json"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One recipe: a base config, config overrides and extra training flags."""
+
+    name: str
+    description: str
+    config: Path = TE_CPU
+    overrides: tuple[tuple[str, object], ...] = ()
+    flags: tuple[str, ...] = ()
+
+
+KMEANS = ("--kmeans_init_step", "300")
+ROWS = {
+    row.name: row
+    for row in (
+        Row("sc", "VQGAN, strided conv (SC), lambda 0", config=SC_CPU),
+        Row("sc_kmeans", "SC + k-means init at step 300", config=SC_CPU, flags=KMEANS),
+        Row("te", "TE-VQGAN as in the paper (lambda 10)"),
+        Row("te_kmeans", "TE + k-means init at step 300", flags=KMEANS),
+        Row("te_kmeans_restarts", "TE + k-means init + dead-code restarts every 100 steps",
+            flags=KMEANS + ("--dead_code_restart_steps", "100")),
+        Row("te_kmeans_active", "TE + k-means init + orthogonal term on active codes only",
+            overrides=(("orthogonal_reg_active_codes_only", True),), flags=KMEANS),
+        Row("te_cosine_kmeans", "TE + cosine lookup + k-means init", overrides=(("codebook_lookup", "cosine"),), flags=KMEANS),
+        Row("te_simvq", "TE + SimVQ codebook (frozen basis x learnt linear map)",
+            overrides=(("codebook_parametrization", "simvq"),)),
+    )
+}
+
+# Table columns: (metrics.json key, header, format).
+COLUMNS = (
+    ("shift_equivariance", "equiv. (authors')", "{:.3f}"),
+    ("shift_equivariance_foreground", "equiv. digit tokens", "{:.3f}"),
+    ("shift_equivariance_foreground_all_colours", "equiv. digit tokens, 4 colours", "{:.3f}"),
+    ("codes_used", "codes used", "{:.1f}"),
+    ("perplexity", "perplexity", "{:.1f}"),
+    ("recon_l1", "recon L1", "{:.4f}"),
+    ("recon_l2", "recon L2", "{:.4f}"),
+    ("colour_fidelity", "colour fidelity", "{:.3f}"),
+    ("shape_iou", "shape IoU", "{:.3f}"),
+)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", default=",".join(ROWS), help=f"Comma-separated rows (default all: {','.join(ROWS)}).")
+    parser.add_argument("--seeds", default="0,1", help="Comma-separated training seeds (default 0,1).")
+    parser.add_argument("--output_dir", required=True, help="Runs, results.json, table.md and scatter.png go here.")
+    parser.add_argument("--mnist_dir", default=None, help="Folder of the MNIST .gz files (default: $TE_VQGAN_MNIST_DIR, else download).")
+    parser.add_argument("--cache_dir", default=None, help="datasets cache (default OUTPUT_DIR/cache).")
+    parser.add_argument("--max_train_steps", type=int, default=1000, help="Steps per run (default 1000: about 4 min on 2 cores).")
+    parser.add_argument("--train_batch_size", type=int, default=16)
+    parser.add_argument("--learning_rate", type=float, default=3e-4)
+    parser.add_argument("--num_train", type=int, default=5000)
+    parser.add_argument("--num_validation_images", type=int, default=512)
+    parser.add_argument("--report_only", action="store_true", help="Write the table from finished runs; train nothing.")
+    args = parser.parse_args(argv)
+    args.rows = [name.strip() for name in args.rows.split(",") if name.strip()]
+    unknown = [name for name in args.rows if name not in ROWS]
+    if unknown or not args.rows:
+        parser.error(f"--rows: unknown row(s) {unknown}; expected names from {list(ROWS)}")
+    try:
+        args.seeds = [int(seed) for seed in args.seeds.split(",")]
+    except ValueError:
+        parser.error(f"--seeds must be comma-separated integers (got {args.seeds!r})")
+    if args.max_train_steps < 1:
+        parser.error(f"--max_train_steps must be >= 1 (got {args.max_train_steps})")
+    return args
+
+
+def run_folder(output_dir: Path, row: str, seed: int) -> Path:
+    return output_dir / "runs" / f"{row}-seed{seed}"
+
+
+def train_command(args, row: Row, seed: int, folder: Path) -> list[str]:
+    """The `train_vqgan.py` command of one run (its config written beside it)."""
+    config = json.loads(row.config.read_text())
+    config.update(dict(row.overrides))
+    folder.mkdir(parents=True, exist_ok=True)
+    config_path = folder.parent / f"{folder.name}.config.json"
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
+    command = [
+        sys.executable, str(REPO_ROOT / "training" / "train_vqgan.py"), "--model_config", str(config_path),
+        "--output_dir", str(folder), "--cache_dir", str(args.cache_dir), "--seed", str(seed),
+        "--num_train", str(args.num_train), "--num_validation", str(args.num_validation_images),
+        "--num_validation_images", str(args.num_validation_images), "--num_shift_groups", "100",
+        "--train_batch_size", str(args.train_batch_size), "--max_train_steps", str(args.max_train_steps),
+        "--learning_rate", str(args.learning_rate), "--no-scale_lr", "--perceptual_weight", "0", "--reconstruction_loss", "l2",
+        "--checkpointing_steps", "250", "--checkpoints_total_limit", "1", "--validation_steps", str(10 * args.max_train_steps),
+        "--report_to", "none", "--scaled_down", f"CPU-scale collapse ablation, {args.max_train_steps} steps",
+        *row.flags,
+    ]
+    if args.mnist_dir:
+        command += ["--mnist_dir", str(args.mnist_dir)]
+    if any(path.name.startswith("checkpoint-") for path in folder.glob("checkpoint-*")):
+        command += ["--resume_from_checkpoint", "latest"]
+    return command
+
+
+def summarise(records: dict[str, list[dict]]) -> dict[str, dict[str, tuple[float, float]]]:
+    """Per row and column: (mean, std over seeds); std is 0 for one seed."""
+    return {
+        row: {key: (float(np.mean([r[key] for r in runs])), float(np.std([r[key] for r in runs])))
+              for key, _, _ in COLUMNS if all(key in r for r in runs)}
+        for row, runs in records.items() if runs
+    }
+
+
+def render_table(summary, records) -> str:
+    lines = ["| row | seeds | " + " | ".join(header for _, header, _ in COLUMNS) + " |", "|---" * (len(COLUMNS) + 2) + "|"]
+    for row, values in summary.items():
+        cells = [f"{fmt.format(values[key][0])} ({fmt.format(values[key][1])})" if key in values else "-" for key, _, fmt in COLUMNS]
+        lines.append(f"| `{row}` | {len(records[row])} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines += [f"- `{name}`: {ROWS[name].description}" for name in summary]
+    return "\n".join(lines) + "\n"
+
+
+def save_scatter(records, path: Path) -> Path:
+    from te_vqgan.visualization import new_figure, save_figure
+
+    figure, axes = new_figure(1, 1, figsize=(6.5, 4.5))
+    axis = axes[0, 0]
+    for row, runs in records.items():
+        axis.scatter([r["codes_used"] for r in runs], [r["shift_equivariance_foreground"] for r in runs], label=row, s=36)
+    axis.set_xlabel("codes used (of 128), validation images")
+    axis.set_ylabel("shift equivariance on the digit's tokens")
+    axis.axhline(0.99, color="grey", lw=0.6, ls="--")
+    axis.axvline(64, color="grey", lw=0.6, ls="--")
+    axis.legend(fontsize=7, loc="lower left")
+    axis.set_title("Equivariance against codebook use (one point per seed)", fontsize=9)
+    figure.tight_layout()
+    return save_figure(figure, path)
+
+
+def main(args) -> int:
+    from te_vqgan.files import write_json_atomic
+
+    output_dir = Path(args.output_dir)
+    args.cache_dir = Path(args.cache_dir) if args.cache_dir else output_dir / "cache"
+    plan = [(row, seed) for row in args.rows for seed in args.seeds]
+    records: dict[str, list[dict]] = {row: [] for row in args.rows}
+    commands = {}
+    started = time.time()
+    trained = 0
+    for position, (name, seed) in enumerate(plan, start=1):
+        folder = run_folder(output_dir, name, seed)
+        metrics_path = folder / "metrics.json"
+        command = train_command(args, ROWS[name], seed, folder) if not args.report_only else None
+        if not metrics_path.is_file() and not args.report_only:
+            left = len(plan) - position + 1
+            eta = f", about {(time.time() - started) / trained * left / 60:.0f} min left" if trained else ""
+            print(f"[{position}/{len(plan)}] training {name} seed {seed}{eta}", flush=True)
+            subprocess.run(command, check=True, cwd=REPO_ROOT)
+            trained += 1
+        elif metrics_path.is_file():
+            print(f"[{position}/{len(plan)}] {name} seed {seed}: done, read from {metrics_path}", flush=True)
+        if metrics_path.is_file():
+            records[name].append({"seed": seed, **json.loads(metrics_path.read_text())})
+            commands[f"{name}-seed{seed}"] = " ".join(command or ["(report only)"])
+    summary = summarise(records)
+    write_json_atomic(output_dir / "results.json", {"summary": summary, "runs": records, "commands": commands,
+                                                     "settings": {k: str(v) for k, v in vars(args).items()}})
+    table = render_table(summary, records)
+    (output_dir / "table.md").write_text(table)
+    figure = save_scatter({row: runs for row, runs in records.items() if runs}, output_dir / "scatter.png")
+    print(table)
+    print(f"results: {output_dir / 'results.json'}, {output_dir / 'table.md'}, {figure}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(parse_args()))
