@@ -92,3 +92,20 @@ def test_console_script_help():
         [sys.executable, "-m", "te_vqgan.cli", "equivariance", "--help"], capture_output=True, text=True, check=True
     )
     assert "--mnist-dir" in result.stdout
+
+
+def test_equivariance_reports_three_ways_and_one_colour(mnist_dir, tmp_path, capsys):
+    torch.manual_seed(0)
+    TEVQModel(**TINY_TEVQ).eval().save_pretrained(tmp_path / "model")
+    code, png, report = run_cli(tmp_path / "model", mnist_dir, tmp_path)
+    assert code == 0
+    figures = check_outputs(png, report)
+    assert set(figures["per_colour"]) == {"white", "red", "green", "blue"}
+    assert figures["shift_equivariance"] == figures["per_colour"]["white"]["score"]
+    assert figures["shift_equivariance_foreground"] == figures["per_colour"]["white"]["foreground_score"]
+    assert 0.0 <= figures["shift_equivariance_foreground_all_colours"] <= 1.0
+    out = capsys.readouterr().out
+    assert "digit tokens" in out and "blue" in out and "mean" in out
+    code, png, report = run_cli(tmp_path / "model", mnist_dir, tmp_path, "--colour", "red")
+    figures = json.loads(report.read_text())
+    assert list(figures["per_colour"]) == ["red"] and figures["shift_equivariance"] == figures["per_colour"]["red"]["score"]

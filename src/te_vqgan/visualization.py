@@ -75,6 +75,7 @@ def save_shift_equivariance_figure(
     cell_slices: list[tuple[slice, slice]] | None = None,
     title: str | None = None,
     row_scores: list[float] | None = None,
+    row_labels: list[str] | None = None,
 ) -> Path:
     """The placements of each digit above their token maps, side by side.
 
@@ -87,6 +88,7 @@ def save_shift_equivariance_figure(
         cell_slices (`list[(rows, cols)]`, *optional*): the digit's cell in each token map, outlined.
         title (`str`, *optional*): the figure's title.
         row_scores (`list[float]`, *optional*): each digit's score, printed beside its rows.
+        row_labels (`list[str]`, *optional*): each digit's name (default `digit {g}`).
     """
     import matplotlib.patches as patches
 
@@ -112,7 +114,8 @@ def save_shift_equivariance_figure(
                 axis.set_yticks([])
             if g == 0:
                 top.set_title(placements[c].replace("_", " "), fontsize=9)
-        label = "image" if row_scores is None else f"digit {g}\nscore {row_scores[g]:.3f}"
+        name = row_labels[g] if row_labels is not None else f"digit {g}"
+        label = name if row_scores is None else f"{name}\nscore {row_scores[g]:.3f}"
         axes[2 * g, 0].set_ylabel(label, fontsize=8)
         axes[2 * g + 1, 0].set_ylabel("code indices", fontsize=8)
     if title:

@@ -24,9 +24,12 @@ def register(subparsers) -> None:
         help="Folder with the MNIST IDX .gz files (default: $TE_VQGAN_MNIST_DIR, else download the official files).",
     )
     parser.add_argument("--num-digits", type=int, default=100, help="MNIST test digits to shift, 10 per class (default 100).")
-    parser.add_argument("--colour", default="white", choices=["white", "red", "green", "blue"])
+    parser.add_argument(
+        "--colour", default="all", choices=["all", "white", "red", "green", "blue"],
+        help="Stroke colour of the shifted digits (default all four, side by side; the authors' metric uses white).",
+    )
     parser.add_argument("--output", default="equivariance.png", help="Where the PNG figure goes (default equivariance.png).")
-    parser.add_argument("--figure-digits", type=int, default=3, help="Digits shown in the figure (default 3).")
+    parser.add_argument("--figure-digits", type=int, default=2, help="Digits shown per colour in the figure (default 2).")
     parser.add_argument("--json", default=None, help="Also write the figures as JSON to this file.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of a randomly initialised model (default 0).")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available).")
@@ -50,41 +53,61 @@ def run(args) -> int:
     for name in ("num_digits", "batch_size", "figure_digits"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(args, name)}).")
-    from ..data.layout import LOCATIONS, index_cell
+    import torch
+
+    from ..data.layout import COLOURS, LOCATIONS, index_cell
     from ..data.mnist import load_mnist
-    from ..loading import load_vq_model
-    from ..metrics import as_tokenizer, codebook_usage, render_shift_group, shift_equivariance
     from ..files import write_json_atomic
+    from ..loading import load_vq_model
+    from ..metrics import as_tokenizer, codebook_usage, equivariance_summary, recolour_groups, render_shift_group, shift_equivariance_by_colour
     from ..visualization import save_shift_equivariance_figure
 
     model, description = load_vq_model(args.model, seed=args.seed, device=args.device)
     tokenizer = as_tokenizer(model)
     images, labels = load_mnist("test", data_dir=args.mnist_dir)
     digits = select_digits(images, labels, args.num_digits)
+    colours = COLOURS if args.colour == "all" else (args.colour,)
 
-    result = shift_equivariance(tokenizer, digits, colour=args.colour, batch_size=args.batch_size)
-    usage = codebook_usage(result.index_maps, tokenizer.num_codes)
+    groups = np.stack([render_shift_group(digit) for digit in digits])
+    results = shift_equivariance_by_colour(tokenizer, groups, colours=colours, batch_size=args.batch_size)
+    summary = equivariance_summary(results)
+    main = results["white"] if "white" in results else results[colours[0]]
+    usage = codebook_usage(torch.cat([r.index_maps for r in results.values()]), tokenizer.num_codes)
 
     print(description)
-    print(f"shift equivariance: {result.score:.4f}  ({len(digits)} digits x 10 placement pairs, f={result.downsample_factor})")
-    print(f"  on the digit's own tokens only: {result.foreground_score:.4f}")
-    for pair, score in result.per_pair.items():
-        print(f"  {pair:<26} {score:.4f}")
+    print(
+        f"shift equivariance: {main.score:.4f}  (the authors' metric, {colours[0] if 'white' not in results else 'white'} digits; "
+        f"{len(digits)} digits x 10 placement pairs, f={main.downsample_factor})"
+    )
+    print(f"  on the digit's own tokens only: {main.foreground_score:.4f}")
+    print(f"  {'colour':<8} {'authors':>8} {'digit tokens':>13}")
+    for colour, result in results.items():
+        print(f"  {colour:<8} {result.score:>8.4f} {result.foreground_score:>13.4f}")
+    if len(results) > 1:
+        print(f"  {'mean':<8} {summary['shift_equivariance_all_colours']:>8.4f} {summary['shift_equivariance_foreground_all_colours']:>13.4f}")
+    print("  per placement pair:")
+    for pair, score in main.per_pair.items():
+        print(f"    {pair:<26} {score:.4f}")
     print(
         f"codebook usage: {usage.codes_used} / {usage.num_codes} codes used, perplexity {usage.perplexity:.2f} "
-        f"(over {result.index_maps.numel()} tokens of {result.index_maps.shape[0] * 5} images)"
+        f"(over {usage.histogram.sum().item()} tokens of {len(digits) * 5 * len(results)} images)"
     )
 
     shown = min(args.figure_digits, len(digits))
     figure = save_shift_equivariance_figure(
-        images=np.stack([render_shift_group(d, args.colour) for d in digits[:shown]]),
-        index_maps=result.index_maps[:shown],
+        images=np.concatenate([recolour_groups(groups[:shown], colour) for colour in results]),
+        index_maps=torch.cat([result.index_maps[:shown] for result in results.values()]),
         num_codes=tokenizer.num_codes,
         path=args.output,
         placements=LOCATIONS,
-        cell_slices=[index_cell(location, result.downsample_factor) for location in LOCATIONS],
-        title=f"shift equivariance {result.score:.3f}, {usage.codes_used}/{usage.num_codes} codes used\n{description}",
-        row_scores=[float(s) for s in result.per_digit[:shown]],
+        cell_slices=[index_cell(location, main.downsample_factor) for location in LOCATIONS],
+        title=(
+            f"shift equivariance {main.score:.3f} (authors'), {main.foreground_score:.3f} (digit tokens)"
+            + (f", {summary['shift_equivariance_foreground_all_colours']:.3f} (digit tokens, 4 colours)" if len(results) > 1 else "")
+            + f"; {usage.codes_used}/{usage.num_codes} codes used\n{description}"
+        ),
+        row_scores=[float(s) for result in results.values() for s in result.per_digit[:shown]],
+        row_labels=[f"{colour} {i}" for colour in results for i in range(shown)],
     )
     print(f"figure: {figure}")
 
@@ -93,9 +116,11 @@ def run(args) -> int:
             "model": args.model,
             "description": description,
             "num_digits": len(digits),
-            "shift_equivariance": result.score,
-            "shift_equivariance_foreground": result.foreground_score,
-            "per_pair": result.per_pair,
+            "shift_equivariance": main.score,
+            "shift_equivariance_foreground": main.foreground_score,
+            "per_pair": main.per_pair,
+            "per_colour": {c: {"score": r.score, "foreground_score": r.foreground_score} for c, r in results.items()},
+            **{k: v for k, v in summary.items() if k not in ("shift_equivariance", "shift_equivariance_foreground")},
             "codes_used": usage.codes_used,
             "num_codes": usage.num_codes,
             "perplexity": usage.perplexity,
