@@ -23,6 +23,7 @@ __all__ = [
     "LOCATIONS",
     "MARGIN",
     "QUADRANTS",
+    "digit_window",
     "index_cell",
     "render_canvas",
 ]
@@ -81,10 +82,8 @@ def render_canvas(objects: Iterable[tuple[str, str, np.ndarray]]) -> np.ndarray:
             raise ValueError(
                 f"A digit must be a uint8 array of shape (28, 28) (got {digit.dtype} {digit.shape})."
             )
-        row, col = CELL_ORIGINS[location]
-        row, col = row + MARGIN, col + MARGIN
         tint = np.asarray(COLOUR_RGB[colour], dtype=np.uint8)
-        canvas[row : row + DIGIT_SIZE, col : col + DIGIT_SIZE] = digit[:, :, None] * tint
+        canvas[digit_window(location)] = digit[:, :, None] * tint
     return canvas
 
 
@@ -105,3 +104,14 @@ def index_cell(location: str, downsample_factor: int) -> tuple[slice, slice]:
     size = CELL_SIZE // downsample_factor
     row, col = row // downsample_factor, col // downsample_factor
     return slice(row, row + size), slice(col, col + size)
+
+
+def digit_window(location: str) -> tuple[slice, slice]:
+    """The (rows, cols) pixel slices of the 28x28 window where `render_canvas` draws a digit at
+    `location`: the window the authors' text-to-image evaluation crops (centre [18:46, 18:46],
+    upper left [2:30, 2:30], upper right [2:30, 34:62], lower left [34:62, 2:30], lower right
+    [34:62, 34:62])."""
+    if location not in CELL_ORIGINS:
+        raise ValueError(f"Unknown location {location!r}; expected one of {LOCATIONS}.")
+    row, col = CELL_ORIGINS[location]
+    return slice(row + MARGIN, row + MARGIN + DIGIT_SIZE), slice(col + MARGIN, col + MARGIN + DIGIT_SIZE)

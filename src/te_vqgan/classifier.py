@@ -1,0 +1,184 @@
+"""The evaluation classifier: colour and digit of a 28x28 window (the paper's text-to-image judge).
+
+The authors judge a generated image by cropping the fixed 28x28 window of each location the
+prompt names and asking a classifier with a colour head (4) and a digit head (10) for both;
+theirs is a torchvision ResNet-18 whose weights are not public. Ours is a small CNN written
+in torch (torchvision is not installable beside our torch pin), trained on the windows of
+TextMNIST's train split by `te-vqgan train-classifier`, and saved and loaded the Hub way:
+
+    >>> from te_vqgan.classifier import DigitColourClassifier
+    >>> classifier = DigitColourClassifier.from_pretrained("outputs/classifier")  # doctest: +SKIP
+    >>> colours, digits = classifier.predict(windows)  # uint8 [N, 28, 28, 3] -> two LongTensors  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn as nn
+from huggingface_hub import PyTorchModelHubMixin
+
+from .data.layout import COLOURS, DIGIT_SIZE
+
+
+__all__ = ["DigitColourClassifier", "evaluate_classifier", "train_classifier", "windows_of_split", "windows_to_tensor"]
+
+
+def windows_to_tensor(windows) -> torch.Tensor:
+    """uint8 windows `[N, 28, 28, 3]` (numpy or torch) -> float `[N, 3, 28, 28]` in [0, 1]."""
+    windows = torch.as_tensor(np.asarray(windows)) if not isinstance(windows, torch.Tensor) else windows
+    if windows.ndim != 4 or tuple(windows.shape[1:]) != (DIGIT_SIZE, DIGIT_SIZE, 3) or windows.dtype != torch.uint8:
+        raise ValueError(f"Expected uint8 windows of shape (N, {DIGIT_SIZE}, {DIGIT_SIZE}, 3) (got {windows.dtype} {tuple(windows.shape)}).")
+    return windows.permute(0, 3, 1, 2).float() / 255.0
+
+
+def _block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class DigitColourClassifier(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="te-vqgan",
+    tags=["te-vqgan", "image-classification", "textmnist", "evaluation"],
+    repo_url="https://github.com/te-vqgan/te-vqgan",
+):
+    """A CNN with a colour head and a digit head over a 28x28 RGB window.
+
+    Three stages of two 3x3 conv + BatchNorm + ReLU (`channels` wide), 2x2 max pooling after
+    the first two, global average pooling, dropout and two linear heads. Loss: cross-entropy
+    of colour + cross-entropy of digit (the authors' rule).
+
+    Args:
+        channels (`tuple[int, int, int]`, *optional*, defaults to `(32, 64, 128)`): widths of the stages.
+        num_colours (`int`, *optional*, defaults to `4`): white, red, green, blue (`COLOURS` order).
+        num_digits (`int`, *optional*, defaults to `10`): digit classes.
+        dropout (`float`, *optional*, defaults to `0.2`): before the heads.
+    """
+
+    def __init__(self, channels: tuple[int, int, int] = (32, 64, 128), num_colours: int = len(COLOURS),
+                 num_digits: int = 10, dropout: float = 0.2):
+        super().__init__()
+        channels = tuple(int(c) for c in channels)
+        if len(channels) != 3 or min(channels) < 1:
+            raise ValueError(f"`channels` must be three positive widths (got {channels}).")
+        if num_colours < 1 or num_digits < 1 or not 0 <= dropout < 1:
+            raise ValueError(f"Expected num_colours, num_digits >= 1 and dropout in [0, 1) (got {num_colours}, {num_digits}, {dropout}).")
+        a, b, c = channels
+        self.features = nn.Sequential(
+            _block(3, a), _block(a, a), nn.MaxPool2d(2),  # 14x14
+            _block(a, b), _block(b, b), nn.MaxPool2d(2),  # 7x7
+            _block(b, c), _block(c, c), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.colour_head = nn.Linear(c, num_colours)
+        self.digit_head = nn.Linear(c, num_digits)
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`pixels` float `[N, 3, 28, 28]` in [0, 1] -> (colour logits `[N, 4]`, digit logits `[N, 10]`)."""
+        hidden = self.dropout(self.features(pixels))
+        return self.colour_head(hidden), self.digit_head(hidden)
+
+    @torch.no_grad()
+    def predict(self, windows, batch_size: int = 512) -> tuple[torch.LongTensor, torch.LongTensor]:
+        """Colour ids (`COLOURS` order) and digits of uint8 windows `[N, 28, 28, 3]`, in eval mode."""
+        pixels = windows_to_tensor(windows)
+        was_training = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        colours, digits = [], []
+        for start in range(0, len(pixels), batch_size):
+            colour_logits, digit_logits = self(pixels[start : start + batch_size].to(device))
+            colours.append(colour_logits.argmax(dim=1).cpu())
+            digits.append(digit_logits.argmax(dim=1).cpu())
+        self.train(was_training)
+        if not colours:
+            return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
+        return torch.cat(colours), torch.cat(digits)
+
+
+def windows_of_split(split) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every digit's 28x28 window in a TextMNIST split (a `datasets.Dataset` with `image` and
+    `objects`): uint8 `[M, 28, 28, 3]`, colour ids (`COLOURS` order) and digits."""
+    from .evaluation import cut_windows, objects_to_triplets
+
+    windows, colours, digits = [], [], []
+    features = split.features
+    for example in split:
+        truth = objects_to_triplets(example["objects"], features)
+        cut, clauses = cut_windows(np.asarray(example["image"].convert("RGB"))[None], [truth])
+        windows.append(cut)
+        colours += [COLOURS.index(c.colour) for c in clauses]
+        digits += [c.digit for c in clauses]
+    if not windows:
+        raise ValueError("The split holds no example: no window to cut.")
+    return np.concatenate(windows), np.asarray(colours, dtype=np.int64), np.asarray(digits, dtype=np.int64)
+
+
+def _shifted(pixels: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Each window translated by up to `max_shift` pixels each way (black fill): generated
+    digits are not always centred in their window."""
+    if max_shift == 0:
+        return pixels
+    padded = nn.functional.pad(pixels, (max_shift,) * 4)
+    size = pixels.shape[-1]
+    offsets = torch.randint(0, 2 * max_shift + 1, (len(pixels), 2), generator=generator)
+    return torch.stack([padded[i, :, r : r + size, c : c + size] for i, (r, c) in enumerate(offsets.tolist())])
+
+
+def evaluate_classifier(classifier: DigitColourClassifier, windows, colours, digits) -> dict[str, float]:
+    """Colour, digit and both-right accuracy on labelled windows."""
+    predicted_colours, predicted_digits = classifier.predict(windows)
+    colour_right = predicted_colours.numpy() == np.asarray(colours)
+    digit_right = predicted_digits.numpy() == np.asarray(digits)
+    return {
+        "colour_accuracy": float(colour_right.mean()),
+        "digit_accuracy": float(digit_right.mean()),
+        "both_accuracy": float((colour_right & digit_right).mean()),
+        "windows": int(len(colour_right)),
+    }
+
+
+def train_classifier(windows, colours, digits, epochs: int = 4, batch_size: int = 128, learning_rate: float = 2e-3,
+                     max_shift: int = 2, seed: int = 0, device: str = "cpu", progress: bool = True,
+                     **model_kwargs) -> DigitColourClassifier:
+    """Train a `DigitColourClassifier` on labelled windows: Adam, one-cycle learning rate,
+    random shifts of up to `max_shift` pixels, loss = CE(colour) + CE(digit)."""
+    from tqdm.auto import tqdm
+
+    if epochs < 1 or batch_size < 1 or not learning_rate > 0 or max_shift < 0:
+        raise ValueError(
+            f"Expected epochs >= 1, batch_size >= 1, learning_rate > 0 and max_shift >= 0 "
+            f"(got {epochs}, {batch_size}, {learning_rate}, {max_shift})."
+        )
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    pixels = windows_to_tensor(windows)
+    colours, digits = torch.as_tensor(np.asarray(colours)), torch.as_tensor(np.asarray(digits))
+    if not len(pixels) == len(colours) == len(digits) or len(pixels) == 0:
+        raise ValueError(f"Expected as many colours and digits as windows, at least one (got {len(pixels)}, {len(colours)}, {len(digits)}).")
+    model = DigitColourClassifier(**model_kwargs).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    steps_per_epoch = (len(pixels) + batch_size - 1) // batch_size
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=learning_rate, total_steps=epochs * steps_per_epoch)
+    model.train()
+    bar = tqdm(total=epochs * steps_per_epoch, desc="classifier", unit="step", disable=not progress)
+    for _ in range(epochs):
+        order = torch.randperm(len(pixels), generator=generator)
+        for start in range(0, len(pixels), batch_size):
+            batch = order[start : start + batch_size]
+            inputs = _shifted(pixels[batch], max_shift, generator).to(device)
+            colour_logits, digit_logits = model(inputs)
+            loss = nn.functional.cross_entropy(colour_logits, colours[batch].to(device)) + nn.functional.cross_entropy(
+                digit_logits, digits[batch].to(device)
+            )
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"The classifier's loss is {loss.item()} at step {bar.n}: training diverged; nothing is saved.")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+    bar.close()
+    return model.eval()

@@ -1,0 +1,122 @@
+"""`te-vqgan train-classifier`: the evaluation classifier (colour and digit of a 28x28 window).
+
+    te-vqgan train-classifier --mnist-dir ../shared/data/mnist --output outputs/classifier
+
+Builds TextMNIST (the train split's windows to learn from, the `test` and `test_seen` splits'
+windows to measure), trains `te_vqgan.classifier.DigitColourClassifier`, prints its accuracy
+and writes a `from_pretrained` folder: `model.safetensors`, `config.json`, `metrics.json` and
+a model card with the accuracy table. `--push-to-hub org/name` uploads the folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+
+DIGIT_TARGET, COLOUR_TARGET = 0.995, 0.999
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train-classifier",
+        help="Train the evaluation classifier (colour + digit heads on 28x28 windows) and save it with its accuracy.",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--output", required=True, help="Folder to create (must be absent or empty unless --overwrite).")
+    parser.add_argument("--overwrite", action="store_true", help="Replace a non-empty --output.")
+    parser.add_argument("--dataset", default="textmnist", help="'textmnist' (built here) or a `te-vqgan build-dataset` folder.")
+    parser.add_argument("--mnist-dir", default=None, help="Folder of the MNIST .gz files (default: $TE_VQGAN_MNIST_DIR, else download).")
+    parser.add_argument("--num-train", type=int, default=24_000, help="TextMNIST train images to cut windows from (default 24000: about 60K windows).")
+    parser.add_argument("--num-test", type=int, default=3_000, help="Images in each of test and test_seen (default 3000).")
+    parser.add_argument("--dataset-seed", type=int, default=0, help="Seed of the TextMNIST build (default 0).")
+    parser.add_argument("--cache-dir", default=None, help="datasets cache folder.")
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--learning-rate", type=float, default=2e-3)
+    parser.add_argument("--max-shift", type=int, default=2, help="Random shifts of up to this many pixels (default 2).")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available).")
+    parser.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="Also upload the folder to this Hub repo.")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..files import check_output_dir
+
+    for name in ("num_train", "num_test", "epochs", "batch_size"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(args, name)}).")
+    check_output_dir(args.output, args.overwrite)
+    result = train_and_save(
+        output=Path(args.output), dataset=args.dataset, mnist_dir=args.mnist_dir, num_train=args.num_train,
+        num_test=args.num_test, dataset_seed=args.dataset_seed, cache_dir=args.cache_dir, epochs=args.epochs,
+        batch_size=args.batch_size, learning_rate=args.learning_rate, max_shift=args.max_shift, seed=args.seed,
+        device=args.device, command="te-vqgan " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "te-vqgan train-classifier",
+    )
+    for split, row in result["accuracy"].items():
+        print(f"{split:<10} {row['windows']:>6} windows  colour {row['colour_accuracy']:.4f}  digit {row['digit_accuracy']:.4f}  both {row['both_accuracy']:.4f}")
+    print(f"target (digit >= {DIGIT_TARGET}, colour >= {COLOUR_TARGET}): {'met' if result['meets_target'] else 'NOT met'}")
+    print(f"saved: {args.output}")
+    if args.push_to_hub:
+        from ..hub import push_folder_to_hub
+
+        push_folder_to_hub(args.output, args.push_to_hub)
+    return 0
+
+
+def train_and_save(output: Path, dataset: str = "textmnist", mnist_dir=None, num_train: int = 24_000, num_test: int = 3_000,
+                   dataset_seed: int = 0, cache_dir=None, epochs: int = 4, batch_size: int = 128, learning_rate: float = 2e-3,
+                   max_shift: int = 2, seed: int = 0, device=None, command: str = "te-vqgan train-classifier") -> dict:
+    """Build the windows, train, measure on `test` and `test_seen`, and write the folder
+    (staged, then moved into place whole). Returns the metrics written to `metrics.json`."""
+    from huggingface_hub import ModelCardData
+
+    from ..classifier import evaluate_classifier, train_classifier, windows_of_split
+    from ..data.tokenized import load_source_dataset
+    from ..files import install_folder, write_json_atomic
+    from ..loading import resolve_device
+    from ..training.accelerate_utils import render_model_card
+
+    device = resolve_device(device)
+    options = None
+    if dataset.split(":")[0] == "textmnist" and not Path(dataset).is_dir():
+        options = dict(num_train=num_train, num_validation=0, num_test=num_test, num_test_seen=num_test, num_shift_groups=0,
+                       seed=dataset_seed, data_dir=mnist_dir)
+    splits = load_source_dataset(dataset, builder_options=options, cache_dir=cache_dir)
+    missing = [name for name in ("train", "test", "test_seen") if name not in splits]
+    if missing:
+        raise ValueError(f"Dataset {dataset!r} lacks the split(s) {missing} (has {sorted(splits)}).")
+    train_windows = windows_of_split(splits["train"])
+    started = time.time()
+    classifier = train_classifier(*train_windows, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                                  max_shift=max_shift, seed=seed, device=device)
+    train_seconds = round(time.time() - started, 1)
+    accuracy = {name: evaluate_classifier(classifier, *windows_of_split(splits[name])) for name in ("test", "test_seen")}
+    meets = all(r["digit_accuracy"] >= DIGIT_TARGET and r["colour_accuracy"] >= COLOUR_TARGET for r in accuracy.values())
+    metrics = {"accuracy": accuracy, "meets_target": meets, "train_windows": int(len(train_windows[0])),
+               "train_seconds": train_seconds, "epochs": epochs, "seed": seed}
+
+    output = Path(output)
+    staging = output.with_name(f".{output.name}.tmp")
+    import shutil
+
+    shutil.rmtree(staging, ignore_errors=True)
+    classifier.cpu().save_pretrained(staging)
+    write_json_atomic(staging / "metrics.json", metrics)
+    template = Path(__file__).resolve().parents[1] / "model_cards" / "classifier_card.md"
+    card = render_model_card(
+        template,
+        ModelCardData(library_name="te-vqgan", license="mit", tags=["te-vqgan", "image-classification", "evaluation"],
+                      datasets=["textmnist-mnist"], model_name=output.name),
+        model_name=output.name, repo_id=str(output), num_parameters=f"{sum(p.numel() for p in classifier.parameters()):,}",
+        accuracy=accuracy, meets_target=meets, train_windows=metrics["train_windows"], dataset=dataset,
+        dataset_seed=dataset_seed, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, max_shift=max_shift,
+        train_seconds=train_seconds, command=command,
+    )
+    card.save(staging / "README.md")
+    install_folder(staging, output)
+    return metrics

@@ -1,0 +1,139 @@
+"""The paper's text-image metrics on hand-made cases, and the evaluation classifier."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from te_vqgan.classifier import DigitColourClassifier, evaluate_classifier, train_classifier, windows_of_split
+from te_vqgan.data import Triplet
+from te_vqgan.data.layout import COLOURS, digit_window, render_canvas
+from te_vqgan.evaluation import BUCKETS, bucket_of, cut_windows, image_to_text_scores, text_to_image_scores
+
+
+class OracleClassifier:
+    """Reads colour and digit off a window drawn by `render_canvas` from a lookup of the
+    digits used: a perfect judge, so a test can control exactly what is right."""
+
+    def __init__(self, digits):
+        self.digits = digits
+
+    def predict(self, windows):
+        colours, labels = [], []
+        for window in windows:
+            intensity = window.max(axis=-1)
+            lit = window.reshape(-1, 3)[intensity.reshape(-1) > 0]
+            tint = tuple(int(v) for v in (lit.max(axis=0) > 0)) if len(lit) else (0, 0, 0)
+            colours.append({(1, 1, 1): 0, (1, 0, 0): 1, (0, 1, 0): 2, (0, 0, 1): 3}.get(tint, 0))
+            labels.append(next((d for d, digit in enumerate(self.digits) if np.array_equal(digit, intensity)), -1))
+        return torch.tensor(colours), torch.tensor(labels)
+
+
+@pytest.fixture(scope="module")
+def ten_digits(mnist_test_digits):
+    images, labels = mnist_test_digits
+    return [images[np.flatnonzero(labels == d)[0]] for d in range(10)]
+
+
+def draw(truth, ten_digits):
+    return render_canvas([(t.location, t.colour, ten_digits[t.digit]) for t in truth])
+
+
+def test_buckets_and_the_centre_rule():
+    assert bucket_of([Triplet("centre", "red", 3)]) == "Centre"
+    assert bucket_of([Triplet("upper_left", "red", 3)]) == "Quad1"
+    assert bucket_of([Triplet("upper_left", "red", 3), Triplet("lower_right", "blue", 1)]) == "Quad2"
+    assert bucket_of([Triplet(q, "white", 0) for q in ("upper_left", "upper_right", "lower_left", "lower_right")]) == "Quad4"
+    with pytest.raises(ValueError, match="1 to 4"):
+        bucket_of([])
+    assert BUCKETS == ("Quad1", "Quad2", "Quad3", "Quad4", "Centre")
+
+
+def test_windows_are_the_authors_crops():
+    assert digit_window("centre") == (slice(18, 46), slice(18, 46))
+    assert digit_window("upper_right") == (slice(2, 30), slice(34, 62))
+    assert digit_window("lower_left") == (slice(34, 62), slice(2, 30))
+
+
+TRUTHS = [
+    {Triplet("centre", "red", 3)},
+    {Triplet("upper_left", "white", 0)},
+    {Triplet("upper_left", "green", 5), Triplet("lower_right", "blue", 7)},
+    {Triplet("upper_left", "red", 1), Triplet("upper_right", "white", 2), Triplet("lower_left", "blue", 9)},
+]
+
+
+def test_text_to_image_perfect_and_broken_generations(ten_digits):
+    judge = OracleClassifier(ten_digits)
+    perfect = np.stack([draw(t, ten_digits) for t in TRUTHS])
+    scores = text_to_image_scores(perfect, TRUTHS, judge)
+    assert scores.accuracy == 1.0 and scores.buckets == {"Quad1": 1.0, "Quad2": 1.0, "Quad3": 1.0, "Centre": 1.0}
+    assert scores.total == {"Centre": 1, "Quad1": 1, "Quad2": 2, "Quad3": 3}
+
+    broken = perfect.copy()
+    broken[2][digit_window("lower_right")] = 0  # the blue 7 is missing
+    wrong_colour = [Triplet("upper_left", "white", 1), Triplet("upper_right", "white", 2), Triplet("lower_left", "blue", 9)]
+    broken[3] = draw(wrong_colour, ten_digits)  # the red 1 drawn white
+    broken[0] = draw([Triplet("centre", "red", 4)], ten_digits)  # red, but the wrong digit
+    scores = text_to_image_scores(broken, TRUTHS, judge)
+    assert scores.accuracy == pytest.approx(4 / 7)
+    assert scores.buckets == {"Quad1": 1.0, "Quad2": 0.5, "Quad3": pytest.approx(2 / 3), "Centre": 0.0}
+    assert scores.per_image == [0, 1, 1, 2]
+
+
+def test_image_to_text_perfect_and_broken_captions():
+    perfect = ["the red 3 is in the middle.", "white 0 on the upper left.",
+               "green 5 on the upper left, and blue 7 on the bottom right.",
+               "red 1 on the upper left, white 2 on the upper right, and blue 9 on the bottom left."]
+    scores = image_to_text_scores(perfect, TRUTHS)
+    assert scores.accuracy == 1.0, scores.as_dict()
+    broken = ["the red 8 is in the middle.", "white 0 on the upper right.",
+              "green 5 on the upper left.",
+              "red 1 on the upper left, white 2 on the upper right, and green 9 on the bottom left."]
+    scores = image_to_text_scores(broken, TRUTHS)
+    assert scores.accuracy == pytest.approx(3 / 7)
+    assert scores.as_dict()["Quad3"] == pytest.approx(2 / 3) and scores.as_dict()["Centre"] == 0.0
+    with pytest.raises(ValueError, match="3 captions for 4 images"):
+        image_to_text_scores(broken[:3], TRUTHS)
+
+
+def test_ground_truth_through_both_evaluators_scores_one(ten_digits):
+    """The report's sanity rows on hand-made data: drawn prompts and written captions."""
+    from te_vqgan.data.captions import render_caption
+
+    images = np.stack([draw(t, ten_digits) for t in TRUTHS])
+    assert text_to_image_scores(images, TRUTHS, OracleClassifier(ten_digits)).accuracy == 1.0
+    captions = [render_caption(sorted(t), np.random.default_rng(i)) for i, t in enumerate(TRUTHS)]
+    assert image_to_text_scores(captions, TRUTHS).accuracy == 1.0
+
+
+def test_cut_windows_rejects_bad_input():
+    with pytest.raises(ValueError, match="uint8 images"):
+        cut_windows(np.zeros((1, 32, 32, 3), np.uint8), [TRUTHS[0]])
+    with pytest.raises(ValueError, match="2 images for 1"):
+        cut_windows(np.zeros((2, 64, 64, 3), np.uint8), [TRUTHS[0]])
+
+
+def test_classifier_trains_saves_and_loads(tmp_path, ten_digits):
+    rng = np.random.default_rng(0)
+    windows, colours, digits = [], [], []
+    for _ in range(256):
+        digit, colour = int(rng.integers(10)), int(rng.integers(4))
+        windows.append(render_canvas([("centre", COLOURS[colour], ten_digits[digit])])[digit_window("centre")])
+        colours.append(colour)
+        digits.append(digit)
+    windows = np.stack(windows)
+    model = train_classifier(windows, colours, digits, epochs=10, batch_size=16, channels=(16, 32, 32), learning_rate=5e-3, progress=False)
+    accuracy = evaluate_classifier(model, windows, colours, digits)
+    assert accuracy["colour_accuracy"] > 0.9 and accuracy["digit_accuracy"] > 0.5  # ten memorised digits
+    model.save_pretrained(tmp_path / "classifier")
+    assert (tmp_path / "classifier" / "model.safetensors").is_file()
+    assert json.loads((tmp_path / "classifier" / "config.json").read_text())["channels"] == [16, 32, 32]
+    loaded = DigitColourClassifier.from_pretrained(tmp_path / "classifier")
+    for a, b in zip(loaded.predict(windows), model.predict(windows)):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="uint8 windows"):
+        model.predict(windows.astype(np.float32))
+    with pytest.raises(ValueError, match="epochs >= 1"):
+        train_classifier(windows, colours, digits, epochs=0)
