@@ -131,6 +131,7 @@ def test_training_script_runs_the_remedies_and_records_them(tmp_path, mnist_dir,
     train.main(args)
     metrics = json.loads((output / "metrics.json").read_text())
     assert metrics["kmeans_init_step"] == 2 and metrics["dead_code_restart_steps"] == 4
+    assert metrics["reconstruction_loss"] == "l2"  # no perceptual term: the colour-keeping default
     for key in ("colour_fidelity", "shape_iou", "shift_equivariance_foreground", "shift_equivariance_red", "shift_equivariance_all_colours"):
         assert 0.0 <= metrics[key] <= 1.0, key
     card = (output / "README.md").read_text()

@@ -137,3 +137,37 @@ def test_classifier_trains_saves_and_loads(tmp_path, ten_digits):
         model.predict(windows.astype(np.float32))
     with pytest.raises(ValueError, match="epochs >= 1"):
         train_classifier(windows, colours, digits, epochs=0)
+
+
+def test_evaluate_command_on_a_tiny_pipeline(stage2_assets, mnist_dir, tmp_path, capsys):
+    from PIL import Image
+
+    from te_vqgan.cli import main
+    from test_pipelines import make_pipeline
+
+    make_pipeline(stage2_assets[0], text_length=50).save_pretrained(tmp_path / "pipe")
+    torch.manual_seed(0)
+    DigitColourClassifier(channels=(4, 8, 8)).save_pretrained(tmp_path / "classifier")
+    code = main([
+        "evaluate", "--pipeline", str(tmp_path / "pipe"), "--classifier", str(tmp_path / "classifier"),
+        "--mnist-dir", str(mnist_dir), "--cache-dir", str(stage2_assets[2]), "--num-test", "24", "--num-examples", "6",
+        "--batch-size", "6", "--device", "cpu", "--output", str(tmp_path / "eval"),
+    ])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    for split in ("test", "test_seen"):
+        result = report["splits"][split]
+        assert result["examples"] == 6
+        # Ground-truth captions parse back to their clauses exactly: the image-to-text sanity row.
+        assert result["sanity"]["i2t_ground_truth"] == 1.0
+        for direction in ("t2i", "i2t"):
+            assert 0.0 <= result[direction]["accuracy"] <= 1.0
+            assert sum(result[direction]["clauses"].values()) >= 6
+        for figure in ("samples", "captions"):
+            with Image.open(tmp_path / "eval" / f"{split}-{figure}.png") as image:
+                assert image.format == "PNG"
+    assert "text-to-image" in capsys.readouterr().out
+    code = main(["evaluate", "--pipeline", str(tmp_path / "pipe"), "--classifier", str(tmp_path / "classifier"),
+                 "--mnist-dir", str(mnist_dir), "--cache-dir", str(stage2_assets[2]), "--num-test", "24",
+                 "--splits", "nope", "--device", "cpu", "--output", str(tmp_path / "eval2")])
+    assert code == 2 and "'nope'" in capsys.readouterr().err

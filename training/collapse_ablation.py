@@ -48,7 +48,6 @@ ROWS = {
     row.name: row
     for row in (
         Row("sc", "VQGAN, strided conv (SC), lambda 0", config=SC_CPU),
-        Row("sc_kmeans", "SC + k-means init at step 300", config=SC_CPU, flags=KMEANS),
         Row("te", "TE-VQGAN as in the paper (lambda 10)"),
         Row("te_kmeans", "TE + k-means init at step 300", flags=KMEANS),
         Row("te_kmeans_restarts", "TE + k-means init + dead-code restarts every 100 steps",
@@ -56,6 +55,9 @@ ROWS = {
         Row("te_kmeans_active", "TE + k-means init + orthogonal term on active codes only",
             overrides=(("orthogonal_reg_active_codes_only", True),), flags=KMEANS),
         Row("te_cosine_kmeans", "TE + cosine lookup + k-means init", overrides=(("codebook_lookup", "cosine"),), flags=KMEANS),
+        Row("sc_l1", "SC with L1 instead of L2 (the paper's pixel loss, without its LPIPS)", config=SC_CPU,
+            flags=("--reconstruction_loss", "l1")),
+        Row("te_l1", "TE with L1 instead of L2", flags=("--reconstruction_loss", "l1")),
         Row("te_simvq", "TE + SimVQ codebook (frozen basis x learnt linear map)",
             overrides=(("codebook_parametrization", "simvq"),)),
     )

@@ -28,9 +28,8 @@ from pathlib import Path
 import torch
 
 import te_vqgan
-from te_vqgan.data.mnist import MNIST_VARIANTS
 from te_vqgan.data.tokenized import load_tokenized_dataset
-from te_vqgan.evaluation import image_to_text_accuracy, objects_to_triplets
+from te_vqgan.evaluation import caption_variant, image_to_text_accuracy, objects_to_triplets
 from te_vqgan.generation import (
     SequenceLayout,
     TextImageTokenizer,
@@ -121,15 +120,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--tokenized_dataset {args.tokenized_dataset!r} is not a folder (make one with `te-vqgan tokenize-dataset`)")
     args.command_line = list(sys.argv[1:] if argv is None else argv)  # for the model card
     return args
-
-
-def caption_variant(features) -> str:
-    """The caption grammar of a TextMNIST split, read from its digit class names."""
-    names = tuple(features["objects"].feature["digit"].names)
-    for variant, spec in MNIST_VARIANTS.items():
-        if tuple(spec.class_names) == names:
-            return variant
-    raise ValueError(f"The dataset's class names {names} match no TextMNIST variant ({sorted(MNIST_VARIANTS)}).")
 
 
 class CaptionsAndTokens:

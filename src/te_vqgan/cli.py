@@ -12,6 +12,7 @@ import sys
 COMMAND_MODULES = (
     "te_vqgan.commands.build_dataset",
     "te_vqgan.commands.equivariance",
+    "te_vqgan.commands.evaluate",
     "te_vqgan.commands.generate",
     "te_vqgan.commands.tokenize_dataset",
     "te_vqgan.commands.train_classifier",

@@ -33,6 +33,7 @@ __all__ = [
     "BUCKETS",
     "BucketedAccuracy",
     "bucket_of",
+    "caption_variant",
     "cut_windows",
     "image_to_text_accuracy",
     "image_to_text_scores",
@@ -52,6 +53,17 @@ def objects_to_triplets(objects: Sequence[dict], features) -> frozenset[Triplet]
         Triplet(fields["location"].int2str(o["location"]), fields["colour"].int2str(o["colour"]), int(o["digit"]))
         for o in objects
     )
+
+
+def caption_variant(features) -> str:
+    """The caption grammar of a TextMNIST split, read from its digit class names."""
+    names = tuple(features["objects"].feature["digit"].names)
+    from .data.mnist import MNIST_VARIANTS
+
+    for variant, spec in MNIST_VARIANTS.items():
+        if tuple(spec.class_names) == names:
+            return variant
+    raise ValueError(f"The dataset's class names {names} match no TextMNIST variant ({sorted(MNIST_VARIANTS)}).")
 
 
 def image_to_text_accuracy(captions: Sequence[str], truths: Iterable[Iterable[Triplet]], variant: str = "mnist") -> float:

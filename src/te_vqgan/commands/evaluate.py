@@ -1,0 +1,126 @@
+"""`te-vqgan evaluate`: the paper's text-to-image and image-to-text accuracy of a trained pipeline.
+
+    te-vqgan evaluate --pipeline outputs/generator --classifier outputs/classifier \
+        --dataset textmnist --mnist-dir ../shared/data/mnist --splits test,test_seen --output outputs/eval
+
+For each split, on its first `--num-examples` images: text-to-image (each image's first
+caption is the prompt; the classifier judges the window of each clause) and image-to-text
+(the generated caption is parsed; a clause counts if location, colour and digit match),
+bucketed Quad1..Quad4 and Centre, plus the sanity rows: the ground-truth images through the
+text-to-image evaluator and the ground-truth captions through the image-to-text evaluator
+(both must be >= 0.99), and the quantizer's reconstructions of the ground-truth images
+through the text-to-image evaluator (the ceiling a perfect generator could reach with it).
+Writes `evaluation.json` and, per split, `{split}-samples.png` (prompts under generated
+images) and `{split}-captions.png` (generated captions under test images).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+SANITY_FLOOR = 0.99
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="Text-to-image and image-to-text accuracy of a pipeline (bucketed as in the paper), with sanity rows and figures.",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--pipeline", required=True, help="A TextToImagePipeline folder (training/train_generator.py's output) or Hub id.")
+    parser.add_argument("--classifier", required=True, help="A `te-vqgan train-classifier` folder or Hub id.")
+    parser.add_argument("--dataset", default="textmnist", help="'textmnist' (built here), a build-dataset folder or a Hub id.")
+    parser.add_argument("--mnist-dir", default=None, help="Folder of the MNIST .gz files (for --dataset textmnist).")
+    parser.add_argument("--num-test", type=int, default=3_000, help="Images in test and test_seen when building TextMNIST (default 3000).")
+    parser.add_argument("--dataset-seed", type=int, default=0)
+    parser.add_argument("--cache-dir", default=None, help="datasets cache folder.")
+    parser.add_argument("--splits", default="test,test_seen", help="Comma-separated splits (default test,test_seen).")
+    parser.add_argument("--num-examples", type=int, default=500, help="Images per split (default 500).")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0, help="Sampling seed (default 0).")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available).")
+    parser.add_argument("--output", required=True, help="Folder for evaluation.json and the figures (created).")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..classifier import DigitColourClassifier
+    from ..data.tokenized import load_source_dataset
+    from ..files import write_json_atomic
+    from ..loading import resolve_device
+    from ..pipelines import TextToImagePipeline
+
+    if args.num_examples < 1 or args.batch_size < 1:
+        raise ValueError(f"--num-examples and --batch-size must be >= 1 (got {args.num_examples}, {args.batch_size}).")
+    splits = [s.strip() for s in args.splits.split(",") if s.strip()]
+    device = resolve_device(args.device)
+    pipeline = TextToImagePipeline.from_pretrained(args.pipeline).to(device)
+    classifier = DigitColourClassifier.from_pretrained(args.classifier).to(device)
+    options = None
+    if args.dataset.split(":")[0] == "textmnist" and not Path(args.dataset).is_dir():
+        options = dict(num_train=0, num_validation=0, num_test=args.num_test, num_test_seen=args.num_test, num_shift_groups=0,
+                       seed=args.dataset_seed, data_dir=args.mnist_dir)
+    data = load_source_dataset(args.dataset, builder_options=options, cache_dir=args.cache_dir)
+    missing = [s for s in splits if s not in data]
+    if missing or not splits:
+        raise ValueError(f"--splits {args.splits!r}: {missing or 'none given'} not in the dataset (splits: {sorted(data)}).")
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    results = {split: evaluate_split(pipeline, classifier, data[split], args.num_examples, args.batch_size, args.seed, output / split)
+               for split in splits}
+    write_json_atomic(output / "evaluation.json", {"pipeline": str(args.pipeline), "classifier": str(args.classifier), "splits": results})
+    for split, result in results.items():
+        print(f"{split}: text-to-image {result['t2i']['accuracy']:.3f}  image-to-text {result['i2t']['accuracy']:.3f}  "
+              f"(sanity: images {result['sanity']['t2i_ground_truth']:.3f}, captions {result['sanity']['i2t_ground_truth']:.3f}, "
+              f"quantizer ceiling {result['sanity']['t2i_reconstructions']:.3f})")
+    print(f"results: {output / 'evaluation.json'}")
+    return 0
+
+
+def evaluate_split(pipeline, classifier, split, num_examples: int, batch_size: int, seed: int, figure_prefix: Path | None = None) -> dict:
+    """Both directions and the three sanity rows on the first `num_examples` of `split`."""
+    import torch
+
+    from ..data.captions import Triplet  # noqa: F401  (the truths' type)
+    from ..evaluation import caption_variant, image_to_text_scores, objects_to_triplets, text_to_image_scores
+    from ..metrics import as_tokenizer, images_to_tensor, tensor_to_images
+    from ..pipelines import ImageToTextPipeline
+    from ..visualization import save_captioned_images
+
+    n = min(num_examples, len(split))
+    examples = split.select(range(n))
+    truths = [objects_to_triplets(objects, split.features) for objects in examples["objects"]]
+    prompts = [captions[0] for captions in examples["captions"]]
+    images = np.stack([np.asarray(image.convert("RGB")) for image in examples["image"]])
+    variant = caption_variant(split.features)
+
+    generated = pipeline(prompts, generator=torch.Generator().manual_seed(seed), batch_size=batch_size, output_type="np").images
+    t2i = text_to_image_scores(generated, truths, classifier)
+    captioner = ImageToTextPipeline(vqmodel=pipeline.vqmodel, generator=pipeline.generator, tokenizer=pipeline.tokenizer)
+    captions = captioner(images, generator=torch.Generator().manual_seed(seed), batch_size=batch_size).captions
+    i2t = image_to_text_scores(captions, truths, variant=variant)
+
+    quantizer = as_tokenizer(pipeline.vqmodel)
+    reconstructions = []
+    with torch.no_grad():
+        for chunk in images_to_tensor(images).split(batch_size):
+            chunk = chunk.to(pipeline.vqmodel.device, pipeline.vqmodel.dtype)
+            reconstructions.append(tensor_to_images(quantizer.decode_indices(quantizer.encode_to_indices(chunk))))
+    sanity = {
+        "t2i_ground_truth": text_to_image_scores(images, truths, classifier).accuracy,
+        "i2t_ground_truth": image_to_text_scores(prompts, truths, variant=variant).accuracy,
+        "t2i_reconstructions": text_to_image_scores(np.concatenate(reconstructions), truths, classifier).accuracy,
+    }
+    sanity["passed"] = sanity["t2i_ground_truth"] >= SANITY_FLOOR and sanity["i2t_ground_truth"] >= SANITY_FLOOR
+    if figure_prefix is not None:
+        shown = min(8, n)
+        save_captioned_images(generated[:shown], [f"prompt: {p}" for p in prompts[:shown]], f"{figure_prefix}-samples.png",
+                              title="text-to-image: the prompt under each generated image", columns=4)
+        save_captioned_images(images[:shown], [f"generated: {c}" for c in captions[:shown]], f"{figure_prefix}-captions.png",
+                              title="image-to-text: the generated caption under each test image", columns=4)
+    return {"examples": n, "t2i": t2i.as_dict(), "i2t": i2t.as_dict(), "sanity": sanity,
+            "samples": [{"prompt": p, "caption": c} for p, c in zip(prompts[:8], captions[:8])]}
