@@ -1,0 +1,494 @@
+"""`te-vqgan reproduce`: the paper's experiment end to end, as a resumable plan of stages.
+
+data -> evaluation classifier -> per quantizer and seed: stage 1, tokenise, stage 2 per train
+size, evaluate -> report. Each stage writes its own folder under `--output` and counts as done
+when its marker file is there (the training scripts, the builders and the evaluator all write
+their folders whole, so a marker means a complete stage); a rerun skips done stages, an
+interrupted training continues from its last checkpoint. `state.json` keeps each stage's
+wall-clock; `results.json` and `report.md` (Tables 1-3 as mean (std) over seeds beside the
+paper's numbers, the sanity rows, equivariance three ways, wall-clock, commands, versions) and
+`figures/` are rewritten at the end of every run from what is on disk.
+
+Presets (`PRESETS`): `smoke` checks the whole chain on a CPU in minutes (its numbers mean
+nothing and the report says so); `cpu` is the largest experiment our 2-core machines finish in
+a few hours; `paper` is the authors' settings under `accelerate launch` on GPUs.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+
+__all__ = ["PAPER", "PRESETS", "Preset", "ReproducePlan", "StageFailed", "Step", "render_report", "reproduce", "summarise_results"]
+
+QUANTIZER_CONFIGS = {"te": "te-vqgan-mnist", "sc": "vqgan-mnist-sc", "cb": "vqgan-mnist-cb", "mp": "vqgan-mnist-mp", "mb": "vqgan-mnist-mb"}
+QUANTIZER_NAMES = {"te": "TE (SC + orth.)", "sc": "SC", "cb": "CB", "mp": "MP", "mb": "MB"}
+
+# The paper's Table 1 (mean over 3 runs), Table 2 (T2I Quad1 by train size) and Table 3.
+PAPER = {
+    "t2i": {"mb": (0.724, 0.697, 0.635, 0.620), "mp": (0.713, 0.703, 0.669, 0.656), "cb": (0.753, 0.741, 0.682, 0.649),
+            "sc": (0.812, 0.806, 0.790, 0.761), "te": (0.931, 0.913, 0.890, 0.868)},
+    "i2t": {"mb": (0.587, 0.507, 0.433, 0.378), "mp": (0.561, 0.500, 0.412, 0.360), "cb": (0.563, 0.455, 0.362, 0.309),
+            "sc": (0.786, 0.692, 0.595, 0.542), "te": (0.825, 0.713, 0.621, 0.554)},
+    "t2i_quad1_by_size": {"sc": {300_000: 0.812, 100_000: 0.739}, "te": {300_000: 0.931, 100_000: 0.919}},
+    "codes_used": {"sc": 252, "te": 14},
+    "recon_loss": {"sc": 0.0079, "te": 0.0084},
+}
+QUADS = ("Quad1", "Quad2", "Quad3", "Quad4")
+
+
+class StageFailed(RuntimeError):
+    """A stage of the plan failed; what finished before it stays, and a rerun continues there."""
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Sizes and settings of one scale of the experiment."""
+
+    name: str
+    description: str
+    comparable: bool  # may its numbers be set beside the paper's?
+    quantizers: tuple[str, ...]
+    seeds: tuple[int, ...]
+    train_sizes: tuple[int, ...]  # stage-2 train examples (the largest is Table 1's)
+    num_train: int  # TextMNIST images built for training (>= max(train_sizes))
+    num_validation: int
+    num_test: int
+    num_shift_groups: int
+    classifier_train: int  # TextMNIST train images whose windows train the classifier
+    classifier_epochs: int
+    config_suffix: str  # "-cpu" or "" (the authors' model)
+    stage1_steps: int
+    stage1_batch: int
+    stage1_flags: tuple[str, ...]
+    stage2_steps: int
+    stage2_batch: int
+    stage2_model: tuple[int, int, int]  # n_layer, n_embd, n_head
+    num_eval: int  # images per evaluated split
+    stage2_flags: tuple[str, ...] = ()
+    launcher: tuple[str, ...] = ()  # prefix of the training commands (default: this Python)
+    estimates: dict = field(default_factory=dict)  # seconds per stage kind, before any is measured
+
+
+CPU_STAGE1 = ("--learning_rate", "3e-4", "--no-scale_lr", "--perceptual_weight", "0", "--reconstruction_loss", "l2")
+PRESETS = {
+    "smoke": Preset(
+        "smoke", "a check of the whole chain on a 2-core CPU in under 20 minutes: TE and SC, one seed, tiny data and "
+        "models. Its numbers are NOT comparable to the paper's.",
+        False, ("te", "sc"), (0,), (3_000,), 3_000, 128, 200, 20, 6_000, 2, "-cpu", 300, 16, CPU_STAGE1,
+        120, 16, (2, 64, 2), 100, ("--lr_warmup_steps", "12"),
+        estimates={"data": 20, "classifier": 120, "stage1": 110, "tokenize": 15, "stage2": 90, "evaluate": 40},
+    ),
+    "cpu": Preset(
+        "cpu", "the largest run our 2-core CPU machines finish in a few hours: the CPU quantizer configs and recipe, "
+        "TE and SC, 2 seeds, a small generator, train sizes scaled down 30x. Not comparable to the paper's numbers; "
+        "its question is whether TE's text-to-image gain over SC is outside the seed spread at this scale.",
+        False, ("te", "sc"), (0, 1), (10_000, 3_333), 10_000, 256, 500, 100, 24_000, 4, "-cpu", 1_000, 16, CPU_STAGE1,
+        1_500, 32, (4, 128, 4), 500, ("--lr_warmup_steps", "150"),
+        estimates={"data": 60, "classifier": 600, "stage1": 400, "tokenize": 40, "stage2": 2_400, "evaluate": 300},
+    ),
+    "paper": Preset(
+        "paper", "the authors' settings: the paper's quantizers (K = 128, f = 4, L1 + LPIPS + GAN), 300K images, "
+        "their GPT (8 layers, 256 wide) for 20 epochs, 3 seeds; under `accelerate launch` on GPUs.",
+        True, ("te", "sc", "cb", "mp", "mb"), (0, 1, 2), (300_000, 100_000), 300_000, 3_000, 3_000, 100, 60_000, 10, "",
+        125_000, 96, (), 60_000, 100, (8, 256, 8), 3_000,
+        launcher=("accelerate", "launch"),
+        estimates={"data": 600, "classifier": 600, "stage1": 36_000, "tokenize": 300, "stage2": 36_000, "evaluate": 1_800},
+    ),
+}
+
+
+@dataclass
+class Step:
+    """One stage of the plan: its folder, the file that marks it done and how to run it."""
+
+    key: str  # e.g. "stage1/te-seed0"
+    kind: str  # data, classifier, stage1, tokenize, stage2, evaluate
+    folder: Path
+    marker: str
+    command: list[str]  # ["te-vqgan", ...] runs in this process; anything else as a subprocess
+    resumable: bool = False  # a training script: continue from its last checkpoint
+
+    @property
+    def done(self) -> bool:
+        return (self.folder / self.marker).is_file()
+
+
+def _repo_root() -> Path:
+    root = Path(__file__).resolve().parents[2]
+    if not (root / "training" / "train_vqgan.py").is_file() or not (root / "hub_configs").is_dir():
+        raise FileNotFoundError(
+            f"te-vqgan reproduce runs the training scripts and configs of a source checkout (training/, hub_configs/) "
+            f"and found none beside {Path(__file__).resolve().parent}; run it from a clone installed with `pip install -e .`."
+        )
+    return root
+
+
+class ReproducePlan:
+    """The stages of one `reproduce` run, in order, with their commands."""
+
+    def __init__(self, preset: Preset, output: Path, mnist_dir: str | None = None, device: str | None = None):
+        self.preset, self.output, self.mnist_dir, self.device = preset, Path(output), mnist_dir, device
+        self.root = _repo_root()
+        self.steps = self._build()
+
+    def _python(self, script: str) -> list[str]:
+        launcher = list(self.preset.launcher) or [sys.executable]
+        return launcher + [str(self.root / "training" / script)]
+
+    def _build(self) -> list[Step]:
+        p, out = self.preset, self.output
+        mnist = ["--mnist-dir", str(self.mnist_dir)] if self.mnist_dir else []
+        device = ["--device", self.device] if self.device else []
+        data = out / "data" / "textmnist"
+        steps = [
+            Step("data", "data", data, "README.md", [
+                "te-vqgan", "build-dataset", "--output", str(data), "--num-train", str(p.num_train),
+                "--num-validation", str(p.num_validation), "--num-test", str(p.num_test),
+                "--num-shift-groups", str(p.num_shift_groups), "--cache-dir", str(out / "cache"),
+                *(["--data-dir", str(self.mnist_dir)] if self.mnist_dir else [])]),
+            Step("classifier", "classifier", out / "classifier", "metrics.json", [
+                "te-vqgan", "train-classifier", "--output", str(out / "classifier"), "--num-train", str(p.classifier_train),
+                "--num-test", str(p.num_test), "--epochs", str(p.classifier_epochs), "--cache-dir", str(out / "cache"), *mnist, *device]),
+        ]
+        for q in p.quantizers:
+            config = self.root / "hub_configs" / f"{QUANTIZER_CONFIGS[q]}{p.config_suffix}.json"
+            for seed in p.seeds:
+                run = f"{q}-seed{seed}"
+                stage1 = out / "stage1" / run
+                steps.append(Step(f"stage1/{run}", "stage1", stage1, "metrics.json", self._python("train_vqgan.py") + [
+                    "--model_config", str(config), "--dataset", str(data), "--output_dir", str(stage1), "--seed", str(seed),
+                    "--train_batch_size", str(p.stage1_batch), "--max_train_steps", str(p.stage1_steps),
+                    "--num_validation_images", str(min(512, p.num_validation)), "--checkpointing_steps", str(max(1, p.stage1_steps // 4)),
+                    "--checkpoints_total_limit", "1", "--validation_steps", str(p.stage1_steps), "--report_to", "none",
+                    "--cache_dir", str(out / "cache"), *(["--scaled_down", f"te-vqgan reproduce --preset {p.name}"] if not p.comparable else []),
+                    *p.stage1_flags], resumable=True))
+                tokens = out / "tokens" / run
+                steps.append(Step(f"tokenize/{run}", "tokenize", tokens, "quantizer.json", [
+                    "te-vqgan", "tokenize-dataset", "--vqmodel", str(stage1), "--dataset", str(data), "--output", str(tokens),
+                    "--cache-dir", str(out / "cache"), *device]))
+                for size in p.train_sizes:
+                    name = f"{run}-n{size}"
+                    stage2 = out / "stage2" / name
+                    n_layer, n_embd, n_head = p.stage2_model
+                    steps.append(Step(f"stage2/{name}", "stage2", stage2, "metrics.json", self._python("train_generator.py") + [
+                        "--tokenized_dataset", str(tokens), "--vqmodel", str(stage1), "--output_dir", str(stage2), "--seed", str(seed),
+                        "--train_subset_size", str(size), "--n_layer", str(n_layer), "--n_embd", str(n_embd), "--n_head", str(n_head),
+                        "--train_batch_size", str(p.stage2_batch), "--max_train_steps", str(p.stage2_steps),
+                        "--checkpointing_steps", str(max(1, p.stage2_steps // 4)), "--checkpoints_total_limit", "1",
+                        "--validation_steps", str(p.stage2_steps), "--num_evaluation_examples", "0", "--report_to", "none",
+                        "--num_validation_examples", str(min(256, p.num_validation)), *p.stage2_flags,
+                        *(["--scaled_down", f"te-vqgan reproduce --preset {p.name}"] if not p.comparable else [])], resumable=True))
+                    evaluation = out / "evaluation" / name
+                    steps.append(Step(f"evaluate/{name}", "evaluate", evaluation, "evaluation.json", [
+                        "te-vqgan", "evaluate", "--pipeline", str(stage2), "--classifier", str(out / "classifier"),
+                        "--dataset", str(data), "--splits", "test,test_seen", "--num-examples", str(p.num_eval),
+                        "--seed", str(seed), "--output", str(evaluation), "--cache-dir", str(out / "cache"), *device]))
+        return steps
+
+    # ------------------------------------------------------------------ running
+    def run(self, log=print) -> dict:
+        """Run every stage not done yet, in order; returns the state (wall-clock per stage)."""
+        from .cli import main as cli_main
+        from .files import write_json_atomic
+
+        self.output.mkdir(parents=True, exist_ok=True)
+        state_path = self.output / "state.json"
+        state = json.loads(state_path.read_text()) if state_path.is_file() else {"seconds": {}, "commands": {}}
+        total = len(self.steps)
+        for position, step in enumerate(self.steps, start=1):
+            state["commands"][step.key] = shlex.join(step.command)
+            if step.done:
+                log(f"[{position}/{total}] {step.key}: done ({state['seconds'].get(step.key, 0):.0f} s), skipped")
+                continue
+            left = self.estimate_left(state, position - 1)
+            log(f"[{position}/{total}] {step.key}: running (about {left / 60:.0f} min left in the plan)")
+            started = time.time()
+            self._run_step(step, cli_main)
+            if not step.done:
+                raise StageFailed(f"Stage {step.key} finished without writing {step.folder / step.marker}.")
+            state["seconds"][step.key] = round(time.time() - started, 1)
+            write_json_atomic(state_path, state)
+        write_json_atomic(state_path, state)
+        return state
+
+    def _run_step(self, step: Step, cli_main) -> None:
+        command = list(step.command)
+        if command[0] == "te-vqgan":
+            if step.folder.exists() and not step.done:  # an interrupted, partial folder: replace it
+                command.append("--overwrite")
+            code = cli_main(command[1:])
+            if code:
+                raise StageFailed(f"Stage {step.key} failed (te-vqgan {command[1]} exited with {code}); rerun to continue from it.")
+            return
+        if step.resumable and any(step.folder.glob("checkpoint-*")):
+            command += ["--resume_from_checkpoint", "latest"]
+        completed = subprocess.run(command, cwd=self.root)
+        if completed.returncode:
+            raise StageFailed(
+                f"Stage {step.key} failed ({Path(command[len(self.preset.launcher) or 1]).name} exited with {completed.returncode}); "
+                "rerun to continue from its last checkpoint."
+            )
+
+    def estimate_left(self, state: dict, done_before: int) -> float:
+        """Seconds the stages from `done_before` on should take: the mean measured time of each
+        kind where one was measured, the preset's estimate otherwise."""
+        measured: dict[str, list[float]] = {}
+        for step in self.steps:
+            if step.key in state["seconds"]:
+                measured.setdefault(step.kind, []).append(state["seconds"][step.key])
+        return sum(
+            float(np.mean(measured[s.kind])) if s.kind in measured else self.preset.estimates.get(s.kind, 60)
+            for s in self.steps[done_before:] if not s.done
+        )
+
+
+# ---------------------------------------------------------------------------- results and report
+def _mean_std(values) -> tuple[float, float] | None:
+    values = [v for v in values if v is not None]
+    return (float(np.mean(values)), float(np.std(values))) if values else None
+
+
+def collect_results(plan: ReproducePlan, state: dict) -> dict:
+    """Everything the report needs, read from the stages' folders."""
+    p, out = plan.preset, plan.output
+    runs = []
+    for q in p.quantizers:
+        for seed in p.seeds:
+            stage1 = out / "stage1" / f"{q}-seed{seed}" / "metrics.json"
+            quantizer = json.loads(stage1.read_text()) if stage1.is_file() else None
+            for size in p.train_sizes:
+                evaluation = out / "evaluation" / f"{q}-seed{seed}-n{size}" / "evaluation.json"
+                runs.append({
+                    "quantizer": q, "seed": seed, "train_size": size, "stage1": quantizer,
+                    "evaluation": json.loads(evaluation.read_text())["splits"] if evaluation.is_file() else None,
+                })
+    classifier = out / "classifier" / "metrics.json"
+    return {
+        "preset": asdict(p),
+        "runs": runs,
+        "classifier": json.loads(classifier.read_text()) if classifier.is_file() else None,
+        "seconds": state.get("seconds", {}),
+        "commands": state.get("commands", {}),
+        "versions": versions(),
+    }
+
+
+def versions() -> dict:
+    import importlib.metadata as metadata
+
+    found = {"python": platform.python_version(), "platform": platform.platform()}
+    for package in ("te-vqgan", "torch", "transformers", "diffusers", "datasets", "accelerate", "huggingface_hub"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = "not installed"
+    try:
+        found["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                                             cwd=Path(__file__).resolve().parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        found["git_commit"] = "unknown"
+    return found
+
+
+def summarise_results(results: dict) -> dict:
+    """Mean and std over seeds of every number the tables show, per quantizer (and train size)."""
+    preset = results["preset"]
+    largest = max(preset["train_sizes"])
+    summary: dict = {"table1": {}, "table2": {}, "table3": {}, "sanity": {}, "equivariance": {}}
+    for q in preset["quantizers"]:
+        runs = [r for r in results["runs"] if r["quantizer"] == q]
+        full = [r for r in runs if r["train_size"] == largest and r["evaluation"]]
+        row = {}
+        for direction in ("t2i", "i2t"):
+            for bucket in QUADS + ("Centre", "accuracy"):
+                row[f"{direction}_{bucket}"] = _mean_std([r["evaluation"]["test"][direction].get(bucket) for r in full])
+        row["seeds"] = len(full)
+        summary["table1"][q] = row
+        summary["table2"][q] = {
+            size: _mean_std([r["evaluation"]["test"]["t2i"].get("Quad1") for r in runs if r["train_size"] == size and r["evaluation"]])
+            for size in preset["train_sizes"]
+        }
+        quantizers = {r["seed"]: r["stage1"] for r in runs if r["stage1"]}
+        summary["table3"][q] = {key: _mean_std([m.get(key) for m in quantizers.values()])
+                                for key in ("codes_used", "perplexity", "recon_l1", "recon_l2", "perceptual", "colour_fidelity", "shape_iou")}
+        summary["equivariance"][q] = {key: _mean_std([m.get(key) for m in quantizers.values()]) for key in (
+            "shift_equivariance", "shift_equivariance_foreground", "shift_equivariance_all_colours",
+            "shift_equivariance_foreground_all_colours", *[f"shift_equivariance_foreground_{c}" for c in ("white", "red", "green", "blue")])}
+        summary["sanity"][q] = {key: _mean_std([r["evaluation"][split]["sanity"][key] for r in full for split in ("test", "test_seen")])
+                                for key in ("t2i_ground_truth", "i2t_ground_truth", "t2i_reconstructions")}
+    return summary
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    mean, std = value
+    return f"{mean:.{digits}f} ({std:.{digits}f})"
+
+
+def render_report(results: dict, figures: dict[str, str] | None = None) -> str:
+    """`report.md` from `results.json`'s content (and the figures' relative paths)."""
+    preset, summary = results["preset"], summarise_results(results)
+    quantizers = preset["quantizers"]
+    lines = [f"# te-vqgan reproduce: preset `{preset['name']}`", "", f"Preset: {preset['description']}", ""]
+    if not preset["comparable"]:
+        lines += ["**These numbers are not comparable to the paper's**: the data, the models and the training are scaled "
+                  "down (see the settings below). The paper's numbers stand beside ours for orientation only.", ""]
+    largest = max(preset["train_sizes"])
+    lines += [f"## Table 1: accuracy on held-out combinations (`test`), {largest:,} training examples", "",
+              "Mean (std) over seeds; the paper's mean in the `paper` rows. Buckets: number of digits in the image.", "",
+              "| model | seeds | T2I Quad1 | Quad2 | Quad3 | Quad4 | I2T Quad1 | Quad2 | Quad3 | Quad4 |", "|---" * 10 + "|"]
+    for q in quantizers:
+        row = summary["table1"][q]
+        lines.append(f"| {QUANTIZER_NAMES[q]} | {row['seeds']} | " + " | ".join(_fmt(row[f"{d}_{b}"]) for d in ("t2i", "i2t") for b in QUADS) + " |")
+        lines.append(f"| {QUANTIZER_NAMES[q]}, paper | 3 | " + " | ".join(f"{v:.3f}" for d in ("t2i", "i2t") for v in PAPER[d][q]) + " |")
+    lines += ["", "Single centre digit (Centre) and all buckets together:", "",
+              "| model | T2I Centre | T2I all | I2T Centre | I2T all |", "|---|---|---|---|---|"]
+    for q in quantizers:
+        row = summary["table1"][q]
+        lines.append(f"| {QUANTIZER_NAMES[q]} | {_fmt(row['t2i_Centre'])} | {_fmt(row['t2i_accuracy'])} | {_fmt(row['i2t_Centre'])} | {_fmt(row['i2t_accuracy'])} |")
+    lines += ["", "## Table 2: sample efficiency, text-to-image Quad1 by training examples", "",
+              "| model | " + " | ".join(f"{n:,}" for n in preset["train_sizes"]) + " | paper (300K / 100K) |", "|---" * (len(preset["train_sizes"]) + 2) + "|"]
+    for q in quantizers:
+        paper = PAPER["t2i_quad1_by_size"].get(q)
+        lines.append(f"| {QUANTIZER_NAMES[q]} | " + " | ".join(_fmt(summary["table2"][q][n]) for n in preset["train_sizes"])
+                     + f" | {f'{paper[300_000]:.3f} / {paper[100_000]:.3f}' if paper else '-'} |")
+    lines += ["", "## Table 3: the quantizers", "",
+              "| model | codes used | perplexity | recon L1 | recon L2 | perceptual | colour fidelity | shape IoU | paper: codes, recon |",
+              "|---" * 9 + "|"]
+    for q in quantizers:
+        t3 = summary["table3"][q]
+        perceptual = _fmt(t3["perceptual"], 4) if t3["perceptual"] else "not measured (LPIPS not installed)"
+        paper = f"{PAPER['codes_used'][q]}, {PAPER['recon_loss'][q]}" if q in PAPER["codes_used"] else "-"
+        lines.append(f"| {QUANTIZER_NAMES[q]} | {_fmt(t3['codes_used'], 1)} | {_fmt(t3['perplexity'], 1)} | {_fmt(t3['recon_l1'], 4)} | "
+                     f"{_fmt(t3['recon_l2'], 4)} | {perceptual} | {_fmt(t3['colour_fidelity'])} | {_fmt(t3['shape_iou'])} | {paper} |")
+    lines += ["", "## Sanity rows (test and test_seen)", "",
+              "Ground truth through each evaluator must score at least 0.99; the quantizer's reconstructions through the "
+              "text-to-image evaluator are the ceiling a perfect generator could reach with that quantizer.", "",
+              "| model | ground-truth images -> T2I evaluator | ground-truth captions -> I2T evaluator | reconstructions -> T2I evaluator |",
+              "|---|---|---|---|"]
+    for q in quantizers:
+        s = summary["sanity"][q]
+        lines.append(f"| {QUANTIZER_NAMES[q]} | {_fmt(s['t2i_ground_truth'])} | {_fmt(s['i2t_ground_truth'])} | {_fmt(s['t2i_reconstructions'])} |")
+    classifier = results.get("classifier")
+    if classifier:
+        lines += ["", "Evaluation classifier (windows of the splits; target 0.995 digit, 0.999 colour): " + "; ".join(
+            f"{split} colour {r['colour_accuracy']:.4f}, digit {r['digit_accuracy']:.4f}" for split, r in classifier["accuracy"].items())
+            + f" ({'met' if classifier['meets_target'] else 'not met'})."]
+    lines += ["", "## Equivariance of the quantizers", "",
+              "| model | authors' (white) | digit tokens (white) | authors', 4 colours | digit tokens, 4 colours | white | red | green | blue |",
+              "|---" * 9 + "|"]
+    for q in quantizers:
+        e = summary["equivariance"][q]
+        lines.append(f"| {QUANTIZER_NAMES[q]} | " + " | ".join(_fmt(e[k]) for k in (
+            "shift_equivariance", "shift_equivariance_foreground", "shift_equivariance_all_colours", "shift_equivariance_foreground_all_colours",
+            "shift_equivariance_foreground_white", "shift_equivariance_foreground_red", "shift_equivariance_foreground_green",
+            "shift_equivariance_foreground_blue")) + " |")
+    lines += ["", "The last four columns are the digit-token score per colour.", ""]
+    if figures:
+        lines += ["## Figures", ""] + [f"- {title}: ![]({path})" for title, path in figures.items()] + [""]
+    seconds = results.get("seconds", {})
+    lines += ["## Wall-clock per stage", "", "| stage | seconds |", "|---|---|"]
+    lines += [f"| {key} | {value:.0f} |" for key, value in seconds.items()]
+    kinds: dict[str, float] = {}
+    for key, value in seconds.items():
+        kinds[key.split("/")[0]] = kinds.get(key.split("/")[0], 0.0) + value
+    lines += [f"| **all {kind}** | {value:.0f} |" for kind, value in kinds.items()]
+    lines += [f"| **total** | {sum(seconds.values()):.0f} |", "", "## Settings, commands and versions", "", "```json",
+              json.dumps({k: v for k, v in preset.items() if k != "estimates"}, indent=1), "```", "", "```bash"]
+    lines += list(results.get("commands", {}).values())
+    lines += ["```", "", "```json", json.dumps(results.get("versions", {}), indent=1), "```", ""]
+    return "\n".join(lines)
+
+
+def make_figures(plan: ReproducePlan, results: dict) -> dict[str, str]:
+    """Copy and draw the report's figures into `figures/`; returns {title: relative path}."""
+    from .cli import main as cli_main
+    from .visualization import new_figure, save_figure
+
+    out, p = plan.output, plan.preset
+    figures_dir = out / "figures"
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    figures: dict[str, str] = {}
+    seed, size = p.seeds[0], max(p.train_sizes)
+    for q in p.quantizers:
+        run = f"{q}-seed{seed}"
+        reconstructions = out / "stage1" / run / "reconstructions.png"
+        if reconstructions.is_file():
+            shutil.copyfile(reconstructions, figures_dir / f"reconstructions-{q}.png")
+            figures[f"{QUANTIZER_NAMES[q]}: validation images, reconstructions, code indices"] = f"figures/reconstructions-{q}.png"
+        index_maps = figures_dir / f"index-maps-{q}.png"
+        if (out / "stage1" / run / "metrics.json").is_file() and not index_maps.is_file():
+            cli_main(["equivariance", "--model", str(out / "stage1" / run), "--num-digits", "20", "--output", str(index_maps),
+                      *(["--mnist-dir", str(plan.mnist_dir)] if plan.mnist_dir else []), *(["--device", plan.device] if plan.device else [])])
+        if index_maps.is_file():
+            figures[f"{QUANTIZER_NAMES[q]}: the same digit shifted, four colours, and its code indices"] = f"figures/index-maps-{q}.png"
+        for name, title in (("samples", "text-to-image samples (same prompts for every quantizer)"), ("captions", "generated captions under test images")):
+            source = out / "evaluation" / f"{run}-n{size}" / f"test-{name}.png"
+            if source.is_file():
+                shutil.copyfile(source, figures_dir / f"t2i-{name}-{q}.png" if name == "samples" else figures_dir / f"i2t-{name}-{q}.png")
+                figures[f"{QUANTIZER_NAMES[q]}: {title}"] = f"figures/{'t2i' if name == 'samples' else 'i2t'}-{name}-{q}.png"
+    points = [(r["quantizer"], r["stage1"]["codes_used"], r["stage1"]["shift_equivariance_foreground"], r["stage1"]["shift_equivariance"])
+              for r in results["runs"] if r["stage1"] and r["train_size"] == size]
+    if points:
+        figure, axes = new_figure(1, 1, figsize=(6, 4))
+        axis = axes[0, 0]
+        for q in p.quantizers:
+            mine = [pt for pt in points if pt[0] == q]
+            axis.scatter([pt[1] for pt in mine], [pt[2] for pt in mine], label=f"{QUANTIZER_NAMES[q]}, digit tokens", marker="o")
+            axis.scatter([pt[1] for pt in mine], [pt[3] for pt in mine], label=f"{QUANTIZER_NAMES[q]}, authors'", marker="x")
+        axis.set_xlabel("codes used")
+        axis.set_ylabel("shift equivariance")
+        axis.legend(fontsize=7)
+        axis.set_title("Equivariance against codes used (one point per seed)", fontsize=9)
+        figure.tight_layout()
+        save_figure(figure, figures_dir / "equivariance-vs-codes.png")
+        figures["equivariance against codes used"] = "figures/equivariance-vs-codes.png"
+    return figures
+
+
+def reproduce(preset: Preset, output: str | Path, mnist_dir: str | None = None, device: str | None = None, log=print) -> Path:
+    """Run (or continue) the plan, then write `results.json`, `figures/` and `report.md`."""
+    from .files import atomic_path, write_json_atomic
+
+    plan = ReproducePlan(preset, Path(output), mnist_dir=mnist_dir, device=device)
+    log(f"te-vqgan reproduce --preset {preset.name}: {len(plan.steps)} stages, {sum(s.done for s in plan.steps)} done, output {plan.output}")
+    state = plan.run(log=log)
+    results = collect_results(plan, state)
+    write_json_atomic(plan.output / "results.json", results)
+    figures = make_figures(plan, results)
+    report = plan.output / "report.md"
+    with atomic_path(report) as tmp:
+        Path(tmp).write_text(render_report(results, figures))
+    log(f"report: {report}")
+    return report
+
+
+def preset_with(name: str, quantizers=None, seeds=None, train_sizes=None) -> Preset:
+    """A preset with the command line's overrides; checked."""
+    if name not in PRESETS:
+        raise ValueError(f"Unknown preset {name!r}; expected one of {sorted(PRESETS)}.")
+    preset = PRESETS[name]
+    if quantizers is not None:
+        unknown = [q for q in quantizers if q not in QUANTIZER_CONFIGS]
+        if unknown or not quantizers:
+            raise ValueError(f"--quantizers: unknown {unknown}; expected names from {sorted(QUANTIZER_CONFIGS)}.")
+        preset = replace(preset, quantizers=tuple(quantizers))
+    if seeds is not None:
+        preset = replace(preset, seeds=tuple(seeds))
+    if train_sizes is not None:
+        if not train_sizes or min(train_sizes) < 1:
+            raise ValueError(f"--train-sizes must be positive integers (got {train_sizes}).")
+        preset = replace(preset, train_sizes=tuple(train_sizes), num_train=max(preset.num_train, max(train_sizes)))
+    return preset

@@ -1,0 +1,106 @@
+"""`te-vqgan reproduce`: the plan, resumption (finished stages are skipped) and the report."""
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from te_vqgan.reproduce import PRESETS, ReproducePlan, StageFailed, preset_with, render_report, summarise_results
+
+
+def test_the_plan_has_every_stage_in_order(tmp_path):
+    preset = replace(PRESETS["cpu"], quantizers=("te", "sc"), seeds=(0, 1), train_sizes=(100, 50))
+    plan = ReproducePlan(preset, tmp_path, mnist_dir="mnist")
+    keys = [step.key for step in plan.steps]
+    assert keys[:2] == ["data", "classifier"]
+    # per quantizer and seed: stage 1, tokens, then stage 2 and evaluation per train size
+    assert keys[2:8] == ["stage1/te-seed0", "tokenize/te-seed0", "stage2/te-seed0-n100", "evaluate/te-seed0-n100",
+                         "stage2/te-seed0-n50", "evaluate/te-seed0-n50"]
+    assert len(keys) == 2 + 2 * 2 * (2 + 2 * 2)
+    stage1 = plan.steps[2]
+    assert stage1.command[1].endswith("training/train_vqgan.py") and "te-vqgan-mnist-cpu.json" in " ".join(stage1.command)
+    stage2 = plan.steps[4]
+    assert stage2.command[stage2.command.index("--train_subset_size") + 1] == "100"
+    assert "--scaled_down" in stage2.command  # the cpu preset labels its cards
+
+
+def test_rerunning_skips_finished_stages_and_continues_the_rest(tmp_path, monkeypatch):
+    preset = replace(PRESETS["smoke"], quantizers=("te",), seeds=(0,), train_sizes=(100,))
+    plan = ReproducePlan(preset, tmp_path)
+    ran = []
+
+    def fake_run(step, cli_main):  # each stage "writes" its marker
+        ran.append(step.key)
+        step.folder.mkdir(parents=True, exist_ok=True)
+        (step.folder / step.marker).write_text("{}")
+        if step.key == "tokenize/te-seed0" and len(ran) == 4:
+            raise StageFailed("interrupted")
+
+    monkeypatch.setattr(plan, "_run_step", fake_run)
+    with pytest.raises(StageFailed):
+        plan.run(log=lambda line: None)
+    assert ran == ["data", "classifier", "stage1/te-seed0", "tokenize/te-seed0"]
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert set(state["seconds"]) == {"data", "classifier", "stage1/te-seed0"}  # the interrupted stage has no time
+    ran.clear()
+    lines = []
+    plan.run(log=lines.append)
+    # The marker of the interrupted stage was written before it failed: done now; the rest run.
+    assert ran == ["stage2/te-seed0-n100", "evaluate/te-seed0-n100"]
+    assert lines[0].startswith("[1/6] data: done") and "about" in lines[4]
+    ran.clear()
+    plan.run(log=lambda line: None)
+    assert ran == []  # everything done: a third run trains nothing
+
+
+def test_a_failing_training_stage_is_one_clear_error(tmp_path):
+    preset = replace(PRESETS["smoke"], quantizers=("te",), seeds=(0,), train_sizes=(100,))
+    plan = ReproducePlan(preset, tmp_path)
+    step = plan.steps[2]
+    step.command = [step.command[0], "-c", "import sys; sys.exit(3)"]
+    with pytest.raises(StageFailed, match="stage1/te-seed0 failed .* exited with 3"):
+        plan._run_step(step, cli_main=None)
+
+
+def test_preset_overrides_are_checked():
+    assert preset_with("cpu", quantizers=["te"], seeds=[4]).seeds == (4,)
+    assert preset_with("smoke", train_sizes=[5000]).num_train == 5000
+    with pytest.raises(ValueError, match="'xx'"):
+        preset_with("cpu", quantizers=["xx"])
+    with pytest.raises(ValueError, match="'huge'"):
+        preset_with("huge")
+
+
+def _run(q, seed, size, t2i, i2t, codes):
+    buckets = lambda a: {"accuracy": a, "Quad1": a, "Quad2": a, "Quad3": a, "Quad4": a, "Centre": a, "clauses": {}}  # noqa: E731
+    split = {"t2i": buckets(t2i), "i2t": buckets(i2t),
+             "sanity": {"t2i_ground_truth": 1.0, "i2t_ground_truth": 1.0, "t2i_reconstructions": 0.9, "passed": True}}
+    stage1 = {"codes_used": codes, "perplexity": 5.0, "recon_l1": 0.03, "recon_l2": 0.02, "colour_fidelity": 0.99, "shape_iou": 0.7,
+              "shift_equivariance": 0.9, "shift_equivariance_foreground": 0.98, "shift_equivariance_all_colours": 0.9,
+              "shift_equivariance_foreground_all_colours": 0.97, **{f"shift_equivariance_foreground_{c}": 0.97 for c in ("white", "red", "green", "blue")}}
+    return {"quantizer": q, "seed": seed, "train_size": size, "stage1": stage1, "evaluation": {"test": split, "test_seen": split}}
+
+
+def test_report_renders_tables_from_a_results_file():
+    preset = replace(PRESETS["smoke"], train_sizes=(100, 50))
+    from dataclasses import asdict
+
+    results = {
+        "preset": asdict(preset),
+        "runs": [_run("te", 0, 100, 0.5, 0.3, 80), _run("te", 1, 100, 0.7, 0.5, 90), _run("sc", 0, 100, 0.2, 0.1, 100),
+                 _run("te", 0, 50, 0.4, 0.2, 80), _run("sc", 0, 50, 0.1, 0.1, 100)],
+        "classifier": {"accuracy": {"test": {"colour_accuracy": 1.0, "digit_accuracy": 0.996}}, "meets_target": True},
+        "seconds": {"data": 10.0, "stage1/te-seed0": 100.0, "stage1/sc-seed0": 120.0},
+        "commands": {"data": "te-vqgan build-dataset ..."},
+        "versions": {"torch": "2.13.0"},
+    }
+    summary = summarise_results(results)
+    assert summary["table1"]["te"]["t2i_Quad1"] == pytest.approx((0.6, 0.1))  # mean (std) over the two seeds
+    assert summary["table2"]["te"][50] == pytest.approx((0.4, 0.0))
+    assert summary["table3"]["te"]["codes_used"] == pytest.approx((85.0, 5.0))
+    report = render_report(json.loads(json.dumps(results)), {"equivariance against codes used": "figures/x.png"})
+    assert "not comparable to the paper's" in report
+    assert "| TE (SC + orth.) | 2 | 0.600 (0.100) |" in report
+    assert "| TE (SC + orth.), paper | 3 | 0.931 | 0.913 | 0.890 | 0.868 | 0.825 |" in report
+    assert "not measured (LPIPS not installed)" in report and "![](figures/x.png)" in report
+    assert "| **all stage1** | 220 |" in report and "| **total** | 230 |" in report
