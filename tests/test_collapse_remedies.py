@@ -150,3 +150,18 @@ def test_remedies_refuse_a_simvq_codebook_and_bad_steps(tmp_path, mnist_dir, dat
     with pytest.raises(SystemExit):
         train.parse_args(tiny_train_args(config, tmp_path / "run", mnist_dir, dataset_cache, "--dead_code_restart_steps", "-1"))
     assert "--dead_code_restart_steps must be >= 0 (got -1)" in capsys.readouterr().err
+
+
+def test_ablation_rows_table_and_plan(tmp_path):
+    ablation = load_training_script("collapse_ablation")
+    args = ablation.parse_args(["--rows", "te_kmeans,sc", "--seeds", "0,1", "--output_dir", str(tmp_path)])
+    args.cache_dir = tmp_path / "cache"
+    command = ablation.train_command(args, ablation.ROWS["te_kmeans"], 1, tmp_path / "runs" / "te_kmeans-seed1")
+    assert command[command.index("--kmeans_init_step") + 1] == "300" and command[command.index("--seed") + 1] == "1"
+    records = {"te_kmeans": [{"seed": s, **{key: 0.5 + s for key, _, _ in ablation.COLUMNS}} for s in (0, 1)]}
+    summary = ablation.summarise(records)
+    assert summary["te_kmeans"]["codes_used"] == (1.0, 0.5)
+    table = ablation.render_table(summary, records)
+    assert "| `te_kmeans` | 2 | 1.000 (0.500) |" in table and "k-means init" in table
+    with pytest.raises(SystemExit):
+        ablation.parse_args(["--rows", "nope", "--output_dir", str(tmp_path)])

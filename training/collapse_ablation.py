@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
+import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -128,8 +128,6 @@ def train_command(args, row: Row, seed: int, folder: Path) -> list[str]:
     ]
     if args.mnist_dir:
         command += ["--mnist_dir", str(args.mnist_dir)]
-    if any(path.name.startswith("checkpoint-") for path in folder.glob("checkpoint-*")):
-        command += ["--resume_from_checkpoint", "latest"]
     return command
 
 
@@ -171,6 +169,7 @@ def save_scatter(records, path: Path) -> Path:
 
 def main(args) -> int:
     from te_vqgan.files import write_json_atomic
+    from te_vqgan.reproduce import run_training
 
     output_dir = Path(args.output_dir)
     args.cache_dir = Path(args.cache_dir) if args.cache_dir else output_dir / "cache"
@@ -187,13 +186,15 @@ def main(args) -> int:
             left = len(plan) - position + 1
             eta = f", about {(time.time() - started) / trained * left / 60:.0f} min left" if trained else ""
             print(f"[{position}/{len(plan)}] training {name} seed {seed}{eta}", flush=True)
-            subprocess.run(command, check=True, cwd=REPO_ROOT)
+            if run_training(command, folder, REPO_ROOT):
+                print(f"{name} seed {seed} failed; rerun to continue from its last checkpoint.", file=sys.stderr)
+                return 1
             trained += 1
         elif metrics_path.is_file():
             print(f"[{position}/{len(plan)}] {name} seed {seed}: done, read from {metrics_path}", flush=True)
         if metrics_path.is_file():
             records[name].append({"seed": seed, **json.loads(metrics_path.read_text())})
-            commands[f"{name}-seed{seed}"] = " ".join(command or ["(report only)"])
+            commands[f"{name}-seed{seed}"] = shlex.join(command) if command else "(report only)"
     summary = summarise(records)
     write_json_atomic(output_dir / "results.json", {"summary": summary, "runs": records, "commands": commands,
                                                      "settings": {k: str(v) for k, v in vars(args).items()}})

@@ -50,13 +50,13 @@ class DigitColourClassifier(
     of colour + cross-entropy of digit (the authors' rule).
 
     Args:
-        channels (`tuple[int, int, int]`, *optional*, defaults to `(32, 64, 128)`): widths of the stages.
+        channels (`tuple[int, int, int]`, *optional*, defaults to `(16, 32, 64)`): widths of the stages.
         num_colours (`int`, *optional*, defaults to `4`): white, red, green, blue (`COLOURS` order).
         num_digits (`int`, *optional*, defaults to `10`): digit classes.
         dropout (`float`, *optional*, defaults to `0.2`): before the heads.
     """
 
-    def __init__(self, channels: tuple[int, int, int] = (32, 64, 128), num_colours: int = len(COLOURS),
+    def __init__(self, channels: tuple[int, int, int] = (16, 32, 64), num_colours: int = len(COLOURS),
                  num_digits: int = 10, dropout: float = 0.2):
         super().__init__()
         channels = tuple(int(c) for c in channels)

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 
-__all__ = ["PAPER", "PRESETS", "Preset", "ReproducePlan", "StageFailed", "Step", "render_report", "reproduce", "summarise_results"]
+__all__ = ["run_training", "PAPER", "PRESETS", "Preset", "ReproducePlan", "StageFailed", "Step", "render_report", "reproduce", "summarise_results"]
 
 QUANTIZER_CONFIGS = {"te": "te-vqgan-mnist", "sc": "vqgan-mnist-sc", "cb": "vqgan-mnist-cb", "mp": "vqgan-mnist-mp", "mb": "vqgan-mnist-mb"}
 QUANTIZER_NAMES = {"te": "TE (SC + orth.)", "sc": "SC", "cb": "CB", "mp": "MP", "mb": "MB"}
@@ -134,6 +134,14 @@ def _repo_root() -> Path:
     return root
 
 
+def run_training(command: list[str], output_dir: Path, cwd: Path | None = None) -> int:
+    """Run a training script's `command` (its `--output_dir` is `output_dir`) as a subprocess,
+    continuing from the folder's last checkpoint when it has one; returns the exit status."""
+    if any(Path(output_dir).glob("checkpoint-*")):
+        command = [*command, "--resume_from_checkpoint", "latest"]
+    return subprocess.run(command, cwd=cwd).returncode
+
+
 class ReproducePlan:
     """The stages of one `reproduce` run, in order, with their commands."""
 
@@ -231,12 +239,10 @@ class ReproducePlan:
             if code:
                 raise StageFailed(f"Stage {step.key} failed (te-vqgan {command[1]} exited with {code}); rerun to continue from it.")
             return
-        if step.resumable and any(step.folder.glob("checkpoint-*")):
-            command += ["--resume_from_checkpoint", "latest"]
-        completed = subprocess.run(command, cwd=self.root)
-        if completed.returncode:
+        returncode = run_training(command, step.folder, self.root) if step.resumable else subprocess.run(command, cwd=self.root).returncode
+        if returncode:
             raise StageFailed(
-                f"Stage {step.key} failed ({Path(command[len(self.preset.launcher) or 1]).name} exited with {completed.returncode}); "
+                f"Stage {step.key} failed ({Path(command[len(self.preset.launcher) or 1]).name} exited with {returncode}); "
                 "rerun to continue from its last checkpoint."
             )
 
