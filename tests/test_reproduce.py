@@ -104,3 +104,16 @@ def test_report_renders_tables_from_a_results_file():
     assert "| TE (SC + orth.), paper | 3 | 0.931 | 0.913 | 0.890 | 0.868 | 0.825 |" in report
     assert "not measured (LPIPS not installed)" in report and "![](figures/x.png)" in report
     assert "| **all stage1** | 220 |" in report and "| **total** | 230 |" in report
+
+
+def test_a_given_classifier_replaces_the_classifier_stage(tmp_path):
+    from te_vqgan.classifier import DigitColourClassifier
+
+    DigitColourClassifier(channels=(4, 8, 8)).save_pretrained(tmp_path / "clf")
+    preset = replace(PRESETS["smoke"], quantizers=("te",), seeds=(0,), train_sizes=(100,))
+    plan = ReproducePlan(preset, tmp_path / "run", classifier=str(tmp_path / "clf"))
+    assert [s.key for s in plan.steps][:2] == ["data", "stage1/te-seed0"]
+    evaluate = plan.steps[-1]
+    assert evaluate.command[evaluate.command.index("--classifier") + 1] == str(tmp_path / "clf")
+    with pytest.raises(ValueError, match="not a `te-vqgan train-classifier` folder"):
+        ReproducePlan(preset, tmp_path / "run", classifier=str(tmp_path))

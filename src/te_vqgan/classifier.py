@@ -45,9 +45,13 @@ class DigitColourClassifier(
 ):
     """A CNN with a colour head and a digit head over a 28x28 RGB window.
 
-    Three stages of two 3x3 conv + BatchNorm + ReLU (`channels` wide), 2x2 max pooling after
-    the first two, global average pooling, dropout and two linear heads. Loss: cross-entropy
-    of colour + cross-entropy of digit (the authors' rule).
+    The convolutions see the stroke's intensity (the brightest channel), so the digit head
+    cannot tie a shape to a colour: a red 4 in a window is judged by the same features as a
+    white 4, and a held-out (colour, digit, location) combination is no harder than a seen
+    one. Three stages of two 3x3 conv + BatchNorm + ReLU (`channels` wide), 2x2 max pooling
+    after the first two, global average pooling and dropout give the digit head; the colour
+    head reads those features and each channel's mean and maximum. Loss: cross-entropy of
+    colour + cross-entropy of digit (the authors' rule).
 
     Args:
         channels (`tuple[int, int, int]`, *optional*, defaults to `(16, 32, 64)`): widths of the stages.
@@ -66,18 +70,19 @@ class DigitColourClassifier(
             raise ValueError(f"Expected num_colours, num_digits >= 1 and dropout in [0, 1) (got {num_colours}, {num_digits}, {dropout}).")
         a, b, c = channels
         self.features = nn.Sequential(
-            _block(3, a), _block(a, a), nn.MaxPool2d(2),  # 14x14
+            _block(1, a), _block(a, a), nn.MaxPool2d(2),  # 14x14
             _block(a, b), _block(b, b), nn.MaxPool2d(2),  # 7x7
             _block(b, c), _block(c, c), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
         )
         self.dropout = nn.Dropout(dropout)
-        self.colour_head = nn.Linear(c, num_colours)
+        self.colour_head = nn.Linear(c + 6, num_colours)
         self.digit_head = nn.Linear(c, num_digits)
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """`pixels` float `[N, 3, 28, 28]` in [0, 1] -> (colour logits `[N, 4]`, digit logits `[N, 10]`)."""
-        hidden = self.dropout(self.features(pixels))
-        return self.colour_head(hidden), self.digit_head(hidden)
+        hidden = self.dropout(self.features(pixels.amax(dim=1, keepdim=True)))
+        channel_stats = torch.cat([pixels.mean(dim=(2, 3)), pixels.amax(dim=(2, 3))], dim=1)
+        return self.colour_head(torch.cat([hidden, channel_stats], dim=1)), self.digit_head(hidden)
 
     @torch.no_grad()
     def predict(self, windows, batch_size: int = 512) -> tuple[torch.LongTensor, torch.LongTensor]:

@@ -145,8 +145,13 @@ def run_training(command: list[str], output_dir: Path, cwd: Path | None = None) 
 class ReproducePlan:
     """The stages of one `reproduce` run, in order, with their commands."""
 
-    def __init__(self, preset: Preset, output: Path, mnist_dir: str | None = None, device: str | None = None):
+    def __init__(self, preset: Preset, output: Path, mnist_dir: str | None = None, device: str | None = None,
+                 classifier: str | None = None):
         self.preset, self.output, self.mnist_dir, self.device = preset, Path(output), mnist_dir, device
+        if classifier is not None and not (Path(classifier) / "config.json").is_file():
+            raise ValueError(f"--classifier {classifier!r} is not a `te-vqgan train-classifier` folder (no config.json).")
+        # A classifier trained before (it does not depend on the quantizers) is used as it is.
+        self.classifier = Path(classifier) if classifier is not None else self.output / "classifier"
         self.root = _repo_root()
         self.steps = self._build()
 
@@ -165,10 +170,11 @@ class ReproducePlan:
                 "--num-validation", str(p.num_validation), "--num-test", str(p.num_test),
                 "--num-shift-groups", str(p.num_shift_groups), "--cache-dir", str(out / "cache"),
                 *(["--data-dir", str(self.mnist_dir)] if self.mnist_dir else [])]),
-            Step("classifier", "classifier", out / "classifier", "metrics.json", [
-                "te-vqgan", "train-classifier", "--output", str(out / "classifier"), "--num-train", str(p.classifier_train),
-                "--num-test", str(p.num_test), "--epochs", str(p.classifier_epochs), "--cache-dir", str(out / "cache"), *mnist, *device]),
         ]
+        if self.classifier == out / "classifier":
+            steps.append(Step("classifier", "classifier", out / "classifier", "metrics.json", [
+                "te-vqgan", "train-classifier", "--output", str(out / "classifier"), "--num-train", str(p.classifier_train),
+                "--num-test", str(p.num_test), "--epochs", str(p.classifier_epochs), "--cache-dir", str(out / "cache"), *mnist, *device]))
         for q in p.quantizers:
             config = self.root / "hub_configs" / f"{QUANTIZER_CONFIGS[q]}{p.config_suffix}.json"
             for seed in p.seeds:
@@ -199,7 +205,7 @@ class ReproducePlan:
                         *(["--scaled_down", f"te-vqgan reproduce --preset {p.name}"] if not p.comparable else [])], resumable=True))
                     evaluation = out / "evaluation" / name
                     steps.append(Step(f"evaluate/{name}", "evaluate", evaluation, "evaluation.json", [
-                        "te-vqgan", "evaluate", "--pipeline", str(stage2), "--classifier", str(out / "classifier"),
+                        "te-vqgan", "evaluate", "--pipeline", str(stage2), "--classifier", str(self.classifier),
                         "--dataset", str(data), "--splits", "test,test_seen", "--num-examples", str(p.num_eval),
                         "--seed", str(seed), "--output", str(evaluation), "--cache-dir", str(out / "cache"), *device]))
         return steps
@@ -279,11 +285,11 @@ def collect_results(plan: ReproducePlan, state: dict) -> dict:
                     "quantizer": q, "seed": seed, "train_size": size, "stage1": quantizer,
                     "evaluation": json.loads(evaluation.read_text())["splits"] if evaluation.is_file() else None,
                 })
-    classifier = out / "classifier" / "metrics.json"
+    classifier = plan.classifier / "metrics.json"
     return {
         "preset": asdict(p),
         "runs": runs,
-        "classifier": json.loads(classifier.read_text()) if classifier.is_file() else None,
+        "classifier": {**json.loads(classifier.read_text()), "path": str(plan.classifier)} if classifier.is_file() else None,
         "seconds": state.get("seconds", {}),
         "commands": state.get("commands", {}),
         "versions": versions(),
@@ -464,11 +470,13 @@ def make_figures(plan: ReproducePlan, results: dict) -> dict[str, str]:
     return figures
 
 
-def reproduce(preset: Preset, output: str | Path, mnist_dir: str | None = None, device: str | None = None, log=print) -> Path:
-    """Run (or continue) the plan, then write `results.json`, `figures/` and `report.md`."""
+def reproduce(preset: Preset, output: str | Path, mnist_dir: str | None = None, device: str | None = None,
+              classifier: str | None = None, log=print) -> Path:
+    """Run (or continue) the plan, then write `results.json`, `figures/` and `report.md`.
+    `classifier`: a trained evaluation classifier to use instead of training one."""
     from .files import atomic_path, write_json_atomic
 
-    plan = ReproducePlan(preset, Path(output), mnist_dir=mnist_dir, device=device)
+    plan = ReproducePlan(preset, Path(output), mnist_dir=mnist_dir, device=device, classifier=classifier)
     log(f"te-vqgan reproduce --preset {preset.name}: {len(plan.steps)} stages, {sum(s.done for s in plan.steps)} done, output {plan.output}")
     state = plan.run(log=log)
     results = collect_results(plan, state)

@@ -36,6 +36,10 @@ def register(subparsers) -> None:
     parser.add_argument("--seeds", type=_int_list, default=None, help="Comma-separated seeds (default: the preset's).")
     parser.add_argument("--train-sizes", type=_int_list, default=None, help="Stage-2 train sizes, largest first (default: the preset's).")
     parser.add_argument("--mnist-dir", default=None, help="Folder of the MNIST .gz files (default: $TE_VQGAN_MNIST_DIR, else download).")
+    parser.add_argument(
+        "--classifier", default=None,
+        help="A trained `te-vqgan train-classifier` folder to evaluate with (default: train one in OUTPUT/classifier).",
+    )
     parser.add_argument("--device", default=None, help="cpu or cuda for the in-process stages (default: cuda when available).")
     parser.add_argument("--output", required=True, help="Folder of the run (created; an existing one is continued).")
     parser.set_defaults(func=run)
@@ -49,7 +53,7 @@ def run(args) -> int:
     quantizers = [q.strip() for q in args.quantizers.split(",") if q.strip()] if args.quantizers is not None else None
     preset = preset_with(args.preset, quantizers=quantizers, seeds=args.seeds, train_sizes=args.train_sizes)
     try:
-        reproduce(preset, args.output, mnist_dir=args.mnist_dir, device=args.device)
+        reproduce(preset, args.output, mnist_dir=args.mnist_dir, device=args.device, classifier=args.classifier)
     except StageFailed as error:
         print(f"te-vqgan reproduce: error: {error}", file=sys.stderr)
         return 2
