@@ -117,3 +117,13 @@ def test_a_given_classifier_replaces_the_classifier_stage(tmp_path):
     assert evaluate.command[evaluate.command.index("--classifier") + 1] == str(tmp_path / "clf")
     with pytest.raises(ValueError, match="not a `te-vqgan train-classifier` folder"):
         ReproducePlan(preset, tmp_path / "run", classifier=str(tmp_path))
+
+
+def test_the_report_says_whether_te_beats_sc_beyond_the_seed_spread():
+    from te_vqgan.reproduce import te_gain_verdict
+
+    row = lambda mean, std: {"t2i_accuracy": (mean, std), "seeds": 2}  # noqa: E731
+    assert "outside the seed spread" in te_gain_verdict({"table1": {"te": row(0.5, 0.01), "sc": row(0.3, 0.01)}})
+    assert "**not** outside" in te_gain_verdict({"table1": {"te": row(0.32, 0.02), "sc": row(0.3, 0.02)}})
+    one = {"table1": {"te": {"t2i_accuracy": (0.5, 0.0), "seeds": 1}, "sc": {"t2i_accuracy": (0.3, 0.0), "seeds": 1}}}
+    assert "one seed" in te_gain_verdict(one)

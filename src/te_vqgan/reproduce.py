@@ -342,6 +342,22 @@ def summarise_results(results: dict) -> dict:
     return summary
 
 
+def te_gain_verdict(summary: dict) -> str:
+    """One sentence: is TE's text-to-image accuracy (all buckets) above SC's by more than the
+    seed spread (the sum of the two standard deviations)?"""
+    table = summary["table1"]
+    te, sc = (table.get(q, {}).get("t2i_accuracy") for q in ("te", "sc"))
+    if te is None or sc is None:
+        return "TE against SC: not both measured."
+    gain, spread = te[0] - sc[0], te[1] + sc[1]
+    seeds = min(table["te"]["seeds"], table["sc"]["seeds"])
+    if seeds < 2:
+        return f"TE against SC, text-to-image over all buckets: {gain:+.3f} with one seed, so no seed spread to compare it with."
+    verdict = "outside" if abs(gain) > spread else "**not** outside"
+    return (f"TE against SC, text-to-image over all buckets: {gain:+.3f}; the seed spread (std TE + std SC) is {spread:.3f}, "
+            f"so at this scale the difference is {verdict} the seed spread.")
+
+
 def _fmt(value, digits: int = 3) -> str:
     if value is None:
         return "-"
@@ -365,7 +381,7 @@ def render_report(results: dict, figures: dict[str, str] | None = None) -> str:
         row = summary["table1"][q]
         lines.append(f"| {QUANTIZER_NAMES[q]} | {row['seeds']} | " + " | ".join(_fmt(row[f"{d}_{b}"]) for d in ("t2i", "i2t") for b in QUADS) + " |")
         lines.append(f"| {QUANTIZER_NAMES[q]}, paper | 3 | " + " | ".join(f"{v:.3f}" for d in ("t2i", "i2t") for v in PAPER[d][q]) + " |")
-    lines += ["", "Single centre digit (Centre) and all buckets together:", "",
+    lines += ["", te_gain_verdict(summary), "", "Single centre digit (Centre) and all buckets together:", "",
               "| model | T2I Centre | T2I all | I2T Centre | I2T all |", "|---|---|---|---|---|"]
     for q in quantizers:
         row = summary["table1"][q]
