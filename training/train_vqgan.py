@@ -10,6 +10,11 @@ commitment term) + the model's orthogonal regulariser. Adam (0.5, 0.9) for the a
 and the discriminator. Without LPIPS (`--perceptual_weight 0`) the pixel loss defaults to L2:
 L1 alone erases the colour of red, green and blue digits (`--reconstruction_loss`).
 
+Beyond the paper, against codebook collapse: `--kmeans_init_step` and
+`--dead_code_restart_steps` (`te_vqgan.training.codebook`); the model-side remedies are config
+keys of `TEVQModel`. Validation reports colour fidelity and shape of the digits and shift
+equivariance three ways (the authors' score, the digit's own tokens, per colour).
+
 The final `--output_dir` is a `save_pretrained` folder (config.json + safetensors, a model
 card and metrics.json) that `TEVQModel.from_pretrained` loads; `checkpoint-{step}` folders
 beside it hold the training state for `--resume_from_checkpoint`, which continues exactly.
