@@ -34,7 +34,7 @@ def register(subparsers) -> None:
     parser.add_argument("--num-test", type=int, default=3_000, help="Images in each of test and test_seen (default 3000).")
     parser.add_argument("--dataset-seed", type=int, default=0, help="Seed of the TextMNIST build (default 0).")
     parser.add_argument("--cache-dir", default=None, help="datasets cache folder.")
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=8, help="Epochs (default 8: 8 min on 2 busy cores; digit accuracy 0.993 test, 0.998 test_seen).")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--max-shift", type=int, default=2, help="Random shifts of up to this many pixels (default 2).")
