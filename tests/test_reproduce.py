@@ -127,3 +127,14 @@ def test_the_report_says_whether_te_beats_sc_beyond_the_seed_spread():
     assert "**not** outside" in te_gain_verdict({"table1": {"te": row(0.32, 0.02), "sc": row(0.3, 0.02)}})
     one = {"table1": {"te": {"t2i_accuracy": (0.5, 0.0), "seeds": 1}, "sc": {"t2i_accuracy": (0.3, 0.0), "seeds": 1}}}
     assert "one seed" in te_gain_verdict(one)
+
+
+def test_an_output_folder_is_continued_only_with_the_same_settings(tmp_path, monkeypatch):
+    preset = replace(PRESETS["smoke"], quantizers=("te",), seeds=(0,), train_sizes=(100,))
+    plan = ReproducePlan(preset, tmp_path)
+    monkeypatch.setattr(plan, "_run_step", lambda step, cli_main: (step.folder.mkdir(parents=True, exist_ok=True),
+                                                                    (step.folder / step.marker).write_text("{}")))
+    plan.run(log=lambda line: None)
+    other = ReproducePlan(replace(preset, seeds=(1,)), tmp_path)
+    with pytest.raises(ValueError, match=r"seeds: \[0\] -> \[1\]"):
+        other.run(log=lambda line: None)

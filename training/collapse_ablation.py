@@ -181,7 +181,7 @@ def main(args) -> int:
     for position, (name, seed) in enumerate(plan, start=1):
         folder = run_folder(output_dir, name, seed)
         metrics_path = folder / "metrics.json"
-        command = train_command(args, ROWS[name], seed, folder) if not args.report_only else None
+        command = train_command(args, ROWS[name], seed, folder)
         if not metrics_path.is_file() and not args.report_only:
             left = len(plan) - position + 1
             eta = f", about {(time.time() - started) / trained * left / 60:.0f} min left" if trained else ""
@@ -194,7 +194,9 @@ def main(args) -> int:
             print(f"[{position}/{len(plan)}] {name} seed {seed}: done, read from {metrics_path}", flush=True)
         if metrics_path.is_file():
             records[name].append({"seed": seed, **json.loads(metrics_path.read_text())})
-            commands[f"{name}-seed{seed}"] = shlex.join(command) if command else "(report only)"
+            # As a user would type it: `python`, paths relative to the repository.
+            shown = ["python", *(str(Path(a).relative_to(REPO_ROOT)) if a.startswith(str(REPO_ROOT)) else a for a in command[1:])]
+            commands[f"{name}-seed{seed}"] = shlex.join(shown)
     summary = summarise(records)
     write_json_atomic(output_dir / "results.json", {"summary": summary, "runs": records, "commands": commands,
                                                      "settings": {k: str(v) for k, v in vars(args).items()}})

@@ -85,9 +85,9 @@ PRESETS = {
     "smoke": Preset(
         "smoke", "a check of the whole chain on a 2-core CPU in under 20 minutes: TE and SC, one seed, tiny data and "
         "models. Its numbers are NOT comparable to the paper's.",
-        False, ("te", "sc"), (0,), (3_000,), 3_000, 128, 200, 20, 6_000, 2, "-cpu", 300, 16, CPU_STAGE1,
-        120, 16, (2, 64, 2), 100, ("--lr_warmup_steps", "12"),
-        estimates={"data": 20, "classifier": 120, "stage1": 110, "tokenize": 15, "stage2": 90, "evaluate": 40},
+        False, ("te", "sc"), (0,), (3_000,), 3_000, 128, 200, 20, 8_000, 4, "-cpu", 800, 16, CPU_STAGE1,
+        400, 16, (2, 64, 2), 200, ("--lr_warmup_steps", "40"),
+        estimates={"data": 5, "classifier": 60, "stage1": 200, "tokenize": 8, "stage2": 120, "evaluate": 40},
     ),
     "cpu": Preset(
         "cpu", "the largest run our 2-core CPU machines finish in a few hours: the CPU quantizer configs and recipe, "
@@ -219,6 +219,15 @@ class ReproducePlan:
         self.output.mkdir(parents=True, exist_ok=True)
         state_path = self.output / "state.json"
         state = json.loads(state_path.read_text()) if state_path.is_file() else {"seconds": {}, "commands": {}}
+        settings = json.loads(json.dumps({k: v for k, v in asdict(self.preset).items() if k != "estimates"}))
+        before = state.get("settings")
+        if before is not None and before != settings:
+            changed = sorted(k for k in settings if before.get(k) != settings[k])
+            raise ValueError(
+                f"{str(self.output)!r} holds a run with other settings ({', '.join(f'{k}: {before.get(k)} -> {settings[k]}' for k in changed)}); "
+                "continue it with the same options, or give another --output."
+            )
+        state["settings"] = settings
         total = len(self.steps)
         for position, step in enumerate(self.steps, start=1):
             state["commands"][step.key] = shlex.join(step.command)

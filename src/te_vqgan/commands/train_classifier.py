@@ -69,7 +69,7 @@ def run(args) -> int:
 
 
 def train_and_save(output: Path, dataset: str = "textmnist", mnist_dir=None, num_train: int = 24_000, num_test: int = 3_000,
-                   dataset_seed: int = 0, cache_dir=None, epochs: int = 4, batch_size: int = 128, learning_rate: float = 2e-3,
+                   dataset_seed: int = 0, cache_dir=None, epochs: int = 8, batch_size: int = 128, learning_rate: float = 2e-3,
                    max_shift: int = 2, seed: int = 0, device=None, command: str = "te-vqgan train-classifier") -> dict:
     """Build the windows, train, measure on `test` and `test_seen`, and write the folder
     (staged, then moved into place whole). Returns the metrics written to `metrics.json`."""
