@@ -21,6 +21,8 @@ def test_the_plan_has_every_stage_in_order(tmp_path):
     assert stage1.command[1].endswith("training/train_vqgan.py") and "te-vqgan-mnist-cpu.json" in " ".join(stage1.command)
     stage2 = plan.steps[4]
     assert stage2.command[stage2.command.index("--train_subset_size") + 1] == "100"
+    smaller = plan.steps[6]  # the same epochs for the smaller train size: half the steps
+    assert int(smaller.command[smaller.command.index("--max_train_steps") + 1]) == round(preset.stage2_steps / 2)
     assert "--scaled_down" in stage2.command  # the cpu preset labels its cards
 
 
