@@ -232,7 +232,7 @@ class ReproducePlan:
         state["settings"] = settings
         total = len(self.steps)
         for position, step in enumerate(self.steps, start=1):
-            state["commands"][step.key] = shlex.join(step.command)
+            state["commands"][step.key] = self.display(step.command)
             if step.done:
                 log(f"[{position}/{total}] {step.key}: done ({state['seconds'].get(step.key, 0):.0f} s), skipped")
                 continue
@@ -262,6 +262,12 @@ class ReproducePlan:
                 f"Stage {step.key} failed ({Path(command[len(self.preset.launcher) or 1]).name} exited with {returncode}); "
                 "rerun to continue from its last checkpoint."
             )
+
+    def display(self, command: list[str]) -> str:
+        """A command as a user types it in the repository: `python`, paths relative to it."""
+        root = str(self.root) + "/"
+        shown = ["python" if part == sys.executable else part.removeprefix(root) for part in command]
+        return shlex.join(shown)
 
     def estimate_left(self, state: dict, done_before: int) -> float:
         """Seconds the stages from `done_before` on should take: the mean measured time of each
