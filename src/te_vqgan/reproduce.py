@@ -94,7 +94,7 @@ PRESETS = {
         "TE and SC, 2 seeds, a 4-layer 128-wide generator for 2 epochs, train sizes scaled down 30x (10,000 and 3,333). "
         "Not comparable to the paper's numbers; "
         "its question is whether TE's text-to-image gain over SC is outside the seed spread at this scale.",
-        False, ("te", "sc"), (0, 1), (10_000, 3_333), 10_000, 256, 500, 100, 24_000, 4, "-cpu", 1_000, 16, CPU_STAGE1,
+        False, ("te", "sc"), (0, 1), (10_000, 3_333), 10_000, 256, 500, 100, 24_000, 8, "-cpu", 1_000, 16, CPU_STAGE1,
         625, 32, (4, 128, 4), 500, ("--lr_warmup_steps", "60"),
         estimates={"data": 30, "classifier": 500, "stage1": 250, "tokenize": 30, "stage2": 1_300, "evaluate": 300},
     ),
