@@ -118,8 +118,11 @@ def save_shift_equivariance_figure(
         label = name if row_scores is None else f"{name}\nscore {row_scores[g]:.3f}"
         axes[2 * g, 0].set_ylabel(label, fontsize=8)
         axes[2 * g + 1, 0].set_ylabel("code indices", fontsize=8)
+    height = 4.1 * groups
     if title:
         figure.suptitle(title, fontsize=10)
+    # Room for the title only (the default margins leave inches of blank over a tall figure).
+    figure.tight_layout(rect=(0, 0, 1, 1 - (0.9 if title else 0.1) / height))
     return save_figure(figure, path)
 
 
