@@ -171,3 +171,25 @@ def test_evaluate_command_on_a_tiny_pipeline(stage2_assets, mnist_dir, tmp_path,
                  "--mnist-dir", str(mnist_dir), "--cache-dir", str(stage2_assets[2]), "--num-test", "24",
                  "--splits", "nope", "--device", "cpu", "--output", str(tmp_path / "eval2")])
     assert code == 2 and "'nope'" in capsys.readouterr().err
+
+
+def test_train_classifier_command_writes_a_loadable_folder_with_its_accuracy(mnist_dir, tmp_path, capsys):
+    from te_vqgan.cli import main
+
+    output = tmp_path / "classifier"
+    code = main([
+        "train-classifier", "--output", str(output), "--mnist-dir", str(mnist_dir), "--cache-dir", str(tmp_path / "cache"),
+        "--num-train", "40", "--num-test", "8", "--epochs", "1", "--batch-size", "32", "--device", "cpu",
+    ])
+    assert code == 0, capsys.readouterr().err
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert set(metrics["accuracy"]) == {"test", "test_seen"} and metrics["train_windows"] >= 40
+    for row in metrics["accuracy"].values():
+        assert 0.0 <= row["digit_accuracy"] <= 1.0 and row["windows"] >= 8
+    card = (output / "README.md").read_text()
+    assert "| test |" in card and "not met" in card and "library_name: te-vqgan" in card
+    assert "target (digit >= 0.995" in capsys.readouterr().out
+    DigitColourClassifier.from_pretrained(output)
+    assert not list(tmp_path.glob(".classifier.tmp"))  # staged, then moved into place
+    assert main(["train-classifier", "--output", str(output), "--mnist-dir", str(mnist_dir), "--epochs", "1"]) == 2
+    assert "not empty" in capsys.readouterr().err
