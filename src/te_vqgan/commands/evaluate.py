@@ -85,7 +85,6 @@ def evaluate_split(pipeline, classifier, split, num_examples: int, batch_size: i
     """Both directions and the three sanity rows on the first `num_examples` of `split`."""
     import torch
 
-    from ..data.captions import Triplet  # noqa: F401  (the truths' type)
     from ..evaluation import caption_variant, image_to_text_scores, objects_to_triplets, text_to_image_scores
     from ..metrics import as_tokenizer, images_to_tensor, tensor_to_images
     from ..pipelines import ImageToTextPipeline
