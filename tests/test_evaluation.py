@@ -189,6 +189,7 @@ def test_train_classifier_command_writes_a_loadable_folder_with_its_accuracy(mni
     card = (output / "README.md").read_text()
     assert "| test |" in card and "not met" in card and "library_name: te-vqgan" in card
     assert "target (digit >= 0.995" in capsys.readouterr().out
+    assert "te-vqgan train-classifier --output classifier --dataset textmnist --num-train 40" in card
     DigitColourClassifier.from_pretrained(output)
     assert not list(tmp_path.glob(".classifier.tmp"))  # staged, then moved into place
     assert main(["train-classifier", "--output", str(output), "--mnist-dir", str(mnist_dir), "--epochs", "1"]) == 2

@@ -49,7 +49,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from ..classifier import DigitColourClassifier
-    from ..data.tokenized import load_source_dataset
+    from ..data.tokenized import builds_textmnist, load_source_dataset
     from ..files import write_json_atomic
     from ..loading import resolve_device
     from ..pipelines import TextToImagePipeline
@@ -61,7 +61,7 @@ def run(args) -> int:
     pipeline = TextToImagePipeline.from_pretrained(args.pipeline).to(device)
     classifier = DigitColourClassifier.from_pretrained(args.classifier).to(device)
     options = None
-    if args.dataset.split(":")[0] == "textmnist" and not Path(args.dataset).is_dir():
+    if builds_textmnist(args.dataset):
         options = dict(num_train=0, num_validation=0, num_test=args.num_test, num_test_seen=args.num_test, num_shift_groups=0,
                        seed=args.dataset_seed, data_dir=args.mnist_dir)
     data = load_source_dataset(args.dataset, builder_options=options, cache_dir=args.cache_dir)

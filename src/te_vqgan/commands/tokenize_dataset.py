@@ -42,7 +42,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..data.tokenized import load_source_dataset, tokenize_dataset
+    from ..data.tokenized import builds_textmnist, load_source_dataset, tokenize_dataset
     from ..files import check_output_dir
     from ..loading import load_vq_model
 
@@ -58,7 +58,7 @@ def run(args) -> int:
 
     model, description = load_vq_model(args.vqmodel, device=args.device)
     options = {name: getattr(args, name) for name in _BUILDER_OPTIONS if getattr(args, name) is not None}
-    if args.dataset.split(":")[0] == "textmnist" and not Path(args.dataset).is_dir():  # built here, not read
+    if builds_textmnist(args.dataset):
         options["data_dir"] = args.mnist_dir
     dataset = load_source_dataset(args.dataset, builder_options=options, cache_dir=args.cache_dir)
     tokenised, info = tokenize_dataset(

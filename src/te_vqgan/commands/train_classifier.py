@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
+import shutil
 import time
 from pathlib import Path
 
@@ -44,6 +44,15 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
+def reproduce_command(args) -> str:
+    """The `te-vqgan train-classifier` line that trains the same classifier (for its card); built
+    from the arguments, since `sys.argv` is another command's when `reproduce` calls this one."""
+    parts = ["te-vqgan", "train-classifier", "--output", Path(args.output).name, "--dataset", args.dataset]
+    for name in ("num_train", "num_test", "dataset_seed", "epochs", "batch_size", "learning_rate", "max_shift", "seed"):
+        parts += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    return shlex.join(parts)
+
+
 def run(args) -> int:
     from ..files import check_output_dir
 
@@ -55,7 +64,7 @@ def run(args) -> int:
         output=Path(args.output), dataset=args.dataset, mnist_dir=args.mnist_dir, num_train=args.num_train,
         num_test=args.num_test, dataset_seed=args.dataset_seed, cache_dir=args.cache_dir, epochs=args.epochs,
         batch_size=args.batch_size, learning_rate=args.learning_rate, max_shift=args.max_shift, seed=args.seed,
-        device=args.device, command="te-vqgan " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "te-vqgan train-classifier",
+        device=args.device, command=reproduce_command(args),
     )
     for split, row in result["accuracy"].items():
         print(f"{split:<10} {row['windows']:>6} windows  colour {row['colour_accuracy']:.4f}  digit {row['digit_accuracy']:.4f}  both {row['both_accuracy']:.4f}")
@@ -76,14 +85,14 @@ def train_and_save(output: Path, dataset: str = "textmnist", mnist_dir=None, num
     from huggingface_hub import ModelCardData
 
     from ..classifier import evaluate_classifier, train_classifier, windows_of_split
-    from ..data.tokenized import load_source_dataset
+    from ..data.tokenized import builds_textmnist, load_source_dataset
     from ..files import install_folder, write_json_atomic
     from ..loading import resolve_device
     from ..training.accelerate_utils import render_model_card
 
     device = resolve_device(device)
     options = None
-    if dataset.split(":")[0] == "textmnist" and not Path(dataset).is_dir():
+    if builds_textmnist(dataset):
         options = dict(num_train=num_train, num_validation=0, num_test=num_test, num_test_seen=num_test, num_shift_groups=0,
                        seed=dataset_seed, data_dir=mnist_dir)
     splits = load_source_dataset(dataset, builder_options=options, cache_dir=cache_dir)
@@ -102,8 +111,6 @@ def train_and_save(output: Path, dataset: str = "textmnist", mnist_dir=None, num
 
     output = Path(output)
     staging = output.with_name(f".{output.name}.tmp")
-    import shutil
-
     shutil.rmtree(staging, ignore_errors=True)
     classifier.cpu().save_pretrained(staging)
     write_json_atomic(staging / "metrics.json", metrics)

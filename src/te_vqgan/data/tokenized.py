@@ -87,6 +87,13 @@ def check_fingerprint(info: QuantizerInfo, model, where: str | os.PathLike) -> N
         )
 
 
+def builds_textmnist(spec: str) -> bool:
+    """Whether `load_source_dataset(spec)` builds TextMNIST (`"textmnist"`, `"textmnist:fashion_mnist"`)
+    rather than reading a folder or a Hub dataset; only then do builder options apply. A folder
+    named `textmnist` is read, not built."""
+    return spec.split(":")[0] == "textmnist" and not Path(spec).is_dir()
+
+
 def load_source_dataset(spec: str, *, builder_options: dict | None = None, cache_dir: str | None = None):
     """The image dataset to tokenise, as a `datasets.DatasetDict`.
 
@@ -102,7 +109,7 @@ def load_source_dataset(spec: str, *, builder_options: dict | None = None, cache
     """
     import datasets
 
-    if spec.split(":")[0] == "textmnist" and not Path(spec).is_dir():  # a folder named textmnist is read, not built
+    if builds_textmnist(spec):
         from .textmnist import TextMNIST
 
         config_name = spec.split(":", 1)[1] if ":" in spec else "mnist"
