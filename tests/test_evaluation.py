@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from te_vqgan.classifier import DigitColourClassifier, evaluate_classifier, train_classifier, windows_of_split
+from te_vqgan.classifier import DigitColourClassifier, evaluate_classifier, train_classifier, windows_of_split, windows_to_tensor
 from te_vqgan.data import Triplet
 from te_vqgan.data.layout import COLOURS, digit_window, render_canvas
 from te_vqgan.evaluation import BUCKETS, bucket_of, cut_windows, image_to_text_scores, text_to_image_scores
@@ -137,6 +137,26 @@ def test_classifier_trains_saves_and_loads(tmp_path, ten_digits):
         model.predict(windows.astype(np.float32))
     with pytest.raises(ValueError, match="epochs >= 1"):
         train_classifier(windows, colours, digits, epochs=0)
+
+
+def test_classifier_augmentation_moves_windows_within_its_bounds(ten_digits):
+    from te_vqgan.classifier import _augmented
+
+    pixels = windows_to_tensor(np.stack([render_canvas([("centre", "red", d)])[digit_window("centre")] for d in ten_digits]))
+    generator = torch.Generator().manual_seed(0)
+    assert torch.equal(_augmented(pixels, 0, 0.0, 0.0, generator), pixels)
+    # Shifts alone: each window is its digit moved by whole pixels (at most 2 each way), nothing else.
+    shifted = _augmented(pixels, 2, 0.0, 0.0, generator)
+    padded = torch.nn.functional.pad(pixels, (2, 2, 2, 2))
+    for out, source in zip(shifted, padded):
+        assert any(torch.allclose(out, source[:, r : r + 28, c : c + 28], atol=1e-5) for r in range(5) for c in range(5))
+    # Rotation and scaling keep the colour (the stroke stays red) and most of the ink.
+    moved = _augmented(pixels, 2, 10.0, 0.1, generator)
+    assert torch.all(moved[:, 1:].sum(dim=(1, 2, 3)) == 0)
+    ratio = moved.sum(dim=(1, 2, 3)) / pixels.sum(dim=(1, 2, 3))
+    assert torch.all((ratio > 0.7) & (ratio < 1.3))
+    with pytest.raises(ValueError, match="max_rotation in"):
+        train_classifier(pixels.permute(0, 2, 3, 1).mul(255).byte().numpy(), [0] * 10, list(range(10)), max_rotation=90)
 
 
 def test_evaluate_command_on_a_tiny_pipeline(stage2_assets, mnist_dir, tmp_path, capsys):

@@ -251,3 +251,18 @@ def test_bench_quantizer_prints_each_figure_as_it_is_measured():
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_train_vqgan_reads_a_relative_folder_named_textmnist(built, in_folder, tmp_path):
+    # `--dataset textmnist` from the folder that holds a built `textmnist/` reads it (as every
+    # command does); it once started building a 300K-image TextMNIST instead.
+    sys.path.insert(0, str(REPO_ROOT / "training"))
+    try:
+        import train_vqgan
+    finally:
+        sys.path.remove(str(REPO_ROOT / "training"))
+    root, _ = built
+    in_folder(root)
+    args = train_vqgan.parse_args(["--dataset", "textmnist", "--model_config", str(REPO_ROOT / "hub_configs" / "te-vqgan-mnist-cpu.json"), "--output_dir", str(tmp_path / "out"), "--cache_dir", str(tmp_path / "cache")])
+    train, validation, shift_groups = train_vqgan.load_image_datasets(args)
+    assert (len(train), len(validation), len(shift_groups)) == (SPLIT_SIZES["train"], SPLIT_SIZES["validation"], 2)

@@ -33,6 +33,7 @@ import torch
 import te_vqgan
 from te_vqgan import TEVQModel, codebook_usage, orthogonal_loss
 from te_vqgan.data.layout import LOCATIONS
+from te_vqgan.data.tokenized import builds_textmnist
 from te_vqgan.loading import load_model_config
 from te_vqgan.models.te_vq_model import check_config_keys
 from te_vqgan.losses import RECONSTRUCTION_LOSSES
@@ -158,11 +159,11 @@ def _validate_args(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
     for name in ("perceptual_weight", "codebook_weight", "disc_weight"):
         if not getattr(args, name) >= 0:
             parser.error(f"--{name} must be >= 0 (got {getattr(args, name)})")
-    if args.dataset == "textmnist" and args.num_validation < 1:
+    if builds_textmnist(args.dataset) and args.num_validation < 1:
         parser.error(f"--num_validation must be >= 1: validation needs images (got {args.num_validation})")
     if args.resolution is not None and args.resolution < 1:
         parser.error(f"--resolution must be >= 1 (got {args.resolution})")
-    if args.dataset == "textmnist" and args.dataset_config not in ("mnist", "fashion_mnist"):
+    if builds_textmnist(args.dataset) and args.dataset_config not in ("mnist", "fashion_mnist"):
         parser.error(f"--dataset_config must be mnist or fashion_mnist for TextMNIST (got {args.dataset_config!r})")
 
 
@@ -172,7 +173,7 @@ def load_image_datasets(args):
     placements `[N, 5, 64, 64, 3]` for the equivariance metric (None without a shift split)."""
     import datasets
 
-    if args.dataset == "textmnist":
+    if builds_textmnist(args.dataset):
         from te_vqgan.data import TextMNIST
 
         builder = TextMNIST(
@@ -419,7 +420,7 @@ class VQGANStage(TrainingStage):
         record["dead_code_restart_steps"] = args.dead_code_restart_steps
         config = model.config
         name = args.hub_model_id or Path(args.output_dir).name
-        dataset_id = f"textmnist-{args.dataset_config}" if args.dataset == "textmnist" else args.dataset
+        dataset_id = f"textmnist-{args.dataset_config}" if builds_textmnist(args.dataset) else args.dataset
         card_data = ModelCardData(
             library_name="diffusers",
             license="mit",

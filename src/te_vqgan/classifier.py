@@ -120,15 +120,23 @@ def windows_of_split(split) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.concatenate(windows), np.asarray(colours, dtype=np.int64), np.asarray(digits, dtype=np.int64)
 
 
-def _shifted(pixels: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
-    """Each window translated by up to `max_shift` pixels each way (black fill): generated
-    digits are not always centred in their window."""
-    if max_shift == 0:
+def _augmented(pixels: torch.Tensor, max_shift: int, max_rotation: float, max_scale: float,
+               generator: torch.Generator) -> torch.Tensor:
+    """Each window moved by a random affine map (black fill): a shift of up to `max_shift`
+    pixels each way, a rotation of up to `max_rotation` degrees and a scaling by up to
+    `max_scale` either way. Generated digits are not always centred, upright or of MNIST's size;
+    the rotation stays small enough that a 6 does not turn into a 9."""
+    if max_shift == 0 and max_rotation == 0 and max_scale == 0:
         return pixels
-    padded = nn.functional.pad(pixels, (max_shift,) * 4)
-    size = pixels.shape[-1]
-    offsets = torch.randint(0, 2 * max_shift + 1, (len(pixels), 2), generator=generator)
-    return torch.stack([padded[i, :, r : r + size, c : c + size] for i, (r, c) in enumerate(offsets.tolist())])
+    n, size = len(pixels), pixels.shape[-1]
+    uniform = lambda: torch.rand(n, generator=generator) * 2 - 1  # noqa: E731
+    angle = torch.deg2rad(uniform() * max_rotation)
+    scale = 1 + uniform() * max_scale
+    shift = torch.randint(-max_shift, max_shift + 1, (n, 2), generator=generator).float() * 2 / size
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = nn.functional.affine_grid(theta.to(pixels), list(pixels.shape), align_corners=False)
+    return nn.functional.grid_sample(pixels, grid, padding_mode="zeros", align_corners=False)
 
 
 def evaluate_classifier(classifier: DigitColourClassifier, windows, colours, digits) -> dict[str, float]:
@@ -145,16 +153,17 @@ def evaluate_classifier(classifier: DigitColourClassifier, windows, colours, dig
 
 
 def train_classifier(windows, colours, digits, epochs: int = 4, batch_size: int = 128, learning_rate: float = 2e-3,
-                     max_shift: int = 2, seed: int = 0, device: str = "cpu", progress: bool = True,
-                     **model_kwargs) -> DigitColourClassifier:
+                     max_shift: int = 2, max_rotation: float = 10.0, max_scale: float = 0.1, seed: int = 0,
+                     device: str = "cpu", progress: bool = True, **model_kwargs) -> DigitColourClassifier:
     """Train a `DigitColourClassifier` on labelled windows: Adam, one-cycle learning rate,
-    random shifts of up to `max_shift` pixels, loss = CE(colour) + CE(digit)."""
+    random shifts (up to `max_shift` pixels), rotations (up to `max_rotation` degrees) and
+    scalings (up to `max_scale` either way), loss = CE(colour) + CE(digit)."""
     from tqdm.auto import tqdm
 
-    if epochs < 1 or batch_size < 1 or not learning_rate > 0 or max_shift < 0:
+    if epochs < 1 or batch_size < 1 or not learning_rate > 0 or max_shift < 0 or not 0 <= max_rotation <= 45 or not 0 <= max_scale < 1:
         raise ValueError(
-            f"Expected epochs >= 1, batch_size >= 1, learning_rate > 0 and max_shift >= 0 "
-            f"(got {epochs}, {batch_size}, {learning_rate}, {max_shift})."
+            f"Expected epochs >= 1, batch_size >= 1, learning_rate > 0, max_shift >= 0, max_rotation in [0, 45] and "
+            f"max_scale in [0, 1) (got {epochs}, {batch_size}, {learning_rate}, {max_shift}, {max_rotation}, {max_scale})."
         )
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -172,7 +181,7 @@ def train_classifier(windows, colours, digits, epochs: int = 4, batch_size: int 
         order = torch.randperm(len(pixels), generator=generator)
         for start in range(0, len(pixels), batch_size):
             batch = order[start : start + batch_size]
-            inputs = _shifted(pixels[batch], max_shift, generator).to(device)
+            inputs = _augmented(pixels[batch], max_shift, max_rotation, max_scale, generator).to(device)
             colour_logits, digit_logits = model(inputs)
             loss = nn.functional.cross_entropy(colour_logits, colours[batch].to(device)) + nn.functional.cross_entropy(
                 digit_logits, digits[batch].to(device)

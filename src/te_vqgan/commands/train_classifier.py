@@ -38,6 +38,9 @@ def register(subparsers) -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--max-shift", type=int, default=2, help="Random shifts of up to this many pixels (default 2).")
+    parser.add_argument("--max-rotation", type=float, default=10.0, help="Random rotations of up to this many degrees (default 10).")
+    parser.add_argument("--max-scale", type=float, default=0.1, help="Random scalings by up to this fraction either way (default 0.1).")
+    parser.add_argument("--channels", default="16,32,64", help="Widths of the three convolution stages (default 16,32,64).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available).")
     parser.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="Also upload the folder to this Hub repo.")
@@ -48,9 +51,21 @@ def reproduce_command(args) -> str:
     """The `te-vqgan train-classifier` line that trains the same classifier (for its card); built
     from the arguments, since `sys.argv` is another command's when `reproduce` calls this one."""
     parts = ["te-vqgan", "train-classifier", "--output", Path(args.output).name, "--dataset", args.dataset]
-    for name in ("num_train", "num_test", "dataset_seed", "epochs", "batch_size", "learning_rate", "max_shift", "seed"):
+    for name in ("num_train", "num_test", "dataset_seed", "epochs", "batch_size", "learning_rate", "max_shift", "max_rotation",
+                 "max_scale", "channels", "seed"):
         parts += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
     return shlex.join(parts)
+
+
+def parse_channels(text: str) -> tuple[int, int, int]:
+    """`--channels` "16,32,64" -> (16, 32, 64); three positive integers or a ValueError naming the value."""
+    try:
+        channels = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        channels = ()
+    if len(channels) != 3 or min(channels) < 1:
+        raise ValueError(f"--channels must be three positive integers separated by commas, e.g. 16,32,64 (got {text!r}).")
+    return channels
 
 
 def run(args) -> int:
@@ -59,11 +74,13 @@ def run(args) -> int:
     for name in ("num_train", "num_test", "epochs", "batch_size"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(args, name)}).")
+    channels = parse_channels(args.channels)
     check_output_dir(args.output, args.overwrite)
     result = train_and_save(
         output=Path(args.output), dataset=args.dataset, mnist_dir=args.mnist_dir, num_train=args.num_train,
         num_test=args.num_test, dataset_seed=args.dataset_seed, cache_dir=args.cache_dir, epochs=args.epochs,
-        batch_size=args.batch_size, learning_rate=args.learning_rate, max_shift=args.max_shift, seed=args.seed,
+        batch_size=args.batch_size, learning_rate=args.learning_rate, max_shift=args.max_shift,
+        max_rotation=args.max_rotation, max_scale=args.max_scale, channels=channels, seed=args.seed,
         device=args.device, command=reproduce_command(args),
     )
     for split, row in result["accuracy"].items():
@@ -79,7 +96,8 @@ def run(args) -> int:
 
 def train_and_save(output: Path, dataset: str = "textmnist", mnist_dir=None, num_train: int = 24_000, num_test: int = 3_000,
                    dataset_seed: int = 0, cache_dir=None, epochs: int = 8, batch_size: int = 128, learning_rate: float = 2e-3,
-                   max_shift: int = 2, seed: int = 0, device=None, command: str = "te-vqgan train-classifier") -> dict:
+                   max_shift: int = 2, max_rotation: float = 10.0, max_scale: float = 0.1, channels=(16, 32, 64), seed: int = 0,
+                   device=None, command: str = "te-vqgan train-classifier") -> dict:
     """Build the windows, train, measure on `test` and `test_seen`, and write the folder
     (staged, then moved into place whole). Returns the metrics written to `metrics.json`."""
     from huggingface_hub import ModelCardData
@@ -102,7 +120,8 @@ def train_and_save(output: Path, dataset: str = "textmnist", mnist_dir=None, num
     train_windows = windows_of_split(splits["train"])
     started = time.time()
     classifier = train_classifier(*train_windows, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                                  max_shift=max_shift, seed=seed, device=device)
+                                  max_shift=max_shift, max_rotation=max_rotation, max_scale=max_scale, channels=tuple(channels),
+                                  seed=seed, device=device)
     train_seconds = round(time.time() - started, 1)
     accuracy = {name: evaluate_classifier(classifier, *windows_of_split(splits[name])) for name in ("test", "test_seen")}
     meets = all(r["digit_accuracy"] >= DIGIT_TARGET and r["colour_accuracy"] >= COLOUR_TARGET for r in accuracy.values())
@@ -122,7 +141,7 @@ def train_and_save(output: Path, dataset: str = "textmnist", mnist_dir=None, num
         model_name=output.name, repo_id=str(output), num_parameters=f"{sum(p.numel() for p in classifier.parameters()):,}",
         accuracy=accuracy, meets_target=meets, train_windows=metrics["train_windows"], dataset=dataset,
         dataset_seed=dataset_seed, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, max_shift=max_shift,
-        train_seconds=train_seconds, command=command,
+        max_rotation=max_rotation, max_scale=max_scale, train_seconds=train_seconds, command=command,
     )
     card.save(staging / "README.md")
     install_folder(staging, output)
