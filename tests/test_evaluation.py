@@ -199,7 +199,7 @@ def test_train_classifier_command_writes_a_loadable_folder_with_its_accuracy(mni
     output = tmp_path / "classifier"
     code = main([
         "train-classifier", "--output", str(output), "--mnist-dir", str(mnist_dir), "--cache-dir", str(tmp_path / "cache"),
-        "--num-train", "40", "--num-test", "8", "--epochs", "1", "--batch-size", "32", "--device", "cpu",
+        "--num-train", "40", "--num-test", "8", "--epochs", "1", "--batch-size", "32", "--device", "cpu", "--channels", "8,16,16",
     ])
     assert code == 0, capsys.readouterr().err
     metrics = json.loads((output / "metrics.json").read_text())
@@ -210,6 +210,8 @@ def test_train_classifier_command_writes_a_loadable_folder_with_its_accuracy(mni
     assert "| test |" in card and "not met" in card and "library_name: te-vqgan" in card
     assert "target (digit >= 0.995" in capsys.readouterr().out
     assert "te-vqgan train-classifier --output classifier --dataset textmnist --num-train 40" in card
+    assert "--channels 8,16,16" in card and "rotations of up to 10.0 degrees" in card
+    assert json.loads((output / "config.json").read_text())["channels"] == [8, 16, 16]
     DigitColourClassifier.from_pretrained(output)
     assert not list(tmp_path.glob(".classifier.tmp"))  # staged, then moved into place
     assert main(["train-classifier", "--output", str(output), "--mnist-dir", str(mnist_dir), "--epochs", "1"]) == 2

@@ -18,12 +18,15 @@ def test_the_plan_has_every_stage_in_order(tmp_path):
                          "stage2/te-seed0-n50", "evaluate/te-seed0-n50"]
     assert len(keys) == 2 + 2 * 2 * (2 + 2 * 2)
     stage1 = plan.steps[2]
-    assert stage1.command[1].endswith("training/train_vqgan.py") and "te-vqgan-mnist-cpu.json" in " ".join(stage1.command)
+    assert stage1.command[1].endswith("training/train_vqgan.py") and "te-vqgan-mnist-cpu-f8.json" in " ".join(stage1.command)
     stage2 = plan.steps[4]
     assert stage2.command[stage2.command.index("--train_subset_size") + 1] == "100"
     smaller = plan.steps[6]  # the same epochs for the smaller train size: half the steps
     assert int(smaller.command[smaller.command.index("--max_train_steps") + 1]) == round(preset.stage2_steps / 2)
     assert "--scaled_down" in stage2.command  # the cpu preset labels its cards
+    assert stage2.command[stage2.command.index("--text_length") + 1] == "45"  # 43-token captions + <bot>, <eot>
+    classifier = plan.steps[1].command
+    assert classifier[classifier.index("--channels") + 1] == "32,64,128"
 
 
 def test_rerunning_skips_finished_stages_and_continues_the_rest(tmp_path, monkeypatch):

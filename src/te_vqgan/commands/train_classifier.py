@@ -34,13 +34,15 @@ def register(subparsers) -> None:
     parser.add_argument("--num-test", type=int, default=3_000, help="Images in each of test and test_seen (default 3000).")
     parser.add_argument("--dataset-seed", type=int, default=0, help="Seed of the TextMNIST build (default 0).")
     parser.add_argument("--cache-dir", default=None, help="datasets cache folder.")
-    parser.add_argument("--epochs", type=int, default=8, help="Epochs (default 8: 8 min on 2 busy cores; digit accuracy 0.993 test, 0.998 test_seen).")
+    parser.add_argument("--epochs", type=int, default=8, help="Epochs (default 8: 7 min on 2 cores at the default width; digit accuracy 0.9936 test, 0.9992 test_seen, "
+                        "colour 1.0, on the 500-image splits of `reproduce --preset cpu`).")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--max-shift", type=int, default=2, help="Random shifts of up to this many pixels (default 2).")
     parser.add_argument("--max-rotation", type=float, default=10.0, help="Random rotations of up to this many degrees (default 10).")
     parser.add_argument("--max-scale", type=float, default=0.1, help="Random scalings by up to this fraction either way (default 0.1).")
-    parser.add_argument("--channels", default="16,32,64", help="Widths of the three convolution stages (default 16,32,64).")
+    parser.add_argument("--channels", default="32,64,128",
+                        help="Widths of the three convolution stages (default 32,64,128; 16,32,64 trains 4x faster, digit 0.990-0.993 on test).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available).")
     parser.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="Also upload the folder to this Hub repo.")
@@ -74,6 +76,12 @@ def run(args) -> int:
     for name in ("num_train", "num_test", "epochs", "batch_size"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(args, name)}).")
+    if args.max_shift < 0:
+        raise ValueError(f"--max-shift must be >= 0 (got {args.max_shift}).")
+    if not 0 <= args.max_rotation <= 45:  # a 6 turned by 180 degrees is a 9
+        raise ValueError(f"--max-rotation must be in [0, 45] degrees (got {args.max_rotation}).")
+    if not 0 <= args.max_scale < 1:
+        raise ValueError(f"--max-scale must be in [0, 1) (got {args.max_scale}).")
     channels = parse_channels(args.channels)
     check_output_dir(args.output, args.overwrite)
     result = train_and_save(
@@ -96,7 +104,7 @@ def run(args) -> int:
 
 def train_and_save(output: Path, dataset: str = "textmnist", mnist_dir=None, num_train: int = 24_000, num_test: int = 3_000,
                    dataset_seed: int = 0, cache_dir=None, epochs: int = 8, batch_size: int = 128, learning_rate: float = 2e-3,
-                   max_shift: int = 2, max_rotation: float = 10.0, max_scale: float = 0.1, channels=(16, 32, 64), seed: int = 0,
+                   max_shift: int = 2, max_rotation: float = 10.0, max_scale: float = 0.1, channels=(32, 64, 128), seed: int = 0,
                    device=None, command: str = "te-vqgan train-classifier") -> dict:
     """Build the windows, train, measure on `test` and `test_seen`, and write the folder
     (staged, then moved into place whole). Returns the metrics written to `metrics.json`."""
