@@ -180,6 +180,8 @@ def test_evaluate_command_on_a_tiny_pipeline(stage2_assets, mnist_dir, tmp_path,
         assert result["examples"] == 6
         # Ground-truth captions parse back to their clauses exactly: the image-to-text sanity row.
         assert result["sanity"]["i2t_ground_truth"] == 1.0
+        # Chance level: another example's caption (image) judged against this one's clauses.
+        assert 0.0 <= result["sanity"]["i2t_image_ignored"] < 1.0 and 0.0 <= result["sanity"]["t2i_prompt_ignored"] < 1.0
         for direction in ("t2i", "i2t"):
             assert 0.0 <= result[direction]["accuracy"] <= 1.0
             assert sum(result[direction]["clauses"].values()) >= 6

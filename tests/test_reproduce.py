@@ -79,7 +79,8 @@ def test_preset_overrides_are_checked():
 def _run(q, seed, size, t2i, i2t, codes):
     buckets = lambda a: {"accuracy": a, "Quad1": a, "Quad2": a, "Quad3": a, "Quad4": a, "Centre": a, "clauses": {}}  # noqa: E731
     split = {"t2i": buckets(t2i), "i2t": buckets(i2t),
-             "sanity": {"t2i_ground_truth": 1.0, "i2t_ground_truth": 1.0, "t2i_reconstructions": 0.9, "passed": True}}
+             "sanity": {"t2i_ground_truth": 1.0, "i2t_ground_truth": 1.0, "t2i_reconstructions": 0.9, "passed": True,
+                        "t2i_prompt_ignored": 0.02, "i2t_image_ignored": 0.04}}
     stage1 = {"codes_used": codes, "perplexity": 5.0, "recon_l1": 0.03, "recon_l2": 0.02, "colour_fidelity": 0.99, "shape_iou": 0.7,
               "shift_equivariance": 0.9, "shift_equivariance_foreground": 0.98, "shift_equivariance_all_colours": 0.9,
               "shift_equivariance_foreground_all_colours": 0.97, **{f"shift_equivariance_foreground_{c}": 0.97 for c in ("white", "red", "green", "blue")}}
@@ -109,6 +110,14 @@ def test_report_renders_tables_from_a_results_file():
     assert "| TE (SC + orth.), paper | 3 | 0.931 | 0.913 | 0.890 | 0.868 | 0.825 |" in report
     assert "not measured (LPIPS not installed)" in report and "![](figures/x.png)" in report
     assert "| **all stage1** | 220 |" in report and "| **total** | 230 |" in report
+    # the chance rows: the generator's all-bucket accuracy beside another example's ground truth
+    assert summary["chance"]["te"]["t2i_prompt_ignored_test"] == pytest.approx((0.02, 0.0))
+    assert "| TE (SC + orth.) | 0.600 (0.100) | 0.020 (0.000) | 0.400 (0.100) | 0.040 (0.000) | 0.600 (0.100) |" in report
+    # a results file from before the chance rows renders without them
+    for run in results["runs"]:
+        for split in run["evaluation"].values():
+            split["sanity"] = {k: v for k, v in split["sanity"].items() if not k.endswith("ignored")}
+    assert "Chance level" not in render_report(json.loads(json.dumps(results)))
 
 
 def test_a_given_classifier_replaces_the_classifier_stage(tmp_path):

@@ -45,6 +45,7 @@ PAPER = {
     "recon_loss": {"sc": 0.0079, "te": 0.0084},
 }
 QUADS = ("Quad1", "Quad2", "Quad3", "Quad4")
+SANITY_KEYS = ("t2i_ground_truth", "i2t_ground_truth", "t2i_reconstructions")
 
 
 class StageFailed(RuntimeError):
@@ -343,7 +344,7 @@ def summarise_results(results: dict) -> dict:
     """Mean and std over seeds of every number the tables show, per quantizer (and train size)."""
     preset = results["preset"]
     largest = max(preset["train_sizes"])
-    summary: dict = {"table1": {}, "table2": {}, "table3": {}, "sanity": {}, "equivariance": {}}
+    summary: dict = {"table1": {}, "table2": {}, "table3": {}, "sanity": {}, "chance": {}, "seen": {}, "equivariance": {}}
     for q in preset["quantizers"]:
         runs = [r for r in results["runs"] if r["quantizer"] == q]
         full = [r for r in runs if r["train_size"] == largest and r["evaluation"]]
@@ -353,6 +354,8 @@ def summarise_results(results: dict) -> dict:
                 row[f"{direction}_{bucket}"] = _mean_std([r["evaluation"]["test"][direction].get(bucket) for r in full])
         row["seeds"] = len(full)
         summary["table1"][q] = row
+        summary["seen"][q] = {f"{d}_accuracy": _mean_std([r["evaluation"].get("test_seen", {}).get(d, {}).get("accuracy") for r in full])
+                              for d in ("t2i", "i2t")}
         summary["table2"][q] = {
             size: _mean_std([r["evaluation"]["test"]["t2i"].get("Quad1") for r in runs if r["train_size"] == size and r["evaluation"]])
             for size in preset["train_sizes"]
@@ -363,8 +366,10 @@ def summarise_results(results: dict) -> dict:
         summary["equivariance"][q] = {key: _mean_std([m.get(key) for m in quantizers.values()]) for key in (
             "shift_equivariance", "shift_equivariance_foreground", "shift_equivariance_all_colours",
             "shift_equivariance_foreground_all_colours", *[f"shift_equivariance_foreground_{c}" for c in ("white", "red", "green", "blue")])}
-        summary["sanity"][q] = {key: _mean_std([r["evaluation"][split]["sanity"][key] for r in full for split in ("test", "test_seen")])
-                                for key in ("t2i_ground_truth", "i2t_ground_truth", "t2i_reconstructions")}
+        sanity = [(split, r["evaluation"][split]["sanity"]) for r in full for split in ("test", "test_seen") if split in r["evaluation"]]
+        summary["sanity"][q] = {key: _mean_std([row.get(key) for _, row in sanity]) for key in SANITY_KEYS}
+        summary["chance"][q] = {f"{key}_{split}": _mean_std([row.get(key) for name, row in sanity if name == split])
+                                for key in ("t2i_prompt_ignored", "i2t_image_ignored") for split in ("test", "test_seen")}
     return summary
 
 
@@ -407,7 +412,20 @@ def render_report(results: dict, figures: dict[str, str] | None = None) -> str:
         row = summary["table1"][q]
         lines.append(f"| {QUANTIZER_NAMES[q]} | {row['seeds']} | " + " | ".join(_fmt(row[f"{d}_{b}"]) for d in ("t2i", "i2t") for b in QUADS) + " |")
         lines.append(f"| {QUANTIZER_NAMES[q]}, paper | 3 | " + " | ".join(f"{v:.3f}" for d in ("t2i", "i2t") for v in PAPER[d][q]) + " |")
-    lines += ["", te_gain_verdict(summary), "", "Single centre digit (Centre) and all buckets together:", "",
+    lines += ["", te_gain_verdict(summary), ""]
+    if any(v is not None for row in summary["chance"].values() for v in row.values()):
+        lines += ["Chance level (an output that ignores its input): each example judged against another example's ground "
+                  "truth, all buckets. A generator above it follows its prompt; at it, it does not.", "",
+                  "| model | T2I all (test) | chance, T2I (test) | I2T all (test) | chance, I2T (test) | T2I all (test_seen) | "
+                  "chance, T2I (test_seen) | I2T all (test_seen) | chance, I2T (test_seen) |", "|---" * 9 + "|"]
+        for q in quantizers:
+            c, seen = summary["chance"][q], summary["seen"][q]
+            lines.append(f"| {QUANTIZER_NAMES[q]} | {_fmt(summary['table1'][q]['t2i_accuracy'])} | {_fmt(c['t2i_prompt_ignored_test'])} | "
+                         f"{_fmt(summary['table1'][q]['i2t_accuracy'])} | {_fmt(c['i2t_image_ignored_test'])} | "
+                         f"{_fmt(seen['t2i_accuracy'])} | {_fmt(c['t2i_prompt_ignored_test_seen'])} | "
+                         f"{_fmt(seen['i2t_accuracy'])} | {_fmt(c['i2t_image_ignored_test_seen'])} |")
+        lines.append("")
+    lines += ["Single centre digit (Centre) and all buckets together:", "",
               "| model | T2I Centre | T2I all | I2T Centre | I2T all |", "|---|---|---|---|---|"]
     for q in quantizers:
         row = summary["table1"][q]

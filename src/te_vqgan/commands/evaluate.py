@@ -76,9 +76,14 @@ def run(args) -> int:
     for split, result in results.items():
         print(f"{split}: text-to-image {result['t2i']['accuracy']:.3f}  image-to-text {result['i2t']['accuracy']:.3f}  "
               f"(sanity: images {result['sanity']['t2i_ground_truth']:.3f}, captions {result['sanity']['i2t_ground_truth']:.3f}, "
-              f"quantizer ceiling {result['sanity']['t2i_reconstructions']:.3f})")
+              f"quantizer ceiling {result['sanity']['t2i_reconstructions']:.3f}, input ignored "
+              f"{_figure(result['sanity']['t2i_prompt_ignored'])} / {_figure(result['sanity']['i2t_image_ignored'])})")
     print(f"results: {output / 'evaluation.json'}")
     return 0
+
+
+def _figure(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def evaluate_split(pipeline, classifier, split, num_examples: int, batch_size: int, seed: int, figure_prefix: Path | None = None) -> dict:
@@ -114,6 +119,12 @@ def evaluate_split(pipeline, classifier, split, num_examples: int, batch_size: i
         "i2t_ground_truth": image_to_text_scores(prompts, truths, variant=variant).accuracy,
         "t2i_reconstructions": text_to_image_scores(np.concatenate(reconstructions), truths, classifier).accuracy,
     }
+    # Chance level on this split: what an output that ignores its input scores. Each example is
+    # judged against another example's ground truth (image, or caption): right where the two
+    # happen to share a clause, which the compositional test split makes more likely than uniform.
+    other = np.roll(np.arange(n), 1)
+    sanity["t2i_prompt_ignored"] = text_to_image_scores(images[other], truths, classifier).accuracy if n > 1 else None
+    sanity["i2t_image_ignored"] = image_to_text_scores([prompts[i] for i in other], truths, variant=variant).accuracy if n > 1 else None
     sanity["passed"] = sanity["t2i_ground_truth"] >= SANITY_FLOOR and sanity["i2t_ground_truth"] >= SANITY_FLOOR
     if figure_prefix is not None:
         shown = min(8, n)
