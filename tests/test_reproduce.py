@@ -113,6 +113,7 @@ def test_report_renders_tables_from_a_results_file():
     # the chance rows: the generator's all-bucket accuracy beside another example's ground truth
     assert summary["chance"]["te"]["t2i_prompt_ignored_test"] == pytest.approx((0.02, 0.0))
     assert "| TE (SC + orth.) | 0.600 (0.100) | 0.020 (0.000) | 0.400 (0.100) | 0.040 (0.000) | 0.600 (0.100) |" in report
+    assert "text-to-image on `test` (chance 0.020): TE (SC + orth.) 0.600 is above it, SC 0.200 is above it" in report
     # a results file from before the chance rows renders without them
     for run in results["runs"]:
         for split in run["evaluation"].values():

@@ -389,6 +389,25 @@ def te_gain_verdict(summary: dict) -> str:
             f"so at this scale the difference is {verdict} the seed spread.")
 
 
+def chance_verdict(summary: dict, quantizers) -> str:
+    """One sentence per split and direction: is each generator above the chance level (another
+    example's ground truth) by more than the seed spread?"""
+    parts = []
+    for split, generator in (("test", lambda q: summary["table1"][q]), ("test_seen", lambda q: summary["seen"][q])):
+        for direction, short, key in (("text-to-image", "t2i", "t2i_prompt_ignored"), ("image-to-text", "i2t", "i2t_image_ignored")):
+            words = []
+            for q in quantizers:
+                mine, chance = generator(q)[f"{short}_accuracy"], summary["chance"][q][f"{key}_{split}"]
+                if mine is None or chance is None:
+                    continue
+                place = "above" if mine[0] - mine[1] > chance[0] else "below" if mine[0] + mine[1] < chance[0] else "at"
+                words.append(f"{QUANTIZER_NAMES[q]} {mine[0]:.3f} is {place} it")
+            if words:
+                chance_mean = np.mean([summary["chance"][q][f"{key}_{split}"][0] for q in quantizers if summary["chance"][q][f"{key}_{split}"]])
+                parts.append(f"{direction} on `{split}` (chance {chance_mean:.3f}): " + ", ".join(words))
+    return "Against chance (mean minus one std above it, or mean plus one std below it): " + "; ".join(parts) + "."
+
+
 def _fmt(value, digits: int = 3) -> str:
     if value is None:
         return "-"
@@ -424,7 +443,7 @@ def render_report(results: dict, figures: dict[str, str] | None = None) -> str:
                          f"{_fmt(summary['table1'][q]['i2t_accuracy'])} | {_fmt(c['i2t_image_ignored_test'])} | "
                          f"{_fmt(seen['t2i_accuracy'])} | {_fmt(c['t2i_prompt_ignored_test_seen'])} | "
                          f"{_fmt(seen['i2t_accuracy'])} | {_fmt(c['i2t_image_ignored_test_seen'])} |")
-        lines.append("")
+        lines += ["", chance_verdict(summary, quantizers), ""]
     lines += ["Single centre digit (Centre) and all buckets together:", "",
               "| model | T2I Centre | T2I all | I2T Centre | I2T all |", "|---|---|---|---|---|"]
     for q in quantizers:
