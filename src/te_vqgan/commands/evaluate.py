@@ -87,7 +87,7 @@ def _figure(value) -> str:
 
 
 def evaluate_split(pipeline, classifier, split, num_examples: int, batch_size: int, seed: int, figure_prefix: Path | None = None) -> dict:
-    """Both directions and the three sanity rows on the first `num_examples` of `split`."""
+    """Both directions, the three sanity rows and the chance level on the first `num_examples` of `split`."""
     import torch
 
     from ..evaluation import caption_variant, image_to_text_scores, objects_to_triplets, text_to_image_scores
