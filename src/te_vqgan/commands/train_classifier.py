@@ -34,8 +34,8 @@ def register(subparsers) -> None:
     parser.add_argument("--num-test", type=int, default=3_000, help="Images in each of test and test_seen (default 3000).")
     parser.add_argument("--dataset-seed", type=int, default=0, help="Seed of the TextMNIST build (default 0).")
     parser.add_argument("--cache-dir", default=None, help="datasets cache folder.")
-    parser.add_argument("--epochs", type=int, default=8, help="Epochs (default 8: 7 min on 2 cores at the default width; digit accuracy 0.9936 test, 0.9992 test_seen, "
-                        "colour 1.0, on the 500-image splits of `reproduce --preset cpu`).")
+    parser.add_argument("--epochs", type=int, default=8, help="Epochs (default 8: 6 min 19 s on 2 cores with every other default; measured digit accuracy 0.9947 "
+                        "test, 0.9972 test_seen, colour 1.0, on 7,500 windows each).")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--max-shift", type=int, default=2, help="Random shifts of up to this many pixels (default 2).")
