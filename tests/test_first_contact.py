@@ -266,3 +266,7 @@ def test_train_vqgan_reads_a_relative_folder_named_textmnist(built, in_folder, t
     args = train_vqgan.parse_args(["--dataset", "textmnist", "--model_config", str(REPO_ROOT / "hub_configs" / "te-vqgan-mnist-cpu.json"), "--output_dir", str(tmp_path / "out"), "--cache_dir", str(tmp_path / "cache")])
     train, validation, shift_groups = train_vqgan.load_image_datasets(args)
     assert (len(train), len(validation), len(shift_groups)) == (SPLIT_SIZES["train"], SPLIT_SIZES["validation"], 2)
+    # the builder spec every command takes: the config after the colon
+    args = train_vqgan.parse_args(["--dataset", "textmnist:fashion_mnist", "--model_config", str(REPO_ROOT / "hub_configs" / "te-vqgan-mnist-cpu.json"),
+                                   "--output_dir", str(tmp_path / "out")])
+    assert args.dataset_config == "fashion_mnist"

@@ -163,6 +163,8 @@ def _validate_args(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
         parser.error(f"--num_validation must be >= 1: validation needs images (got {args.num_validation})")
     if args.resolution is not None and args.resolution < 1:
         parser.error(f"--resolution must be >= 1 (got {args.resolution})")
+    if builds_textmnist(args.dataset) and ":" in args.dataset:  # "textmnist:fashion_mnist", as every command spells it
+        args.dataset_config = args.dataset.split(":", 1)[1]
     if builds_textmnist(args.dataset) and args.dataset_config not in ("mnist", "fashion_mnist"):
         parser.error(f"--dataset_config must be mnist or fashion_mnist for TextMNIST (got {args.dataset_config!r})")
 

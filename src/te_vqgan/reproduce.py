@@ -390,8 +390,8 @@ def te_gain_verdict(summary: dict) -> str:
 
 
 def chance_verdict(summary: dict, quantizers) -> str:
-    """One sentence per split and direction: is each generator above the chance level (another
-    example's ground truth) by more than the seed spread?"""
+    """One sentence per split and direction: is each generator above, at or below the chance level
+    (another example's ground truth), its mean one seed std clear of it?"""
     parts = []
     for split, generator in (("test", lambda q: summary["table1"][q]), ("test_seen", lambda q: summary["seen"][q])):
         for direction, short, key in (("text-to-image", "t2i", "t2i_prompt_ignored"), ("image-to-text", "i2t", "i2t_image_ignored")):
