@@ -272,6 +272,8 @@ CASES = [
          SCRIPT_EXIT, "--epochs must be >= 1 (got 0)", output="o"),
     Case("cli/train-classifier --channels 16,x,64", lambda c: cli("train-classifier", "--output", c.tmp / "o", "--channels", "16,x,64"),
          SCRIPT_EXIT, "--channels must be three positive integers separated by commas, e.g. 16,32,64 (got '16,x,64')", output="o"),
+    Case("cli/train-classifier --test-time-shift 9", lambda c: cli("train-classifier", "--output", c.tmp / "o", "--test-time-shift", "9"),
+         SCRIPT_EXIT, "--test-time-shift must be in [0, 4] pixels (got 9)", output="o"),
     Case("cli/train-classifier --max-rotation 90", lambda c: cli("train-classifier", "--output", c.tmp / "o", "--max-rotation", "90"),
          SCRIPT_EXIT, "--max-rotation must be in [0, 45] degrees (got 90.0)", output="o"),
     Case("cli/evaluate no pipeline", lambda c: cli("evaluate", "--pipeline", c.tmp / "absent", "--classifier", c.tmp / "absent",

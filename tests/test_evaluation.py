@@ -139,6 +139,27 @@ def test_classifier_trains_saves_and_loads(tmp_path, ten_digits):
         train_classifier(windows, colours, digits, epochs=0)
 
 
+def test_classifier_predicts_with_the_average_over_one_pixel_moves(tmp_path, ten_digits):
+    torch.manual_seed(0)
+    model = DigitColourClassifier(channels=(4, 8, 8), test_time_shift=1).eval()
+    windows = np.stack([render_canvas([("centre", "green", d)])[digit_window("centre")] for d in ten_digits])
+    pixels = windows_to_tensor(windows)
+    padded = torch.nn.functional.pad(pixels, (1, 1, 1, 1))
+    crops = [padded[..., 1 + dy : 29 + dy, 1 + dx : 29 + dx] for dy, dx in [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)]]
+    with torch.no_grad():
+        digit_score = sum(model(crop)[1].log_softmax(dim=1) for crop in crops)
+        colour_score = sum(model(crop)[0].log_softmax(dim=1) for crop in crops)
+    colours, digits = model.predict(windows, batch_size=3)
+    assert torch.equal(digits, digit_score.argmax(dim=1)) and torch.equal(colours, colour_score.argmax(dim=1))
+    model.save_pretrained(tmp_path / "shift")
+    assert json.loads((tmp_path / "shift" / "config.json").read_text())["test_time_shift"] == 1
+    unshifted = DigitColourClassifier.from_pretrained(tmp_path / "shift", test_time_shift=0)
+    with torch.no_grad():
+        assert torch.equal(unshifted.predict(windows)[1], model(pixels)[1].argmax(dim=1))
+    with pytest.raises(ValueError, match="test_time_shift"):
+        DigitColourClassifier(test_time_shift=14)
+
+
 def test_classifier_augmentation_moves_windows_within_its_bounds(ten_digits):
     from te_vqgan.classifier import _augmented
 
@@ -212,7 +233,7 @@ def test_train_classifier_command_writes_a_loadable_folder_with_its_accuracy(mni
     assert "| test |" in card and "not met" in card and "library_name: te-vqgan" in card
     assert "target (digit >= 0.995" in capsys.readouterr().out
     assert "te-vqgan train-classifier --output classifier --dataset textmnist --num-train 40" in card
-    assert "--channels 8,16,16" in card and "rotations of up to 10.0 degrees" in card
+    assert "--channels 8,16,16" in card and "rotations of up to 10.0 degrees" in card and "judges each window as it is" in card
     assert json.loads((output / "config.json").read_text())["channels"] == [8, 16, 16]
     DigitColourClassifier.from_pretrained(output)
     assert not list(tmp_path.glob(".classifier.tmp"))  # staged, then moved into place

@@ -95,7 +95,7 @@ def test_report_renders_tables_from_a_results_file():
         "preset": asdict(preset),
         "runs": [_run("te", 0, 100, 0.5, 0.3, 80), _run("te", 1, 100, 0.7, 0.5, 90), _run("sc", 0, 100, 0.2, 0.1, 100),
                  _run("te", 0, 50, 0.4, 0.2, 80), _run("sc", 0, 50, 0.1, 0.1, 100)],
-        "classifier": {"accuracy": {"test": {"colour_accuracy": 1.0, "digit_accuracy": 0.996}}, "meets_target": True},
+        "classifier": {"accuracy": {"test": {"colour_accuracy": 1.0, "digit_accuracy": 0.996, "windows": 7500}}, "meets_target": True},
         "seconds": {"data": 10.0, "stage1/te-seed0": 100.0, "stage1/sc-seed0": 120.0},
         "commands": {"data": "te-vqgan build-dataset ..."},
         "versions": {"torch": "2.13.0"},
@@ -110,6 +110,7 @@ def test_report_renders_tables_from_a_results_file():
     assert "| TE (SC + orth.), paper | 3 | 0.931 | 0.913 | 0.890 | 0.868 | 0.825 |" in report
     assert "not measured (LPIPS not installed)" in report and "![](figures/x.png)" in report
     assert "| **all stage1** | 220 |" in report and "| **total** | 230 |" in report
+    assert "test colour 1.0000, digit 0.9960 (7,500 windows) (met)" in report
     # the chance rows: the generator's all-bucket accuracy beside another example's ground truth
     assert summary["chance"]["te"]["t2i_prompt_ignored_test"] == pytest.approx((0.02, 0.0))
     assert "| TE (SC + orth.) | 0.600 (0.100) | 0.020 (0.000) | 0.400 (0.100) | 0.040 (0.000) | 0.600 (0.100) |" in report
@@ -153,3 +154,41 @@ def test_an_output_folder_is_continued_only_with_the_same_settings(tmp_path, mon
     other = ReproducePlan(replace(preset, seeds=(1,)), tmp_path)
     with pytest.raises(ValueError, match=r"seeds: \[0\] -> \[1\]"):
         other.run(log=lambda line: None)
+
+
+def test_a_classifier_settings_change_retrains_the_classifier_and_reevaluates_only(tmp_path, monkeypatch):
+    preset = replace(PRESETS["smoke"], quantizers=("te",), seeds=(0,), train_sizes=(100,))
+    plan = ReproducePlan(preset, tmp_path)
+    ran = []
+
+    def fake_run(step, cli_main):
+        ran.append(step.key)
+        step.folder.mkdir(parents=True, exist_ok=True)
+        (step.folder / step.marker).write_text("{}")
+
+    monkeypatch.setattr(plan, "_run_step", fake_run)
+    plan.run(log=lambda line: None)
+    ran.clear()
+    retrained = ReproducePlan(replace(preset, classifier_epochs=preset.classifier_epochs + 4), tmp_path)
+
+    def interrupted(step, cli_main):  # the rerun stops after the classifier, before the evaluation
+        if step.kind == "evaluate":
+            raise StageFailed("interrupted")
+        fake_run(step, cli_main)
+
+    monkeypatch.setattr(retrained, "_run_step", interrupted)
+    lines = []
+    with pytest.raises(StageFailed):
+        retrained.run(log=lines.append)
+    assert ran == ["classifier"]  # stage 1 and 2 and the tokens are kept
+    assert "classifier_epochs" in lines[0] and "evaluate/te-seed0-n100" in lines[0]
+    # The evaluation's old marker is still there; the state remembers it is stale, so continuing reruns it.
+    monkeypatch.setattr(retrained, "_run_step", fake_run)
+    retrained.run(log=lines.append)
+    assert ran == ["classifier", "evaluate/te-seed0-n100"]
+    ran.clear()
+    retrained.run(log=lambda line: None)
+    assert ran == []
+    assert json.loads((tmp_path / "state.json").read_text())["settings"]["classifier_epochs"] == preset.classifier_epochs + 4
+    with pytest.raises(ValueError, match=r"stage1_steps: 800 -> 900.*only classifier_train"):
+        ReproducePlan(replace(preset, classifier_epochs=1, stage1_steps=900), tmp_path).run(log=lambda line: None)

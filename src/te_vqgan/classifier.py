@@ -53,21 +53,32 @@ class DigitColourClassifier(
     head reads those features and each channel's mean and maximum. Loss: cross-entropy of
     colour + cross-entropy of digit (the authors' rule).
 
+    With `test_time_shift` > 0, `predict` averages the log-probabilities over the window and its
+    copies moved by that many pixels up, down, left and right (black fill). Measured on 7,500
+    `test` windows: it helps a weaker classifier (24,000 training images, 16 epochs: 46 -> 32
+    errors) and not the default one (48,000 images, 4 epochs: 33 -> 35 and 36 -> 38 for two
+    seeds), so the default judges the window as it is, as the authors do.
+
     Args:
         channels (`tuple[int, int, int]`, *optional*, defaults to `(16, 32, 64)`): widths of the stages.
         num_colours (`int`, *optional*, defaults to `4`): white, red, green, blue (`COLOURS` order).
         num_digits (`int`, *optional*, defaults to `10`): digit classes.
         dropout (`float`, *optional*, defaults to `0.2`): before the heads.
+        test_time_shift (`int`, *optional*, defaults to `0`): `predict` also judges the window moved
+            by this many pixels in each of the four directions and averages; 0 judges it as it is.
     """
 
     def __init__(self, channels: tuple[int, int, int] = (16, 32, 64), num_colours: int = len(COLOURS),
-                 num_digits: int = 10, dropout: float = 0.2):
+                 num_digits: int = 10, dropout: float = 0.2, test_time_shift: int = 0):
         super().__init__()
         channels = tuple(int(c) for c in channels)
         if len(channels) != 3 or min(channels) < 1:
             raise ValueError(f"`channels` must be three positive widths (got {channels}).")
         if num_colours < 1 or num_digits < 1 or not 0 <= dropout < 1:
             raise ValueError(f"Expected num_colours, num_digits >= 1 and dropout in [0, 1) (got {num_colours}, {num_digits}, {dropout}).")
+        if not 0 <= test_time_shift < DIGIT_SIZE // 2:
+            raise ValueError(f"`test_time_shift` must be in [0, {DIGIT_SIZE // 2}) pixels (got {test_time_shift}).")
+        self.test_time_shift = int(test_time_shift)
         a, b, c = channels
         self.features = nn.Sequential(
             _block(1, a), _block(a, a), nn.MaxPool2d(2),  # 14x14
@@ -86,16 +97,25 @@ class DigitColourClassifier(
 
     @torch.no_grad()
     def predict(self, windows, batch_size: int = 512) -> tuple[torch.LongTensor, torch.LongTensor]:
-        """Colour ids (`COLOURS` order) and digits of uint8 windows `[N, 28, 28, 3]`, in eval mode."""
+        """Colour ids (`COLOURS` order) and digits of uint8 windows `[N, 28, 28, 3]`, in eval mode
+        (log-probabilities averaged over the `test_time_shift` copies)."""
         pixels = windows_to_tensor(windows)
         was_training = self.training
         self.eval()
         device = next(self.parameters()).device
+        s = self.test_time_shift
+        moves = [(0, 0)] + ([(s, 0), (-s, 0), (0, s), (0, -s)] if s else [])
         colours, digits = [], []
         for start in range(0, len(pixels), batch_size):
-            colour_logits, digit_logits = self(pixels[start : start + batch_size].to(device))
-            colours.append(colour_logits.argmax(dim=1).cpu())
-            digits.append(digit_logits.argmax(dim=1).cpu())
+            batch = pixels[start : start + batch_size].to(device)
+            padded = nn.functional.pad(batch, (s, s, s, s))
+            colour_score = digit_score = 0
+            for dy, dx in moves:  # the window moved by (dy, dx), black coming in
+                colour_logits, digit_logits = self(padded[..., s - dy : s - dy + DIGIT_SIZE, s - dx : s - dx + DIGIT_SIZE])
+                colour_score = colour_score + colour_logits.log_softmax(dim=1)
+                digit_score = digit_score + digit_logits.log_softmax(dim=1)
+            colours.append(colour_score.argmax(dim=1).cpu())
+            digits.append(digit_score.argmax(dim=1).cpu())
         self.train(was_training)
         if not colours:
             return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)

@@ -78,6 +78,7 @@ class Preset:
     num_eval: int  # images per evaluated split
     stage2_flags: tuple[str, ...] = ()
     classifier_flags: tuple[str, ...] = ()  # extra `te-vqgan train-classifier` options
+    classifier_test: int = 3_000  # images of test and test_seen whose windows measure the classifier (7,500 windows)
     launcher: tuple[str, ...] = ()  # prefix of the training commands (default: this Python)
     estimates: dict = field(default_factory=dict)  # seconds per stage kind, before any is measured
 
@@ -101,7 +102,7 @@ PRESETS = {
         "epochs; train sizes scaled down 15x (20,000 and 6,667). Evaluation: 500 images per split, classifier 32-64-128 wide. "
         "Not comparable to the paper's numbers; its question is whether TE's text-to-image gain over SC is outside the "
         "seed spread at this scale.",
-        False, ("te", "sc"), (0, 1), (20_000, 6_667), 20_000, 256, 500, 100, 24_000, 8, "-cpu-f8", 1_500, 16,
+        False, ("te", "sc"), (0, 1), (20_000, 6_667), 20_000, 256, 500, 100, 48_000, 4, "-cpu-f8", 1_500, 16,
         CPU_STAGE1 + ("--kmeans_init_step", "300"), 1_400, 32, (4, 128, 4), 500,
         ("--lr_warmup_steps", "100", "--lr_num_cycles", "1", "--text_length", "45"),
         classifier_flags=("--channels", "32,64,128"),
@@ -115,6 +116,18 @@ PRESETS = {
         launcher=("accelerate", "launch"),
         estimates={"data": 600, "classifier": 600, "stage1": 36_000, "tokenize": 300, "stage2": 36_000, "evaluate": 1_800},
     ),
+}
+
+
+# Settings an output folder may change between runs, and the stage kinds each change reruns (the
+# evaluation classifier and the evaluation read nothing that training made under other settings);
+# any other change is refused, since it would mix results of two experiments in one report.
+RERUN_ON_CHANGE = {
+    "classifier_train": ("classifier", "evaluate"),
+    "classifier_epochs": ("classifier", "evaluate"),
+    "classifier_flags": ("classifier", "evaluate"),
+    "classifier_test": ("classifier",),
+    "num_eval": ("evaluate",),
 }
 
 
@@ -184,7 +197,7 @@ class ReproducePlan:
         if self.classifier == out / "classifier":
             steps.append(Step("classifier", "classifier", out / "classifier", "metrics.json", [
                 "te-vqgan", "train-classifier", "--output", str(out / "classifier"), "--num-train", str(p.classifier_train),
-                "--num-test", str(p.num_test), "--epochs", str(p.classifier_epochs), "--cache-dir", str(out / "cache"),
+                "--num-test", str(p.classifier_test), "--epochs", str(p.classifier_epochs), "--cache-dir", str(out / "cache"),
                 *p.classifier_flags, *mnist, *device]))
         for q in p.quantizers:
             config = self.root / "hub_configs" / f"{QUANTIZER_CONFIGS[q]}{p.config_suffix}.json"
@@ -233,17 +246,27 @@ class ReproducePlan:
         state = json.loads(state_path.read_text()) if state_path.is_file() else {"seconds": {}, "commands": {}}
         settings = json.loads(json.dumps({k: v for k, v in asdict(self.preset).items() if k != "estimates"}))
         before = state.get("settings")
-        if before is not None and before != settings:
-            changed = sorted(k for k in settings if before.get(k) != settings[k])
+        changed = sorted(k for k in settings if before is not None and before.get(k) != settings[k])
+        invalidated = {kind for k in changed for kind in RERUN_ON_CHANGE.get(k, ())}
+        refused = [k for k in changed if k not in RERUN_ON_CHANGE]
+        if refused:
             raise ValueError(
-                f"{str(self.output)!r} holds a run with other settings ({', '.join(f'{k}: {before.get(k)} -> {settings[k]}' for k in changed)}); "
-                "continue it with the same options, or give another --output."
+                f"{str(self.output)!r} holds a run with other settings ({', '.join(f'{k}: {before.get(k)} -> {settings[k]}' for k in refused)}); "
+                f"continue it with the same options, or give another --output (only {', '.join(RERUN_ON_CHANGE)} may change: "
+                "they rerun the classifier and the evaluation)."
             )
         state["settings"] = settings
+        # Stages a settings change invalidates rerun, and stay marked until they have (an interrupted rerun continues).
+        stale = set(state.get("stale", [])) | {step.key for step in self.steps if step.done and step.kind in invalidated}
+        if stale:
+            state["stale"] = sorted(stale)
+            why = f"settings changed ({', '.join(changed)})" if changed else "an interrupted rerun continues"
+            log(f"{why}: {len(stale)} finished stage(s) rerun: {', '.join(sorted(stale))}")
+        write_json_atomic(state_path, state)
         total = len(self.steps)
         for position, step in enumerate(self.steps, start=1):
             state["commands"][step.key] = self.display(step.command)
-            if step.done:
+            if step.done and step.key not in stale:
                 log(f"[{position}/{total}] {step.key}: done ({state['seconds'].get(step.key, 0):.0f} s), skipped")
                 continue
             left = self.estimate_left(state, position - 1)
@@ -253,6 +276,8 @@ class ReproducePlan:
             if not step.done:
                 raise StageFailed(f"Stage {step.key} finished without writing {step.folder / step.marker}.")
             state["seconds"][step.key] = round(time.time() - started, 1)
+            stale.discard(step.key)
+            state["stale"] = sorted(stale)
             write_json_atomic(state_path, state)
         write_json_atomic(state_path, state)
         return state
@@ -260,7 +285,7 @@ class ReproducePlan:
     def _run_step(self, step: Step, cli_main) -> None:
         command = list(step.command)
         if command[0] == "te-vqgan":
-            if step.folder.exists() and not step.done:  # an interrupted, partial folder: replace it
+            if step.folder.exists():  # an interrupted, partial folder, or a stale one: replace it
                 command.append("--overwrite")
             code = cli_main(command[1:])
             if code:
@@ -475,7 +500,8 @@ def render_report(results: dict, figures: dict[str, str] | None = None) -> str:
     classifier = results.get("classifier")
     if classifier:
         lines += ["", "Evaluation classifier (windows of the splits; target 0.995 digit, 0.999 colour): " + "; ".join(
-            f"{split} colour {r['colour_accuracy']:.4f}, digit {r['digit_accuracy']:.4f}" for split, r in classifier["accuracy"].items())
+            f"{split} colour {r['colour_accuracy']:.4f}, digit {r['digit_accuracy']:.4f} ({r['windows']:,} windows)"
+            for split, r in classifier["accuracy"].items())
             + f" ({'met' if classifier['meets_target'] else 'not met'})."]
     lines += ["", "## Equivariance of the quantizers", "",
               "| model | authors' (white) | digit tokens (white) | authors', 4 colours | digit tokens, 4 colours | white | red | green | blue |",
