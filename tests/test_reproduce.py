@@ -182,6 +182,10 @@ def test_a_classifier_settings_change_retrains_the_classifier_and_reevaluates_on
         retrained.run(log=lines.append)
     assert ran == ["classifier"]  # stage 1 and 2 and the tokens are kept
     assert "classifier_epochs" in lines[0] and "evaluate/te-seed0-n100" in lines[0]
+    # The estimate of what is left counts the stages to rerun.
+    state = {"seconds": {"classifier": 100.0, "evaluate/te-seed0-n100": 30.0}}
+    assert retrained.estimate_left(state, 0, {"classifier", "evaluate/te-seed0-n100"}) == 130.0
+    assert retrained.estimate_left(state, 0) == 0.0
     # The evaluation's old marker is still there; the state remembers it is stale, so continuing reruns it.
     monkeypatch.setattr(retrained, "_run_step", fake_run)
     retrained.run(log=lines.append)
@@ -192,3 +196,10 @@ def test_a_classifier_settings_change_retrains_the_classifier_and_reevaluates_on
     assert json.loads((tmp_path / "state.json").read_text())["settings"]["classifier_epochs"] == preset.classifier_epochs + 4
     with pytest.raises(ValueError, match=r"stage1_steps: 800 -> 900.*only classifier_train"):
         ReproducePlan(replace(preset, classifier_epochs=1, stage1_steps=900), tmp_path).run(log=lambda line: None)
+
+
+def test_only_commands_that_take_overwrite_are_given_it():
+    from te_vqgan.reproduce import _takes_overwrite
+
+    assert _takes_overwrite("train-classifier") and _takes_overwrite("build-dataset") and _takes_overwrite("tokenize-dataset")
+    assert not _takes_overwrite("evaluate")  # it rewrites its folder's files itself

@@ -16,6 +16,7 @@ a few hours; `paper` is the authors' settings under `accelerate launch` on GPUs.
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import shlex
@@ -157,6 +158,15 @@ def _repo_root() -> Path:
     return root
 
 
+def _takes_overwrite(subcommand: str) -> bool:
+    """Whether `te-vqgan <subcommand>` has an `--overwrite` option (read from the CLI's own parser)."""
+    from .cli import build_parser
+
+    parser = build_parser()
+    subparsers = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+    return "--overwrite" in subparsers.choices[subcommand]._option_string_actions
+
+
 def run_training(command: list[str], output_dir: Path, cwd: Path | None = None) -> int:
     """Run a training script's `command` (its `--output_dir` is `output_dir`) as a subprocess,
     continuing from the folder's last checkpoint when it has one; returns the exit status."""
@@ -269,7 +279,7 @@ class ReproducePlan:
             if step.done and step.key not in stale:
                 log(f"[{position}/{total}] {step.key}: done ({state['seconds'].get(step.key, 0):.0f} s), skipped")
                 continue
-            left = self.estimate_left(state, position - 1)
+            left = self.estimate_left(state, position - 1, stale)
             log(f"[{position}/{total}] {step.key}: running (about {left / 60:.0f} min left in the plan)")
             started = time.time()
             self._run_step(step, cli_main)
@@ -285,8 +295,8 @@ class ReproducePlan:
     def _run_step(self, step: Step, cli_main) -> None:
         command = list(step.command)
         if command[0] == "te-vqgan":
-            if step.folder.exists():  # an interrupted, partial folder, or a stale one: replace it
-                command.append("--overwrite")
+            if step.folder.exists() and _takes_overwrite(command[1]):  # an interrupted or stale folder: replace it
+                command.append("--overwrite")  # (`evaluate` rewrites its folder's files without being asked)
             code = cli_main(command[1:])
             if code:
                 raise StageFailed(f"Stage {step.key} failed (te-vqgan {command[1]} exited with {code}); rerun to continue from it.")
@@ -304,16 +314,17 @@ class ReproducePlan:
         shown = ["python" if part == sys.executable else part.removeprefix(root) for part in command]
         return shlex.join(shown)
 
-    def estimate_left(self, state: dict, done_before: int) -> float:
-        """Seconds the stages from `done_before` on should take: the mean measured time of each
-        kind where one was measured, the preset's estimate otherwise."""
+    def estimate_left(self, state: dict, done_before: int, stale=()) -> float:
+        """Seconds the stages from `done_before` on should take (those not done, and the `stale`
+        ones to rerun): the mean measured time of each kind where one was measured, the preset's
+        estimate otherwise."""
         measured: dict[str, list[float]] = {}
         for step in self.steps:
             if step.key in state["seconds"]:
                 measured.setdefault(step.kind, []).append(state["seconds"][step.key])
         return sum(
             float(np.mean(measured[s.kind])) if s.kind in measured else self.preset.estimates.get(s.kind, 60)
-            for s in self.steps[done_before:] if not s.done
+            for s in self.steps[done_before:] if not s.done or s.key in stale
         )
 
 
