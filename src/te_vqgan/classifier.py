@@ -21,6 +21,8 @@ from huggingface_hub import PyTorchModelHubMixin
 from .data.layout import COLOURS, DIGIT_SIZE
 
 
+MAX_TEST_TIME_SHIFT = 4  # pixels; a larger move pushes strokes out of the 28x28 window
+
 __all__ = ["DigitColourClassifier", "evaluate_classifier", "train_classifier", "windows_of_split", "windows_to_tensor"]
 
 
@@ -76,8 +78,8 @@ class DigitColourClassifier(
             raise ValueError(f"`channels` must be three positive widths (got {channels}).")
         if num_colours < 1 or num_digits < 1 or not 0 <= dropout < 1:
             raise ValueError(f"Expected num_colours, num_digits >= 1 and dropout in [0, 1) (got {num_colours}, {num_digits}, {dropout}).")
-        if not 0 <= test_time_shift < DIGIT_SIZE // 2:
-            raise ValueError(f"`test_time_shift` must be in [0, {DIGIT_SIZE // 2}) pixels (got {test_time_shift}).")
+        if not 0 <= test_time_shift <= MAX_TEST_TIME_SHIFT:
+            raise ValueError(f"`test_time_shift` must be in [0, {MAX_TEST_TIME_SHIFT}] pixels (got {test_time_shift}).")
         self.test_time_shift = int(test_time_shift)
         a, b, c = channels
         self.features = nn.Sequential(
@@ -108,7 +110,7 @@ class DigitColourClassifier(
         colours, digits = [], []
         for start in range(0, len(pixels), batch_size):
             batch = pixels[start : start + batch_size].to(device)
-            padded = nn.functional.pad(batch, (s, s, s, s))
+            padded = nn.functional.pad(batch, (s, s, s, s)) if s else batch
             colour_score = digit_score = 0
             for dy, dx in moves:  # the window moved by (dy, dx), black coming in
                 colour_logits, digit_logits = self(padded[..., s - dy : s - dy + DIGIT_SIZE, s - dx : s - dx + DIGIT_SIZE])

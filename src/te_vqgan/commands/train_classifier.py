@@ -76,6 +76,7 @@ def parse_channels(text: str) -> tuple[int, int, int]:
 
 
 def run(args) -> int:
+    from ..classifier import MAX_TEST_TIME_SHIFT  # the model's own bound, checked before any data is built
     from ..files import check_output_dir
 
     for name in ("num_train", "num_test", "epochs", "batch_size"):
@@ -87,8 +88,8 @@ def run(args) -> int:
         raise ValueError(f"--max-rotation must be in [0, 45] degrees (got {args.max_rotation}).")
     if not 0 <= args.max_scale < 1:
         raise ValueError(f"--max-scale must be in [0, 1) (got {args.max_scale}).")
-    if not 0 <= args.test_time_shift <= 4:
-        raise ValueError(f"--test-time-shift must be in [0, 4] pixels (got {args.test_time_shift}).")
+    if not 0 <= args.test_time_shift <= MAX_TEST_TIME_SHIFT:
+        raise ValueError(f"--test-time-shift must be in [0, {MAX_TEST_TIME_SHIFT}] pixels (got {args.test_time_shift}).")
     channels = parse_channels(args.channels)
     check_output_dir(args.output, args.overwrite)
     result = train_and_save(
