@@ -203,3 +203,115 @@ def test_only_commands_that_take_overwrite_are_given_it():
 
     assert _takes_overwrite("train-classifier") and _takes_overwrite("build-dataset") and _takes_overwrite("tokenize-dataset")
     assert not _takes_overwrite("evaluate")  # it rewrites its folder's files itself
+
+
+# ---------------------------------------------------------------------------- --jobs: stages side by side
+FAKE_STAGE = r"""
+import json, os, sys, time
+from pathlib import Path
+folder, seconds, code = Path(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+folder.mkdir(parents=True, exist_ok=True)
+(folder / "pid").write_text(str(os.getpid()))
+start = time.time()
+if "--resume_from_checkpoint" not in sys.argv:
+    (folder / "checkpoint-1").mkdir(exist_ok=True)
+    time.sleep(seconds)
+if code:
+    sys.exit(code)
+(folder / "times.json").write_text(json.dumps([start, time.time()]))
+(folder / "done").write_text("")
+"""
+
+
+def fake_plan(tmp_path, specs):
+    """A plan of subprocess stages: specs = [(key, needs, seconds, exit code, resumable)]."""
+    import sys
+
+    from te_vqgan.reproduce import Step
+
+    plan = ReproducePlan(replace(PRESETS["smoke"], quantizers=("te",), seeds=(0,), train_sizes=(100,)), tmp_path)
+    plan.steps = [
+        Step(key, "stage2", tmp_path / key, "done", [sys.executable, "-c", FAKE_STAGE, str(tmp_path / key), str(seconds), str(code)],
+             resumable=resumable, needs=needs)
+        for key, needs, seconds, code, resumable in specs
+    ]
+    return plan
+
+
+def times(tmp_path, key):
+    return json.loads((tmp_path / key / "times.json").read_text())
+
+
+def test_jobs_run_independent_stages_together_and_dependent_ones_after(tmp_path):
+    plan = fake_plan(tmp_path, [("a", (), 1.5, 0, False), ("b", (), 1.5, 0, False), ("c", ("a",), 0, 0, False)])
+    state = plan.run(log=lambda line: None, jobs=2)
+    (a_start, a_end), (b_start, b_end), (c_start, _) = (times(tmp_path, k) for k in "abc")
+    assert b_start < a_end and a_start < b_end  # side by side
+    assert c_start >= a_end  # after what it needs
+    assert set(state["seconds"]) == {"a", "b", "c"} and set(state["timeline"]) == {"a", "b", "c"}
+    assert (tmp_path / "logs" / "a.log").is_file()
+    ran = []
+    plan.run(log=ran.append, jobs=2)
+    assert not any("started" in line for line in ran)  # a rerun has nothing left to do
+
+
+def test_jobs_report_a_failing_stage_while_the_others_finish(tmp_path):
+    plan = fake_plan(tmp_path, [("bad", (), 0.2, 3, False), ("after_bad", ("bad",), 0, 0, False), ("good", (), 1.0, 0, False)])
+    with pytest.raises(StageFailed, match=r"1 stage\(s\) failed: bad \(exited with 3; log: .*bad.log\); "
+                                          r"not run because a stage they need failed: after_bad"):
+        plan.run(log=lambda line: None, jobs=2)
+    assert (tmp_path / "good" / "done").is_file() and not (tmp_path / "after_bad").exists()
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert set(state["seconds"]) == {"good"}
+
+
+def test_a_job_killed_mid_stage_is_resumed_by_the_rerun(tmp_path):
+    import os
+    import signal
+    import threading
+    import time
+
+    plan = fake_plan(tmp_path, [("train", (), 60, 0, True), ("evaluate", ("train",), 0, 0, False)])
+    errors = []
+    runner = threading.Thread(target=lambda: errors.append(pytest.raises(StageFailed, plan.run, log=lambda line: None, jobs=2)))
+    runner.start()
+    pid_file = tmp_path / "train" / "pid"
+    deadline = time.time() + 30
+    while not pid_file.is_file() and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(int(pid_file.read_text()), signal.SIGKILL)  # the trainer dies mid-stage, after its first checkpoint
+    runner.join(timeout=30)
+    assert errors and "train (exited with -9" in str(errors[0].value) and not (tmp_path / "train" / "done").exists()
+    state = plan.run(log=lambda line: None, jobs=2)  # the same command again: the training continues from its checkpoint
+    assert (tmp_path / "train" / "done").is_file() and (tmp_path / "evaluate" / "done").is_file()
+    assert state["seconds"]["train"] < 30  # resumed (the fake skips its sleep), not started over
+    assert plan.subprocess_command(plan.steps[0])[-2:] == ["--resume_from_checkpoint", "latest"]
+
+
+def test_every_stage_of_a_preset_needs_only_earlier_stages(tmp_path):
+    plan = ReproducePlan(replace(PRESETS["cpu"], seeds=(0, 1)), tmp_path, mnist_dir="mnist")
+    seen = set()
+    for step in plan.steps:
+        assert set(step.needs) <= seen, step.key
+        seen.add(step.key)
+    evaluate = next(step for step in plan.steps if step.kind == "evaluate")
+    assert set(evaluate.needs) == {"stage2/te-seed0-n20000", "classifier"}
+    with pytest.raises(ValueError, match="`jobs` must be an integer >= 1 \\(got 0\\)"):
+        plan.run(jobs=0)
+
+
+def test_the_gpu_preset_runs_six_jobs_in_bf16(tmp_path):
+    preset = PRESETS["gpu"]
+    plan = ReproducePlan(preset, tmp_path, mnist_dir="mnist")
+    assert preset.jobs == 6 and preset.seeds == (0, 1, 2)
+    stage2 = next(step for step in plan.steps if step.kind == "stage2")
+    assert stage2.command[stage2.command.index("--mixed_precision") + 1] == "bf16"
+    assert stage2.command[stage2.command.index("--n_layer") + 1] == "8"
+    # jobs is how a run is scheduled, not what it computes: a folder continues with another --jobs
+    small = replace(PRESETS["smoke"], quantizers=("te",), seeds=(0,), train_sizes=(100,))
+    first = ReproducePlan(small, tmp_path / "run")
+    first.steps = []
+    first.run(log=lambda line: None)
+    again = ReproducePlan(replace(small, jobs=4), tmp_path / "run")
+    again.steps = []
+    again.run(log=lambda line: None)  # no "holds a run with other settings"

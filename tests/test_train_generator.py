@@ -129,6 +129,56 @@ def test_one_direction_and_a_train_subset(stage2_assets, tmp_path):
     assert "a subset of 16" in (out / "README.md").read_text()
 
 
+def test_recipe_knobs_reach_the_saved_generator(stage2_assets, tmp_path):
+    from transformers import GPT2LMHeadModel
+
+    out = tmp_path / "recipe"
+    result = run(tiny_args(stage2_assets, out, "--dropout", "0", "--weight_decay", "0.1", "--image_position_init", "sincos2d",
+                           "--max_train_steps", "2"))
+    config = GPT2LMHeadModel.from_pretrained(out / "generator").config
+    assert (config.resid_pdrop, config.embd_pdrop, config.attn_pdrop) == (0.0, 0.0, 0.0)
+    assert result.global_step == 2 and "--weight_decay 0.1" in (out / "README.md").read_text()
+
+    class OnCpu:
+        device = torch.device("cpu")
+
+    parts = train_generator.GeneratorStage(train_generator.parse_args(tiny_args(stage2_assets, tmp_path / "b", "--weight_decay", "0.1"))).build(OnCpu())
+    (optimizer,) = parts.optimizers
+    assert isinstance(optimizer, torch.optim.AdamW)
+    decayed, kept = optimizer.param_groups
+    assert decayed["weight_decay"] == 0.1 and all(p.ndim == 2 for p in decayed["params"])
+    assert kept["weight_decay"] == 0.0 and all(p.ndim == 1 for p in kept["params"])
+    parts = train_generator.GeneratorStage(train_generator.parse_args(tiny_args(stage2_assets, tmp_path / "c"))).build(OnCpu())
+    assert type(parts.optimizers[0]) is torch.optim.Adam
+
+
+def test_image_positions_start_as_2d_sine_cosine():
+    from transformers import GPT2LMHeadModel
+
+    from te_vqgan.generation import SequenceLayout, TextImageTokenizer, build_generator_config, init_image_positions_2d, sincos_2d
+
+    codes = sincos_2d(3, 4, 8)
+    assert codes.shape == (12, 8)
+    # Row-major: tokens of one row share the row half, tokens of one column the column half.
+    assert torch.equal(codes[0, :4], codes[3, :4]) and torch.equal(codes[0, 4:], codes[4, 4:])
+    assert not torch.equal(codes[0, :4], codes[4, :4])
+    with pytest.raises(ValueError, match="divisible by 4 \\(got 6\\)"):
+        sincos_2d(2, 2, 6)
+
+    tokenizer = TextImageTokenizer.build(codebook_size=16, text_length=8)
+    layout = SequenceLayout.from_tokenizer(tokenizer, (4, 4))
+    model = GPT2LMHeadModel(build_generator_config(tokenizer, (4, 4), n_embd=16, n_layer=1, n_head=2))
+    before = model.transformer.wpe.weight.detach().clone()
+    init_image_positions_2d(model, layout)
+    after = model.transformer.wpe.weight.detach()
+    image = layout.image_positions("t2i")
+    expected = sincos_2d(4, 4, 16)
+    assert torch.allclose(after[image], expected / expected.std() * model.config.initializer_range)
+    outside = torch.ones(len(after), dtype=torch.bool)
+    outside[image] = False
+    assert torch.equal(after[outside], before[outside])
+
+
 def train_generator_cosine_restarts(step: int, warmup: int, total: int, cycles: int) -> float:
     """diffusers' cosine_with_restarts multiplier after `step` scheduler steps."""
     import math
@@ -168,6 +218,9 @@ def test_a_cache_made_by_another_quantizer_is_refused(stage2_assets, tmp_path):
         (["--learning_rate", "inf"], "argument --learning_rate: expected a finite number (got 'inf')"),
         (["--temperature", "nan"], "argument --temperature: expected a finite number (got 'nan')"),
         (["--adam_beta1", "1.0"], "--adam_beta1 must be in [0, 1)"),
+        (["--dropout", "1"], "--dropout must be in [0, 1) (got 1.0)"),
+        (["--weight_decay", "-0.1"], "--weight_decay must be >= 0 (got -0.1)"),
+        (["--image_position_init", "rope"], "argument --image_position_init: invalid choice: 'rope'"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(stage2_assets, tmp_path, extra, message, capsys):

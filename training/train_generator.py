@@ -32,6 +32,7 @@ from te_vqgan.data.tokenized import load_tokenized_dataset
 from te_vqgan.evaluation import caption_variant, image_to_text_accuracy, objects_to_triplets
 from te_vqgan.generation import (
     SequenceLayout,
+    init_image_positions_2d,
     TextImageTokenizer,
     build_generator_config,
     generate_caption_ids,
@@ -60,6 +61,7 @@ from te_vqgan.visualization import save_captioned_images
 
 MODEL_CARD_TEMPLATE = Path(te_vqgan.__file__).parent / "model_cards" / "te_vqgan_pipeline_card.md"  # = model_cards/ here
 DIRECTIONS = ("i2t", "t2i")  # the authors' order within a batch
+IMAGE_POSITION_INITS = ("learned", "sincos2d")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -80,6 +82,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.add_argument("--n_embd", type=int, default=256)
     model.add_argument("--n_layer", type=int, default=8)
     model.add_argument("--n_head", type=int, default=8)
+    model.add_argument(
+        "--dropout", type=finite_float, default=0.1,
+        help="GPT-2's residual, embedding and attention dropout (GPT2Config's default 0.1; the presets train with 0).",
+    )
+    model.add_argument(
+        "--image_position_init", default="learned", choices=IMAGE_POSITION_INITS,
+        help="learned: GPT-2's random position table; sincos2d: the text-to-image image block's rows start as 2-D "
+        "sine-cosine values of each token's (row, column), as the authors' fixed image positions (still learnt).",
+    )
 
     add_training_arguments(
         parser, seed=42, train_batch_size=100, num_train_epochs=20, learning_rate=1e-3,
@@ -88,6 +99,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     stage = parser.add_argument_group("stage 2")
     stage.add_argument("--directions", default="t2i,i2t", help="t2i, i2t or both (each batch: i2t step, then t2i step).")
+    stage.add_argument(
+        "--weight_decay", type=finite_float, default=0.0,
+        help="AdamW's decoupled weight decay on the 2-D weights (0: Adam, as the authors; biases and LayerNorms never decay).",
+    )
     stage.add_argument("--target_loss_weight", type=finite_float, default=7.0, help="Weight of the target modality's loss.")
     stage.add_argument("--num_validation_examples", type=int, default=256, help="Validation examples for the teacher-forced losses.")
     stage.add_argument("--num_validation_samples", type=int, default=8, help="Images and captions sampled at each validation.")
@@ -112,6 +127,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--train_subset_size must be >= 1 (got {args.train_subset_size})")
     if not args.target_loss_weight >= 0:
         parser.error(f"--target_loss_weight must be >= 0 (got {args.target_loss_weight})")
+    if not 0 <= args.dropout < 1:
+        parser.error(f"--dropout must be in [0, 1) (got {args.dropout})")
+    if not args.weight_decay >= 0:
+        parser.error(f"--weight_decay must be >= 0 (got {args.weight_decay})")
     if not 0 < args.top_k_fraction <= 1:
         parser.error(f"--top_k_fraction must be in (0, 1] (got {args.top_k_fraction})")
     if not args.temperature > 0:
@@ -192,16 +211,26 @@ class GeneratorStage(TrainingStage):
         self.dataset = dataset
 
         config = build_generator_config(
-            self.tokenizer, tuple(self.quantizer_info.image_grid), n_embd=args.n_embd, n_layer=args.n_layer, n_head=args.n_head
+            self.tokenizer, tuple(self.quantizer_info.image_grid), n_embd=args.n_embd, n_layer=args.n_layer, n_head=args.n_head,
+            resid_pdrop=args.dropout, embd_pdrop=args.dropout, attn_pdrop=args.dropout,
         )
         model = GPT2LMHeadModel(config)
+        if args.image_position_init == "sincos2d":
+            init_image_positions_2d(model, self.layout)
         validation = dataset[args.validation_split]
         # A fixed caption per validation example, so that every validation compares alike.
         self.validation_batch = pick_captions(
             CaptionsAndTokens(self.tokenizer)([validation[i] for i in range(min(args.num_validation_examples, len(validation)))]),
             generator=torch.Generator().manual_seed(0),
         )
-        optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2))
+        betas = (args.adam_beta1, args.adam_beta2)
+        if args.weight_decay:
+            decayed = [p for p in model.parameters() if p.ndim >= 2]
+            kept = [p for p in model.parameters() if p.ndim < 2]
+            groups = [{"params": decayed, "weight_decay": args.weight_decay}, {"params": kept, "weight_decay": 0.0}]
+            optimizer = torch.optim.AdamW(groups, lr=args.learning_rate, betas=betas)
+        else:
+            optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate, betas=betas)
         return StageParts([model], [optimizer], train, CaptionsAndTokens(self.tokenizer), args.learning_rate)
 
     def _sequence(self, direction: str, batch: dict[str, torch.Tensor]) -> torch.LongTensor:

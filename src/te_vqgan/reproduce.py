@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 
-__all__ = ["run_training", "PAPER", "PRESETS", "Preset", "ReproducePlan", "StageFailed", "Step", "render_report", "reproduce", "summarise_results"]
+__all__ = ["resuming", "run_training", "PAPER", "PRESETS", "Preset", "ReproducePlan", "StageFailed", "Step", "render_report", "reproduce", "summarise_results"]
 
 QUANTIZER_CONFIGS = {"te": "te-vqgan-mnist", "sc": "vqgan-mnist-sc", "cb": "vqgan-mnist-cb", "mp": "vqgan-mnist-mp", "mb": "vqgan-mnist-mb"}
 QUANTIZER_NAMES = {"te": "TE (SC + orth.)", "sc": "SC", "cb": "CB", "mp": "MP", "mb": "MB"}
@@ -82,6 +82,7 @@ class Preset:
     classifier_test: int = 3_000  # images of test and test_seen whose windows measure the classifier (7,500 windows)
     launcher: tuple[str, ...] = ()  # prefix of the training commands (default: this Python)
     estimates: dict = field(default_factory=dict)  # seconds per stage kind, before any is measured
+    jobs: int = 1  # stages side by side by default (`--jobs`); not a setting of the experiment
 
 
 CPU_STAGE1 = ("--learning_rate", "3e-4", "--no-scale_lr", "--perceptual_weight", "0", "--reconstruction_loss", "l2")
@@ -108,6 +109,21 @@ PRESETS = {
         ("--lr_warmup_steps", "100", "--lr_num_cycles", "1", "--text_length", "45"),
         classifier_flags=("--channels", "32,64,128"),
         estimates={"data": 60, "classifier": 480, "stage1": 240, "tokenize": 40, "stage2": 620, "evaluate": 60},
+    ),
+    "gpu": Preset(
+        "gpu", "the cpu preset's data, quantizers and evaluation with a longer stage 2, for one GPU in minutes: TE and SC, "
+        "3 seeds, stages side by side on the one device (--jobs 6). Stage 1 as in the cpu preset (f = 8, 1,500 steps of "
+        "16); stage 2 the authors' GPT size (8 layers, 256 wide) in bf16, batch 100 for 3,000 steps (300,000 examples per "
+        "direction, 15 epochs of 20,000); 1,000 images per evaluated split. Not comparable to the paper's numbers.",
+        False, ("te", "sc"), (0, 1, 2), (20_000, 6_667), 20_000, 256, 1_000, 100, 48_000, 4, "-cpu-f8", 1_500, 16,
+        CPU_STAGE1 + ("--kmeans_init_step", "300", "--dataloader_num_workers", "1"), 3_000, 100, (8, 256, 8), 1_000,
+        ("--lr_warmup_steps", "150", "--lr_num_cycles", "1", "--text_length", "45", "--mixed_precision", "bf16",
+         "--dataloader_num_workers", "1"),
+        classifier_flags=("--channels", "32,64,128"),
+        # Not yet measured on a GPU: from the H100 run of results/stage2_gpu (stage 2 at 8 x 256 ran 7.1 steps/s of 100
+        # at 309 tokens alone) with six jobs sharing the device.
+        estimates={"data": 40, "classifier": 120, "stage1": 90, "tokenize": 30, "stage2": 300, "evaluate": 40},
+        jobs=6,
     ),
     "paper": Preset(
         "paper", "the authors' settings: the paper's quantizers (K = 128, f = 4, L1 + LPIPS + GAN), 300K images, "
@@ -142,6 +158,7 @@ class Step:
     marker: str
     command: list[str]  # ["te-vqgan", ...] runs in this process; anything else as a subprocess
     resumable: bool = False  # a training script: continue from its last checkpoint
+    needs: tuple[str, ...] = ()  # keys of the stages whose outputs it reads (`--jobs` starts it after them)
 
     @property
     def done(self) -> bool:
@@ -167,12 +184,17 @@ def _takes_overwrite(subcommand: str) -> bool:
     return "--overwrite" in subparsers.choices[subcommand]._option_string_actions
 
 
+def resuming(command: list[str], output_dir: Path) -> list[str]:
+    """A training script's `command`, continuing from `output_dir`'s last checkpoint when it has one."""
+    if any(Path(output_dir).glob("checkpoint-*")):
+        return [*command, "--resume_from_checkpoint", "latest"]
+    return list(command)
+
+
 def run_training(command: list[str], output_dir: Path, cwd: Path | None = None) -> int:
     """Run a training script's `command` (its `--output_dir` is `output_dir`) as a subprocess,
     continuing from the folder's last checkpoint when it has one; returns the exit status."""
-    if any(Path(output_dir).glob("checkpoint-*")):
-        command = [*command, "--resume_from_checkpoint", "latest"]
-    return subprocess.run(command, cwd=cwd).returncode
+    return subprocess.run(resuming(command, output_dir), cwd=cwd).returncode
 
 
 class ReproducePlan:
@@ -205,7 +227,7 @@ class ReproducePlan:
                 *(["--data-dir", str(self.mnist_dir)] if self.mnist_dir else [])]),
         ]
         if self.classifier == out / "classifier":
-            steps.append(Step("classifier", "classifier", out / "classifier", "metrics.json", [
+            steps.append(Step("classifier", "classifier", out / "classifier", "metrics.json", needs=("data",), command=[
                 "te-vqgan", "train-classifier", "--output", str(out / "classifier"), "--num-train", str(p.classifier_train),
                 "--num-test", str(p.classifier_test), "--epochs", str(p.classifier_epochs), "--cache-dir", str(out / "cache"),
                 *p.classifier_flags, *mnist, *device]))
@@ -214,7 +236,7 @@ class ReproducePlan:
             for seed in p.seeds:
                 run = f"{q}-seed{seed}"
                 stage1 = out / "stage1" / run
-                steps.append(Step(f"stage1/{run}", "stage1", stage1, "metrics.json", self._python("train_vqgan.py") + [
+                steps.append(Step(f"stage1/{run}", "stage1", stage1, "metrics.json", needs=("data",), command=self._python("train_vqgan.py") + [
                     "--model_config", str(config), "--dataset", str(data), "--output_dir", str(stage1), "--seed", str(seed),
                     "--train_batch_size", str(p.stage1_batch), "--max_train_steps", str(p.stage1_steps),
                     "--num_validation_images", str(min(512, p.num_validation)), "--checkpointing_steps", str(max(1, p.stage1_steps // 4)),
@@ -222,7 +244,7 @@ class ReproducePlan:
                     "--cache_dir", str(out / "cache"), *(["--scaled_down", f"te-vqgan reproduce --preset {p.name}"] if not p.comparable else []),
                     *p.stage1_flags], resumable=True))
                 tokens = out / "tokens" / run
-                steps.append(Step(f"tokenize/{run}", "tokenize", tokens, "quantizer.json", [
+                steps.append(Step(f"tokenize/{run}", "tokenize", tokens, "quantizer.json", needs=(f"stage1/{run}",), command=[
                     "te-vqgan", "tokenize-dataset", "--vqmodel", str(stage1), "--dataset", str(data), "--output", str(tokens),
                     "--cache-dir", str(out / "cache"), *device]))
                 for size in p.train_sizes:
@@ -230,7 +252,8 @@ class ReproducePlan:
                     steps2 = max(1, round(p.stage2_steps * size / max(p.train_sizes)))
                     stage2 = out / "stage2" / name
                     n_layer, n_embd, n_head = p.stage2_model
-                    steps.append(Step(f"stage2/{name}", "stage2", stage2, "metrics.json", self._python("train_generator.py") + [
+                    steps.append(Step(f"stage2/{name}", "stage2", stage2, "metrics.json", needs=(f"tokenize/{run}",),
+                                      command=self._python("train_generator.py") + [
                         "--tokenized_dataset", str(tokens), "--vqmodel", str(stage1), "--output_dir", str(stage2), "--seed", str(seed),
                         "--train_subset_size", str(size), "--n_layer", str(n_layer), "--n_embd", str(n_embd), "--n_head", str(n_head),
                         "--train_batch_size", str(p.stage2_batch), "--max_train_steps", str(steps2),
@@ -239,22 +262,33 @@ class ReproducePlan:
                         "--num_validation_examples", str(min(256, p.num_validation)), *p.stage2_flags,
                         *(["--scaled_down", f"te-vqgan reproduce --preset {p.name}"] if not p.comparable else [])], resumable=True))
                     evaluation = out / "evaluation" / name
-                    steps.append(Step(f"evaluate/{name}", "evaluate", evaluation, "evaluation.json", [
+                    own_classifier = ("classifier",) if self.classifier == out / "classifier" else ()
+                    steps.append(Step(f"evaluate/{name}", "evaluate", evaluation, "evaluation.json",
+                                      needs=(f"stage2/{name}", *own_classifier), command=[
                         "te-vqgan", "evaluate", "--pipeline", str(stage2), "--classifier", str(self.classifier),
                         "--dataset", str(data), "--splits", "test,test_seen", "--num-examples", str(p.num_eval),
                         "--seed", str(seed), "--output", str(evaluation), "--cache-dir", str(out / "cache"), *device]))
         return steps
 
     # ------------------------------------------------------------------ running
-    def run(self, log=print) -> dict:
-        """Run every stage not done yet, in order; returns the state (wall-clock per stage)."""
+    def run(self, log=print, jobs: int = 1) -> dict:
+        """Run every stage not done yet; returns the state (wall-clock per stage).
+
+        `jobs=1` runs them one after another in the plan's order. `jobs=N` runs up to N at a
+        time, each as a subprocess with its output in `OUTPUT/logs/<stage>.log`, a stage
+        starting once every stage it `needs` is done; a failing stage stops only the stages
+        that need it, the others finish, and `StageFailed` then names every failure.
+        """
         from .cli import main as cli_main
         from .files import write_json_atomic
 
+        if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+            raise ValueError(f"`jobs` must be an integer >= 1 (got {jobs!r}).")
         self.output.mkdir(parents=True, exist_ok=True)
         state_path = self.output / "state.json"
         state = json.loads(state_path.read_text()) if state_path.is_file() else {"seconds": {}, "commands": {}}
-        settings = json.loads(json.dumps({k: v for k, v in asdict(self.preset).items() if k != "estimates"}))
+        state.setdefault("timeline", {})
+        settings = json.loads(json.dumps({k: v for k, v in asdict(self.preset).items() if k not in ("estimates", "jobs")}))
         before = state.get("settings")
         changed = sorted(k for k in settings if before is not None and before.get(k) != settings[k])
         invalidated = {kind for k in changed for kind in RERUN_ON_CHANGE.get(k, ())}
@@ -273,9 +307,22 @@ class ReproducePlan:
             why = f"settings changed ({', '.join(changed)})" if changed else "an interrupted rerun continues"
             log(f"{why}: {len(stale)} finished stage(s) rerun: {', '.join(sorted(stale))}")
         write_json_atomic(state_path, state)
+
+        def finished(step: Step, started: float) -> None:
+            ended = time.time()
+            state["seconds"][step.key] = round(ended - started, 1)
+            state["timeline"][step.key] = [round(started, 1), round(ended, 1)]
+            stale.discard(step.key)
+            state["stale"] = sorted(stale)
+            write_json_atomic(state_path, state)
+
+        for step in self.steps:
+            state["commands"][step.key] = self.display(step.command)
+        if jobs > 1:
+            self._run_side_by_side(jobs, stale, state, finished, log)
+            return state
         total = len(self.steps)
         for position, step in enumerate(self.steps, start=1):
-            state["commands"][step.key] = self.display(step.command)
             if step.done and step.key not in stale:
                 log(f"[{position}/{total}] {step.key}: done ({state['seconds'].get(step.key, 0):.0f} s), skipped")
                 continue
@@ -285,12 +332,79 @@ class ReproducePlan:
             self._run_step(step, cli_main)
             if not step.done:
                 raise StageFailed(f"Stage {step.key} finished without writing {step.folder / step.marker}.")
-            state["seconds"][step.key] = round(time.time() - started, 1)
-            stale.discard(step.key)
-            state["stale"] = sorted(stale)
-            write_json_atomic(state_path, state)
+            finished(step, started)
         write_json_atomic(state_path, state)
         return state
+
+    def subprocess_command(self, step: Step) -> list[str]:
+        """The command that runs `step` as a subprocess (`--jobs` > 1): `te-vqgan` sub-commands
+        through this Python, a folder left by an interrupted or stale run replaced, a training
+        continued from its last checkpoint."""
+        command = list(step.command)
+        if command[0] == "te-vqgan":
+            if step.folder.exists() and _takes_overwrite(command[1]):
+                command.append("--overwrite")
+            return [sys.executable, "-m", "te_vqgan.cli", *command[1:]]
+        return resuming(command, step.folder) if step.resumable else command
+
+    def _run_side_by_side(self, jobs: int, stale: set, state: dict, finished, log, poll: float = 0.2) -> None:
+        logs = self.output / "logs"
+        logs.mkdir(exist_ok=True)
+        done = {step.key for step in self.steps if step.done and step.key not in stale}
+        pending = [step for step in self.steps if step.key not in done]
+        known = {step.key for step in self.steps}
+        running: dict[str, tuple[Step, subprocess.Popen, float, object]] = {}
+        failed: dict[str, str] = {}
+        blocked: list[str] = []
+        log(f"{len(done)} of {len(self.steps)} stages done; {len(pending)} to run, up to {jobs} at a time (logs in {logs})")
+        try:
+            while pending or running:
+                for step in list(pending):
+                    missing = [need for need in step.needs if need not in known]
+                    if missing or any(need in failed or need in blocked for need in step.needs):
+                        pending.remove(step)
+                        blocked.append(step.key)
+                        continue
+                    if len(running) < jobs and all(need in done for need in step.needs):
+                        pending.remove(step)
+                        handle = open(logs / (step.key.replace("/", "__") + ".log"), "ab")
+                        process = subprocess.Popen(self.subprocess_command(step), cwd=self.root, stdout=handle,
+                                                   stderr=subprocess.STDOUT)
+                        running[step.key] = (step, process, time.time(), handle)
+                        log(f"{step.key}: started ({len(running)} running, {len(pending)} waiting)")
+                if not running:
+                    blocked.extend(step.key for step in pending)  # needs that can never be met
+                    break
+                time.sleep(poll)
+                for key, (step, process, started, handle) in list(running.items()):
+                    code = process.poll()
+                    if code is None:
+                        continue
+                    handle.close()
+                    del running[key]
+                    if code == 0 and step.done:
+                        done.add(key)
+                        finished(step, started)
+                        log(f"{key}: done in {state['seconds'][key]:.0f} s")
+                    else:
+                        why = f"exited with {code}" if code else f"finished without writing {step.marker}"
+                        failed[key] = f"{key} ({why}; log: {handle.name})"
+                        log(f"{key}: FAILED ({why}); the stages that need it will not run, the others go on")
+        finally:
+            for step, process, _, handle in running.values():  # interrupted: end every child with it
+                process.terminate()
+            for step, process, _, handle in running.values():
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                handle.close()
+        if failed or blocked:
+            raise StageFailed(
+                f"{len(failed)} stage(s) failed: {'; '.join(failed.values()) or 'none'}"
+                + (f"; not run because a stage they need failed: {', '.join(blocked)}" if blocked else "")
+                + ". Rerun the same command to continue (finished stages are kept)."
+            )
 
     def _run_step(self, step: Step, cli_main) -> None:
         command = list(step.command)
@@ -354,6 +468,7 @@ def collect_results(plan: ReproducePlan, state: dict) -> dict:
         "runs": runs,
         "classifier": {**json.loads(classifier.read_text()), "path": str(plan.classifier)} if classifier.is_file() else None,
         "seconds": state.get("seconds", {}),
+        "timeline": state.get("timeline", {}),
         "commands": state.get("commands", {}),
         "versions": versions(),
     }
@@ -533,7 +648,13 @@ def render_report(results: dict, figures: dict[str, str] | None = None) -> str:
     for key, value in seconds.items():
         kinds[key.split("/")[0]] = kinds.get(key.split("/")[0], 0.0) + value
     lines += [f"| **all {kind}** | {value:.0f} |" for kind, value in kinds.items()]
-    lines += [f"| **total** | {sum(seconds.values()):.0f} |", "", "## Settings, commands and versions", "", "```json",
+    lines += [f"| **total** | {sum(seconds.values()):.0f} |", ""]
+    timeline = results.get("timeline", {})
+    if timeline:
+        span = max(end for _, end in timeline.values()) - min(start for start, _ in timeline.values())
+        lines += [f"From the first stage's start to the last one's end (the stages of the last run, side by side where "
+                  f"`--jobs` > 1; a run continued later counts the pause): {span:.0f} s.", ""]
+    lines += ["## Settings, commands and versions", "", "```json",
               json.dumps({k: v for k, v in preset.items() if k != "estimates"}, indent=1), "```", "", "```bash"]
     lines += list(results.get("commands", {}).values())
     lines += ["```", "", "```json", json.dumps(results.get("versions", {}), indent=1), "```", ""]
@@ -583,18 +704,46 @@ def make_figures(plan: ReproducePlan, results: dict) -> dict[str, str]:
         figure.tight_layout()
         save_figure(figure, figures_dir / "equivariance-vs-codes.png")
         figures["equivariance against codes used"] = "figures/equivariance-vs-codes.png"
+    timeline = results.get("timeline", {})
+    if timeline:
+        figures["when each stage ran"] = str(timeline_figure(timeline, figures_dir / "timeline.png").relative_to(out))
     return figures
 
 
+def timeline_figure(timeline: dict[str, list[float]], path: Path) -> Path:
+    """A bar per stage from its start to its end (seconds since the first start), by kind."""
+    from .visualization import new_figure, save_figure
+
+    keys = sorted(timeline, key=lambda k: timeline[k][0])
+    origin = timeline[keys[0]][0]
+    figure, axes = new_figure(1, 1, figsize=(9, 0.9 + 0.22 * len(keys)))
+    axis = axes[0, 0]
+    colours = {}
+    for row, key in enumerate(keys):
+        start, end = timeline[key]
+        kind = key.split("/")[0]
+        first_of_kind = kind not in colours
+        colour = colours.setdefault(kind, f"C{len(colours)}")
+        axis.barh(row, end - start, left=start - origin, color=colour, label=kind if first_of_kind else None)
+    axis.set_yticks(range(len(keys)), keys, fontsize=6)
+    axis.invert_yaxis()
+    axis.set_xlabel("seconds since the first stage started")
+    axis.legend(fontsize=7, loc="lower right")
+    axis.set_title("When each stage ran", fontsize=9)
+    figure.tight_layout()
+    return save_figure(figure, path)
+
+
 def reproduce(preset: Preset, output: str | Path, mnist_dir: str | None = None, device: str | None = None,
-              classifier: str | None = None, log=print) -> Path:
+              classifier: str | None = None, log=print, jobs: int | None = None) -> Path:
     """Run (or continue) the plan, then write `results.json`, `figures/` and `report.md`.
-    `classifier`: a trained evaluation classifier to use instead of training one."""
+    `classifier`: a trained evaluation classifier to use instead of training one; `jobs`:
+    stages run side by side (`ReproducePlan.run`; default the preset's)."""
     from .files import atomic_path, write_json_atomic
 
     plan = ReproducePlan(preset, Path(output), mnist_dir=mnist_dir, device=device, classifier=classifier)
     log(f"te-vqgan reproduce --preset {preset.name}: {len(plan.steps)} stages, {sum(s.done for s in plan.steps)} done, output {plan.output}")
-    state = plan.run(log=log)
+    state = plan.run(log=log, jobs=preset.jobs if jobs is None else jobs)
     results = collect_results(plan, state)
     write_json_atomic(plan.output / "results.json", results)
     figures = make_figures(plan, results)

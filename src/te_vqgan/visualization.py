@@ -152,7 +152,10 @@ def save_captioned_images(
         )
     columns = max(1, min(columns, len(images)))
     rows = -(-len(images) // columns)
-    figure, axes = new_figure(rows, columns, figsize=(2.3 * columns, 2.9 * rows))
+    texts = ["\n".join(textwrap.wrap(str(caption), wrap)) for caption in captions]
+    # Tall enough for the longest text under a row (a four-clause prompt is 5-6 lines), so none is cut off.
+    lines = max(text.count("\n") + 1 for text in texts)
+    figure, axes = new_figure(rows, columns, figsize=(2.3 * columns, (2.4 + 0.14 * lines) * rows + (0.3 if title else 0)))
     for position, axis in enumerate(axes.flat):
         axis.set_xticks([])
         axis.set_yticks([])
@@ -160,7 +163,7 @@ def save_captioned_images(
             axis.set_axis_off()
             continue
         axis.imshow(images[position], interpolation="nearest")
-        axis.set_xlabel("\n".join(textwrap.wrap(str(captions[position]), wrap)), fontsize=7)
+        axis.set_xlabel(texts[position], fontsize=7)
     if title:
         figure.suptitle(title, fontsize=9)
     figure.tight_layout()

@@ -42,6 +42,8 @@ def register(subparsers) -> None:
     parser.add_argument("--num-examples", type=int, default=500, help="Images per split (default 500).")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0, help="Sampling seed (default 0).")
+    parser.add_argument("--top-k-fraction", type=float, default=0.1, help="Sampling keeps this fraction of the vocabulary (authors 0.1).")
+    parser.add_argument("--temperature", type=float, default=1.0, help="Sampling temperature (authors 1.0).")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available).")
     parser.add_argument("--output", required=True, help="Folder for evaluation.json and the figures (created).")
     parser.set_defaults(func=run)
@@ -56,6 +58,10 @@ def run(args) -> int:
 
     if args.num_examples < 1 or args.batch_size < 1:
         raise ValueError(f"--num-examples and --batch-size must be >= 1 (got {args.num_examples}, {args.batch_size}).")
+    if not 0 < args.top_k_fraction <= 1:
+        raise ValueError(f"--top-k-fraction must be in (0, 1] (got {args.top_k_fraction}).")
+    if not 0 < args.temperature < float("inf"):
+        raise ValueError(f"--temperature must be a finite number > 0 (got {args.temperature}).")
     splits = [s.strip() for s in args.splits.split(",") if s.strip()]
     device = resolve_device(args.device)
     pipeline = TextToImagePipeline.from_pretrained(args.pipeline).to(device)
@@ -70,9 +76,12 @@ def run(args) -> int:
         raise ValueError(f"--splits {args.splits!r}: {missing or 'none given'} not in the dataset (splits: {sorted(data)}).")
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    results = {split: evaluate_split(pipeline, classifier, data[split], args.num_examples, args.batch_size, args.seed, output / split)
+    sampling = {"top_k_fraction": args.top_k_fraction, "temperature": args.temperature}
+    results = {split: evaluate_split(pipeline, classifier, data[split], args.num_examples, args.batch_size, args.seed, output / split,
+                                     sampling=sampling)
                for split in splits}
-    write_json_atomic(output / "evaluation.json", {"pipeline": str(args.pipeline), "classifier": str(args.classifier), "splits": results})
+    write_json_atomic(output / "evaluation.json", {"pipeline": str(args.pipeline), "classifier": str(args.classifier),
+                                                   "sampling": sampling, "splits": results})
     for split, result in results.items():
         print(f"{split}: text-to-image {result['t2i']['accuracy']:.3f}  image-to-text {result['i2t']['accuracy']:.3f}  "
               f"(sanity: images {result['sanity']['t2i_ground_truth']:.3f}, captions {result['sanity']['i2t_ground_truth']:.3f}, "
@@ -86,8 +95,10 @@ def _figure(value) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def evaluate_split(pipeline, classifier, split, num_examples: int, batch_size: int, seed: int, figure_prefix: Path | None = None) -> dict:
-    """Both directions, the three sanity rows and the chance level on the first `num_examples` of `split`."""
+def evaluate_split(pipeline, classifier, split, num_examples: int, batch_size: int, seed: int, figure_prefix: Path | None = None,
+                   sampling: dict | None = None) -> dict:
+    """Both directions, the three sanity rows and the chance level on the first `num_examples` of `split`
+    (`sampling`: the pipelines' `top_k_fraction` and `temperature`, the authors' 0.1 and 1.0 by default)."""
     import torch
 
     from ..evaluation import caption_variant, image_to_text_scores, objects_to_triplets, text_to_image_scores
@@ -102,10 +113,12 @@ def evaluate_split(pipeline, classifier, split, num_examples: int, batch_size: i
     images = np.stack([np.asarray(image.convert("RGB")) for image in examples["image"]])
     variant = caption_variant(split.features)
 
-    generated = pipeline(prompts, generator=torch.Generator().manual_seed(seed), batch_size=batch_size, output_type="np").images
+    sampling = dict(sampling or {})
+    generated = pipeline(prompts, generator=torch.Generator().manual_seed(seed), batch_size=batch_size, output_type="np",
+                         **sampling).images
     t2i = text_to_image_scores(generated, truths, classifier)
     captioner = ImageToTextPipeline(vqmodel=pipeline.vqmodel, generator=pipeline.generator, tokenizer=pipeline.tokenizer)
-    captions = captioner(images, generator=torch.Generator().manual_seed(seed), batch_size=batch_size).captions
+    captions = captioner(images, generator=torch.Generator().manual_seed(seed), batch_size=batch_size, **sampling).captions
     i2t = image_to_text_scores(captions, truths, variant=variant)
 
     quantizer = as_tokenizer(pipeline.vqmodel)

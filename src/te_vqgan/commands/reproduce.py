@@ -42,6 +42,11 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--device", default=None, help="cpu or cuda for the in-process stages (default: cuda when available).")
     parser.add_argument("--output", required=True, help="Folder of the run (created; an existing one is continued).")
+    parser.add_argument(
+        "--jobs", type=int, default=None,
+        help="Stages run side by side, each as a subprocess, as soon as the stages it reads are done (default: the "
+        "preset's, 1 = one after another on a CPU, 6 for the gpu preset, where small trainings share the one device).",
+    )
     parser.set_defaults(func=run)
 
 
@@ -50,10 +55,12 @@ def run(args) -> int:
 
     from ..reproduce import StageFailed, preset_with, reproduce
 
+    if args.jobs is not None and args.jobs < 1:
+        raise ValueError(f"--jobs must be >= 1 (got {args.jobs}).")
     quantizers = [q.strip() for q in args.quantizers.split(",") if q.strip()] if args.quantizers is not None else None
     preset = preset_with(args.preset, quantizers=quantizers, seeds=args.seeds, train_sizes=args.train_sizes)
     try:
-        reproduce(preset, args.output, mnist_dir=args.mnist_dir, device=args.device, classifier=args.classifier)
+        reproduce(preset, args.output, mnist_dir=args.mnist_dir, device=args.device, classifier=args.classifier, jobs=args.jobs)
     except StageFailed as error:
         print(f"te-vqgan reproduce: error: {error}", file=sys.stderr)
         return 2

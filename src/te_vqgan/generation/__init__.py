@@ -15,7 +15,9 @@ from .modeling import (
     check_compatible,
     generator_loss,
     generator_loss_from_logits,
+    init_image_positions_2d,
     layout_from_config,
+    sincos_2d,
 )
 from .sampling import (
     ModalityMaskLogitsProcessor,
@@ -43,6 +45,8 @@ __all__ = [
     "generator_loss",
     "generator_loss_from_logits",
     "image_token",
+    "init_image_positions_2d",
     "layout_from_config",
+    "sincos_2d",
     "top_k_from_fraction",
 ]

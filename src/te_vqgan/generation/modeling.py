@@ -46,7 +46,9 @@ __all__ = [
     "check_compatible",
     "generator_loss",
     "generator_loss_from_logits",
+    "init_image_positions_2d",
     "layout_from_config",
+    "sincos_2d",
 ]
 
 # The keys `build_generator_config` adds to the GPT2Config, beyond GPT-2's own.
@@ -129,6 +131,43 @@ def build_generator_config(
         text_length=layout.text_length,
         **gpt2_kwargs,
     )
+
+
+def sincos_2d(height: int, width: int, dim: int) -> torch.Tensor:
+    """`[height * width, dim]` 2-D sine-cosine position codes, row-major: the first half of the
+    channels encode the row, the second half the column, each as sines then cosines of
+    `dim / 4` frequencies `1 / 10000^(i / (dim / 4))` (the Transformer's 1-D code per axis, as
+    MAE and the authors' fixed image positions). `dim` must be a multiple of 4."""
+    if dim % 4:
+        raise ValueError(f"2-D sine-cosine positions need a width divisible by 4 (got {dim}).")
+    quarter = dim // 4
+    frequencies = 1.0 / 10_000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)
+    rows, columns = torch.meshgrid(torch.arange(height, dtype=torch.float64), torch.arange(width, dtype=torch.float64), indexing="ij")
+    parts = []
+    for axis in (rows.flatten(), columns.flatten()):
+        angles = axis[:, None] * frequencies[None]
+        parts += [angles.sin(), angles.cos()]
+    return torch.cat(parts, dim=1).float()
+
+
+@torch.no_grad()
+def init_image_positions_2d(model, layout: SequenceLayout, direction: str = "t2i") -> None:
+    """Start the rows of a GPT-2's learned position table (`model.transformer.wpe`) that hold
+    `direction`'s image block as 2-D sine-cosine codes of each token's (row, column), scaled to
+    the table's initial standard deviation (`config.initializer_range`), so that neighbouring
+    codes in the image start with similar positions. The table stays a stock, learnt
+    `nn.Embedding`; only its starting values change.
+
+    One direction only: the two directions put their image blocks at overlapping positions of
+    the one table (t2i after the text block, i2t right after `<i2t> <boi>`), and text-to-image
+    is the one that must place what it draws.
+    """
+    _check_direction(direction)
+    table = model.transformer.wpe.weight
+    height, width = layout.image_grid
+    codes = sincos_2d(height, width, table.shape[1])
+    codes = codes / codes.std() * model.config.initializer_range
+    table[layout.image_positions(direction)] = codes.to(table.dtype)
 
 
 def _vq_grid(vqmodel) -> tuple[int, int]:
