@@ -212,6 +212,7 @@ from pathlib import Path
 folder, seconds, code = Path(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
 folder.mkdir(parents=True, exist_ok=True)
 (folder / "pid").write_text(str(os.getpid()))
+(folder / "gpu").write_text(os.environ.get("CUDA_VISIBLE_DEVICES", "-"))
 start = time.time()
 if "--resume_from_checkpoint" not in sys.argv:
     (folder / "checkpoint-1").mkdir(exist_ok=True)
@@ -298,6 +299,16 @@ def test_every_stage_of_a_preset_needs_only_earlier_stages(tmp_path):
     assert set(evaluate.needs) == {"stage2/te-seed0-n20000", "classifier"}
     with pytest.raises(ValueError, match="`jobs` must be an integer >= 1 \\(got 0\\)"):
         plan.run(jobs=0)
+    with pytest.raises(ValueError, match="`gpus` must be distinct CUDA device ids >= 0 \\(got \\[0, 0\\]\\)"):
+        plan.run(jobs=2, gpus=[0, 0])
+    with pytest.raises(ValueError, match="give `jobs` > 1 too"):
+        plan.run(jobs=1, gpus=[0, 1])
+
+
+def test_jobs_spread_over_the_given_gpus(tmp_path):
+    plan = fake_plan(tmp_path, [("a", (), 1.0, 0, False), ("b", (), 1.0, 0, False)])
+    plan.run(log=lambda line: None, jobs=2, gpus=[3, 5])
+    assert sorted((tmp_path / key / "gpu").read_text() for key in "ab") == ["3", "5"]
 
 
 def test_the_gpu_preset_runs_six_jobs_in_bf16(tmp_path):

@@ -271,19 +271,26 @@ class ReproducePlan:
         return steps
 
     # ------------------------------------------------------------------ running
-    def run(self, log=print, jobs: int = 1) -> dict:
+    def run(self, log=print, jobs: int = 1, gpus: list[int] | None = None) -> dict:
         """Run every stage not done yet; returns the state (wall-clock per stage).
 
         `jobs=1` runs them one after another in the plan's order. `jobs=N` runs up to N at a
         time, each as a subprocess with its output in `OUTPUT/logs/<stage>.log`, a stage
         starting once every stage it `needs` is done; a failing stage stops only the stages
-        that need it, the others finish, and `StageFailed` then names every failure.
+        that need it, the others finish, and `StageFailed` then names every failure. `gpus`
+        (CUDA device ids): each subprocess sees one of them (`CUDA_VISIBLE_DEVICES`), the one
+        with the fewest stages running on it.
         """
         from .cli import main as cli_main
         from .files import write_json_atomic
 
         if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
             raise ValueError(f"`jobs` must be an integer >= 1 (got {jobs!r}).")
+        if gpus is not None and (not gpus or len(set(gpus)) != len(gpus) or any(
+                isinstance(g, bool) or not isinstance(g, int) or g < 0 for g in gpus)):
+            raise ValueError(f"`gpus` must be distinct CUDA device ids >= 0 (got {gpus!r}).")
+        if gpus and jobs == 1:
+            raise ValueError(f"`gpus` {gpus} spreads stages run side by side: give `jobs` > 1 too.")
         self.output.mkdir(parents=True, exist_ok=True)
         state_path = self.output / "state.json"
         state = json.loads(state_path.read_text()) if state_path.is_file() else {"seconds": {}, "commands": {}}
@@ -319,7 +326,7 @@ class ReproducePlan:
         for step in self.steps:
             state["commands"][step.key] = self.display(step.command)
         if jobs > 1:
-            self._run_side_by_side(jobs, stale, state, finished, log)
+            self._run_side_by_side(jobs, stale, state, finished, log, gpus=gpus)
             return state
         total = len(self.steps)
         for position, step in enumerate(self.steps, start=1):
@@ -347,13 +354,16 @@ class ReproducePlan:
             return [sys.executable, "-m", "te_vqgan.cli", *command[1:]]
         return resuming(command, step.folder) if step.resumable else command
 
-    def _run_side_by_side(self, jobs: int, stale: set, state: dict, finished, log, poll: float = 0.2) -> None:
+    def _run_side_by_side(self, jobs: int, stale: set, state: dict, finished, log, gpus=None, poll: float = 0.2) -> None:
+        import os
+
         logs = self.output / "logs"
         logs.mkdir(exist_ok=True)
         done = {step.key for step in self.steps if step.done and step.key not in stale}
         pending = [step for step in self.steps if step.key not in done]
         known = {step.key for step in self.steps}
         running: dict[str, tuple[Step, subprocess.Popen, float, object]] = {}
+        on_gpu: dict[str, int] = {}
         failed: dict[str, str] = {}
         blocked: list[str] = []
         log(f"{len(done)} of {len(self.steps)} stages done; {len(pending)} to run, up to {jobs} at a time (logs in {logs})")
@@ -368,8 +378,12 @@ class ReproducePlan:
                     if len(running) < jobs and all(need in done for need in step.needs):
                         pending.remove(step)
                         handle = open(logs / (step.key.replace("/", "__") + ".log"), "ab")
+                        env = None
+                        if gpus:
+                            on_gpu[step.key] = min(gpus, key=lambda g: sum(1 for k in running if on_gpu.get(k) == g))
+                            env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(on_gpu[step.key])}
                         process = subprocess.Popen(self.subprocess_command(step), cwd=self.root, stdout=handle,
-                                                   stderr=subprocess.STDOUT)
+                                                   stderr=subprocess.STDOUT, env=env)
                         running[step.key] = (step, process, time.time(), handle)
                         log(f"{step.key}: started ({len(running)} running, {len(pending)} waiting)")
                 if not running:
@@ -735,15 +749,16 @@ def timeline_figure(timeline: dict[str, list[float]], path: Path) -> Path:
 
 
 def reproduce(preset: Preset, output: str | Path, mnist_dir: str | None = None, device: str | None = None,
-              classifier: str | None = None, log=print, jobs: int | None = None) -> Path:
+              classifier: str | None = None, log=print, jobs: int | None = None, gpus: list[int] | None = None) -> Path:
     """Run (or continue) the plan, then write `results.json`, `figures/` and `report.md`.
     `classifier`: a trained evaluation classifier to use instead of training one; `jobs`:
-    stages run side by side (`ReproducePlan.run`; default the preset's)."""
+    stages run side by side (`ReproducePlan.run`; default the preset's), on the CUDA devices
+    `gpus` if given."""
     from .files import atomic_path, write_json_atomic
 
     plan = ReproducePlan(preset, Path(output), mnist_dir=mnist_dir, device=device, classifier=classifier)
     log(f"te-vqgan reproduce --preset {preset.name}: {len(plan.steps)} stages, {sum(s.done for s in plan.steps)} done, output {plan.output}")
-    state = plan.run(log=log, jobs=preset.jobs if jobs is None else jobs)
+    state = plan.run(log=log, jobs=preset.jobs if jobs is None else jobs, gpus=gpus)
     results = collect_results(plan, state)
     write_json_atomic(plan.output / "results.json", results)
     figures = make_figures(plan, results)

@@ -47,6 +47,10 @@ def register(subparsers) -> None:
         help="Stages run side by side, each as a subprocess, as soon as the stages it reads are done (default: the "
         "preset's, 1 = one after another on a CPU, 6 for the gpu preset, where small trainings share the one device).",
     )
+    parser.add_argument(
+        "--gpus", type=_int_list, default=None,
+        help="With --jobs: CUDA device ids to spread the stages over (e.g. 0,1,2,3,4,5,6,7 on an 8-GPU node; each stage sees one).",
+    )
     parser.set_defaults(func=run)
 
 
@@ -60,7 +64,8 @@ def run(args) -> int:
     quantizers = [q.strip() for q in args.quantizers.split(",") if q.strip()] if args.quantizers is not None else None
     preset = preset_with(args.preset, quantizers=quantizers, seeds=args.seeds, train_sizes=args.train_sizes)
     try:
-        reproduce(preset, args.output, mnist_dir=args.mnist_dir, device=args.device, classifier=args.classifier, jobs=args.jobs)
+        reproduce(preset, args.output, mnist_dir=args.mnist_dir, device=args.device, classifier=args.classifier, jobs=args.jobs,
+                  gpus=args.gpus)
     except StageFailed as error:
         print(f"te-vqgan reproduce: error: {error}", file=sys.stderr)
         return 2
