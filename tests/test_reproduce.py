@@ -5,7 +5,7 @@ from dataclasses import replace
 
 import pytest
 
-from te_vqgan.reproduce import PRESETS, ReproducePlan, StageFailed, preset_with, render_report, summarise_results
+from te_vqgan.reproduce import PRESETS, ReproducePlan, StageFailed, preset_with, render_report, summarise_results, what_to_see
 
 
 def test_the_plan_has_every_stage_in_order(tmp_path):
@@ -111,6 +111,11 @@ def test_report_renders_tables_from_a_results_file():
     assert "not measured (LPIPS not installed)" in report and "![](figures/x.png)" in report
     assert "| **all stage1** | 220 |" in report and "| **total** | 230 |" in report
     assert "test colour 1.0000, digit 0.9960 (7,500 windows) (met)" in report
+    # one sentence on what the figures show, from how far the best generator is above chance on test_seen
+    assert "What to look at: in the text-to-image samples most digits have the colour and the place their prompt names" in report
+    assert "TE (SC + orth.): text-to-image 0.60 and image-to-text 0.40 on `test_seen`" in report
+    weak = {**summary, "seen": {q: {"t2i_accuracy": (0.05, 0.0), "i2t_accuracy": (0.3, 0.0)} for q in ("te", "sc")}}
+    assert "does not yet follow its prompt" in what_to_see(weak, ("te", "sc"))
     # the chance rows: the generator's all-bucket accuracy beside another example's ground truth
     assert summary["chance"]["te"]["t2i_prompt_ignored_test"] == pytest.approx((0.02, 0.0))
     assert "| TE (SC + orth.) | 0.600 (0.100) | 0.020 (0.000) | 0.400 (0.100) | 0.040 (0.000) | 0.600 (0.100) |" in report

@@ -81,6 +81,10 @@ ROWS = {
             sampling=(("temperature", 0.7),)),
         Row("no_dropout_k0.02", "no_dropout's generator, top-k 2% of the vocabulary instead of 10%", evaluate_only="no_dropout",
             sampling=(("top_k_fraction", 0.02),)),
+        Row("no_dropout_k0.02_t0.7", "no_dropout's generator, top-k 2% and temperature 0.7", evaluate_only="no_dropout",
+            sampling=(("top_k_fraction", 0.02), ("temperature", 0.7))),
+        Row("no_dropout_greedy", "no_dropout's generator, greedy (top-k keeps 1 id)", evaluate_only="no_dropout",
+            sampling=(("top_k_fraction", 0.001),)),
     )
 }
 

@@ -573,6 +573,25 @@ def chance_verdict(summary: dict, quantizers) -> str:
     return "Against chance (mean minus one std above it, or mean plus one std below it): " + "; ".join(parts) + "."
 
 
+def what_to_see(summary: dict, quantizers) -> str:
+    """One sentence: what the sample figures should show, given how far the generators are above chance on `test_seen`."""
+    scores = [(q, summary["seen"][q]["t2i_accuracy"], summary["seen"][q]["i2t_accuracy"],
+               summary["chance"][q]["t2i_prompt_ignored_test_seen"], summary["chance"][q]["i2t_image_ignored_test_seen"])
+              for q in quantizers]
+    scores = [row for row in scores if None not in row[1:]]
+    if not scores:
+        return "What to look at: no generator was evaluated."
+    best = max(scores, key=lambda row: row[1][0] + row[2][0])
+    q, t2i, i2t, t2i_chance, i2t_chance = best
+    numbers = (f"{QUANTIZER_NAMES[q]}: text-to-image {t2i[0]:.2f} and image-to-text {i2t[0]:.2f} on `test_seen`, chance "
+               f"{t2i_chance[0]:.2f} and {i2t_chance[0]:.2f}")
+    if min(t2i[0], i2t[0]) >= 0.25 and t2i[0] > t2i_chance[0] and i2t[0] > i2t_chance[0]:
+        return (f"What to look at: in the text-to-image samples most digits have the colour and the place their prompt "
+                f"names, and the generated captions name most digits of the image under them, in its colour and place ({numbers}).")
+    return (f"What to look at: the samples are digit-like strokes in the four colours, but at this scale the generator does "
+            f"not yet follow its prompt: most digits, colours or places differ from what the prompt says ({numbers}).")
+
+
 def _fmt(value, digits: int = 3) -> str:
     if value is None:
         return "-"
@@ -654,7 +673,8 @@ def render_report(results: dict, figures: dict[str, str] | None = None) -> str:
             "shift_equivariance_foreground_blue")) + " |")
     lines += ["", "The last four columns are the digit-token score per colour.", ""]
     if figures:
-        lines += ["## Figures", ""] + [f"- {title}: ![]({path})" for title, path in figures.items()] + [""]
+        lines += ["## Figures", "", what_to_see(summary, quantizers), ""]
+        lines += [f"- {title}: ![]({path})" for title, path in figures.items()] + [""]
     seconds = results.get("seconds", {})
     lines += ["## Wall-clock per stage", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {key} | {value:.0f} |" for key, value in seconds.items()]
