@@ -593,3 +593,76 @@ def test_generation_validates(tokenizer, layout):
         generate_image_indices(model, tokenizer, text_ids[:, :-1])
     with torch.no_grad():
         assert math.isfinite(generator_loss(model, layout.t2i_sequence(text_ids, image_ids), layout, "t2i").loss.item())
+
+
+# ---------------------------------------------------------------------------- position schemes
+def test_modality_positions_are_shared_by_both_directions(layout):
+    t2i, i2t = layout.position_ids("t2i", "modality"), layout.position_ids("i2t", "modality")
+    T, N = layout.text_length, layout.num_image_tokens
+    assert len(t2i) == len(i2t) == layout.sequence_length
+    assert torch.equal(t2i[layout.image_positions("t2i")], i2t[layout.image_positions("i2t")])
+    assert torch.equal(t2i[layout.text_block_positions("t2i")], i2t[layout.text_block_positions("i2t")])
+    assert torch.equal(t2i[layout.image_positions("t2i")], torch.arange(T + 3, T + 3 + N))
+    assert (t2i[0], i2t[0]) == (0, 1)  # the task tokens keep rows of their own
+    assert sorted(set(t2i.tolist()) | set(i2t.tolist())) == list(range(layout.num_position_rows("modality")))
+    assert torch.equal(layout.position_ids("i2t"), torch.arange(layout.sequence_length))  # index: GPT-2's own
+    with pytest.raises(ValueError, match="`position_scheme` must be one of \\('index', 'modality'\\) \\(got 'rope'\\)"):
+        layout.position_ids("t2i", "rope")
+
+
+@pytest.mark.parametrize("direction", ["t2i", "i2t"])
+def test_generation_uses_the_positions_the_model_trained_with(tokenizer, layout, direction):
+    """Greedy samples of a modality-position generator are the argmax of its teacher-forced
+    logits at the layout's positions: `generate` continued the prompt's position ids exactly as
+    training laid them out."""
+    torch.manual_seed(0)
+    config = build_generator_config(tokenizer, GRID, position_scheme="modality", **TINY_GPT2)
+    assert config.n_positions == layout.sequence_length + 1 and config.position_scheme == "modality"
+    model = GPT2LMHeadModel(config).eval()
+    text_ids, image_ids = batch(tokenizer, layout, 3)
+    greedy = dict(top_k_fraction=1e-3, generator=torch.Generator().manual_seed(0))
+    if direction == "t2i":
+        codes = generate_image_indices(model, tokenizer, text_ids, **greedy)
+        with pytest.raises(ValueError, match="`use_cache=False` is not supported for a generator with `position_scheme='modality'`"):
+            generate_image_indices(model, tokenizer, text_ids, use_cache=False, **greedy)
+        sequence = layout.t2i_sequence(text_ids, tokenizer.encode_image_indices(codes))
+        targets = layout.image_positions("t2i")
+    else:
+        words = generate_caption_ids(model, tokenizer, image_ids, **greedy)
+        text = torch.full((3, layout.text_length), layout.pad_id)
+        text[:, 0] = layout.bot_id
+        text[:, 1 : 1 + words.shape[1]] = words
+        sequence = layout.i2t_sequence(image_ids, text)
+        targets = slice(layout.text_positions("i2t").start, layout.text_positions("i2t").start + words.shape[1])
+    with torch.no_grad():
+        positions = layout.position_ids(direction, "modality").expand(3, -1)
+        logits = model(input_ids=sequence, position_ids=positions).logits
+    allowed = layout.allowed_tokens(direction)[1:]  # logits at p predict the token at p + 1
+    masked = logits[:, :-1].masked_fill(~allowed, float("-inf"))
+    predicted = masked[:, targets.start - 1 : targets.stop - 1].argmax(-1)
+    chosen = sequence[:, targets]
+    real = chosen != layout.pad_id
+    assert torch.equal(predicted[real], chosen[real])
+    # and the index scheme's positions would have predicted something else: the positions matter
+    with torch.no_grad():
+        plain = model(input_ids=sequence).logits[:, :-1].masked_fill(~allowed, float("-inf"))
+    assert not torch.equal(plain[:, targets.start - 1 : targets.stop - 1].argmax(-1)[real], chosen[real])
+
+
+def test_the_loss_reads_positions_from_the_config(tokenizer, layout):
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(build_generator_config(tokenizer, GRID, position_scheme="modality", **TINY_GPT2)).eval()
+    text_ids, image_ids = batch(tokenizer, layout, 2)
+    sequence = layout.t2i_sequence(text_ids, image_ids)
+    with torch.no_grad():
+        loss = generator_loss(model, sequence, layout, "t2i").loss
+        logits = model(input_ids=sequence, position_ids=layout.position_ids("t2i", "modality").expand(2, -1)).logits
+        expected = generator_loss_from_logits(logits, sequence, layout, "t2i").loss
+    assert torch.allclose(loss, expected)
+    old = tiny_model(tokenizer).config.to_dict()
+    old.pop("position_scheme")  # a config saved before the scheme existed reads as "index"
+    from te_vqgan.generation import position_scheme
+
+    assert position_scheme(GPT2Config.from_dict(old)) == "index"
+    with pytest.raises(ValueError, match="`position_scheme` must be one of"):
+        build_generator_config(tokenizer, GRID, position_scheme="rope")

@@ -134,9 +134,14 @@ def test_recipe_knobs_reach_the_saved_generator(stage2_assets, tmp_path):
 
     out = tmp_path / "recipe"
     result = run(tiny_args(stage2_assets, out, "--dropout", "0", "--weight_decay", "0.1", "--image_position_init", "sincos2d",
-                           "--max_train_steps", "2"))
+                           "--position_scheme", "modality", "--max_train_steps", "2"))
     config = GPT2LMHeadModel.from_pretrained(out / "generator").config
     assert (config.resid_pdrop, config.embd_pdrop, config.attn_pdrop) == (0.0, 0.0, 0.0)
+    assert config.position_scheme == "modality"
+    from te_vqgan import ImageToTextPipeline, TextToImagePipeline
+
+    images = TextToImagePipeline.from_pretrained(out)("red 7.", generator=torch.Generator().manual_seed(0)).images
+    assert len(ImageToTextPipeline.from_pretrained(out)(images, generator=torch.Generator().manual_seed(0)).captions) == 1
     assert result.global_step == 2 and "--weight_decay 0.1" in (out / "README.md").read_text()
 
     class OnCpu:

@@ -31,6 +31,7 @@ import te_vqgan
 from te_vqgan.data.tokenized import load_tokenized_dataset
 from te_vqgan.evaluation import caption_variant, image_to_text_accuracy, objects_to_triplets
 from te_vqgan.generation import (
+    POSITION_SCHEMES,
     SequenceLayout,
     init_image_positions_2d,
     TextImageTokenizer,
@@ -87,9 +88,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="GPT-2's residual, embedding and attention dropout (GPT2Config's default 0.1; the presets train with 0).",
     )
     model.add_argument(
+        "--position_scheme", default="index", choices=POSITION_SCHEMES,
+        help="index: a token's position is its index in the sequence (GPT-2's own); modality: positions counted inside "
+        "each modality and shared by both directions, as the authors do (`SequenceLayout.position_ids`).",
+    )
+    model.add_argument(
         "--image_position_init", default="learned", choices=IMAGE_POSITION_INITS,
-        help="learned: GPT-2's random position table; sincos2d: the text-to-image image block's rows start as 2-D "
-        "sine-cosine values of each token's (row, column), as the authors' fixed image positions (still learnt).",
+        help="learned: GPT-2's random position table; sincos2d: the image block's rows start as 2-D sine-cosine values "
+        "of each token's (row, column), as the authors' fixed image positions (still learnt; under --position_scheme "
+        "index only the text-to-image block's rows).",
     )
 
     add_training_arguments(
@@ -212,7 +219,7 @@ class GeneratorStage(TrainingStage):
 
         config = build_generator_config(
             self.tokenizer, tuple(self.quantizer_info.image_grid), n_embd=args.n_embd, n_layer=args.n_layer, n_head=args.n_head,
-            resid_pdrop=args.dropout, embd_pdrop=args.dropout, attn_pdrop=args.dropout,
+            position_scheme=args.position_scheme, resid_pdrop=args.dropout, embd_pdrop=args.dropout, attn_pdrop=args.dropout,
         )
         model = GPT2LMHeadModel(config)
         if args.image_position_init == "sincos2d":

@@ -80,6 +80,7 @@ class Preset:
     stage2_flags: tuple[str, ...] = ()
     classifier_flags: tuple[str, ...] = ()  # extra `te-vqgan train-classifier` options
     classifier_test: int = 3_000  # images of test and test_seen whose windows measure the classifier (7,500 windows)
+    eval_flags: tuple[str, ...] = ()  # extra `te-vqgan evaluate` options (sampling settings)
     launcher: tuple[str, ...] = ()  # prefix of the training commands (default: this Python)
     estimates: dict = field(default_factory=dict)  # seconds per stage kind, before any is measured
     jobs: int = 1  # stages side by side by default (`--jobs`); not a setting of the experiment
@@ -145,6 +146,7 @@ RERUN_ON_CHANGE = {
     "classifier_flags": ("classifier", "evaluate"),
     "classifier_test": ("classifier",),
     "num_eval": ("evaluate",),
+    "eval_flags": ("evaluate",),
 }
 
 
@@ -267,7 +269,8 @@ class ReproducePlan:
                                       needs=(f"stage2/{name}", *own_classifier), command=[
                         "te-vqgan", "evaluate", "--pipeline", str(stage2), "--classifier", str(self.classifier),
                         "--dataset", str(data), "--splits", "test,test_seen", "--num-examples", str(p.num_eval),
-                        "--seed", str(seed), "--output", str(evaluation), "--cache-dir", str(out / "cache"), *device]))
+                        "--seed", str(seed), "--output", str(evaluation), "--cache-dir", str(out / "cache"), *p.eval_flags,
+                        *device]))
         return steps
 
     # ------------------------------------------------------------------ running

@@ -7,7 +7,7 @@
     >>> codes = generate_image_indices(model, tokenizer, tokenizer.encode_captions(["the red 7."]))  # [1, 16, 16]
 """
 
-from .layout import DIRECTIONS, SequenceLayout
+from .layout import DIRECTIONS, POSITION_SCHEMES, SequenceLayout
 from .modeling import (
     GENERATOR_CONFIG_KEYS,
     GeneratorLossOutput,
@@ -17,6 +17,8 @@ from .modeling import (
     generator_loss_from_logits,
     init_image_positions_2d,
     layout_from_config,
+    position_ids_for,
+    position_scheme,
     sincos_2d,
 )
 from .sampling import (
@@ -31,6 +33,7 @@ from .tokenizer import SPECIAL_TOKENS, TextImageTokenizer, image_token
 
 __all__ = [
     "DIRECTIONS",
+    "POSITION_SCHEMES",
     "GENERATOR_CONFIG_KEYS",
     "GeneratorLossOutput",
     "ModalityMaskLogitsProcessor",
@@ -47,6 +50,8 @@ __all__ = [
     "image_token",
     "init_image_positions_2d",
     "layout_from_config",
+    "position_ids_for",
+    "position_scheme",
     "sincos_2d",
     "top_k_from_fraction",
 ]

@@ -41,9 +41,11 @@ from dataclasses import dataclass
 import torch
 
 
-__all__ = ["DIRECTIONS", "SequenceLayout"]
+__all__ = ["DIRECTIONS", "POSITION_SCHEMES", "SequenceLayout"]
 
 DIRECTIONS = ("t2i", "i2t")
+# How a token's index in its sequence maps to a row of GPT-2's position table (`position_ids`).
+POSITION_SCHEMES = ("index", "modality")
 
 _INTEGER_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 
@@ -51,6 +53,11 @@ _INTEGER_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint
 def _check_direction(direction: str) -> None:
     if direction not in DIRECTIONS:
         raise ValueError(f"`direction` must be one of {DIRECTIONS} (got {direction!r}).")
+
+
+def _check_scheme(scheme: str) -> None:
+    if scheme not in POSITION_SCHEMES:
+        raise ValueError(f"`position_scheme` must be one of {POSITION_SCHEMES} (got {scheme!r}).")
 
 
 def _check_ids(name: str, ids: object, width: int, what: str) -> torch.Tensor:
@@ -176,6 +183,35 @@ class SequenceLayout:
         return self.num_image_tokens + 4
 
     # ------------------------------------------------------------------ positions
+    def num_position_rows(self, scheme: str = "index") -> int:
+        """Rows of the position table a generator with `scheme` needs (`n_positions`)."""
+        _check_scheme(scheme)
+        return self.sequence_length + (1 if scheme == "modality" else 0)
+
+    def position_ids(self, direction: str, scheme: str = "index") -> torch.LongTensor:
+        """`[L]`: the position-table row of each token of a `direction` sequence.
+
+        `"index"`: the token's index in the sequence (GPT-2's default). `"modality"`: positions
+        counted inside each modality, as the authors do, and shared by both directions: row 0
+        `<t2i>`, row 1 `<i2t>`, rows 2 .. T + 1 the text block (`<bot>` first), row T + 2
+        `<boi>`, rows T + 3 .. T + N + 2 the image (row-major), row T + N + 3 `<eoi>`. Within a
+        block the rows rise by one per token, so `generate`, which continues the prompt's last
+        position id by one per new token, gives generated tokens the rows they trained with.
+        """
+        _check_direction(direction)
+        _check_scheme(scheme)
+        length = self.sequence_length
+        if scheme == "index":
+            return torch.arange(length)
+        text_rows = torch.arange(2, 2 + self.text_length)
+        image_rows = torch.arange(self.text_length + 3, self.text_length + 3 + self.num_image_tokens)
+        boi, eoi = self.text_length + 2, self.text_length + self.num_image_tokens + 3
+        if direction == "t2i":
+            parts = [torch.tensor([0]), text_rows, torch.tensor([boi]), image_rows, torch.tensor([eoi])]
+        else:
+            parts = [torch.tensor([1, boi]), image_rows, torch.tensor([eoi]), text_rows]
+        return torch.cat(parts)
+
     def _text_block_start(self, direction: str) -> int:
         return 1 if direction == "t2i" else self.num_image_tokens + 3
 

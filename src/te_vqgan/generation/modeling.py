@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from transformers import GPT2Config, PretrainedConfig
 
 from ..models.quantizer import downsample_factor
-from .layout import SequenceLayout, _check_direction
+from .layout import SequenceLayout, _check_direction, _check_scheme
 
 
 __all__ = [
@@ -48,6 +48,8 @@ __all__ = [
     "generator_loss_from_logits",
     "init_image_positions_2d",
     "layout_from_config",
+    "position_ids_for",
+    "position_scheme",
     "sincos_2d",
 ]
 
@@ -62,6 +64,7 @@ _DERIVED_KEYS = (
     "bos_token_id",
     "eos_token_id",
     "pad_token_id",
+    "position_scheme",
 ) + GENERATOR_CONFIG_KEYS
 
 
@@ -80,12 +83,27 @@ class GeneratorLossOutput:
     image_loss: torch.Tensor
 
 
+def position_scheme(config: PretrainedConfig) -> str:
+    """The generator's position scheme (`SequenceLayout.position_ids`): `config.position_scheme`,
+    `"index"` for configs saved before it existed."""
+    return getattr(config, "position_scheme", "index")
+
+
+def position_ids_for(config: PretrainedConfig, layout: SequenceLayout, direction: str, length: int, batch: int, device):
+    """`[batch, length]` position ids of the first `length` tokens of `direction` sequences for a
+    generator with `config`, or `None` under the `"index"` scheme (GPT-2's own positions)."""
+    if position_scheme(config) == "index":
+        return None
+    return layout.position_ids(direction, position_scheme(config))[:length].to(device).expand(batch, -1)
+
+
 def build_generator_config(
     tokenizer,
     image_grid: tuple[int, int],
     n_embd: int = 256,
     n_layer: int = 8,
     n_head: int = 8,
+    position_scheme: str = "index",
     **gpt2_kwargs,
 ) -> GPT2Config:
     """The `GPT2Config` of a generator for `tokenizer` and an `image_grid` code map.
@@ -98,6 +116,10 @@ def build_generator_config(
         n_embd (`int`, *optional*, defaults to `256`): hidden size (the authors' model).
         n_layer (`int`, *optional*, defaults to `8`): transformer blocks.
         n_head (`int`, *optional*, defaults to `8`): attention heads; must divide `n_embd`.
+        position_scheme (`str`, *optional*, defaults to `"index"`): `"index"` (a token's position
+            is its index in the sequence) or `"modality"` (positions counted inside each
+            modality and shared by both directions, as the authors do; see
+            `SequenceLayout.position_ids`). Stored in the config.
         gpt2_kwargs: any other `GPT2Config` argument (`resid_pdrop`, `n_inner`, ...).
 
     Returns:
@@ -115,10 +137,12 @@ def build_generator_config(
         raise ValueError(
             f"{reserved} are set from the tokenizer and `image_grid`; do not pass them to `build_generator_config`."
         )
+    _check_scheme(position_scheme)
     layout = SequenceLayout.from_tokenizer(tokenizer, tuple(image_grid) if isinstance(image_grid, list) else image_grid)
     return GPT2Config(
         vocab_size=layout.vocab_size,
-        n_positions=layout.sequence_length,
+        n_positions=layout.num_position_rows(position_scheme),
+        position_scheme=position_scheme,
         n_embd=n_embd,
         n_layer=n_layer,
         n_head=n_head,
@@ -158,16 +182,18 @@ def init_image_positions_2d(model, layout: SequenceLayout, direction: str = "t2i
     codes in the image start with similar positions. The table stays a stock, learnt
     `nn.Embedding`; only its starting values change.
 
-    One direction only: the two directions put their image blocks at overlapping positions of
-    the one table (t2i after the text block, i2t right after `<i2t> <boi>`), and text-to-image
-    is the one that must place what it draws.
+    Under the `"modality"` position scheme both directions share these rows. Under `"index"`
+    the two directions put their image blocks at overlapping rows of the one table (t2i after
+    the text block, i2t right after `<i2t> <boi>`), so only `direction`'s rows are set:
+    text-to-image is the one that must place what it draws.
     """
     _check_direction(direction)
     table = model.transformer.wpe.weight
     height, width = layout.image_grid
     codes = sincos_2d(height, width, table.shape[1])
     codes = codes / codes.std() * model.config.initializer_range
-    table[layout.image_positions(direction)] = codes.to(table.dtype)
+    rows = layout.position_ids(direction, position_scheme(model.config))[layout.image_positions(direction)]
+    table[rows] = codes.to(table.dtype)
 
 
 def _vq_grid(vqmodel) -> tuple[int, int]:
@@ -208,11 +234,14 @@ def check_compatible(tokenizer, config: PretrainedConfig, vqmodel=None) -> None:
     compare("bos_token_id", config.bos_token_id, "the tokenizer", tokenizer.bos_token_id)
     compare("eos_token_id", config.eos_token_id, "the tokenizer", tokenizer.eos_token_id)
     grid = list(config.image_grid)
-    needed = config.text_length + math.prod(grid) + 3
+    scheme = position_scheme(config)
+    if scheme not in ("index", "modality"):
+        problems.append(f"position_scheme: config has {scheme!r}, expected 'index' or 'modality'")
+    needed = config.text_length + math.prod(grid) + (4 if scheme == "modality" else 3)
     if config.n_positions < needed:
         problems.append(
-            f"n_positions: config has {config.n_positions} but text_length {config.text_length} and "
-            f"image_grid {grid} need {needed}"
+            f"n_positions: config has {config.n_positions} but text_length {config.text_length}, "
+            f"image_grid {grid} and position_scheme {scheme!r} need {needed}"
         )
     if vqmodel is not None:
         vq_codes = vqmodel.config.num_vq_embeddings
@@ -319,5 +348,7 @@ def generator_loss(
     # Checked before the forward so a malformed batch fails with the layout's message.
     layout.check_sequence(input_ids, direction)
     attention_mask = torch.ones_like(input_ids)
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    config = getattr(model, "config", None)
+    positions = None if config is None else position_ids_for(config, layout, direction, input_ids.shape[1], input_ids.shape[0], input_ids.device)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions).logits
     return generator_loss_from_logits(logits, input_ids, layout, direction, target_weight)

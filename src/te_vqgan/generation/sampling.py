@@ -35,7 +35,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from .layout import SequenceLayout
-from .modeling import layout_from_config
+from .modeling import layout_from_config, position_ids_for
 
 
 __all__ = [
@@ -166,6 +166,7 @@ def _generate(
     generator: torch.Generator | None,
     use_cache: bool,
     cache_implementation: str | None,
+    position_ids: torch.Tensor | None = None,
 ) -> torch.LongTensor:
     device = _model_device(model)
     prompt = prompt.to(device)
@@ -184,6 +185,16 @@ def _generate(
         kwargs["min_new_tokens"] = min_new_tokens
     if cache_implementation is not None:
         kwargs["cache_implementation"] = cache_implementation
+    if position_ids is not None:  # `generate` continues them by one per new token
+        if not use_cache:
+            # Measured with transformers 5.24: without the cache, `generate` does not feed the
+            # given position ids to the forward, and a modality-position model would sample from
+            # positions it never trained with.
+            raise ValueError(
+                "`use_cache=False` is not supported for a generator with `position_scheme='modality'`; "
+                "sample with the KV cache (the default)."
+            )
+        kwargs["position_ids"] = position_ids.to(device)
     output = _run_seeded(generator, device, lambda: model.generate(prompt, **kwargs))
     return output[:, prompt.shape[1] :]
 
@@ -226,6 +237,7 @@ def generate_image_indices(
     _check_sampling(temperature, top_k_fraction)
     layout = layout_from_config(model.config, tokenizer)
     prompt = layout.t2i_prompt(text_ids)
+    positions = position_ids_for(model.config, layout, "t2i", prompt.shape[1], prompt.shape[0], prompt.device)
     n = layout.num_image_tokens
     new = _generate(
         model,
@@ -241,6 +253,7 @@ def generate_image_indices(
         generator=generator,
         use_cache=use_cache,
         cache_implementation=cache_implementation,
+        position_ids=positions,
     )
     image = new[:, :n]
     offset = layout.image_token_offset
@@ -287,6 +300,7 @@ def generate_caption_ids(
     _check_sampling(temperature, top_k_fraction)
     layout = layout_from_config(model.config, tokenizer)
     prompt = layout.i2t_prompt(image_ids)
+    positions = position_ids_for(model.config, layout, "i2t", prompt.shape[1], prompt.shape[0], prompt.device)
     new = _generate(
         model,
         prompt,
@@ -304,6 +318,7 @@ def generate_caption_ids(
         generator=generator,
         use_cache=use_cache,
         cache_implementation=cache_implementation,
+        position_ids=positions,
     ).to(image_ids.device)
     is_eot = new == layout.eot_id
     after_eot = (is_eot.long().cumsum(dim=1) - is_eot.long()) > 0
