@@ -131,6 +131,8 @@ PRESETS = {
         "their GPT (8 layers, 256 wide) for 20 epochs, 3 seeds; under `accelerate launch` on GPUs.",
         True, ("te", "sc", "cb", "mp", "mb"), (0, 1, 2), (300_000, 100_000), 300_000, 3_000, 3_000, 100, 60_000, 10, "",
         125_000, 96, (), 60_000, 100, (8, 256, 8), 3_000,
+        # The authors' positions: counted inside each modality, the image's 2-D (sine-cosine).
+        ("--position_scheme", "modality", "--image_position_init", "sincos2d"),
         launcher=("accelerate", "launch"),
         estimates={"data": 600, "classifier": 600, "stage1": 36_000, "tokenize": 300, "stage2": 36_000, "evaluate": 1_800},
     ),

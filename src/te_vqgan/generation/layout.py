@@ -16,9 +16,12 @@ same length and the same layout: image token (r, c) always sits at the same posi
 the model sees the same positions when it generates as when it learns. That matters for
 `model.generate`, which derives position ids from the cumulative sum of the attention mask:
 with no left-padding and an all-ones mask, the positions during generation equal the
-training positions. The authors instead gave text and image tokens separate per-modality
-position embeddings and masked the padding keys; a stock `GPT2LMHeadModel` has one position
-table, and this layout is our documented deviation from their model.
+training positions. That is the `"index"` scheme. The authors instead counted positions
+inside each modality; the `"modality"` scheme (`position_ids`) does so in the one position
+table of a stock `GPT2LMHeadModel`, shared by both directions, and is passed as
+`position_ids` in training and to `generate` (which continues the prompt's last position id
+by one per new token, as the scheme's blocks do). The authors also masked the padding keys;
+we attend to padding (a documented deviation).
 
 Masks. `allowed_tokens(direction)[p]` is the set of ids that may appear *at* position `p`:
 one id at a structural position (`<t2i>`, `<bot>`, `<boi>`, `<eoi>` ...), the image tokens at
