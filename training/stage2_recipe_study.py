@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import subprocess
 import sys
 import time
@@ -146,8 +145,9 @@ def evaluate_command(args, row: Row, pipeline: Path, folder: Path) -> list[str]:
 
 
 def shown(command: list[str]) -> str:
-    root = str(REPO_ROOT) + "/"
-    return shlex.join(["python" if c == sys.executable else c.removeprefix(root) for c in command])
+    from te_vqgan.reproduce import display_command
+
+    return display_command(command, REPO_ROOT)
 
 
 def run_row(args, row: Row, out: Path) -> None:

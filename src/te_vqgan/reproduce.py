@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 
-__all__ = ["resuming", "run_training", "PAPER", "PRESETS", "Preset", "ReproducePlan", "StageFailed", "Step", "render_report", "reproduce", "summarise_results"]
+__all__ = ["display_command", "resuming", "run_training", "PAPER", "PRESETS", "Preset", "ReproducePlan", "StageFailed", "Step", "render_report", "reproduce", "summarise_results"]
 
 QUANTIZER_CONFIGS = {"te": "te-vqgan-mnist", "sc": "vqgan-mnist-sc", "cb": "vqgan-mnist-cb", "mp": "vqgan-mnist-mp", "mb": "vqgan-mnist-mb"}
 QUANTIZER_NAMES = {"te": "TE (SC + orth.)", "sc": "SC", "cb": "CB", "mp": "MP", "mb": "MB"}
@@ -191,6 +191,12 @@ def _takes_overwrite(subcommand: str) -> bool:
     parser = build_parser()
     subparsers = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
     return "--overwrite" in subparsers.choices[subcommand]._option_string_actions
+
+
+def display_command(command: list[str], root: Path) -> str:
+    """`command` as a user types it in the repository `root`: `python` for this interpreter, paths relative to it."""
+    prefix = str(root) + "/"
+    return shlex.join(["python" if part == sys.executable else part.removeprefix(prefix) for part in command])
 
 
 def resuming(command: list[str], output_dir: Path) -> list[str]:
@@ -357,12 +363,9 @@ class ReproducePlan:
         """The command that runs `step` as a subprocess (`--jobs` > 1): `te-vqgan` sub-commands
         through this Python, a folder left by an interrupted or stale run replaced, a training
         continued from its last checkpoint."""
-        command = list(step.command)
-        if command[0] == "te-vqgan":
-            if step.folder.exists() and _takes_overwrite(command[1]):
-                command.append("--overwrite")
-            return [sys.executable, "-m", "te_vqgan.cli", *command[1:]]
-        return resuming(command, step.folder) if step.resumable else command
+        if step.command[0] == "te-vqgan":
+            return [sys.executable, "-m", "te_vqgan.cli", *self._cli_command(step)[1:]]
+        return resuming(step.command, step.folder) if step.resumable else list(step.command)
 
     def _run_side_by_side(self, jobs: int, stale: set, state: dict, finished, log, gpus=None, poll: float = 0.2) -> None:
         import os
@@ -430,11 +433,19 @@ class ReproducePlan:
                 + ". Rerun the same command to continue (finished stages are kept)."
             )
 
+    @staticmethod
+    def _cli_command(step: Step) -> list[str]:
+        """A `te-vqgan` stage's command, told to replace the folder an interrupted or stale run left
+        (`evaluate` rewrites its folder's files without being asked)."""
+        command = list(step.command)
+        if step.folder.exists() and _takes_overwrite(command[1]):
+            command.append("--overwrite")
+        return command
+
     def _run_step(self, step: Step, cli_main) -> None:
         command = list(step.command)
         if command[0] == "te-vqgan":
-            if step.folder.exists() and _takes_overwrite(command[1]):  # an interrupted or stale folder: replace it
-                command.append("--overwrite")  # (`evaluate` rewrites its folder's files without being asked)
+            command = self._cli_command(step)
             code = cli_main(command[1:])
             if code:
                 raise StageFailed(f"Stage {step.key} failed (te-vqgan {command[1]} exited with {code}); rerun to continue from it.")
@@ -448,9 +459,7 @@ class ReproducePlan:
 
     def display(self, command: list[str]) -> str:
         """A command as a user types it in the repository: `python`, paths relative to it."""
-        root = str(self.root) + "/"
-        shown = ["python" if part == sys.executable else part.removeprefix(root) for part in command]
-        return shlex.join(shown)
+        return display_command(command, self.root)
 
     def estimate_left(self, state: dict, done_before: int, stale=()) -> float:
         """Seconds the stages from `done_before` on should take (those not done, and the `stale`

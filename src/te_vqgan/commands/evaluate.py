@@ -51,6 +51,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from ..classifier import DigitColourClassifier
+    from ..generation.sampling import _check_sampling
     from ..data.tokenized import builds_textmnist, load_source_dataset
     from ..files import write_json_atomic
     from ..loading import resolve_device
@@ -58,10 +59,7 @@ def run(args) -> int:
 
     if args.num_examples < 1 or args.batch_size < 1:
         raise ValueError(f"--num-examples and --batch-size must be >= 1 (got {args.num_examples}, {args.batch_size}).")
-    if not 0 < args.top_k_fraction <= 1:
-        raise ValueError(f"--top-k-fraction must be in (0, 1] (got {args.top_k_fraction}).")
-    if not 0 < args.temperature < float("inf"):
-        raise ValueError(f"--temperature must be a finite number > 0 (got {args.temperature}).")
+    _check_sampling(args.temperature, args.top_k_fraction)  # the pipelines' own check, before any work
     splits = [s.strip() for s in args.splits.split(",") if s.strip()]
     device = resolve_device(args.device)
     pipeline = TextToImagePipeline.from_pretrained(args.pipeline).to(device)

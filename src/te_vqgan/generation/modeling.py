@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from transformers import GPT2Config, PretrainedConfig
 
 from ..models.quantizer import downsample_factor
-from .layout import SequenceLayout, _check_direction, _check_scheme
+from .layout import POSITION_SCHEMES, SequenceLayout, _check_direction, _check_scheme
 
 
 __all__ = [
@@ -235,8 +235,8 @@ def check_compatible(tokenizer, config: PretrainedConfig, vqmodel=None) -> None:
     compare("eos_token_id", config.eos_token_id, "the tokenizer", tokenizer.eos_token_id)
     grid = list(config.image_grid)
     scheme = position_scheme(config)
-    if scheme not in ("index", "modality"):
-        problems.append(f"position_scheme: config has {scheme!r}, expected 'index' or 'modality'")
+    if scheme not in POSITION_SCHEMES:
+        problems.append(f"position_scheme: config has {scheme!r}, expected one of {POSITION_SCHEMES}")
     needed = config.text_length + math.prod(grid) + (4 if scheme == "modality" else 3)
     if config.n_positions < needed:
         problems.append(
@@ -348,7 +348,7 @@ def generator_loss(
     # Checked before the forward so a malformed batch fails with the layout's message.
     layout.check_sequence(input_ids, direction)
     attention_mask = torch.ones_like(input_ids)
-    config = getattr(model, "config", None)
-    positions = None if config is None else position_ids_for(config, layout, direction, input_ids.shape[1], input_ids.shape[0], input_ids.device)
+    batch, length = input_ids.shape
+    positions = position_ids_for(model.config, layout, direction, length, batch, input_ids.device)
     logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions).logits
     return generator_loss_from_logits(logits, input_ids, layout, direction, target_weight)
