@@ -659,6 +659,17 @@ def test_the_loss_reads_positions_from_the_config(tokenizer, layout):
         logits = model(input_ids=sequence, position_ids=layout.position_ids("t2i", "modality").expand(2, -1)).logits
         expected = generator_loss_from_logits(logits, sequence, layout, "t2i").loss
     assert torch.allclose(loss, expected)
+
+    class Wrapped(torch.nn.Module):  # what DDP makes of the model: no `config`, the model as `module`
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+        def forward(self, **kwargs):
+            return self.module(**kwargs)
+
+    with torch.no_grad():
+        assert torch.allclose(generator_loss(Wrapped(model), sequence, layout, "t2i").loss, expected)
     old = tiny_model(tokenizer).config.to_dict()
     old.pop("position_scheme")  # a config saved before the scheme existed reads as "index"
     from te_vqgan.generation import position_scheme

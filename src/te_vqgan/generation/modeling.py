@@ -349,6 +349,8 @@ def generator_loss(
     layout.check_sequence(input_ids, direction)
     attention_mask = torch.ones_like(input_ids)
     batch, length = input_ids.shape
-    positions = position_ids_for(model.config, layout, direction, length, batch, input_ids.device)
+    # Under DDP (`accelerate launch`) the model is wrapped; its positions are the inner model's.
+    config = getattr(model, "module", model).config
+    positions = position_ids_for(config, layout, direction, length, batch, input_ids.device)
     logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions).logits
     return generator_loss_from_logits(logits, input_ids, layout, direction, target_weight)
