@@ -335,7 +335,10 @@ class GeneratorStage(TrainingStage):
                 if split in self.dataset:
                     with torch.random.fork_rng(devices=[]):
                         record[f"i2t_accuracy_{split}"] = self.evaluate_image_to_text(model, split)
-        pipeline = TextToImagePipeline(vqmodel=self.vqmodel, generator=model, tokenizer=self.tokenizer)
+        pipeline = TextToImagePipeline(
+            vqmodel=self.vqmodel, generator=model, tokenizer=self.tokenizer, top_k_fraction=args.top_k_fraction,
+            temperature=args.temperature,
+        )
         pipeline.save_pretrained(folder, safe_serialization=True)
 
         name = args.hub_model_id or Path(args.output_dir).name

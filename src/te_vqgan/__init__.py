@@ -13,12 +13,12 @@ from .models import TEVQModel, TEVQModelOutput
 
 __version__ = "0.1.0"
 
-# Stage 2 pulls in transformers' generation and diffusers' pipelines: imported on first use.
-_LAZY = {
-    "ImageToTextPipeline": "te_vqgan.pipelines",
-    "TextToImagePipeline": "te_vqgan.pipelines",
-    "TextImageTokenizer": "te_vqgan.generation",
-}
+# The pipelines are imported here (not on first use) so that `DiffusionPipeline.from_pretrained`
+# finds them once te_vqgan is imported (see `te_vqgan.pipelines.text_image`).
+from .generation import TextImageTokenizer  # noqa: E402
+from .pipelines import ImageToTextPipeline, TextToImagePipeline  # noqa: E402
+
+_LAZY: dict[str, str] = {}
 
 
 def __getattr__(name: str):

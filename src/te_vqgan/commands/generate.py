@@ -12,14 +12,16 @@ under each image); `caption` prints one line per image: `path<TAB>caption`.
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pipeline", required=True, help="A pipeline folder or a Hub repo id.")
     parser.add_argument("--seed", type=int, default=0, help="Sampling seed (default 0).")
-    parser.add_argument("--top-k-fraction", type=float, default=0.1, help="Keep this fraction of the vocabulary (default 0.1).")
-    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-k-fraction", type=float, default=None,
+                        help="Keep this fraction of the vocabulary (default: the pipeline's, model_index.json).")
+    parser.add_argument("--temperature", type=float, default=None, help="Softmax temperature (default: the pipeline's).")
     parser.add_argument("--batch-size", type=int, default=None, help="Sequences sampled at once (default: all).")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available).")
 
@@ -47,10 +49,10 @@ def register(subparsers) -> None:
 def _check(args) -> None:
     if args.batch_size is not None and args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1 (got {args.batch_size}).")
-    if not 0 < args.top_k_fraction <= 1:
+    if args.top_k_fraction is not None and not 0 < args.top_k_fraction <= 1:
         raise ValueError(f"--top-k-fraction must be in (0, 1] (got {args.top_k_fraction}).")
-    if not args.temperature > 0:
-        raise ValueError(f"--temperature must be > 0 (got {args.temperature}).")
+    if args.temperature is not None and not (math.isfinite(args.temperature) and args.temperature > 0):
+        raise ValueError(f"--temperature must be a finite number > 0 (got {args.temperature}).")
 
 
 def _load(cls, args):

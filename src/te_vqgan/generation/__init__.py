@@ -22,10 +22,13 @@ from .modeling import (
     sincos_2d,
 )
 from .sampling import (
+    GENERATION_CONFIG_FILES,
+    GumbelSamplingLogitsProcessor,
     ModalityMaskLogitsProcessor,
     generate_caption_ids,
     generate_captions,
     generate_image_indices,
+    generation_configs,
     top_k_from_fraction,
 )
 from .tokenizer import SPECIAL_TOKENS, TextImageTokenizer, image_token
@@ -34,8 +37,10 @@ from .tokenizer import SPECIAL_TOKENS, TextImageTokenizer, image_token
 __all__ = [
     "DIRECTIONS",
     "POSITION_SCHEMES",
+    "GENERATION_CONFIG_FILES",
     "GENERATOR_CONFIG_KEYS",
     "GeneratorLossOutput",
+    "GumbelSamplingLogitsProcessor",
     "ModalityMaskLogitsProcessor",
     "SPECIAL_TOKENS",
     "SequenceLayout",
@@ -45,6 +50,7 @@ __all__ = [
     "generate_caption_ids",
     "generate_captions",
     "generate_image_indices",
+    "generation_configs",
     "generator_loss",
     "generator_loss_from_logits",
     "image_token",

@@ -1,12 +1,17 @@
 """Sampling images from captions (t2i) and captions from images (i2t) with `model.generate`.
 
-Both directions are plain `GPT2LMHeadModel.generate` calls with top-k sampling (the authors
-keep the top 10% of the vocabulary) and one extra logits processor,
-`ModalityMaskLogitsProcessor`, which allows at each position only the ids the
-`SequenceLayout` allows there. With it, a t2i sample is always exactly H * W image codes and an
-i2t sample only ever holds caption words, however poorly the model is trained. In
-transformers 5 a processor passed to `generate` runs after the built-in processors such as
-`min_new_tokens` and before temperature and top-k, so top-k only ranks allowed ids.
+Both directions are plain `GPT2LMHeadModel.generate` calls with two logits processors:
+`ModalityMaskLogitsProcessor`, which allows at each position only the ids the `SequenceLayout`
+allows there, then `GumbelSamplingLogitsProcessor`, which does top-k, temperature sampling
+(the authors keep the top 10% of the vocabulary) with the caller's `torch.Generator`s, one for
+the batch or one per sequence, by adding Gumbel noise before a greedy pick. With the mask, a
+t2i sample is always exactly H * W image codes and an i2t sample only ever holds caption words,
+however poorly the model is trained; top-k only ranks allowed ids. In transformers 5 the
+processors passed to `generate` run after the built-in ones such as `min_new_tokens`.
+
+The stock path needs no te-vqgan code beyond the mask: a saved generator folder holds
+`t2i_generation_config.json` and `i2t_generation_config.json` (`generation_configs`), for
+`model.generate(prompt, generation_config=..., logits_processor=[ModalityMaskLogitsProcessor(...)])`.
 
 `min_new_tokens` is set to N (not N + 1) for t2i: transformers bans the eos id (`<eoi>`) while
 fewer than `min_new_tokens` tokens have been generated, so N + 1 would ban `<eoi>` at the
@@ -29,20 +34,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from contextlib import ExitStack
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from .layout import SequenceLayout
 from .modeling import layout_from_config, position_ids_for
 
 
 __all__ = [
+    "GENERATION_CONFIG_FILES",
+    "GumbelSamplingLogitsProcessor",
     "ModalityMaskLogitsProcessor",
     "generate_caption_ids",
     "generate_captions",
     "generate_image_indices",
+    "generation_configs",
     "top_k_from_fraction",
 ]
 
@@ -124,31 +131,76 @@ def _model_device(model) -> torch.device:
     return next(model.parameters()).device
 
 
-def _run_seeded(generator: torch.Generator | None, device: torch.device, sample: Callable[[], torch.Tensor]):
-    # `generate` samples from the global RNG and takes no torch.Generator. So a seed is drawn
-    # from `generator` and the sampling runs on a forked global RNG seeded with it: the same
-    # generator state gives the same samples, and the caller's RNG state is restored after.
-    if generator is None:
-        return sample()
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item())
-    cuda = device.type == "cuda"
-    with ExitStack() as stack:
-        if cuda:
-            index = device.index if device.index is not None else torch.cuda.current_device()
-            stack.enter_context(torch.random.fork_rng(devices=[index], device_type="cuda"))
-            torch.random.default_generator.manual_seed(seed)
-            with torch.cuda.device(index):
-                torch.cuda.manual_seed(seed)
+def _check_generators(generator, batch: int) -> None:
+    if generator is None or isinstance(generator, torch.Generator):
+        return
+    if not isinstance(generator, (list, tuple)) or not all(isinstance(g, torch.Generator) for g in generator):
+        raise ValueError(
+            f"`generator` must be a torch.Generator or a list of them, one per sequence (got {type(generator).__name__})."
+        )
+    if len(generator) != batch:
+        raise ValueError(
+            f"Got a list of {len(generator)} generators for {batch} sequences; give one per sequence (or a single one)."
+        )
+
+
+class GumbelSamplingLogitsProcessor(LogitsProcessor):
+    """Top-k, temperature sampling as a logits processor, for `generate(do_sample=False)`.
+
+    `generate` samples from the global RNG and takes no `torch.Generator`. This processor instead
+    adds Gumbel noise to the temperature-scaled, top-k-filtered scores, so that the greedy pick
+    is a sample of `softmax(scores / temperature)` over the top k (the Gumbel-max trick). The noise
+    comes from `generator`: one for the whole batch, or a list with one per sequence, in which case
+    a sequence's sample depends only on its own generator and prompt, never on the batch's other
+    members. Without a generator the noise comes from the global RNG.
+
+    Args:
+        top_k (`int`): ids kept at each step (`top_k_from_fraction`).
+        temperature (`float`): > 0.
+        generator (`torch.Generator` or `list[torch.Generator]`, *optional*).
+        on_step (`Callable[[int, torch.LongTensor, torch.FloatTensor], torch.FloatTensor | None]`, *optional*):
+            called at every step with the step index, the tokens so far and the filtered scores
+            (before the noise); a tensor it returns replaces the scores.
+    """
+
+    def __init__(self, top_k: int, temperature: float, generator=None, on_step: Callable | None = None):
+        self.top_k = int(top_k)
+        self.temperature = float(temperature)
+        self.generator = generator
+        self.on_step = on_step
+        self.step = 0
+
+    def _noise(self, shape: torch.Size, device: torch.device) -> torch.Tensor:
+        if isinstance(self.generator, (list, tuple)):
+            uniform = torch.stack([torch.rand(shape[-1], generator=g, device=g.device) for g in self.generator])
         else:
-            stack.enter_context(torch.random.fork_rng(devices=[]))
-            torch.random.default_generator.manual_seed(seed)
-        return sample()
+            where = self.generator.device if self.generator is not None else device
+            uniform = torch.rand(shape, generator=self.generator, device=where)
+        return -torch.log(-torch.log(uniform.to(device)))
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        scores = scores.float() / self.temperature
+        k = min(self.top_k, scores.shape[-1])
+        kth = torch.topk(scores, k, dim=-1).values[..., -1:]
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+        if self.on_step is not None:
+            replaced = self.on_step(self.step, input_ids, scores)
+            if replaced is not None:
+                if not isinstance(replaced, torch.Tensor) or replaced.shape != scores.shape:
+                    raise ValueError(
+                        f"The step callback returned scores of shape "
+                        f"{tuple(replaced.shape) if isinstance(replaced, torch.Tensor) else type(replaced).__name__}; "
+                        f"expected a tensor of shape {tuple(scores.shape)}."
+                    )
+                scores = replaced.float()
+        self.step += 1
+        return scores + self._noise(scores.shape, scores.device)
 
 
 def _check_sampling(temperature: float, top_k_fraction: float) -> None:
-    if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature <= 0:
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature <= 0:
         raise ValueError(f"`temperature` must be a finite number > 0 (got {temperature!r}).")
-    if not isinstance(top_k_fraction, (int, float)) or not 0 < top_k_fraction <= 1:
+    if isinstance(top_k_fraction, bool) or not isinstance(top_k_fraction, (int, float)) or not 0 < top_k_fraction <= 1:
         raise ValueError(f"`top_k_fraction` must be in (0, 1] (got {top_k_fraction!r}).")
 
 
@@ -163,28 +215,35 @@ def _generate(
     pad_token_id: int,
     top_k_fraction: float,
     temperature: float,
-    generator: torch.Generator | None,
+    generator,
     use_cache: bool,
     cache_implementation: str | None,
     position_ids: torch.Tensor | None = None,
+    on_step: Callable | None = None,
 ) -> torch.LongTensor:
+    _check_generators(generator, prompt.shape[0])
     device = _model_device(model)
     prompt = prompt.to(device)
-    kwargs = dict(
-        attention_mask=torch.ones_like(prompt),
-        do_sample=True,
-        top_k=top_k_from_fraction(model.config.vocab_size, top_k_fraction),
-        temperature=float(temperature),
-        logits_processor=LogitsProcessorList([processor]),
+    sampler = GumbelSamplingLogitsProcessor(
+        top_k_from_fraction(model.config.vocab_size, top_k_fraction), temperature, generator, on_step
+    )
+    # Greedy over the sampler's noisy scores is sampling; an explicit config keeps the model's own
+    # sampling defaults (generation_config.json, for the stock `generate()` path) out of it.
+    config = GenerationConfig(
+        do_sample=False,
         max_new_tokens=max_new_tokens,
+        min_new_tokens=min_new_tokens,
         eos_token_id=eos_token_id,
         pad_token_id=pad_token_id,
+        bos_token_id=model.config.bos_token_id,
         use_cache=use_cache,
+        cache_implementation=cache_implementation,
     )
-    if min_new_tokens is not None:
-        kwargs["min_new_tokens"] = min_new_tokens
-    if cache_implementation is not None:
-        kwargs["cache_implementation"] = cache_implementation
+    kwargs = dict(
+        attention_mask=torch.ones_like(prompt),
+        generation_config=config,
+        logits_processor=LogitsProcessorList([processor, sampler]),
+    )
     if position_ids is not None:  # `generate` continues them by one per new token
         if not use_cache:
             # Measured with transformers 5.24: without the cache, `generate` does not feed the
@@ -195,7 +254,7 @@ def _generate(
                 "sample with the KV cache (the default)."
             )
         kwargs["position_ids"] = position_ids.to(device)
-    output = _run_seeded(generator, device, lambda: model.generate(prompt, **kwargs))
+    output = model.generate(prompt, **kwargs)
     return output[:, prompt.shape[1] :]
 
 
@@ -206,9 +265,10 @@ def generate_image_indices(
     *,
     top_k_fraction: float = 0.1,
     temperature: float = 1.0,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | list[torch.Generator] | None = None,
     use_cache: bool = True,
     cache_implementation: str | None = None,
+    on_step: Callable | None = None,
 ) -> torch.LongTensor:
     """Sample a VQ code map for each caption (text to image).
 
@@ -222,13 +282,15 @@ def generate_image_indices(
         top_k_fraction (`float`, *optional*, defaults to `0.1`): top-k sampling keeps
             `top_k_from_fraction(V, top_k_fraction)` ids (the authors: 10%).
         temperature (`float`, *optional*, defaults to `1.0`): > 0.
-        generator (`torch.Generator`, *optional*): for reproducible samples. `generate` takes no
-            generator, so a seed is drawn from it and sampling runs on a forked, seeded global
-            RNG (CPU, and the model's CUDA device when on CUDA); the caller's global RNG state
-            is left untouched.
+        generator (`torch.Generator` or `list[torch.Generator]`, *optional*): for reproducible
+            samples: one for the batch, or one per caption, which makes each sample independent of
+            the batch's other members (`GumbelSamplingLogitsProcessor`). The global RNG is used only
+            without one.
         use_cache (`bool`, *optional*, defaults to `True`): reuse keys and values between steps.
         cache_implementation (`str`, *optional*): passed to `generate`, e.g. `"static"` (useful
             with `torch.compile` on CUDA).
+        on_step (`Callable`, *optional*): `on_step(step, input_ids, scores)` at every sampling
+            step (see `GumbelSamplingLogitsProcessor`).
 
     Returns:
         `torch.LongTensor` of shape `[B, H, W]`: codes in `[0, K)`, for `vqmodel.decode_indices`,
@@ -254,6 +316,7 @@ def generate_image_indices(
         use_cache=use_cache,
         cache_implementation=cache_implementation,
         position_ids=positions,
+        on_step=on_step,
     )
     image = new[:, :n]
     offset = layout.image_token_offset
@@ -276,9 +339,10 @@ def generate_caption_ids(
     *,
     top_k_fraction: float = 0.1,
     temperature: float = 1.0,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | list[torch.Generator] | None = None,
     use_cache: bool = True,
     cache_implementation: str | None = None,
+    on_step: Callable | None = None,
 ) -> torch.LongTensor:
     """Sample caption tokens for each image (image to text).
 
@@ -289,8 +353,8 @@ def generate_caption_ids(
         model (`GPT2LMHeadModel`): a generator (`build_generator_config`).
         tokenizer (`TextImageTokenizer`): its tokenizer.
         image_ids (`torch.LongTensor`): `[B, N]` image token ids (`tokenizer.encode_image_indices`).
-        top_k_fraction, temperature, generator, use_cache, cache_implementation: as in
-            `generate_image_indices`.
+        top_k_fraction, temperature, generator, use_cache, cache_implementation, on_step: as in
+            `generate_image_indices` (a generator list has one per image).
 
     Returns:
         `torch.LongTensor` of shape `[B, <= text_length - 1]`: caption words, then `<eot>`
@@ -319,6 +383,7 @@ def generate_caption_ids(
         use_cache=use_cache,
         cache_implementation=cache_implementation,
         position_ids=positions,
+        on_step=on_step,
     ).to(image_ids.device)
     is_eot = new == layout.eot_id
     after_eot = (is_eot.long().cumsum(dim=1) - is_eot.long()) > 0
@@ -355,3 +420,38 @@ def generate_captions(
         cache_implementation=cache_implementation,
     )
     return tokenizer.decode_captions(ids)
+
+
+GENERATION_CONFIG_FILES = {"t2i": "t2i_generation_config.json", "i2t": "i2t_generation_config.json"}
+
+
+def generation_configs(
+    config, layout: SequenceLayout, top_k_fraction: float = 0.1, temperature: float = 1.0
+) -> dict[str, GenerationConfig]:
+    """What the stock `generate()` needs for each direction, as saved in a generator folder.
+
+    Returns `{"t2i": ..., "i2t": ..., "default": ...}`: sampling on with `top_k =
+    top_k_from_fraction(V, top_k_fraction)` and `temperature`; t2i makes exactly H * W + 1 new
+    tokens and ends at `<eoi>`, i2t up to `text_length - 1` and ends at `<eot>`. `"default"` (the
+    folder's `generation_config.json`, what a plain `model.generate()` uses) samples alike, ends at
+    either, and has room for the longer of the two. None of them constrains which ids are drawn:
+    pass `ModalityMaskLogitsProcessor.from_layout(layout, direction)` for that. The files are
+    `GENERATION_CONFIG_FILES[direction]`, read with `GenerationConfig.from_pretrained(folder, name)`.
+    """
+    _check_sampling(temperature, top_k_fraction)
+    n = layout.num_image_tokens
+    shared = dict(
+        do_sample=True,
+        top_k=top_k_from_fraction(config.vocab_size, top_k_fraction),
+        temperature=float(temperature),
+        bos_token_id=layout.bot_id,
+        pad_token_id=layout.pad_id,
+    )
+    return {
+        # Not min_new_tokens = n + 1: that bans <eoi> where it is the only choice (module docstring).
+        "t2i": GenerationConfig(**shared, max_new_tokens=n + 1, min_new_tokens=n, eos_token_id=layout.eoi_id),
+        "i2t": GenerationConfig(**shared, max_new_tokens=layout.text_length - 1, eos_token_id=layout.eot_id),
+        "default": GenerationConfig(
+            **shared, max_new_tokens=max(n + 1, layout.text_length - 1), eos_token_id=[layout.eoi_id, layout.eot_id]
+        ),
+    }

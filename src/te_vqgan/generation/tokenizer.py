@@ -13,9 +13,22 @@ the image tokens are contiguous, code `k` is token `image_token_offset + k`.
 Captions are cut into words by `tokenize_caption` (the same function the grammar uses), so
 the tokenizer can never disagree with the captions the dataset holds. The backend
 `tokenizers.Tokenizer` (lower-casing, splitting on white space and around "," and ".", a
-`WordLevel` model) gives the same words for every caption the grammar emits, so `tokenizer(text)` works
-too; the image tokens are registered as added tokens so that a decoded `"<img_3>"` encodes
+`WordLevel` model) gives the same words for every caption the grammar emits, and its template adds
+`<bot>`/`<eot>`; the image tokens are registered as added tokens so that a decoded `"<img_3>"` encodes
 back to the same id.
+
+The saved folder is ready for the stock loader, without remote code::
+
+    >>> from transformers import AutoTokenizer
+    >>> tok = AutoTokenizer.from_pretrained("PIPELINE/tokenizer")   # a generic fast tokenizer
+    >>> batch = tok(["the upper left is blue 9."], padding="max_length", return_tensors="pt")
+    >>> # batch.input_ids == TextImageTokenizer.encode_captions([...]); batch.attention_mask marks the words
+    >>> tok.decode(batch.input_ids[0], skip_special_tokens=True)
+    'the upper left is blue 9.'
+
+There, as in every stock tokenizer, a word outside the vocabulary becomes `<unk>` and a long
+caption is cut only with `truncation=True`; this class's `encode_caption(s)` refuse both, naming
+the words.
 
 Example::
 
@@ -32,7 +45,7 @@ import functools
 from collections.abc import Sequence
 
 import torch
-from tokenizers import AddedToken, Regex, Tokenizer, models, normalizers, pre_tokenizers
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from ..data.captions import caption_vocabulary, detokenize_caption, tokenize_caption
@@ -149,6 +162,8 @@ class TextImageTokenizer(PreTrainedTokenizerFast):
         # Without this, "<img_3>" would be split at its punctuation and read as <unk>s. They are
         # already in the vocabulary, so registering them keeps their ids.
         backend.add_tokens([AddedToken(token, single_word=False, normalized=False, special=False) for token in images])
+        # `decode` writes a caption as the grammar does: words joined by spaces, no space before "," or ".".
+        backend.decoder = decoders.WordPiece(prefix="##", cleanup=True)
 
         return cls(
             tokenizer_object=backend,
@@ -161,6 +176,14 @@ class TextImageTokenizer(PreTrainedTokenizerFast):
             codebook_size=codebook_size,
             variant=variant,
             image_token_offset=len(SPECIAL_TOKENS) + len(words),
+            # What makes the stock loader's tokenizer ready: `AutoTokenizer.from_pretrained(folder)(captions,
+            # padding="max_length")` gives the text blocks of `encode_captions` (<bot> and <eot> added by the
+            # tokenizer's own template, padded to the text block) with an attention mask.
+            add_bos_token=True,
+            add_eos_token=True,
+            model_max_length=text_length,
+            padding_side="right",
+            truncation_side="right",
         )
 
     def _setting(self, name: str):

@@ -24,22 +24,28 @@ ValueError names both values.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+import diffusers
 from diffusers import DiffusionPipeline
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import BaseOutput
 from PIL import Image
 
 from ..generation import (
+    GENERATION_CONFIG_FILES,
     SequenceLayout,
     TextImageTokenizer,
     check_compatible,
     generate_caption_ids,
     generate_image_indices,
+    generation_configs,
 )
+from ..generation.sampling import _check_sampling
 from ..metrics import as_tokenizer, images_to_tensor, tensor_to_images
 
 
@@ -71,15 +77,28 @@ class ImageToTextPipelineOutput(BaseOutput):
     captions: list[str]
 
 
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+
+
 class _TextImagePipeline(DiffusionPipeline):
-    """The components, their consistency check and Hub loading, shared by both pipelines."""
+    """The components, their consistency check, the call conventions and Hub loading, shared by both pipelines.
+
+    `top_k_fraction` and `temperature` are the pipeline's sampling defaults, saved in
+    `model_index.json` (and as the generator's `t2i_generation_config.json` /
+    `i2t_generation_config.json` for the stock `generate()` path); a call may override them.
+    """
 
     model_cpu_offload_seq = "generator->vqmodel"
+    # What `callback_on_step_end` may ask for: the tokens so far and the step's filtered scores
+    # (a returned "scores" replaces them before the draw).
+    _callback_tensor_inputs = ["input_ids", "scores"]
 
-    def __init__(self, vqmodel, generator, tokenizer: TextImageTokenizer):
+    def __init__(self, vqmodel, generator, tokenizer: TextImageTokenizer, top_k_fraction: float = 0.1, temperature: float = 1.0):
         super().__init__()
         check_compatible(tokenizer, generator.config, vqmodel)
+        _check_sampling(temperature, top_k_fraction)
         self.register_modules(vqmodel=vqmodel, generator=generator, tokenizer=tokenizer)
+        self.register_to_config(top_k_fraction=float(top_k_fraction), temperature=float(temperature))
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
@@ -89,10 +108,6 @@ class _TextImagePipeline(DiffusionPipeline):
         diffusers/transformers (it looks for `<component>/<module>.py`, diffusers issue
         #6563), so a repo id is downloaded first and loaded as a folder.
         """
-        # The loader needs the component modules imported (it resolves them by name).
-        import te_vqgan.generation.tokenizer  # noqa: F401
-        import te_vqgan.models.te_vq_model  # noqa: F401
-
         path = str(pretrained_model_name_or_path)
         if not os.path.isdir(path):
             from huggingface_hub import snapshot_download
@@ -100,6 +115,15 @@ class _TextImagePipeline(DiffusionPipeline):
             download_keys = ("cache_dir", "revision", "token", "local_files_only", "force_download", "proxies")
             path = snapshot_download(path, **{k: kwargs.pop(k) for k in download_keys if k in kwargs})
         return super().from_pretrained(path, **kwargs)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs):
+        """diffusers' `save_pretrained`, plus the generator's generation configs for each direction
+        (`te_vqgan.generation.generation_configs`), made from the pipeline's sampling defaults."""
+        configs = generation_configs(self.generator.config, self.layout, self.config.top_k_fraction, self.config.temperature)
+        self.generator.generation_config = configs["default"]
+        super().save_pretrained(save_directory, **kwargs)
+        for direction, name in GENERATION_CONFIG_FILES.items():
+            configs[direction].save_pretrained(os.path.join(save_directory, "generator"), config_file_name=name)
 
     @property
     def layout(self) -> SequenceLayout:
@@ -109,11 +133,60 @@ class _TextImagePipeline(DiffusionPipeline):
     def image_size(self) -> int:
         return int(self.vqmodel.config.sample_size)
 
-    def _sampling_options(self, top_k_fraction: float, temperature: float, generator, cache_implementation):
-        return dict(
-            top_k_fraction=top_k_fraction, temperature=temperature, generator=generator,
-            cache_implementation=cache_implementation,
-        )
+    def check_inputs(self, batch, top_k_fraction, temperature, generator, batch_size, output_type, callback_on_step_end,
+                     callback_on_step_end_tensor_inputs, allowed_output_types=OUTPUT_TYPES):
+        """Every call argument, checked before any work: one-line ValueErrors that name the value."""
+        _check_sampling(temperature, top_k_fraction)
+        if isinstance(generator, (list, tuple)):
+            if not all(isinstance(g, torch.Generator) for g in generator):
+                raise ValueError(f"`generator` must be a torch.Generator or a list of them (got {[type(g).__name__ for g in generator]}).")
+            if len(generator) != batch:
+                raise ValueError(
+                    f"Got a list of {len(generator)} generators for {batch} samples; give one per sample "
+                    "(prompts times `num_images_per_prompt`, or images) or a single generator."
+                )
+        elif generator is not None and not isinstance(generator, torch.Generator):
+            raise ValueError(f"`generator` must be a torch.Generator or a list of them (got {type(generator).__name__}).")
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+            raise ValueError(f"`batch_size` must be an integer >= 1 (got {batch_size!r}).")
+        if output_type not in allowed_output_types:
+            raise ValueError(f"`output_type` must be one of {allowed_output_types} (got {output_type!r}).")
+        if callback_on_step_end is not None and not callable(callback_on_step_end):
+            raise ValueError(f"`callback_on_step_end` must be callable (got {type(callback_on_step_end).__name__}).")
+        unknown = [name for name in callback_on_step_end_tensor_inputs or [] if name not in self._callback_tensor_inputs]
+        if unknown:
+            raise ValueError(
+                f"`callback_on_step_end_tensor_inputs` {unknown} are not among {self._callback_tensor_inputs}."
+            )
+
+    def _sample(self, sample, ids: torch.Tensor, steps: int, top_k_fraction, temperature, generator, batch_size,
+                cache_implementation, callback_on_step_end, callback_on_step_end_tensor_inputs):
+        """Run `sample(chunk, **options)` over `ids` in chunks of `batch_size`, with a progress bar over
+        the sampling steps and `callback_on_step_end(pipe, step, position, callback_kwargs)` at each."""
+        batch_size = batch_size or len(ids)
+        chunks = list(ids.split(batch_size))
+        generators = list(generator) if isinstance(generator, (list, tuple)) else None
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
+        names = list(callback_on_step_end_tensor_inputs or ["input_ids"])
+        results = []
+        with self.progress_bar(total=steps * len(chunks)) as bar:
+            for number, chunk in enumerate(chunks):
+
+                def on_step(step, input_ids, scores):
+                    bar.update(1)
+                    if callback_on_step_end is None:
+                        return None
+                    available = {"input_ids": input_ids, "scores": scores}
+                    returned = callback_on_step_end(self, number * steps + step, input_ids.shape[1], {n: available[n] for n in names})
+                    return (returned or {}).get("scores")
+
+                rows = generators[number * batch_size: number * batch_size + len(chunk)] if generators else generator
+                results.append(sample(
+                    chunk.to(self.device), top_k_fraction=top_k_fraction, temperature=temperature, generator=rows,
+                    cache_implementation=cache_implementation, on_step=on_step,
+                ))
+        return results
 
 
 class TextToImagePipeline(_TextImagePipeline):
@@ -124,6 +197,8 @@ class TextToImagePipeline(_TextImagePipeline):
         vqmodel ([`TEVQModel`] or [`diffusers.VQModel`]): the stage-1 quantizer.
         generator ([`transformers.GPT2LMHeadModel`]): the stage-2 model.
         tokenizer ([`TextImageTokenizer`]): the merged vocabulary.
+        top_k_fraction (`float`, *optional*, defaults to 0.1), temperature (`float`, *optional*,
+            defaults to 1.0): the sampling defaults (the authors': top-k 10%, temperature 1).
     """
 
     @torch.no_grad()
@@ -131,53 +206,70 @@ class TextToImagePipeline(_TextImagePipeline):
         self,
         prompt: str | list[str],
         num_images_per_prompt: int = 1,
-        top_k_fraction: float = 0.1,
-        temperature: float = 1.0,
-        generator: torch.Generator | None = None,
+        top_k_fraction: float | None = None,
+        temperature: float | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         batch_size: int | None = None,
         output_type: str = "pil",
         cache_implementation: str | None = None,
         return_dict: bool = True,
+        callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
     ) -> TextToImagePipelineOutput | tuple:
         r"""
         Args:
             prompt (`str` or `list[str]`): captions in the grammar's vocabulary; a word outside
                 it is a ValueError that lists the words.
             num_images_per_prompt (`int`, *optional*, defaults to 1): samples per caption.
-            top_k_fraction (`float`, *optional*, defaults to 0.1): keep the top
-                `max(int(fraction * vocab_size), 1)` logits (the authors keep 10%).
-            temperature (`float`, *optional*, defaults to 1.0): softmax temperature.
-            generator (`torch.Generator`, *optional*): makes sampling reproducible.
+            top_k_fraction (`float`, *optional*): keep the top `max(int(fraction * vocab_size), 1)`
+                logits (default: the pipeline's, `pipe.config.top_k_fraction`).
+            temperature (`float`, *optional*): softmax temperature (default: the pipeline's).
+            generator (`torch.Generator` or `list[torch.Generator]`, *optional*): makes sampling
+                reproducible; a list has one per image (prompts times `num_images_per_prompt`),
+                and then each image depends only on its own generator and prompt, whatever else is
+                in the batch.
             batch_size (`int`, *optional*): sequences sampled at once (default: all).
-            output_type (`str`, *optional*, defaults to `"pil"`): `"pil"`, `"np"` (uint8) or
-                `"pt"` (float `[B, 3, H, W]` in [-1, 1]).
+            output_type (`str`, *optional*, defaults to `"pil"`): `"pil"`, `"np"` (uint8), `"pt"`
+                (float `[B, 3, H, W]` in [-1, 1]) or `"latent"` (the code indices `[B, h, w]`,
+                not decoded; `pipe.vqmodel.decode_indices` turns them into pixels).
             cache_implementation (`str`, *optional*): e.g. `"static"` on CUDA.
+            callback_on_step_end (`Callable`, `PipelineCallback` or `MultiPipelineCallbacks`, *optional*):
+                called after each sampling step as `callback_on_step_end(pipe, step, position,
+                callback_kwargs)`, `position` the index of the token being drawn and
+                `callback_kwargs` the tensors named in `callback_on_step_end_tensor_inputs`; a
+                returned `"scores"` replaces the step's scores before the draw.
+            callback_on_step_end_tensor_inputs (`list[str]`, *optional*): among
+                `pipe._callback_tensor_inputs` (`"input_ids"`, `"scores"`); default `["input_ids"]`.
 
         Returns:
             [`TextToImagePipelineOutput`] or `(images, indices)`.
         """
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt) if isinstance(prompt, (list, tuple)) else None
         if not prompts or not all(isinstance(p, str) for p in prompts):
             raise ValueError(f"`prompt` must be a caption or a non-empty list of captions (got {prompt!r}).")
-        if num_images_per_prompt < 1:
-            raise ValueError(f"`num_images_per_prompt` must be >= 1 (got {num_images_per_prompt}).")
-        if output_type not in ("pil", "np", "pt"):
-            raise ValueError(f"`output_type` must be 'pil', 'np' or 'pt' (got {output_type!r}).")
+        if isinstance(num_images_per_prompt, bool) or not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
+            raise ValueError(f"`num_images_per_prompt` must be an integer >= 1 (got {num_images_per_prompt!r}).")
+        top_k_fraction = self.config.top_k_fraction if top_k_fraction is None else top_k_fraction
+        temperature = self.config.temperature if temperature is None else temperature
+        self.check_inputs(len(prompts) * num_images_per_prompt, top_k_fraction, temperature, generator, batch_size,
+                          output_type, callback_on_step_end, callback_on_step_end_tensor_inputs)
         text_ids = self.tokenizer.encode_captions(prompts).repeat_interleave(num_images_per_prompt, dim=0)
-        batch_size = batch_size or len(text_ids)
-        if batch_size < 1:
-            raise ValueError(f"`batch_size` must be >= 1 (got {batch_size}).")
-        quantizer = as_tokenizer(self.vqmodel)
-        options = self._sampling_options(top_k_fraction, temperature, generator, cache_implementation)
-        indices, pixels = [], []
-        for chunk in text_ids.split(batch_size):
-            codes = generate_image_indices(self.generator, self.tokenizer, chunk.to(self.device), **options)
-            indices.append(codes.cpu())
-            pixels.append(quantizer.decode_indices(codes.to(self.vqmodel.device)).clamp(-1, 1).float().cpu())
-        indices, pixels = torch.cat(indices), torch.cat(pixels)
-        images = pixels if output_type == "pt" else tensor_to_images(pixels)
-        if output_type == "pil":
-            images = [Image.fromarray(image) for image in images]
+        sample = functools.partial(generate_image_indices, self.generator, self.tokenizer)
+        indices = torch.cat([codes.cpu() for codes in self._sample(
+            sample, text_ids, self.layout.num_image_tokens + 1, top_k_fraction, temperature, generator, batch_size,
+            cache_implementation, callback_on_step_end, callback_on_step_end_tensor_inputs,
+        )])
+        if output_type == "latent":
+            images = indices
+        else:
+            quantizer = as_tokenizer(self.vqmodel)
+            pixels = torch.cat([
+                quantizer.decode_indices(chunk.to(self.vqmodel.device)).clamp(-1, 1).float().cpu()
+                for chunk in indices.split(batch_size or len(indices))
+            ])
+            images = pixels if output_type == "pt" else tensor_to_images(pixels)
+            if output_type == "pil":
+                images = [Image.fromarray(image) for image in images]
         self.maybe_free_model_hooks()
         if not return_dict:
             return images, indices
@@ -195,36 +287,44 @@ class ImageToTextPipeline(_TextImagePipeline):
     def __call__(
         self,
         image,
-        top_k_fraction: float = 0.1,
-        temperature: float = 1.0,
-        generator: torch.Generator | None = None,
+        top_k_fraction: float | None = None,
+        temperature: float | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         batch_size: int | None = None,
         cache_implementation: str | None = None,
         return_dict: bool = True,
+        callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
     ) -> ImageToTextPipelineOutput | tuple:
         r"""
         Args:
             image (`PIL.Image.Image`, a list of them, `np.ndarray` uint8 `[B, H, W, 3]` or
                 `torch.Tensor` float `[B, 3, H, W]` in [-1, 1]): RGB images of the quantizer's
                 size; another size or mode is a ValueError naming it.
-            top_k_fraction, temperature, generator, batch_size, cache_implementation: as in
-                [`TextToImagePipeline.__call__`].
+            generator (`torch.Generator` or `list[torch.Generator]`, *optional*): one, or one per image.
+            top_k_fraction, temperature, batch_size, cache_implementation, callback_on_step_end,
+                callback_on_step_end_tensor_inputs: as in [`TextToImagePipeline.__call__`].
 
         Returns:
             [`ImageToTextPipelineOutput`] or `(captions,)`.
         """
         pixels = self.preprocess(image)
-        batch_size = batch_size or len(pixels)
-        if batch_size < 1:
-            raise ValueError(f"`batch_size` must be >= 1 (got {batch_size}).")
+        top_k_fraction = self.config.top_k_fraction if top_k_fraction is None else top_k_fraction
+        temperature = self.config.temperature if temperature is None else temperature
+        self.check_inputs(len(pixels), top_k_fraction, temperature, generator, batch_size, "pil",
+                          callback_on_step_end, callback_on_step_end_tensor_inputs)
         quantizer = as_tokenizer(self.vqmodel)
-        options = self._sampling_options(top_k_fraction, temperature, generator, cache_implementation)
-        captions: list[str] = []
-        for chunk in pixels.split(batch_size):
-            codes = quantizer.encode_to_indices(chunk.to(self.vqmodel.device, self.vqmodel.dtype))
-            image_ids = self.tokenizer.encode_image_indices(codes.cpu()).to(self.device)
-            ids = generate_caption_ids(self.generator, self.tokenizer, image_ids, **options)
-            captions.extend(self.tokenizer.decode_caption(row) for row in ids.cpu())
+        image_ids = torch.cat([
+            self.tokenizer.encode_image_indices(quantizer.encode_to_indices(chunk.to(self.vqmodel.device, self.vqmodel.dtype)).cpu())
+            for chunk in pixels.split(batch_size or len(pixels))
+        ])
+        sample = functools.partial(generate_caption_ids, self.generator, self.tokenizer)
+        captions = [
+            self.tokenizer.decode_caption(row)
+            for ids in self._sample(sample, image_ids, self.layout.text_length - 1, top_k_fraction, temperature, generator,
+                                    batch_size, cache_implementation, callback_on_step_end, callback_on_step_end_tensor_inputs)
+            for row in ids.cpu()
+        ]
         self.maybe_free_model_hooks()
         if not return_dict:
             return (captions,)
@@ -259,3 +359,16 @@ class ImageToTextPipeline(_TextImagePipeline):
             arrays.append(item)
         return images_to_tensor(np.stack(arrays))
 
+
+
+def _register_with_diffusers() -> None:
+    # `DiffusionPipeline.from_pretrained(folder)` looks a folder's `_class_name` up in diffusers' own
+    # namespace, which has no registry for outside pipelines. te-vqgan's two names are added there
+    # (never replacing a name diffusers defines) so that the stock loader returns these classes
+    # once te_vqgan is imported; without it, it fails with "module diffusers has no attribute ...".
+    for cls in (TextToImagePipeline, ImageToTextPipeline):
+        if getattr(diffusers, cls.__name__, None) is None:
+            setattr(diffusers, cls.__name__, cls)
+
+
+_register_with_diffusers()

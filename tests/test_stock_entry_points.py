@@ -1,0 +1,180 @@
+"""The stock Hugging Face entry points on te-vqgan folders: `AutoTokenizer`, `GenerationConfig` +
+`AutoModelForCausalLM.generate()`, `DiffusionPipeline.from_pretrained`, and the pipelines' diffusers
+call conventions (a list of generators, progress bar, `callback_on_step_end`, `output_type="latent"`)."""
+
+import pytest
+import torch
+
+from te_vqgan import ImageToTextPipeline, TextImageTokenizer, TextToImagePipeline
+from test_pipelines import PROMPT, make_pipeline
+
+
+CAPTIONS = [PROMPT, "the upper left is blue 9.", "white 7."]
+
+
+@pytest.fixture(scope="module")
+def folder(stage2_assets, tmp_path_factory):
+    path = tmp_path_factory.mktemp("stock") / "pipe"
+    pipe = make_pipeline(stage2_assets[0])
+    pipe.register_to_config(top_k_fraction=0.05, temperature=0.8)  # saved sampling defaults
+    pipe.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def t2i(folder):
+    return TextToImagePipeline.from_pretrained(folder)
+
+
+def test_auto_tokenizer_gives_the_trained_text_blocks(folder):
+    from transformers import AutoTokenizer
+
+    stock = AutoTokenizer.from_pretrained(folder / "tokenizer")  # no remote code: a generic fast tokenizer
+    assert not isinstance(stock, TextImageTokenizer)
+    ours = TextImageTokenizer.from_pretrained(folder / "tokenizer")
+    batch = stock(CAPTIONS, padding="max_length", return_tensors="pt")
+    expected = ours.encode_captions(CAPTIONS)
+    assert torch.equal(batch.input_ids, expected)
+    assert torch.equal(batch.attention_mask, (expected != ours.pad_token_id).long())
+    assert stock.batch_decode(batch.input_ids, skip_special_tokens=True) == CAPTIONS  # no space before "."
+    assert ours.decode(expected[1], skip_special_tokens=True) == "the upper left is blue 9."
+    # The stock tokenizer reads an unknown word as <unk> (as every stock tokenizer); ours names it.
+    assert stock.unk_token_id in stock("the purple 3.").input_ids
+    with pytest.raises(ValueError, match=r"outside the vocabulary: \['purple'\]"):
+        ours.encode_caption("the purple 3.")
+
+
+def test_generation_configs_drive_the_stock_generate(folder, t2i):
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessorList
+
+    from te_vqgan.generation import GENERATION_CONFIG_FILES, ModalityMaskLogitsProcessor, SequenceLayout
+
+    model = AutoModelForCausalLM.from_pretrained(folder / "generator")
+    tokenizer = TextImageTokenizer.from_pretrained(folder / "tokenizer")
+    layout = SequenceLayout.from_tokenizer(tokenizer, tuple(model.config.image_grid))
+    n = layout.num_image_tokens
+    configs = {d: GenerationConfig.from_pretrained(folder / "generator", name) for d, name in GENERATION_CONFIG_FILES.items()}
+    k = max(int(0.05 * model.config.vocab_size), 1)
+    assert (configs["t2i"].do_sample, configs["t2i"].top_k, configs["t2i"].temperature) == (True, k, 0.8)
+    assert (configs["t2i"].max_new_tokens, configs["t2i"].min_new_tokens, configs["t2i"].eos_token_id) == (n + 1, n, layout.eoi_id)
+    assert (configs["i2t"].max_new_tokens, configs["i2t"].eos_token_id) == (layout.text_length - 1, layout.eot_id)
+    assert model.generation_config.do_sample and model.generation_config.top_k == k  # a plain generate() samples
+
+    text = AutoTokenizer.from_pretrained(folder / "tokenizer")(CAPTIONS[:2], padding="max_length", return_tensors="pt")
+    prompt = layout.t2i_prompt(text.input_ids)
+    torch.manual_seed(0)
+    out = model.generate(prompt, attention_mask=torch.ones_like(prompt), generation_config=configs["t2i"],
+                         logits_processor=LogitsProcessorList([ModalityMaskLogitsProcessor.from_layout(layout, "t2i")]))
+    new = out[:, prompt.shape[1]:]
+    assert new.shape == (2, n + 1) and (new[:, n] == layout.eoi_id).all()
+    codes = tokenizer.decode_image_indices(new[:, :n], grid=layout.image_grid)  # exactly H*W in-range codes
+    assert codes.shape == (2, *layout.image_grid) and 0 <= codes.min() and codes.max() < tokenizer.codebook_size
+    assert t2i.config.top_k_fraction == 0.05 and t2i.config.temperature == 0.8  # the pipeline reads them back
+
+
+def test_diffusion_pipeline_from_pretrained_returns_ours(folder):
+    from diffusers import DiffusionPipeline
+
+    pipe = DiffusionPipeline.from_pretrained(folder)
+    assert type(pipe) is TextToImagePipeline
+    assert pipe("white 7.", output_type="latent", generator=torch.Generator().manual_seed(0)).images.shape == (1, 16, 16)
+
+
+def test_a_list_of_generators_makes_each_sample_independent_of_the_batch(t2i):
+    alone = t2i(CAPTIONS[1], generator=[torch.Generator().manual_seed(5)], output_type="latent").images
+    gens = [torch.Generator().manual_seed(s) for s in (1, 5, 2)]
+    batch = t2i([CAPTIONS[0], CAPTIONS[1], CAPTIONS[2]], generator=gens, output_type="latent").images
+    assert torch.equal(batch[1], alone[0])
+    gens = [torch.Generator().manual_seed(s) for s in (1, 5, 2)]
+    chunked = t2i(CAPTIONS, generator=gens, output_type="latent", batch_size=2).images
+    assert torch.equal(chunked, batch)
+    # One generator: reproducible for the batch; the global RNG is left alone.
+    state = torch.random.get_rng_state()
+    a = t2i(CAPTIONS, generator=torch.Generator().manual_seed(0), output_type="latent").images
+    b = t2i(CAPTIONS, generator=torch.Generator().manual_seed(0), output_type="latent").images
+    assert torch.equal(a, b) and torch.equal(torch.random.get_rng_state(), state)
+    with pytest.raises(ValueError, match="Got a list of 2 generators for 3 samples"):
+        t2i(CAPTIONS, generator=[torch.Generator(), torch.Generator()])
+
+
+def test_latent_output_is_the_code_indices(t2i):
+    latent = t2i(CAPTIONS[:2], generator=torch.Generator().manual_seed(3), output_type="latent")
+    pil = t2i(CAPTIONS[:2], generator=torch.Generator().manual_seed(3))
+    assert latent.images.dtype == torch.long and torch.equal(latent.images, pil.indices)
+    pixels = t2i.vqmodel.decode_indices(latent.images).clamp(-1, 1)
+    direct = t2i(CAPTIONS[:2], generator=torch.Generator().manual_seed(3), output_type="pt").images
+    assert torch.allclose(pixels, direct, atol=1e-5)
+
+
+def test_progress_bar_and_callback_on_step_end(t2i, capsys):
+    from diffusers.callbacks import PipelineCallback
+
+    n = t2i.layout.num_image_tokens
+    seen = []
+
+    def callback(pipe, step, position, kwargs):
+        seen.append((step, position, tuple(kwargs)))
+        scores = kwargs["scores"]
+        if step == 0:  # force the first code to be 1
+            forced = torch.full_like(scores, float("-inf"))
+            forced[:, t2i.tokenizer.image_token_offset + 1] = 0
+            return {"scores": forced}
+        return {}
+
+    t2i.set_progress_bar_config(disable=False, desc="sampling")
+    out = t2i(CAPTIONS[:2], generator=torch.Generator().manual_seed(0), output_type="latent",
+              callback_on_step_end=callback, callback_on_step_end_tensor_inputs=["input_ids", "scores"])
+    assert "sampling" in capsys.readouterr().err  # set_progress_bar_config reaches the bar
+    assert [s for s, _, _ in seen] == list(range(n + 1)) and seen[0][2] == ("input_ids", "scores")
+    assert (out.images.flatten(1)[:, 0] == 1).all()
+
+    class Count(PipelineCallback):
+        tensor_inputs = ["input_ids"]
+
+        def callback_fn(self, pipeline, step_index, timestep, callback_kwargs):
+            self.calls = getattr(self, "calls", 0) + 1
+            return callback_kwargs
+
+    count = Count()
+    t2i.set_progress_bar_config(disable=True)
+    t2i("white 7.", output_type="latent", callback_on_step_end=count)
+    assert count.calls == n + 1
+    with pytest.raises(ValueError, match=r"callback_on_step_end_tensor_inputs` \['logits'\] are not among"):
+        t2i("white 7.", callback_on_step_end=callback, callback_on_step_end_tensor_inputs=["logits"])
+
+
+def test_progress_bar_counts_the_sampling_steps(t2i, capsys):
+    n = t2i.layout.num_image_tokens
+    t2i.set_progress_bar_config(disable=False)
+    t2i(CAPTIONS[:2], output_type="latent", batch_size=1)
+    t2i.set_progress_bar_config(disable=True)
+    err = capsys.readouterr().err
+    assert f"{2 * (n + 1)}/{2 * (n + 1)}" in err
+
+
+def test_image_to_text_takes_a_generator_per_image(folder, t2i):
+    i2t = ImageToTextPipeline.from_pretrained(folder)
+    images = t2i(CAPTIONS, generator=torch.Generator().manual_seed(0)).images
+    alone = i2t(images[2:], generator=[torch.Generator().manual_seed(9)]).captions
+    batch = i2t(images, generator=[torch.Generator().manual_seed(s) for s in (4, 6, 9)]).captions
+    assert batch[2] == alone[0]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"num_images_per_prompt": 0}, "`num_images_per_prompt` must be an integer >= 1"),
+        ({"num_images_per_prompt": True}, "`num_images_per_prompt` must be an integer >= 1"),
+        ({"output_type": "latents"}, "`output_type` must be one of"),
+        ({"temperature": 0.0}, "`temperature` must be a finite number > 0"),
+        ({"temperature": float("inf")}, "`temperature` must be a finite number > 0"),
+        ({"top_k_fraction": 1.5}, r"`top_k_fraction` must be in \(0, 1\]"),
+        ({"generator": 3}, "`generator` must be a torch.Generator or a list of them"),
+        ({"generator": [torch.Generator(), "x"]}, "`generator` must be a torch.Generator or a list of them"),
+        ({"batch_size": 0}, "`batch_size` must be an integer >= 1"),
+        ({"callback_on_step_end": "print"}, "`callback_on_step_end` must be callable"),
+    ],
+)
+def test_call_arguments_are_checked_first(t2i, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        t2i("white 7.", **kwargs)
