@@ -178,3 +178,57 @@ def test_image_to_text_takes_a_generator_per_image(folder, t2i):
 def test_call_arguments_are_checked_first(t2i, kwargs, message):
     with pytest.raises(ValueError, match=message):
         t2i("white 7.", **kwargs)
+
+
+SMALL_VQ = dict(block_out_channels=(32, 64, 64), latent_channels=32, vq_embed_dim=32, num_vq_embeddings=16,
+                norm_num_groups=8, sample_size=32)
+
+
+@pytest.mark.parametrize("layout", [
+    dict(down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3),
+    dict(down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D", "AttnDownEncoderBlock2D"),
+         up_block_types=("AttnUpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"), layers_per_block=2),
+])
+def test_a_stock_vqmodel_refuses_a_te_folder_and_matches_a_stock_layout(tmp_path, layout):
+    from diffusers import VQModel
+
+    from te_vqgan import TEVQModel
+
+    torch.manual_seed(0)
+    te = TEVQModel(**SMALL_VQ, **layout).eval()  # replicate padding: not diffusers' network
+    assert not te.computes_stock_network and te.config.down_block_types[0] == "TEVQModel." + layout["down_block_types"][0]
+    te.save_pretrained(tmp_path / "te")
+    with pytest.raises(ValueError, match=r"TEVQModel\.DownEncoderBlock2D does not exist"):
+        VQModel.from_pretrained(tmp_path / "te")
+    assert TEVQModel.from_pretrained(tmp_path / "te").config.down_block_types == te.config.down_block_types
+
+    torch.manual_seed(0)
+    stock_layout = TEVQModel(**SMALL_VQ, **layout, padding_mode="zeros").eval()
+    assert stock_layout.computes_stock_network and stock_layout.config.down_block_types == layout["down_block_types"]
+    stock_layout.save_pretrained(tmp_path / "stock")
+    stock = VQModel.from_pretrained(tmp_path / "stock").eval()
+    x = torch.rand(3, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        latents = stock.encode(x).latents
+        _, _, (_, _, indices) = stock.quantize(latents)
+        ours = stock_layout.encode_to_indices(x)
+        assert torch.equal(indices.reshape(ours.shape), ours)
+        torch.testing.assert_close(stock.decode(latents).sample, stock_layout.decode_indices(ours), atol=1e-5, rtol=1e-5)
+
+
+def test_folders_saved_with_diffusers_block_names_still_load_with_their_fingerprint(tmp_path):
+    import json
+
+    from te_vqgan import TEVQModel
+    from te_vqgan.data.tokenized import quantizer_fingerprint
+
+    torch.manual_seed(0)
+    model = TEVQModel(**SMALL_VQ, down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3)
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["down_block_types"] = [name.removeprefix("TEVQModel.") for name in config["down_block_types"]]
+    config["up_block_types"] = [name.removeprefix("TEVQModel.") for name in config["up_block_types"]]
+    (tmp_path / "config.json").write_text(json.dumps(config))  # as folders saved before the prefix
+    old = TEVQModel.from_pretrained(tmp_path)
+    assert old.config.padding_mode == "replicate" and old.config.down_block_types[0] == "TEVQModel.DownEncoderBlock2D"
+    assert quantizer_fingerprint(old) == quantizer_fingerprint(model)

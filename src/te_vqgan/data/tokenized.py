@@ -63,8 +63,16 @@ class QuantizerInfo:
 def quantizer_fingerprint(model) -> str:
     """SHA-256 of a quantizer's config (without private keys such as `_name_or_path`) and of
     every weight, in name order. Equal fingerprints mean the same tokens for the same images."""
+    from ..models.te_vq_model import stock_block_type
+
     digest = hashlib.sha256()
     config = {k: v for k, v in dict(model.config).items() if not k.startswith("_")}
+    # Block types as diffusers names them: the "TEVQModel." prefix only marks a folder a stock
+    # VQModel must refuse (the network is fixed by padding_mode and the other keys), and folders
+    # saved before it existed must keep their fingerprint.
+    for key in ("down_block_types", "up_block_types"):
+        if key in config:
+            config[key] = [stock_block_type(name) for name in config[key]]
     digest.update(json.dumps(config, sort_keys=True, default=str).encode())
     state = model.state_dict()
     for name in sorted(state):

@@ -26,7 +26,7 @@ from .downsampling import DOWNSAMPLE_TYPES, PADDING_MODES, Downsample
 from .quantizer import TEVectorQuantizer, check_code_indices, downsample_factor
 
 
-__all__ = ["TEVQModel", "TEVQModelOutput", "check_config_keys"]
+__all__ = ["TE_BLOCK_PREFIX", "TEVQModel", "TEVQModelOutput", "check_config_keys", "stock_block_type"]
 
 # A `DiffusionPipeline` saves this model as ["te_vqgan.models.te_vq_model", "TEVQModel"] and, on
 # load, recognises the class as loadable only if this module has an attribute `ModelMixin`
@@ -46,6 +46,27 @@ def check_config_keys(model_class, config, source: str = "the config") -> None:
             nearest = difflib.get_close_matches(key, valid, n=1)
             hint = f" (did you mean {nearest[0]!r}?)" if nearest else ""
             raise ValueError(f"Unknown {model_class.__name__} config key {key!r} in {source}{hint}; valid keys: {sorted(valid)}.")
+
+
+# The block type names a TEVQModel folder saves when the network is not diffusers' own (replicate
+# padding, another downsampling or code lookup): diffusers' name behind this prefix. A stock
+# `diffusers.VQModel.from_pretrained` then stops with "TEVQModel.DownEncoderBlock2D does not exist."
+# instead of loading the weights into another network (with one warning, 19.5% of the indices
+# agreeing); a folder whose network is stock keeps the plain names and loads in both alike.
+TE_BLOCK_PREFIX = "TEVQModel."
+
+
+def stock_block_type(name: str) -> str:
+    """diffusers' block type behind a TEVQModel config's name (`"TEVQModel.DownEncoderBlock2D"` -> `"DownEncoderBlock2D"`)."""
+    if not isinstance(name, str):
+        raise ValueError(f"Block types must be strings (got {name!r}).")
+    return name.removeprefix(TE_BLOCK_PREFIX)
+
+
+def te_block_type(name: str, stock: bool) -> str:
+    """The name a TEVQModel saves for block type `name`: diffusers' own when the network is `stock`."""
+    base = stock_block_type(name)
+    return base if stock else TE_BLOCK_PREFIX + base
 
 
 @dataclass
@@ -190,8 +211,8 @@ class TEVQModel(VQModel):
         super().__init__(
             in_channels=in_channels,
             out_channels=out_channels,
-            down_block_types=down_block_types,
-            up_block_types=up_block_types,
+            down_block_types=tuple(stock_block_type(name) for name in down_block_types),
+            up_block_types=tuple(stock_block_type(name) for name in up_block_types),
             block_out_channels=block_out_channels,
             layers_per_block=layers_per_block,
             act_fn=act_fn,
@@ -225,6 +246,14 @@ class TEVQModel(VQModel):
                 if isinstance(module, nn.Conv2d) and any(p > 0 for p in module.padding):
                     module.padding_mode = padding_mode
 
+        # The block types say which network the folder computes (see `stock_block_type`): a stock
+        # `diffusers.VQModel` refuses the "TEVQModel." ones instead of computing another network.
+        stock = self.computes_stock_network
+        self.register_to_config(
+            down_block_types=tuple(te_block_type(name, stock) for name in down_block_types),
+            up_block_types=tuple(te_block_type(name, stock) for name in up_block_types),
+        )
+
     @classmethod
     def from_config(cls, config=None, return_unused_kwargs: bool = False, **kwargs):
         """As `ConfigMixin.from_config` (and so `from_pretrained`), but a config of another class
@@ -247,6 +276,20 @@ class TEVQModel(VQModel):
         return super().from_config(config, return_unused_kwargs=return_unused_kwargs, **kwargs)
 
     # ------------------------------------------------------------------ properties
+    @property
+    def computes_stock_network(self) -> bool:
+        """Whether a stock `diffusers.VQModel` with these weights computes the same indices and
+        reconstructions: zero padding, strided-conv downsampling (diffusers' `Downsample2D`, the
+        same (0, 1, 0, 1) pad) and a plain nearest-code lookup. Only such folders keep diffusers'
+        block type names (the training losses, beta and lambda, do not change the forward)."""
+        config = self.config
+        return (
+            config.padding_mode == "zeros"
+            and config.downsample_type == "strided_conv"
+            and config.codebook_lookup == "euclidean"
+            and config.codebook_parametrization == "direct"
+        )
+
     @property
     def downsample_factor(self) -> int:
         """f: the image side divided by the token-map side."""
