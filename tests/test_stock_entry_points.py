@@ -232,3 +232,31 @@ def test_folders_saved_with_diffusers_block_names_still_load_with_their_fingerpr
     old = TEVQModel.from_pretrained(tmp_path)
     assert old.config.padding_mode == "replicate" and old.config.down_block_types[0] == "TEVQModel.DownEncoderBlock2D"
     assert quantizer_fingerprint(old) == quantizer_fingerprint(model)
+
+
+def test_the_forward_compiles_as_one_graph():
+    from te_vqgan import TEVQModel
+    from te_vqgan.losses import orthogonal_loss
+
+    model = TEVQModel(**{**SMALL_VQ, "sample_size": 16}, down_block_types=("DownEncoderBlock2D",) * 3,
+                      up_block_types=("UpDecoderBlock2D",) * 3)
+    compiled = torch.compile(lambda x: model(x, check_finite=False).orthogonal_loss, fullgraph=True, backend="eager")
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    torch.testing.assert_close(compiled(x), model(x).orthogonal_loss)
+    assert torch.compile(orthogonal_loss, fullgraph=True, backend="eager")(torch.eye(4, 8)) == 0
+    with pytest.raises(ValueError, match="NaN or Inf"):  # uncompiled, the check still stands
+        orthogonal_loss(torch.full((4, 8), float("nan")))
+
+
+def test_load_vq_model_returns_the_model(tmp_path):
+    import json
+
+    from te_vqgan import TEVQModel
+    from te_vqgan.loading import load_vq_model
+
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({**SMALL_VQ, "_class_name": "TEVQModel"}))
+    model = load_vq_model(str(config), seed=1)
+    assert isinstance(model, TEVQModel) and not model.training
+    again, description = load_vq_model(str(config), seed=1, output_loading_info=True)
+    assert torch.equal(again.codebook, model.codebook) and "randomly initialised" in description and "seed 1" in description

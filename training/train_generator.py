@@ -200,7 +200,9 @@ class GeneratorStage(TrainingStage):
 
         args = self.args
         # Everything that can fail on bad input before the model is built.
-        self.vqmodel, self.vq_description = load_vq_model(args.vqmodel, device=accelerator.device)
+        self.vqmodel, self.vq_description = load_vq_model(
+            args.vqmodel, device=accelerator.device, output_loading_info=True
+        )
         self.vqmodel.requires_grad_(False)
         dataset, self.quantizer_info = load_tokenized_dataset(args.tokenized_dataset, vqmodel=self.vqmodel)
         for split in ("train", args.validation_split):

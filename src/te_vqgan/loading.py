@@ -69,7 +69,10 @@ def load_model_config(path: str | Path) -> dict:
     return config
 
 
-def load_vq_model(spec: str, seed: int = 0, device: str | torch.device | None = None, **from_pretrained_kwargs):
+def load_vq_model(
+    spec: str, seed: int = 0, device: str | torch.device | None = None, output_loading_info: bool = False,
+    **from_pretrained_kwargs,
+):
     """A `TEVQModel` (or stock `VQModel`) from a config file, a saved folder or a Hub repo id.
 
     Args:
@@ -79,9 +82,16 @@ def load_vq_model(spec: str, seed: int = 0, device: str | torch.device | None = 
             - a Hub repo id (`org/name`), downloaded by `from_pretrained`.
         seed (`int`, *optional*, defaults to `0`): seed of the random initialisation.
         device (`str`, *optional*): where to put the model; default CUDA when available.
+        output_loading_info (`bool`, *optional*, defaults to `False`): also return a short text
+            saying what was loaded (as transformers' `from_pretrained(..., output_loading_info=True)`).
 
     Returns:
-        `(model, description)`, the model in eval mode and a short text saying what was loaded.
+        The model in eval mode, or `(model, description)` with `output_loading_info=True`.
+
+    Example::
+
+        >>> model = load_vq_model("hub_configs/te-vqgan-cpu.json", seed=0)            # random weights
+        >>> model, description = load_vq_model("outputs/stage1", output_loading_info=True)
     """
     device = resolve_device(device)
     path = Path(spec)
@@ -112,4 +122,4 @@ def load_vq_model(spec: str, seed: int = 0, device: str | torch.device | None = 
         )
     model.to(device).eval()
     logger.debug("%s", description)
-    return model, description
+    return (model, description) if output_loading_info else model

@@ -41,7 +41,7 @@ def reconstruction_loss(images: torch.Tensor, reconstruction: torch.Tensor, kind
     return l1 + l2
 
 
-def orthogonal_loss(codebook: torch.Tensor) -> torch.Tensor:
+def orthogonal_loss(codebook: torch.Tensor, check_finite: bool = True) -> torch.Tensor:
     r"""Orthogonality of a codebook, Eq. (5) of the paper without its weight lambda.
 
     .. math:: \mathcal{L}_{orth} = \frac{1}{K^2} \lVert \hat{C} \hat{C}^\top - I_K \rVert_F^2
@@ -52,6 +52,9 @@ def orthogonal_loss(codebook: torch.Tensor) -> torch.Tensor:
 
     Args:
         codebook (`torch.Tensor` of shape `(K, d)`): the code vectors, one per row.
+        check_finite (`bool`, *optional*, defaults to `True`): refuse NaN/Inf codes (on a CPU
+            codebook or outside autograd, where it costs no device sync; never while
+            `torch.compile` traces, where reading a value back would break the graph).
 
     Returns:
         `torch.Tensor`: a scalar, computed in float32 whatever the codebook's dtype.
@@ -66,7 +69,8 @@ def orthogonal_loss(codebook: torch.Tensor) -> torch.Tensor:
     # The finiteness check reads the values back: done where it costs no device sync (a CPU
     # codebook, or outside autograd); in training a NaN codebook shows as a NaN loss, which
     # the training engine's divergence guard stops.
-    if (codebook.device.type == "cpu" or not torch.is_grad_enabled()) and not torch.isfinite(codebook).all():
+    check = check_finite and not torch.compiler.is_compiling() and (codebook.device.type == "cpu" or not torch.is_grad_enabled())
+    if check and not torch.isfinite(codebook).all():
         raise ValueError(f"`codebook` holds {int((~torch.isfinite(codebook)).sum())} NaN or Inf values.")
     num_codes = codebook.shape[0]
     # float32: in bf16 the Gram matrix of nearly-orthogonal codes rounds to noise.

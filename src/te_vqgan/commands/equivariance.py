@@ -62,7 +62,7 @@ def run(args) -> int:
     from ..metrics import as_tokenizer, codebook_usage, equivariance_summary, recolour_groups, render_shift_group, shift_equivariance_by_colour
     from ..visualization import save_shift_equivariance_figure
 
-    model, description = load_vq_model(args.model, seed=args.seed, device=args.device)
+    model, description = load_vq_model(args.model, seed=args.seed, device=args.device, output_loading_info=True)
     tokenizer = as_tokenizer(model)
     images, labels = load_mnist("test", data_dir=args.mnist_dir)
     digits = select_digits(images, labels, args.num_digits)

@@ -56,7 +56,7 @@ def run(args) -> int:
     check_output_dir(output, args.overwrite)  # before loading models and data
     splits = tuple(s.strip() for s in args.splits.split(",") if s.strip()) if args.splits else None
 
-    model, description = load_vq_model(args.vqmodel, device=args.device)
+    model, description = load_vq_model(args.vqmodel, device=args.device, output_loading_info=True)
     options = {name: getattr(args, name) for name in _BUILDER_OPTIONS if getattr(args, name) is not None}
     if builds_textmnist(args.dataset):
         options["data_dir"] = args.mnist_dir

@@ -344,8 +344,8 @@ class TEVQModel(VQModel):
         check_code_indices(indices, self.num_codes)
 
     # ------------------------------------------------------------------ losses
-    def compute_orthogonal_loss(self, indices: torch.Tensor | None = None) -> torch.Tensor:
-        """`orthogonal_reg_weight * orthogonal_loss(codebook)`: with
+    def compute_orthogonal_loss(self, indices: torch.Tensor | None = None, check_finite: bool = True) -> torch.Tensor:
+        """`orthogonal_reg_weight * orthogonal_loss(codebook, check_finite)`: with
         `orthogonal_reg_active_codes_only`, on the codes that `indices` use (the whole book
         when `indices` is None); then on a random subset of `orthogonal_reg_max_codes` codes
         when that is set and smaller than the codes left."""
@@ -362,7 +362,7 @@ class TEVQModel(VQModel):
         if max_codes is not None and max_codes < codebook.shape[0]:
             subset = torch.randperm(codebook.shape[0], device=codebook.device)[:max_codes]
             codebook = codebook[subset]
-        return weight * orthogonal_loss(codebook)
+        return weight * orthogonal_loss(codebook, check_finite=check_finite)
 
     # ------------------------------------------------------------------ token API
     def _decode_quantized(self, quant: torch.Tensor) -> torch.Tensor:
@@ -403,7 +403,7 @@ class TEVQModel(VQModel):
             sample (`torch.Tensor` of shape `(B, C, H, W)`): floats in [-1, 1].
             return_dict (`bool`, *optional*, defaults to `True`): return a [`TEVQModelOutput`]
                 rather than the tuple `(sample, indices, commit_loss, orthogonal_loss)`.
-            check_finite (`bool`, *optional*, defaults to `True`): refuse NaN/Inf in `sample`.
+            check_finite (`bool`, *optional*, defaults to `True`): refuse NaN/Inf in `sample` and the codebook.
                 The check reads a value back from the device (a sync per call on a GPU); the
                 training step turns it off, since its images are decoded from uint8 files and
                 a non-finite loss is caught by the training engine.
@@ -412,7 +412,7 @@ class TEVQModel(VQModel):
         latents = self.encode(sample).latents
         quantized = self.quantize(latents)
         reconstruction = self._decode_quantized(quantized.quantized)
-        ortho = self.compute_orthogonal_loss(quantized.indices)
+        ortho = self.compute_orthogonal_loss(quantized.indices, check_finite=check_finite)
         if not return_dict:
             return reconstruction, quantized.indices, quantized.loss, ortho
         return TEVQModelOutput(
