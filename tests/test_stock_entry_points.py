@@ -5,6 +5,7 @@ call conventions (a list of generators, progress bar, `callback_on_step_end`, `o
 import pytest
 import torch
 
+from hub_server import local_hub  # noqa: F401  (pytest fixture)
 from te_vqgan import ImageToTextPipeline, TextImageTokenizer, TextToImagePipeline
 from test_pipelines import PROMPT, make_pipeline
 
@@ -200,7 +201,7 @@ def test_a_stock_vqmodel_refuses_a_te_folder_and_matches_a_stock_layout(tmp_path
     te.save_pretrained(tmp_path / "te")
     with pytest.raises(ValueError, match=r"TEVQModel\.DownEncoderBlock2D does not exist"):
         VQModel.from_pretrained(tmp_path / "te")
-    assert TEVQModel.from_pretrained(tmp_path / "te").config.down_block_types == te.config.down_block_types
+    assert list(TEVQModel.from_pretrained(tmp_path / "te").config.down_block_types) == list(te.config.down_block_types)
 
     torch.manual_seed(0)
     stock_layout = TEVQModel(**SMALL_VQ, **layout, padding_mode="zeros").eval()
@@ -260,3 +261,32 @@ def test_load_vq_model_returns_the_model(tmp_path):
     assert isinstance(model, TEVQModel) and not model.training
     again, description = load_vq_model(str(config), seed=1, output_loading_info=True)
     assert torch.equal(again.codebook, model.codebook) and "randomly initialised" in description and "seed 1" in description
+
+
+def test_python_save_and_push_write_our_cards(folder, tmp_path, local_hub):
+    from huggingface_hub import ModelCard
+
+    from te_vqgan import TEVQModel
+
+    model = TEVQModel(**SMALL_VQ, down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3)
+    model.save_pretrained(tmp_path / "vq")
+    card = ModelCard.load(tmp_path / "vq" / "README.md")
+    assert "te-vqgan" in card.data.tags and "More Information Needed" not in card.text and "TEVQModel" in card.text
+    model.push_to_hub("user/tiny-vq")
+    pushed = local_hub.files("user/tiny-vq")["README.md"].decode()
+    assert "More Information Needed" not in pushed and "encode_to_indices" in pushed
+    ModelCard(pushed).validate()  # the local hub's /api/validate-yaml
+
+    # A loaded pipeline keeps the folder's card; without one it writes ours, with the quantizer as base_model.
+    (folder / "README.md").write_text("---\nlibrary_name: diffusers\ntags: [te-vqgan, trained-run]\n---\n# a trained run\n")
+    TextToImagePipeline.from_pretrained(folder).push_to_hub("user/tiny-pipe")
+    assert "a trained run" in local_hub.files("user/tiny-pipe")["README.md"].decode()
+    (folder / "README.md").unlink()
+    pipe = TextToImagePipeline.from_pretrained(folder)
+    pipe.vqmodel.register_to_config(_name_or_path="user/tiny-vq")  # as if loaded from the Hub
+    pipe.save_pretrained(tmp_path / "pipe")
+    data = ModelCard.load(tmp_path / "pipe" / "README.md").data
+    assert data.base_model == "user/tiny-vq" and data.pipeline_tag == "text-to-image" and data.datasets is None
+    from te_vqgan.hub import hub_repo_id
+
+    assert hub_repo_id(str(tmp_path)) is None and hub_repo_id("textmnist-mnist") is None and hub_repo_id("org/name") == "org/name"

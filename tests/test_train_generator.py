@@ -67,6 +67,11 @@ def test_training_lowers_both_losses_and_writes_a_pipeline_folder(stage2_assets,
     assert len(captions) == 2 and all(isinstance(c, str) for c in captions)
     card = (out / "README.md").read_text()
     assert "training/train_generator.py" in card and "i2t_accuracy_test" in card and "pipeline_tag: text-to-image" in card
+    from huggingface_hub import ModelCard
+
+    data = ModelCard.load(out / "README.md").data
+    assert data.base_model is None and data.datasets is None  # local quantizer and tokens: no Hub ids to name
+    assert {r.dataset_split: r.metric_type for r in data.eval_results}["test"] == "i2t_accuracy_test"
 
 
 def test_kill_and_resume_equals_uninterrupted_bitwise(stage2_assets, tmp_path):

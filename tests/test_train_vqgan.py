@@ -195,7 +195,11 @@ def test_model_card_renders_and_carries_the_run(tiny_config, tmp_path, mnist_dir
     run(tiny_train_args(tiny_config, out, mnist_dir, dataset_cache, "--max_train_steps", "2", "--scaled_down", "64 images, 2 steps"))
     card = ModelCard.load(out / "README.md")
     assert card.data.library_name == "diffusers"
-    assert card.data.datasets == ["textmnist-mnist"]
+    assert card.data.datasets is None  # TextMNIST built here is no Hub repo: left out, not a made-up id
+    assert card.data.base_model is None
+    results = {r.metric_type: r.metric_value for r in card.data.eval_results}
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert results and results["shift_equivariance"] == pytest.approx(metrics["shift_equivariance"])
     assert "shift_equivariance" in card.text and "scaled-down run" in card.text
     assert "training/train_vqgan.py" in card.text and "--max_train_steps 2" in card.text
     assert '"orthogonal_reg_weight": 10.0' in card.text

@@ -30,6 +30,7 @@ import torch
 import te_vqgan
 from te_vqgan.data.tokenized import load_tokenized_dataset
 from te_vqgan.evaluation import caption_variant, image_to_text_accuracy, objects_to_triplets
+from te_vqgan.hub import eval_results, hub_repo_id
 from te_vqgan.generation import (
     POSITION_SCHEMES,
     SequenceLayout,
@@ -349,6 +350,12 @@ class GeneratorStage(TrainingStage):
             library_name="diffusers",
             license="mit",
             pipeline_tag="text-to-image",
+            base_model=hub_repo_id(self.quantizer_info.source),  # the quantizer, when it came from the Hub
+            eval_results=[result for split in self.dataset if f"i2t_accuracy_{split}" in record for result in eval_results(
+                record, {f"i2t_accuracy_{split}": f"image-to-text accuracy ({split})"}, task_type="image-to-text",
+                dataset_name=f"TextMNIST ({self.variant}), tokenised", dataset_type=f"textmnist-{self.variant}",
+                dataset_split=split,
+            )] or None,
             tags=["te-vqgan", "text-to-image", "image-to-text", "gpt2", "vector-quantization"],
             metrics=sorted(k for k in record if not k.startswith("final_") and (k.endswith("_loss") or k.startswith("i2t_accuracy"))),
             model_name=name,

@@ -34,6 +34,7 @@ import te_vqgan
 from te_vqgan import TEVQModel, codebook_usage, orthogonal_loss
 from te_vqgan.data.layout import LOCATIONS
 from te_vqgan.data.tokenized import builds_textmnist
+from te_vqgan.hub import eval_results, hub_repo_id
 from te_vqgan.loading import load_model_config
 from te_vqgan.models.te_vq_model import check_config_keys
 from te_vqgan.losses import RECONSTRUCTION_LOSSES
@@ -423,10 +424,18 @@ class VQGANStage(TrainingStage):
         config = model.config
         name = args.hub_model_id or Path(args.output_dir).name
         dataset_id = f"textmnist-{args.dataset_config}" if builds_textmnist(args.dataset) else args.dataset
+        hub_dataset = hub_repo_id(args.dataset)  # the card's metadata names only Hub repos
         card_data = ModelCardData(
             library_name="diffusers",
             license="mit",
-            datasets=[dataset_id],
+            datasets=[hub_dataset] if hub_dataset else None,
+            base_model=hub_repo_id(args.pretrained_model),
+            eval_results=eval_results(
+                record, {"shift_equivariance": "shift equivariance", "codes_used": "codes used", "perplexity": "perplexity",
+                         "recon_l1": "reconstruction L1", "recon_l2": "reconstruction L2"},
+                task_type="image-to-image", dataset_name=dataset_id, dataset_type=hub_dataset or dataset_id,
+                dataset_split=args.validation_split,
+            ) or None,
             tags=["te-vqgan", "vqgan", "image-tokenizer", "translation-equivariance", "vector-quantization"],
             metrics=[m for m in ("shift_equivariance", "shift_equivariance_foreground", "colour_fidelity", "shape_iou",
                                  "codes_used", "perplexity", "recon_l1", "recon_l2") if m in record],

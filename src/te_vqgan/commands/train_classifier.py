@@ -153,7 +153,7 @@ def train_and_save(output: Path, dataset: str = "textmnist", mnist_dir=None, num
     card = render_model_card(
         template,
         ModelCardData(library_name="te-vqgan", license="mit", tags=["te-vqgan", "image-classification", "evaluation"],
-                      datasets=["textmnist-mnist"], model_name=output.name),
+                      model_name=output.name),
         model_name=output.name, repo_id=str(output), num_parameters=f"{sum(p.numel() for p in classifier.parameters()):,}",
         accuracy=accuracy, meets_target=meets, train_windows=metrics["train_windows"], dataset=dataset,
         dataset_seed=dataset_seed, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, max_shift=max_shift,

@@ -13,7 +13,10 @@ The encoder, decoder and codebook are VQGAN's (taming-transformers); the additio
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -21,6 +24,7 @@ from diffusers import ModelMixin, VQModel  # noqa: F401  (ModelMixin: see below)
 from diffusers.configuration_utils import register_to_config
 from diffusers.utils import BaseOutput
 
+from ..hub import TeVqganCardMixin, push_folder_to_hub
 from ..losses import orthogonal_loss
 from .downsampling import DOWNSAMPLE_TYPES, PADDING_MODES, Downsample
 from .quantizer import TEVectorQuantizer, check_code_indices, downsample_factor
@@ -92,7 +96,36 @@ class TEVQModelOutput(BaseOutput):
     orthogonal_loss: torch.Tensor | None = None
 
 
-class TEVQModel(VQModel):
+_DEFAULT_CARD = """---
+{{ card_data }}
+---
+
+# {{ name }}
+
+A {{ kind }} image tokenizer saved with [te-vqgan](https://github.com/te-vqgan/te-vqgan)
+(Shin et al., *Exploration into Translation-Equivariant Image Quantization*, ICASSP 2023,
+[arXiv:2112.00384](https://arxiv.org/abs/2112.00384)): {{ size }}x{{ size }} images to
+{{ grid }}x{{ grid }} code indices from a codebook of {{ num_codes }} codes.
+
+```python
+from te_vqgan import TEVQModel
+
+model = TEVQModel.from_pretrained("REPO_OR_FOLDER")
+indices = model.encode_to_indices(images)          # images: float [B, 3, {{ size }}, {{ size }}] in [-1, 1]
+reconstructions = model.decode_indices(indices)
+```
+
+{{ stock_note }}
+
+## Config
+
+```json
+{{ config_json }}
+```
+"""
+
+
+class TEVQModel(TeVqganCardMixin, VQModel):
     r"""A VQGAN whose codebook is regularised to be orthogonal (TE-VQGAN).
 
     The defaults are the authors' stage-1 model for 64x64 colored MNIST: ch 128, ch_mult
@@ -249,9 +282,9 @@ class TEVQModel(VQModel):
         # The block types say which network the folder computes (see `stock_block_type`): a stock
         # `diffusers.VQModel` refuses the "TEVQModel." ones instead of computing another network.
         stock = self.computes_stock_network
-        self.register_to_config(
-            down_block_types=tuple(te_block_type(name, stock) for name in down_block_types),
-            up_block_types=tuple(te_block_type(name, stock) for name in up_block_types),
+        self.register_to_config(  # the sequence type as given (a JSON list stays a list)
+            down_block_types=type(down_block_types)(te_block_type(name, stock) for name in down_block_types),
+            up_block_types=type(up_block_types)(te_block_type(name, stock) for name in up_block_types),
         )
 
     @classmethod
@@ -274,6 +307,48 @@ class TEVQModel(VQModel):
                 raise ValueError(f"The config describes a {found!r}; {cls.__name__} loads only configs of class {cls.__name__!r}.{hint}")
             check_config_keys(cls, config)
         return super().from_config(config, return_unused_kwargs=return_unused_kwargs, **kwargs)
+
+    # ------------------------------------------------------------------ saving and loading
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """diffusers' `from_pretrained`; the folder's model card is kept for a later `save_pretrained`/`push_to_hub`."""
+        loaded = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        if os.path.isdir(str(pretrained_model_name_or_path)):
+            model._remember_card(Path(str(pretrained_model_name_or_path)) / (kwargs.get("subfolder") or ""))
+        return loaded
+
+    def save_pretrained(self, save_directory, is_main_process: bool = True, push_to_hub: bool = False, **kwargs):
+        """diffusers' `save_pretrained`, plus te-vqgan's model card (`TeVqganCardMixin`), pushed as is."""
+        super().save_pretrained(save_directory, is_main_process=is_main_process, **kwargs)
+        if is_main_process:
+            self._write_card(save_directory)
+            if push_to_hub:
+                push_folder_to_hub(save_directory, kwargs.get("repo_id") or Path(save_directory).name, token=kwargs.get("token"),
+                                   private=kwargs.get("private"), commit_message=kwargs.get("commit_message"),
+                                   create_pr=kwargs.get("create_pr", False))
+
+    def default_model_card(self):
+        """The card `save_pretrained` writes for a model that came without one."""
+        from huggingface_hub import ModelCard, ModelCardData
+
+        config = self.config
+        size = config.sample_size
+        data = ModelCardData(library_name="diffusers", license="mit",
+                             tags=["te-vqgan", "vqgan", "image-tokenizer", "vector-quantization"])
+        stock = (
+            "The network is diffusers' own (zero padding, strided-conv downsampling), so a stock "
+            "`diffusers.VQModel.from_pretrained` computes the same indices."
+            if self.computes_stock_network else
+            "Load it with `te_vqgan.TEVQModel`: a stock `diffusers.VQModel` would compute another network "
+            f"({config.padding_mode} padding, {config.downsample_type} downsampling) and refuses the folder."
+        )
+        return ModelCard.from_template(
+            data, template_str=_DEFAULT_CARD, name=Path(str(config.get("_name_or_path") or "TE-VQGAN")).name or "TE-VQGAN",
+            kind="TE-VQGAN" if config.orthogonal_reg_weight > 0 else "VQGAN", size=size, grid=size // self.downsample_factor,
+            num_codes=config.num_vq_embeddings, stock_note=stock,
+            config_json=json.dumps({k: v for k, v in dict(config).items() if not k.startswith("_")}, indent=2, default=str),
+        )
 
     # ------------------------------------------------------------------ properties
     @property

@@ -46,6 +46,7 @@ from ..generation import (
     generation_configs,
 )
 from ..generation.sampling import _check_sampling
+from ..hub import TeVqganCardMixin, hub_repo_id, push_folder_to_hub
 from ..metrics import as_tokenizer, images_to_tensor, tensor_to_images
 
 
@@ -80,7 +81,32 @@ class ImageToTextPipelineOutput(BaseOutput):
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
 
-class _TextImagePipeline(DiffusionPipeline):
+_DEFAULT_CARD = """---
+{{ card_data }}
+---
+
+# {{ name }}
+
+A stage-2 text-image generator saved with [te-vqgan](https://github.com/te-vqgan/te-vqgan): a stock
+GPT-2 ({{ n_layer }} layers, width {{ n_embd }}) over captions and the {{ grid }} code indices of its
+quantizer ({{ quantizer }}, {{ num_codes }} codes). One folder serves both directions.
+
+```python
+import torch
+from te_vqgan import ImageToTextPipeline, TextToImagePipeline
+
+t2i = TextToImagePipeline.from_pretrained("REPO_OR_FOLDER")
+images = t2i("the red 3 is on the upper left.", generator=torch.Generator().manual_seed(0)).images
+print(ImageToTextPipeline.from_pretrained("REPO_OR_FOLDER")(images).captions)
+```
+
+`DiffusionPipeline.from_pretrained` returns the same pipeline once `te_vqgan` is imported. Sampling
+defaults: top-k {{ top_k }} of the vocabulary, temperature {{ temperature }} (`model_index.json`, and the
+generator's `t2i_generation_config.json` / `i2t_generation_config.json` for `generate()`).
+"""
+
+
+class _TextImagePipeline(TeVqganCardMixin, DiffusionPipeline):
     """The components, their consistency check, the call conventions and Hub loading, shared by both pipelines.
 
     `top_k_fraction` and `temperature` are the pipeline's sampling defaults, saved in
@@ -114,16 +140,43 @@ class _TextImagePipeline(DiffusionPipeline):
 
             download_keys = ("cache_dir", "revision", "token", "local_files_only", "force_download", "proxies")
             path = snapshot_download(path, **{k: kwargs.pop(k) for k in download_keys if k in kwargs})
-        return super().from_pretrained(path, **kwargs)
+        pipeline = super().from_pretrained(path, **kwargs)
+        pipeline._remember_card(path)
+        return pipeline
 
-    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs):
+    def save_pretrained(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs):
         """diffusers' `save_pretrained`, plus the generator's generation configs for each direction
-        (`te_vqgan.generation.generation_configs`), made from the pipeline's sampling defaults."""
+        (`te_vqgan.generation.generation_configs`, from the pipeline's sampling defaults) and
+        te-vqgan's model card (`TeVqganCardMixin`), pushed as is with `push_to_hub=True`."""
         configs = generation_configs(self.generator.config, self.layout, self.config.top_k_fraction, self.config.temperature)
         self.generator.generation_config = configs["default"]
+        hub = {key: kwargs.pop(key) for key in ("repo_id", "token", "private", "commit_message", "create_pr") if key in kwargs}
         super().save_pretrained(save_directory, **kwargs)
         for direction, name in GENERATION_CONFIG_FILES.items():
             configs[direction].save_pretrained(os.path.join(save_directory, "generator"), config_file_name=name)
+        self._write_card(save_directory)
+        if push_to_hub:
+            push_folder_to_hub(save_directory, hub.get("repo_id") or os.path.basename(os.path.abspath(save_directory)),
+                               token=hub.get("token"), private=hub.get("private"),
+                               commit_message=hub.get("commit_message"), create_pr=hub.get("create_pr", False))
+
+    def default_model_card(self):
+        """The card `save_pretrained` writes for a pipeline that came without one (`base_model`: the
+        quantizer's Hub id, when it was loaded from the Hub)."""
+        from huggingface_hub import ModelCard, ModelCardData
+
+        source = self.vqmodel.config.get("_name_or_path")
+        config = self.generator.config
+        data = ModelCardData(
+            library_name="diffusers", license="mit", pipeline_tag="text-to-image", base_model=hub_repo_id(source),
+            tags=["te-vqgan", "text-to-image", "image-to-text", "gpt2", "vector-quantization"],
+        )
+        return ModelCard.from_template(
+            data, template_str=_DEFAULT_CARD, name="te-vqgan text-image pipeline", n_layer=config.n_layer,
+            n_embd=config.n_embd, grid="x".join(map(str, config.image_grid)), num_codes=config.codebook_size,
+            quantizer=type(self.vqmodel).__name__ + (f" `{source}`" if source else ""),
+            top_k=f"{100 * self.config.top_k_fraction:g}%", temperature=f"{self.config.temperature:g}",
+        )
 
     @property
     def layout(self) -> SequenceLayout:
