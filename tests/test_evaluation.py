@@ -232,7 +232,7 @@ def test_train_classifier_command_writes_a_loadable_folder_with_its_accuracy(mni
     card = (output / "README.md").read_text()
     assert "| test |" in card and "not met" in card and "library_name: te-vqgan" in card
     assert "target (digit >= 0.995" in capsys.readouterr().out
-    assert "te-vqgan train-classifier --output classifier --dataset textmnist --num-train 40" in card
+    assert "te-vqgan train-classifier --output-dir classifier --dataset textmnist --num-train 40" in card
     assert "--channels 8,16,16" in card and "rotations of up to 10.0 degrees" in card and "judges each window as it is" in card
     assert json.loads((output / "config.json").read_text())["channels"] == [8, 16, 16]
     DigitColourClassifier.from_pretrained(output)

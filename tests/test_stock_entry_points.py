@@ -290,3 +290,42 @@ def test_python_save_and_push_write_our_cards(folder, tmp_path, local_hub):
     from te_vqgan.hub import hub_repo_id
 
     assert hub_repo_id(str(tmp_path)) is None and hub_repo_id("textmnist-mnist") is None and hub_repo_id("org/name") == "org/name"
+
+
+def test_one_flag_vocabulary_with_the_old_spellings_deprecated(capsys):
+    import warnings
+
+    from te_vqgan.cli import build_parser, main
+    from te_vqgan.options import resolve_hub_push
+
+    parser = build_parser()
+    new = parser.parse_args(["build-dataset", "--dataset-config", "fashion_mnist", "--output-dir", "out", "--mnist-dir", "d",
+                             "--push-to-hub", "--hub-model-id", "org/x", "--hub-private-repo"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        old = parser.parse_args(["build-dataset", "--config", "fashion_mnist", "--output", "out", "--data-dir", "d",
+                                 "--push-to-hub", "org/x", "--private"])
+        assert resolve_hub_push(old) == "org/x"
+    said = " ".join(str(w.message) for w in caught if issubclass(w.category, FutureWarning))
+    for old_flag, new_flag in (("--config", "--dataset-config"), ("--output", "--output-dir"), ("--data-dir", "--mnist-dir"),
+                               ("--private", "--hub-private-repo")):
+        assert f"{old_flag} is deprecated" in said and f"use {new_flag}" in said
+    assert "--push-to-hub REPO is deprecated" in said
+    for key in ("config", "output", "data_dir", "hub_private_repo"):
+        assert getattr(new, key) == getattr(old, key)
+    assert resolve_hub_push(new) == "org/x"
+
+    help_text = parser._subparsers._group_actions[0].choices["build-dataset"].format_help()
+    assert "--mnist-dir" in help_text and "--data-dir" not in help_text and "--private " not in help_text
+
+    other = parser.parse_args(["equivariance", "--vqmodel", "m"]), parser.parse_args(["equivariance", "--model", "m"])
+    assert other[0].model == other[1].model == "m"
+    assert parser.parse_args(["generate", "--pipeline", "p", "--prompt", "x", "--num-images-per-prompt", "3",
+                              "--output-dir", "o"]).num_images == 3
+    with pytest.raises(SystemExit):
+        main(["generate", "--pipeline", "p", "--prompt", "x"])
+    assert "required: --output-dir" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="--push-to-hub needs --hub-model-id"):
+        resolve_hub_push(parser.parse_args(["train-classifier", "--output-dir", "o", "--push-to-hub"]))
+    with pytest.raises(ValueError, match="without --push-to-hub"):
+        resolve_hub_push(parser.parse_args(["train-classifier", "--output-dir", "o", "--hub-model-id", "org/x"]))

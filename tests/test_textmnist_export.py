@@ -61,7 +61,7 @@ def test_dataset_card(exported):
     assert "| upper_left | white | 0 |" in text  # the held-out table
     assert "`the {location} is {colour} {item}`" in text  # the grammar
     assert "Creative Commons Attribution-Share" in text and "Zalando" in text  # both licences
-    assert "te-vqgan build-dataset --config mnist --output textmnist --num-train 24" in text
+    assert "te-vqgan build-dataset --dataset-config mnist --output-dir textmnist --num-train 24" in text
     assert str(output.parent) not in text  # no local paths
 
 

@@ -138,7 +138,7 @@ def evaluate_command(args, row: Row, pipeline: Path, folder: Path) -> list[str]:
     preset = Path(args.preset_output)
     command = ["te-vqgan", "evaluate", "--pipeline", str(pipeline), "--classifier", str(args.classifier),
                "--dataset", str(preset / "data" / "textmnist"), "--splits", "test,test_seen", "--num-examples", str(args.num_eval),
-               "--seed", str(args.seed), "--output", str(folder), "--cache-dir", str(preset / "cache")]
+               "--seed", str(args.seed), "--output-dir", str(folder), "--cache-dir", str(preset / "cache")]
     for key, value in row.sampling:
         command += [f"--{key.replace('_', '-')}", str(value)]
     return command

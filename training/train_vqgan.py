@@ -36,6 +36,7 @@ from te_vqgan.data.layout import LOCATIONS
 from te_vqgan.data.tokenized import builds_textmnist
 from te_vqgan.hub import eval_results, hub_repo_id
 from te_vqgan.loading import load_model_config
+from te_vqgan.options import add_deprecated_alias
 from te_vqgan.models.te_vq_model import check_config_keys
 from te_vqgan.losses import RECONSTRUCTION_LOSSES
 from te_vqgan.metrics import (
@@ -71,11 +72,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     model = parser.add_argument_group("model")
     model.add_argument("--model_config", default=None, help="A model config JSON (e.g. hub_configs/te-vqgan-mnist.json).")
-    model.add_argument("--pretrained_model", default=None, help="Start from a save_pretrained folder or Hub id instead.")
+    model.add_argument("--pretrained_model_name_or_path", dest="pretrained_model", default=None,
+                       help="Start from a save_pretrained folder or Hub id instead.")
+    add_deprecated_alias(model, "--pretrained_model", "--pretrained_model_name_or_path", "pretrained_model")
 
     data = parser.add_argument_group("data")
     data.add_argument(
-        "--dataset", default="textmnist",
+        "--dataset", "--dataset_name", "--train_data_dir", dest="dataset", default="textmnist",
         help="'textmnist' (built here by te_vqgan.data.TextMNIST), or a datasets name / local folder with an `image` column.",
     )
     data.add_argument("--dataset_config", default="mnist", help="TextMNIST config: mnist or fashion_mnist.")
@@ -132,7 +135,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def _validate_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if (args.model_config is None) == (args.pretrained_model is None):
-        parser.error("give exactly one of --model_config and --pretrained_model")
+        parser.error("give exactly one of --model_config and --pretrained_model_name_or_path")
     if args.model_config is not None:
         if not Path(args.model_config).is_file():
             parser.error(f"--model_config {args.model_config!r} is not a file")
@@ -146,7 +149,7 @@ def _validate_args(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
     if args.pretrained_model is not None and not Path(args.pretrained_model).is_dir() and (
         args.pretrained_model.count("/") != 1 or Path(args.pretrained_model).exists()
     ):
-        parser.error(f"--pretrained_model {args.pretrained_model!r} is neither a save_pretrained folder nor a Hub repo id (org/name)")
+        parser.error(f"--pretrained_model_name_or_path {args.pretrained_model!r} is neither a save_pretrained folder nor a Hub repo id (org/name)")
     validate_training_arguments(parser, args)
     if args.reconstruction_loss is None:
         args.reconstruction_loss = "l1" if args.perceptual_weight > 0 else "l2"

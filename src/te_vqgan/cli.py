@@ -6,6 +6,7 @@ import argparse
 import importlib
 import logging
 import sys
+from .options import check_required
 
 
 # Each module defines `register(subparsers)`, which adds its parser and sets `func`.
@@ -35,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    missing = check_required(args)
+    if missing:
+        parser.error(f"{args.command}: {missing}")
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)

@@ -236,14 +236,14 @@ class ReproducePlan:
         data = out / "data" / "textmnist"
         steps = [
             Step("data", "data", data, "README.md", [
-                "te-vqgan", "build-dataset", "--output", str(data), "--num-train", str(p.num_train),
+                "te-vqgan", "build-dataset", "--output-dir", str(data), "--num-train", str(p.num_train),
                 "--num-validation", str(p.num_validation), "--num-test", str(p.num_test),
                 "--num-shift-groups", str(p.num_shift_groups), "--cache-dir", str(out / "cache"),
-                *(["--data-dir", str(self.mnist_dir)] if self.mnist_dir else [])]),
+                *(["--mnist-dir", str(self.mnist_dir)] if self.mnist_dir else [])]),
         ]
         if self.classifier == out / "classifier":
             steps.append(Step("classifier", "classifier", out / "classifier", "metrics.json", needs=("data",), command=[
-                "te-vqgan", "train-classifier", "--output", str(out / "classifier"), "--num-train", str(p.classifier_train),
+                "te-vqgan", "train-classifier", "--output-dir", str(out / "classifier"), "--num-train", str(p.classifier_train),
                 "--num-test", str(p.classifier_test), "--epochs", str(p.classifier_epochs), "--cache-dir", str(out / "cache"),
                 *p.classifier_flags, *mnist, *device]))
         for q in p.quantizers:
@@ -260,7 +260,7 @@ class ReproducePlan:
                     *p.stage1_flags], resumable=True))
                 tokens = out / "tokens" / run
                 steps.append(Step(f"tokenize/{run}", "tokenize", tokens, "quantizer.json", needs=(f"stage1/{run}",), command=[
-                    "te-vqgan", "tokenize-dataset", "--vqmodel", str(stage1), "--dataset", str(data), "--output", str(tokens),
+                    "te-vqgan", "tokenize-dataset", "--vqmodel", str(stage1), "--dataset", str(data), "--output-dir", str(tokens),
                     "--cache-dir", str(out / "cache"), *device]))
                 for size in p.train_sizes:
                     name = f"{run}-n{size}"
@@ -282,7 +282,7 @@ class ReproducePlan:
                                       needs=(f"stage2/{name}", *own_classifier), command=[
                         "te-vqgan", "evaluate", "--pipeline", str(stage2), "--classifier", str(self.classifier),
                         "--dataset", str(data), "--splits", "test,test_seen", "--num-examples", str(p.num_eval),
-                        "--seed", str(seed), "--output", str(evaluation), "--cache-dir", str(out / "cache"), *p.eval_flags,
+                        "--seed", str(seed), "--output-dir", str(evaluation), "--cache-dir", str(out / "cache"), *p.eval_flags,
                         *device]))
         return steps
 
@@ -732,7 +732,7 @@ def make_figures(plan: ReproducePlan, results: dict) -> dict[str, str]:
             figures[f"{QUANTIZER_NAMES[q]}: validation images, reconstructions, code indices"] = f"figures/reconstructions-{q}.png"
         index_maps = figures_dir / f"index-maps-{q}.png"
         if (out / "stage1" / run / "metrics.json").is_file() and not index_maps.is_file():
-            cli_main(["equivariance", "--model", str(out / "stage1" / run), "--num-digits", "20", "--output", str(index_maps),
+            cli_main(["equivariance", "--vqmodel", str(out / "stage1" / run), "--num-digits", "20", "--output", str(index_maps),
                       *(["--mnist-dir", str(plan.mnist_dir)] if plan.mnist_dir else []), *(["--device", plan.device] if plan.device else [])])
         if index_maps.is_file():
             figures[f"{QUANTIZER_NAMES[q]}: the same digit shifted, four colours, and its code indices"] = f"figures/index-maps-{q}.png"

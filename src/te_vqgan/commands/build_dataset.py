@@ -1,8 +1,8 @@
 """`te-vqgan build-dataset`: build TextMNIST and write it as Parquet with a dataset card.
 
-    te-vqgan build-dataset --config mnist --output textmnist --data-dir ../shared/data/mnist
+    te-vqgan build-dataset --dataset-config mnist --output-dir textmnist --mnist-dir ../shared/data/mnist
     te-vqgan build-dataset --config mnist --output textmnist-100k --num-train 100000
-    te-vqgan build-dataset --config fashion_mnist --output textfashion --push-to-hub org/textfashion
+    te-vqgan build-dataset --dataset-config fashion_mnist --output-dir textfashion --push-to-hub --hub-model-id org/textfashion
 
 The output folder holds `data/{split}-0000i-of-0000n.parquet`, a `README.md` dataset card and
 `contact_sheet.png`. Load the folder itself, which reads the split patterns in the card's
@@ -30,6 +30,7 @@ import os
 import shlex
 import time
 from pathlib import Path
+from ..options import add_deprecated_alias, add_hub_push_options, resolve_hub_push
 
 
 # Options that change the data: quoted in the dataset card's reproduce command.
@@ -55,8 +56,12 @@ def register(subparsers) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", default="mnist", choices=["mnist", "fashion_mnist"], help="Source digits (default mnist).")
-    parser.add_argument("--output", required=True, help="Folder to create (must be absent or empty unless --overwrite).")
+    parser.add_argument("--dataset-config", dest="config", default="mnist", choices=["mnist", "fashion_mnist"],
+                        help="Source digits (default mnist).")
+    add_deprecated_alias(parser, "--config", "--dataset-config", "config", choices=["mnist", "fashion_mnist"])
+    parser.add_argument("--output-dir", dest="output", default=None,
+                        help="Folder to create (must be absent or empty unless --overwrite).")
+    add_deprecated_alias(parser, "--output", "--output-dir", "output", required=True)
     parser.add_argument("--num-train", type=int, default=None, help="Train images (default 300000).")
     parser.add_argument("--num-validation", type=int, default=None, help="Validation images (default 3000).")
     parser.add_argument("--num-test", type=int, default=None, help="Test images, held-out combinations only (default 3000).")
@@ -65,25 +70,26 @@ def register(subparsers) -> None:
     parser.add_argument("--captions-per-image", type=int, default=None, help="Caption variants per image (default 5).")
     parser.add_argument("--seed", type=int, default=None, help="Dataset seed (default 0).")
     parser.add_argument(
-        "--data-dir",
+        "--mnist-dir",
+        dest="data_dir",
         default=None,
         help="Folder with the four IDX .gz files (default: $TE_VQGAN_MNIST_DIR / $TE_VQGAN_FASHION_MNIST_DIR, "
         "else download the official files). Always SHA-256-checked.",
     )
+    add_deprecated_alias(parser, "--data-dir", "--mnist-dir", "data_dir")
     parser.add_argument("--cache-dir", default=None, help="datasets cache for the Arrow build (default: the datasets cache).")
     parser.add_argument(
         "--num-proc", type=int, default=None, help="Worker processes (default: all CPUs); the data do not depend on it."
     )
     parser.add_argument("--max-shard-size", default="500MB", help="Parquet shard size (default 500MB).")
     parser.add_argument("--overwrite", action="store_true", help="Replace an existing --output folder.")
-    parser.add_argument("--push-to-hub", metavar="REPO_ID", default=None, help="Also upload the folder to this Hub dataset repo.")
-    parser.add_argument("--private", action="store_true", help="Create the Hub repo as private.")
+    add_hub_push_options(parser, repo_type="dataset")
     parser.set_defaults(func=run)
 
 
 def reproduce_command(args) -> str:
     """The `te-vqgan build-dataset` line that rebuilds the same data (no local paths)."""
-    parts = ["te-vqgan", "build-dataset", "--config", args.config, "--output", os.path.basename(os.path.normpath(args.output))]
+    parts = ["te-vqgan", "build-dataset", "--dataset-config", args.config, "--output-dir", os.path.basename(os.path.normpath(args.output))]
     for field, flag in _CONFIG_OPTIONS:
         value = getattr(args, field)
         if value is not None:
@@ -103,6 +109,7 @@ def run(args) -> int:
     if num_proc < 1:
         raise ValueError(f"--num-proc must be at least 1 (got {num_proc}).")
     overrides = {field: getattr(args, field) for field, _ in _CONFIG_OPTIONS if getattr(args, field) is not None}
+    repo_id = resolve_hub_push(args)  # before any work
     builder = TextMNIST(config_name=args.config, cache_dir=args.cache_dir, data_dir=args.data_dir, **overrides)
     # Refuse an occupied output folder before spending minutes on the build.
     check_output_dir(Path(args.output), args.overwrite)
@@ -119,9 +126,9 @@ def run(args) -> int:
         shards = sorted((output / "data").glob(f"{name}-*.parquet"))
         print(f"  {name:<10} {info.num_examples:>8,} images  {len(shards)} Parquet shard(s)")
     print(f"  {output / 'README.md'}\n  {output / 'contact_sheet.png'}")
-    if args.push_to_hub:
+    if repo_id:
         url = push_folder_to_hub(
-            output, args.push_to_hub, repo_type="dataset", private=args.private or None,
+            output, repo_id, repo_type="dataset", private=args.hub_private_repo or None,
             commit_message="Upload TextMNIST", ignore_patterns=None,
         )
         print(f"Pushed to {url}")

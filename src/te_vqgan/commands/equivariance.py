@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import numpy as np
+from ..options import add_deprecated_alias
 
 
 def register(subparsers) -> None:
@@ -17,7 +18,8 @@ def register(subparsers) -> None:
         description=__doc__,
         formatter_class=__import__("argparse").RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", required=True, help="A model config .json, a save_pretrained folder or a Hub repo id.")
+    parser.add_argument("--vqmodel", dest="model", default=None, help="A model config .json, a save_pretrained folder or a Hub repo id.")
+    add_deprecated_alias(parser, "--model", "--vqmodel", "model", required=True)
     parser.add_argument(
         "--mnist-dir",
         default=None,

@@ -20,6 +20,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from ..options import add_deprecated_alias
 
 SANITY_FLOOR = 0.99
 
@@ -45,7 +46,8 @@ def register(subparsers) -> None:
     parser.add_argument("--top-k-fraction", type=float, default=0.1, help="Sampling keeps this fraction of the vocabulary (authors 0.1).")
     parser.add_argument("--temperature", type=float, default=1.0, help="Sampling temperature (authors 1.0).")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available).")
-    parser.add_argument("--output", required=True, help="Folder for evaluation.json and the figures (created).")
+    parser.add_argument("--output-dir", dest="output", default=None, help="Folder for evaluation.json and the figures (created).")
+    add_deprecated_alias(parser, "--output", "--output-dir", "output", required=True)
     parser.set_defaults(func=run)
 
 

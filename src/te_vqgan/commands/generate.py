@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
+from ..options import add_deprecated_alias
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -33,8 +34,10 @@ def register(subparsers) -> None:
     )
     _add_common(generate)
     generate.add_argument("--prompt", required=True, action="append", help="A caption; repeat for several.")
-    generate.add_argument("--num-images", type=int, default=4, help="Images per prompt (default 4).")
-    generate.add_argument("--output", required=True, help="Folder for the PNGs and grid.png.")
+    generate.add_argument("--num-images-per-prompt", dest="num_images", type=int, default=4, help="Images per prompt (default 4).")
+    add_deprecated_alias(generate, "--num-images", "--num-images-per-prompt", "num_images", type=int)
+    generate.add_argument("--output-dir", dest="output", default=None, help="Folder for the PNGs and grid.png.")
+    add_deprecated_alias(generate, "--output", "--output-dir", "output", required=True)
     generate.set_defaults(func=run_generate)
 
     caption = subparsers.add_parser(
@@ -71,7 +74,7 @@ def run_generate(args) -> int:
 
     _check(args)
     if args.num_images < 1:
-        raise ValueError(f"--num-images must be >= 1 (got {args.num_images}).")
+        raise ValueError(f"--num-images-per-prompt must be >= 1 (got {args.num_images}).")
     pipeline = _load(TextToImagePipeline, args)
     pipeline.tokenizer.encode_captions(args.prompt)  # unknown words: one clear line before any work
     output = pipeline(

@@ -13,6 +13,7 @@ versions), `results.json` and `figures/` in `--output`. See `te_vqgan.reproduce`
 from __future__ import annotations
 
 import argparse
+from ..options import add_deprecated_alias
 
 
 def _int_list(text: str) -> list[int]:
@@ -41,7 +42,8 @@ def register(subparsers) -> None:
         help="A trained `te-vqgan train-classifier` folder to evaluate with (default: train one in OUTPUT/classifier).",
     )
     parser.add_argument("--device", default=None, help="cpu or cuda for the in-process stages (default: cuda when available).")
-    parser.add_argument("--output", required=True, help="Folder of the run (created; an existing one is continued).")
+    parser.add_argument("--output-dir", dest="output", default=None, help="Folder of the run (created; an existing one is continued).")
+    add_deprecated_alias(parser, "--output", "--output-dir", "output", required=True)
     parser.add_argument(
         "--jobs", type=int, default=None,
         help="Stages run side by side, each as a subprocess, as soon as the stages it reads are done (default: the "

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from ..options import add_deprecated_alias
 
 
 _BUILDER_OPTIONS = ("num_train", "num_validation", "num_test", "num_test_seen", "seed")
@@ -29,7 +30,8 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--vqmodel", required=True, help="A trained quantizer: a save_pretrained folder or a Hub repo id.")
     parser.add_argument("--dataset", default="textmnist", help="textmnist[:fashion_mnist], a build-dataset folder, a save_to_disk folder or a Hub id.")
-    parser.add_argument("--output", required=True, help="Folder to create (must be absent or empty unless --overwrite).")
+    parser.add_argument("--output-dir", dest="output", default=None, help="Folder to create (must be absent or empty unless --overwrite).")
+    add_deprecated_alias(parser, "--output", "--output-dir", "output", required=True)
     parser.add_argument("--splits", default=None, help="Comma-separated splits (default: train,validation,test,test_seen present).")
     parser.add_argument("--batch-size", type=int, default=256, help="Images per forward (default 256).")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available).")

@@ -15,6 +15,7 @@ import shlex
 import shutil
 import time
 from pathlib import Path
+from ..options import add_deprecated_alias, add_hub_push_options, resolve_hub_push
 
 DIGIT_TARGET, COLOUR_TARGET = 0.995, 0.999
 
@@ -26,7 +27,8 @@ def register(subparsers) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--output", required=True, help="Folder to create (must be absent or empty unless --overwrite).")
+    parser.add_argument("--output-dir", dest="output", default=None, help="Folder to create (must be absent or empty unless --overwrite).")
+    add_deprecated_alias(parser, "--output", "--output-dir", "output", required=True)
     parser.add_argument("--overwrite", action="store_true", help="Replace a non-empty --output.")
     parser.add_argument("--dataset", default="textmnist", help="'textmnist' (built here) or a `te-vqgan build-dataset` folder.")
     parser.add_argument("--mnist-dir", default=None, help="Folder of the MNIST .gz files (default: $TE_VQGAN_MNIST_DIR, else download).")
@@ -50,14 +52,14 @@ def register(subparsers) -> None:
                              "1 helped a weaker classifier, 46 -> 32 errors on test, not the default one, 33 -> 35).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available).")
-    parser.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="Also upload the folder to this Hub repo.")
+    add_hub_push_options(parser)
     parser.set_defaults(func=run)
 
 
 def reproduce_command(args) -> str:
     """The `te-vqgan train-classifier` line that trains the same classifier (for its card); built
     from the arguments, since `sys.argv` is another command's when `reproduce` calls this one."""
-    parts = ["te-vqgan", "train-classifier", "--output", Path(args.output).name, "--dataset", args.dataset]
+    parts = ["te-vqgan", "train-classifier", "--output-dir", Path(args.output).name, "--dataset", args.dataset]
     for name in ("num_train", "num_test", "dataset_seed", "epochs", "batch_size", "learning_rate", "max_shift", "max_rotation",
                  "max_scale", "channels", "test_time_shift", "seed"):
         parts += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
@@ -79,6 +81,7 @@ def run(args) -> int:
     from ..classifier import MAX_TEST_TIME_SHIFT  # the model's own bound, checked before any data is built
     from ..files import check_output_dir
 
+    repo_id = resolve_hub_push(args)
     for name in ("num_train", "num_test", "epochs", "batch_size"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(args, name)}).")
@@ -103,10 +106,10 @@ def run(args) -> int:
         print(f"{split:<10} {row['windows']:>6} windows  colour {row['colour_accuracy']:.4f}  digit {row['digit_accuracy']:.4f}  both {row['both_accuracy']:.4f}")
     print(f"target (digit >= {DIGIT_TARGET}, colour >= {COLOUR_TARGET}): {'met' if result['meets_target'] else 'NOT met'}")
     print(f"saved: {args.output}")
-    if args.push_to_hub:
+    if repo_id:
         from ..hub import push_folder_to_hub
 
-        push_folder_to_hub(args.output, args.push_to_hub)
+        push_folder_to_hub(args.output, repo_id, private=args.hub_private_repo or None)
     return 0
 
 
