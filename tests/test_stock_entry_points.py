@@ -46,7 +46,7 @@ def test_auto_tokenizer_gives_the_trained_text_blocks(folder):
 
 
 def test_generation_configs_drive_the_stock_generate(folder, t2i):
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessorList
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
     from te_vqgan.generation import GENERATION_CONFIG_FILES, ModalityMaskLogitsProcessor, SequenceLayout
 
@@ -65,10 +65,11 @@ def test_generation_configs_drive_the_stock_generate(folder, t2i):
     prompt = layout.t2i_prompt(text.input_ids)
     torch.manual_seed(0)
     out = model.generate(prompt, attention_mask=torch.ones_like(prompt), generation_config=configs["t2i"],
-                         logits_processor=LogitsProcessorList([ModalityMaskLogitsProcessor.from_layout(layout, "t2i")]))
+                         logits_processor=[ModalityMaskLogitsProcessor.from_layout(layout, "t2i")])  # as the README
     new = out[:, prompt.shape[1]:]
     assert new.shape == (2, n + 1) and (new[:, n] == layout.eoi_id).all()
     codes = tokenizer.decode_image_indices(new[:, :n], grid=layout.image_grid)  # exactly H*W in-range codes
+    assert torch.equal(codes.flatten(1), out[:, prompt.shape[1]:-1] - layout.image_token_offset)
     assert codes.shape == (2, *layout.image_grid) and 0 <= codes.min() and codes.max() < tokenizer.codebook_size
     assert t2i.config.top_k_fraction == 0.05 and t2i.config.temperature == 0.8  # the pipeline reads them back
 
