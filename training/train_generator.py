@@ -2,7 +2,7 @@
 """Stage 2: train a GPT-2 over the merged text+image vocabulary, in both directions, on a
 TextMNIST tokenised once by a frozen quantizer.
 
-    te-vqgan tokenize-dataset --vqmodel outputs/te-vqgan-mnist --output textmnist-tokens
+    te-vqgan tokenize-dataset --vqmodel outputs/te-vqgan-mnist --output-dir textmnist-tokens
     accelerate launch training/train_generator.py --tokenized_dataset textmnist-tokens \
         --vqmodel outputs/te-vqgan-mnist --output_dir outputs/generator
 

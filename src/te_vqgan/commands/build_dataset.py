@@ -1,7 +1,7 @@
 """`te-vqgan build-dataset`: build TextMNIST and write it as Parquet with a dataset card.
 
     te-vqgan build-dataset --dataset-config mnist --output-dir textmnist --mnist-dir ../shared/data/mnist
-    te-vqgan build-dataset --config mnist --output textmnist-100k --num-train 100000
+    te-vqgan build-dataset --dataset-config mnist --output-dir textmnist-100k --num-train 100000
     te-vqgan build-dataset --dataset-config fashion_mnist --output-dir textfashion --push-to-hub --hub-model-id org/textfashion
 
 The output folder holds `data/{split}-0000i-of-0000n.parquet`, a `README.md` dataset card and

@@ -1,7 +1,7 @@
 """`te-vqgan evaluate`: the paper's text-to-image and image-to-text accuracy of a trained pipeline.
 
     te-vqgan evaluate --pipeline outputs/generator --classifier outputs/classifier \
-        --dataset textmnist --mnist-dir ../shared/data/mnist --splits test,test_seen --output outputs/eval
+        --dataset textmnist --mnist-dir ../shared/data/mnist --splits test,test_seen --output-dir outputs/eval
 
 For each split, on its first `--num-examples` images: text-to-image (each image's first
 caption is the prompt; the classifier judges the window of each clause) and image-to-text

@@ -1,7 +1,7 @@
 """`te-vqgan generate` and `te-vqgan caption`: use a saved text-image pipeline from the shell.
 
     te-vqgan generate --pipeline outputs/generator --prompt "the red 3 is on the upper left." \
-        --num-images 4 --seed 0 --output samples
+        --num-images-per-prompt 4 --seed 0 --output-dir samples
     te-vqgan caption --pipeline outputs/generator samples/*.png
 
 `--pipeline` is a folder written by `training/train_generator.py` (or `save_pretrained` of a

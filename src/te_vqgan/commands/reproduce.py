@@ -1,8 +1,8 @@
 """`te-vqgan reproduce`: data, classifier, stage 1, tokens, stage 2, evaluation and a report.
 
-    te-vqgan reproduce --preset smoke --mnist-dir ../shared/data/mnist --output outputs/reproduce-smoke
-    te-vqgan reproduce --preset cpu --output results/cpu_preset            # hours on 2 cores; rerun to continue
-    te-vqgan reproduce --preset paper --quantizers te,sc --seeds 0 --output outputs/paper   # GPUs, accelerate launch
+    te-vqgan reproduce --preset smoke --mnist-dir ../shared/data/mnist --output-dir outputs/reproduce-smoke
+    te-vqgan reproduce --preset cpu --output-dir results/cpu_preset            # hours on 2 cores; rerun to continue
+    te-vqgan reproduce --preset paper --quantizers te,sc --seeds 0 --output-dir outputs/paper   # GPUs, accelerate launch
 
 Every stage is resumable and idempotent: rerunning skips finished stages and continues an
 interrupted training from its last checkpoint. Writes `report.md` (Tables 1-3 as mean (std)

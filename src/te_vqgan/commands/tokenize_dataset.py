@@ -1,8 +1,8 @@
 """`te-vqgan tokenize-dataset`: encode every image of a TextMNIST once with a frozen quantizer.
 
     te-vqgan tokenize-dataset --vqmodel outputs/te-small --dataset textmnist --mnist-dir ../shared/data/mnist \
-        --num-train 2000 --output textmnist-tokens
-    te-vqgan tokenize-dataset --vqmodel org/te-vqgan-mnist --dataset textmnist-built --output textmnist-tokens
+        --num-train 2000 --output-dir textmnist-tokens
+    te-vqgan tokenize-dataset --vqmodel org/te-vqgan-mnist --dataset textmnist-built --output-dir textmnist-tokens
 
 `--dataset` is `textmnist` / `textmnist:fashion_mnist` (built here, sizes from the options),
 a folder written by `te-vqgan build-dataset`, a `save_to_disk` folder or a Hub dataset id.

@@ -1,6 +1,6 @@
 """`te-vqgan train-classifier`: the evaluation classifier (colour and digit of a 28x28 window).
 
-    te-vqgan train-classifier --mnist-dir ../shared/data/mnist --output outputs/classifier
+    te-vqgan train-classifier --mnist-dir ../shared/data/mnist --output-dir outputs/classifier
 
 Builds TextMNIST (the train split's windows to learn from, the `test` and `test_seen` splits'
 windows to measure), trains `te_vqgan.classifier.DigitColourClassifier`, prints its accuracy
