@@ -60,7 +60,7 @@ def hub_repo_id(value) -> str | None:
 
 
 def eval_results(metrics: dict, names: dict[str, str], task_type: str, dataset_name: str, dataset_type: str,
-                 dataset_split: str | None = None, source: str = "te-vqgan") -> list:
+                 dataset_split: str | None = None) -> list:
     """`huggingface_hub.EvalResult`s (the card's `model-index`) for the `metrics` a run measured:
     `names` maps a metrics key to the metric's name in the card; keys the run lacks, or whose value is
     not a finite number, are left out."""
@@ -75,7 +75,7 @@ def eval_results(metrics: dict, names: dict[str, str], task_type: str, dataset_n
             continue
         results.append(EvalResult(
             task_type=task_type, dataset_type=dataset_type, dataset_name=dataset_name, dataset_split=dataset_split,
-            metric_type=key, metric_name=name, metric_value=float(value), source_name=source,
+            metric_type=key, metric_name=name, metric_value=float(value),
         ))
     return results
 
