@@ -8,6 +8,20 @@ import pytest
 from te_vqgan.reproduce import PRESETS, ReproducePlan, StageFailed, preset_with, render_report, summarise_results, what_to_see
 
 
+def finish(step):
+    """What a stage leaves when it ends: its marker (an evaluation names its classifier), and a
+    training run's completion marker over its files."""
+    from te_vqgan.files import write_completion_marker
+
+    step.folder.mkdir(parents=True, exist_ok=True)
+    content = {"classifier": step.command[step.command.index("--classifier") + 1]} if step.kind == "evaluate" else {}
+    (step.folder / step.marker).write_text(json.dumps(content))
+    if step.resumable:
+        (step.folder / "README.md").write_text("card")
+        write_completion_marker(step.folder, [step.marker, "README.md"])
+
+
+
 def test_the_plan_has_every_stage_in_order(tmp_path):
     preset = replace(PRESETS["cpu"], quantizers=("te", "sc"), seeds=(0, 1), train_sizes=(100, 50))
     plan = ReproducePlan(preset, tmp_path, mnist_dir="mnist")
@@ -36,8 +50,7 @@ def test_rerunning_skips_finished_stages_and_continues_the_rest(tmp_path, monkey
 
     def fake_run(step, cli_main):  # each stage "writes" its marker
         ran.append(step.key)
-        step.folder.mkdir(parents=True, exist_ok=True)
-        (step.folder / step.marker).write_text("{}")
+        finish(step)
         if step.key == "tokenize/te-seed0" and len(ran) == 4:
             raise StageFailed("interrupted")
 
@@ -153,8 +166,7 @@ def test_the_report_says_whether_te_beats_sc_beyond_the_seed_spread():
 def test_an_output_folder_is_continued_only_with_the_same_settings(tmp_path, monkeypatch):
     preset = replace(PRESETS["smoke"], quantizers=("te",), seeds=(0,), train_sizes=(100,))
     plan = ReproducePlan(preset, tmp_path)
-    monkeypatch.setattr(plan, "_run_step", lambda step, cli_main: (step.folder.mkdir(parents=True, exist_ok=True),
-                                                                    (step.folder / step.marker).write_text("{}")))
+    monkeypatch.setattr(plan, "_run_step", lambda step, cli_main: finish(step))
     plan.run(log=lambda line: None)
     other = ReproducePlan(replace(preset, seeds=(1,)), tmp_path)
     with pytest.raises(ValueError, match=r"seeds: \[0\] -> \[1\]"):
@@ -168,8 +180,7 @@ def test_a_classifier_settings_change_retrains_the_classifier_and_reevaluates_on
 
     def fake_run(step, cli_main):
         ran.append(step.key)
-        step.folder.mkdir(parents=True, exist_ok=True)
-        (step.folder / step.marker).write_text("{}")
+        finish(step)
 
     monkeypatch.setattr(plan, "_run_step", fake_run)
     plan.run(log=lambda line: None)
@@ -226,6 +237,9 @@ if code:
     sys.exit(code)
 (folder / "times.json").write_text(json.dumps([start, time.time()]))
 (folder / "done").write_text("")
+if "--resume_from_checkpoint" in sys.argv or "resumable" in sys.argv:  # a training run: its completion marker last
+    (folder / "README.md").write_text("card")
+    (folder / ".complete.json").write_text(json.dumps({"files": {"done": 0, "README.md": 4}}))
 """
 
 
@@ -237,7 +251,8 @@ def fake_plan(tmp_path, specs):
 
     plan = ReproducePlan(replace(PRESETS["smoke"], quantizers=("te",), seeds=(0,), train_sizes=(100,)), tmp_path)
     plan.steps = [
-        Step(key, "stage2", tmp_path / key, "done", [sys.executable, "-c", FAKE_STAGE, str(tmp_path / key), str(seconds), str(code)],
+        Step(key, "stage2", tmp_path / key, "done", [sys.executable, "-c", FAKE_STAGE, str(tmp_path / key), str(seconds), str(code),
+                                                     *(["resumable"] if resumable else [])],
              resumable=resumable, needs=needs)
         for key, needs, seconds, code, resumable in specs
     ]

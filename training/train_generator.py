@@ -209,6 +209,9 @@ class GeneratorStage(TrainingStage):
         for split in ("train", args.validation_split):
             if split not in dataset:
                 raise ValueError(f"The tokenised dataset has no {split!r} split (splits: {sorted(dataset)}).")
+        unknown = [s.strip() for s in args.evaluation_splits.split(",") if s.strip() and s.strip() not in dataset]
+        if args.num_evaluation_examples and unknown:  # before training, not skipped at the end
+            raise ValueError(f"--evaluation_splits {unknown} are not splits of the tokenised dataset (splits: {sorted(dataset)}).")
         train = dataset["train"]
         if args.train_subset_size is not None:
             if args.train_subset_size > len(train):
@@ -335,7 +338,7 @@ class GeneratorStage(TrainingStage):
         model.eval()
         if args.num_evaluation_examples:
             for split in [s.strip() for s in args.evaluation_splits.split(",") if s.strip()]:
-                if split in self.dataset:
+                if split in self.dataset:  # checked at build
                     with torch.random.fork_rng(devices=[]):
                         record[f"i2t_accuracy_{split}"] = self.evaluate_image_to_text(model, split)
         pipeline = TextToImagePipeline(
@@ -395,6 +398,18 @@ class GeneratorStage(TrainingStage):
 
     def tracker_config(self) -> dict:
         return {"directions": ",".join(self.args.direction_list)}
+
+    def checkpoint_state(self) -> dict:
+        return {"quantizer_fingerprint": self.quantizer_info.fingerprint}
+
+    def check_resume_state(self, state: dict, checkpoint: Path) -> None:
+        recorded = state.get("quantizer_fingerprint")
+        if recorded is not None and recorded != self.quantizer_info.fingerprint:
+            raise ValueError(
+                f"Checkpoint {str(checkpoint)!r} was trained on the tokens of another quantizer (fingerprint {recorded[:12]}) "
+                f"than --tokenized_dataset {self.args.tokenized_dataset!r} ({self.quantizer_info.fingerprint[:12]}); "
+                "resume it with its own tokens, or train into a new --output_dir."
+            )
 
 
 def main(args: argparse.Namespace) -> TrainingResult:

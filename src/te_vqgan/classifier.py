@@ -23,7 +23,7 @@ from .data.layout import COLOURS, DIGIT_SIZE
 
 MAX_TEST_TIME_SHIFT = 4  # pixels; a larger move pushes strokes out of the 28x28 window
 
-__all__ = ["DigitColourClassifier", "evaluate_classifier", "train_classifier", "windows_of_split", "windows_to_tensor"]
+__all__ = ["DigitColourClassifier", "classifier_fingerprint", "evaluate_classifier", "train_classifier", "windows_of_split", "windows_to_tensor"]
 
 
 def windows_to_tensor(windows) -> torch.Tensor:
@@ -69,6 +69,40 @@ class DigitColourClassifier(
         test_time_shift (`int`, *optional*, defaults to `0`): `predict` also judges the window moved
             by this many pixels in each of the four directions and averages; 0 judges it as it is.
     """
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, strict: bool = True, **kwargs):
+        """`PyTorchModelHubMixin.from_pretrained`, strict: a local folder must hold this class's
+        config (no unknown keys) and `model.safetensors` with every weight, else a one-line error
+        (a folder of another model, or with missing weights, would score with a random judge)."""
+        import inspect
+        import json
+        from pathlib import Path
+
+        folder = Path(str(pretrained_model_name_or_path))
+        if folder.is_dir():
+            config_file, weights = folder / "config.json", folder / "model.safetensors"
+            for needed in (config_file, weights):
+                if not needed.is_file():
+                    raise FileNotFoundError(
+                        f"Classifier folder {str(folder)!r} has no {needed.name}: not a `te-vqgan train-classifier` folder."
+                    )
+            try:
+                config = json.loads(config_file.read_text())
+            except (ValueError, UnicodeDecodeError) as error:
+                raise ValueError(f"Classifier config {str(config_file)!r} is not valid JSON: {error}") from error
+            valid = set(inspect.signature(cls.__init__).parameters) - {"self"}
+            unknown = sorted(set(config) - valid) if isinstance(config, dict) else ["(not a JSON object)"]
+            if unknown:
+                raise ValueError(
+                    f"Classifier config {str(config_file)!r} has keys {unknown} that DigitColourClassifier does not take "
+                    f"(expected some of {sorted(valid)}): a folder of another model?"
+                )
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, strict=strict, **kwargs)
+        except RuntimeError as error:  # load_state_dict: missing or unexpected weights, other shapes
+            first = str(error).splitlines()[0]
+            raise ValueError(f"The weights in {str(pretrained_model_name_or_path)!r} do not fit a DigitColourClassifier: {first}") from error
 
     def __init__(self, channels: tuple[int, int, int] = (16, 32, 64), num_colours: int = len(COLOURS),
                  num_digits: int = 10, dropout: float = 0.2, test_time_shift: int = 0):
@@ -218,3 +252,16 @@ def train_classifier(windows, colours, digits, epochs: int = 4, batch_size: int 
             bar.set_postfix(loss=f"{loss.item():.4f}")
     bar.close()
     return model.eval()
+
+
+def classifier_fingerprint(folder) -> str:
+    """SHA-256 of a classifier folder's config and weights: what an evaluation records, so that a
+    rerun with another classifier is not mistaken for the same evaluation."""
+    import hashlib
+    from pathlib import Path
+
+    digest = hashlib.sha256()
+    for name in ("config.json", "model.safetensors"):
+        path = Path(folder) / name
+        digest.update(path.read_bytes() if path.is_file() else b"")
+    return digest.hexdigest()

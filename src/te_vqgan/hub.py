@@ -12,7 +12,7 @@ __all__ = ["PUSH_IGNORE_PATTERNS", "TeVqganCardMixin", "eval_results", "hub_repo
 
 # What a push of a training output folder leaves out: training state, tracker logs, per-step
 # validation figures. Patterns match paths inside the folder (fnmatch: `*` also matches `/`).
-PUSH_IGNORE_PATTERNS = ("checkpoint-*", "*.tmp", "*.tmp/*", "logs/*", "validation/*")
+PUSH_IGNORE_PATTERNS = ("checkpoint-*", "*.tmp", "*.tmp/*", "logs/*", "validation/*", ".lock", ".complete.json")
 
 
 def push_folder_to_hub(

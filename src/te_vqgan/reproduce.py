@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -169,9 +170,24 @@ class Step:
     resumable: bool = False  # a training script: continue from its last checkpoint
     needs: tuple[str, ...] = ()  # keys of the stages whose outputs it reads (`--jobs` starts it after them)
 
+    check: Callable[[], bool] | None = None  # an extra condition for done (e.g. the evaluation's classifier is current)
+
     @property
     def done(self) -> bool:
-        return (self.folder / self.marker).is_file()
+        from .files import COMPLETION_MARKER, FINAL_STAGING, folder_is_complete
+
+        if self.resumable:
+            # A training folder is filled file by file: done only when its completion marker and its
+            # files agree. Folders finished before the marker existed: the card is moved in last,
+            # so card + marker file with no staging folder left means complete.
+            if folder_is_complete(self.folder):
+                return self.check is None or self.check()
+            legacy = (self.folder / "README.md").is_file() and (self.folder / self.marker).is_file()
+            if not legacy or (self.folder / FINAL_STAGING).exists() or (self.folder / COMPLETION_MARKER).exists():
+                return False
+        elif not (self.folder / self.marker).is_file():
+            return False
+        return self.check is None or self.check()
 
 
 def _repo_root() -> Path:
@@ -217,11 +233,15 @@ class ReproducePlan:
 
     def __init__(self, preset: Preset, output: Path, mnist_dir: str | None = None, device: str | None = None,
                  classifier: str | None = None):
-        self.preset, self.output, self.mnist_dir, self.device = preset, Path(output), mnist_dir, device
+        # Absolute from the start: every stage, in-process or a subprocess, sees the same folders.
+        self.preset, self.output, self.device = preset, Path(output).resolve(), device
+        self.mnist_dir = str(Path(mnist_dir).resolve()) if mnist_dir is not None else None
+        if self.output == Path.cwd() or self.output == Path(self.output.anchor):
+            raise ValueError(f"--output-dir {str(output)!r} is the current folder or a root; give a folder of its own for the run.")
         if classifier is not None and not (Path(classifier) / "config.json").is_file():
             raise ValueError(f"--classifier {classifier!r} is not a `te-vqgan train-classifier` folder (no config.json).")
         # A classifier trained before (it does not depend on the quantizers) is used as it is.
-        self.classifier = Path(classifier) if classifier is not None else self.output / "classifier"
+        self.classifier = Path(classifier).resolve() if classifier is not None else self.output / "classifier"
         self.root = _repo_root()
         self.steps = self._build()
 
@@ -283,8 +303,22 @@ class ReproducePlan:
                         "te-vqgan", "evaluate", "--pipeline", str(stage2), "--classifier", str(self.classifier),
                         "--dataset", str(data), "--splits", "test,test_seen", "--num-examples", str(p.num_eval),
                         "--seed", str(seed), "--output-dir", str(evaluation), "--cache-dir", str(out / "cache"), *p.eval_flags,
-                        *device]))
+                        *device], check=lambda evaluation=evaluation: self._judged_by_this_classifier(evaluation)))
         return steps
+
+    def _judged_by_this_classifier(self, evaluation: Path) -> bool:
+        """Whether `evaluation/evaluation.json` was scored by this run's classifier (its fingerprint;
+        the classifier's path for evaluations written before fingerprints): another `--classifier`
+        reruns the evaluations instead of quoting its accuracy beside another judge's scores."""
+        from .classifier import classifier_fingerprint
+
+        try:
+            recorded = json.loads((evaluation / "evaluation.json").read_text())
+        except (OSError, ValueError):
+            return False
+        if "classifier_fingerprint" in recorded:
+            return (self.classifier / "config.json").is_file() and recorded["classifier_fingerprint"] == classifier_fingerprint(self.classifier)
+        return Path(str(recorded.get("classifier"))).resolve() == self.classifier
 
     # ------------------------------------------------------------------ running
     def run(self, log=print, jobs: int = 1, gpus: list[int] | None = None) -> dict:
@@ -309,7 +343,13 @@ class ReproducePlan:
             raise ValueError(f"`gpus` {gpus} spreads stages run side by side: give `jobs` > 1 too.")
         self.output.mkdir(parents=True, exist_ok=True)
         state_path = self.output / "state.json"
-        state = json.loads(state_path.read_text()) if state_path.is_file() else {"seconds": {}, "commands": {}}
+        try:
+            state = json.loads(state_path.read_text()) if state_path.is_file() else {"seconds": {}, "commands": {}}
+        except (ValueError, UnicodeDecodeError) as error:
+            raise ValueError(f"{str(state_path)!r} is damaged ({error}); move it aside to start the plan's bookkeeping afresh "
+                             "(finished stages are found again by their markers).") from error
+        if not isinstance(state, dict):
+            raise ValueError(f"{str(state_path)!r} must hold a JSON object (got a {type(state).__name__}); move it aside.")
         state.setdefault("timeline", {})
         settings = json.loads(json.dumps({k: v for k, v in asdict(self.preset).items() if k not in ("estimates", "jobs")}))
         before = state.get("settings")
@@ -793,17 +833,32 @@ def reproduce(preset: Preset, output: str | Path, mnist_dir: str | None = None, 
     `classifier`: a trained evaluation classifier to use instead of training one; `jobs`:
     stages run side by side (`ReproducePlan.run`; default the preset's), on the CUDA devices
     `gpus` if given."""
-    from .files import atomic_path, write_json_atomic
+    import contextlib
+    import signal
+    import threading
+
+    from .files import atomic_path, folder_lock, write_json_atomic
 
     plan = ReproducePlan(preset, Path(output), mnist_dir=mnist_dir, device=device, classifier=classifier)
-    log(f"te-vqgan reproduce --preset {preset.name}: {len(plan.steps)} stages, {sum(s.done for s in plan.steps)} done, output {plan.output}")
-    state = plan.run(log=log, jobs=preset.jobs if jobs is None else jobs, gpus=gpus)
-    results = collect_results(plan, state)
-    write_json_atomic(plan.output / "results.json", results)
-    figures = make_figures(plan, results)
-    report = plan.output / "report.md"
-    with atomic_path(report) as tmp:
-        Path(tmp).write_text(render_report(results, figures))
+    with contextlib.ExitStack() as stack:
+        # One run per folder: a second `reproduce` on it is refused while this one lives.
+        stack.enter_context(folder_lock(plan.output, "te-vqgan reproduce"))
+        if threading.current_thread() is threading.main_thread():
+            # SIGTERM as Ctrl-C: the running stage's subprocess is ended with it (never left training
+            # on its own beside a rerun), and the lock is released.
+            def interrupted(signum, frame):
+                raise KeyboardInterrupt(f"signal {signum}")
+
+            previous = signal.signal(signal.SIGTERM, interrupted)
+            stack.callback(signal.signal, signal.SIGTERM, previous)
+        log(f"te-vqgan reproduce --preset {preset.name}: {len(plan.steps)} stages, {sum(s.done for s in plan.steps)} done, output {plan.output}")
+        state = plan.run(log=log, jobs=preset.jobs if jobs is None else jobs, gpus=gpus)
+        results = collect_results(plan, state)
+        write_json_atomic(plan.output / "results.json", results)
+        figures = make_figures(plan, results)
+        report = plan.output / "report.md"
+        with atomic_path(report) as tmp:
+            Path(tmp).write_text(render_report(results, figures))
     log(f"report: {report}")
     return report
 
@@ -818,10 +873,21 @@ def preset_with(name: str, quantizers=None, seeds=None, train_sizes=None) -> Pre
         if unknown or not quantizers:
             raise ValueError(f"--quantizers: unknown {unknown}; expected names from {sorted(QUANTIZER_CONFIGS)}.")
         preset = replace(preset, quantizers=tuple(quantizers))
+    for option, values in (("--quantizers", quantizers), ("--seeds", seeds), ("--train-sizes", train_sizes)):
+        repeated = sorted({v for v in values or () if list(values).count(v) > 1})
+        if repeated:
+            raise ValueError(f"{option} names {repeated} more than once; each run would be counted twice in the mean and std.")
     if seeds is not None:
+        if not seeds or min(seeds) < 0 or max(seeds) >= 2**32:
+            raise ValueError(f"--seeds must be integers in [0, 2**32) (got {seeds}).")
         preset = replace(preset, seeds=tuple(seeds))
     if train_sizes is not None:
         if not train_sizes or min(train_sizes) < 1:
             raise ValueError(f"--train-sizes must be positive integers (got {train_sizes}).")
+        if min(train_sizes) < preset.stage2_batch:
+            raise ValueError(
+                f"--train-sizes {list(train_sizes)}: each must hold at least one stage-2 batch ({preset.stage2_batch} examples "
+                f"in the {name} preset)."
+            )
         preset = replace(preset, train_sizes=tuple(train_sizes), num_train=max(preset.num_train, max(train_sizes)))
     return preset

@@ -80,7 +80,10 @@ def run(args) -> int:
     results = {split: evaluate_split(pipeline, classifier, data[split], args.num_examples, args.batch_size, args.seed, output / split,
                                      sampling=sampling)
                for split in splits}
+    from ..classifier import classifier_fingerprint
+
     write_json_atomic(output / "evaluation.json", {"pipeline": str(args.pipeline), "classifier": str(args.classifier),
+                                                   "classifier_fingerprint": classifier_fingerprint(args.classifier),
                                                    "sampling": sampling, "splits": results})
     for split, result in results.items():
         print(f"{split}: text-to-image {result['t2i']['accuracy']:.3f}  image-to-text {result['i2t']['accuracy']:.3f}  "

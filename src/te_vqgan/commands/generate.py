@@ -19,7 +19,7 @@ from ..options import add_deprecated_alias
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pipeline", required=True, help="A pipeline folder or a Hub repo id.")
-    parser.add_argument("--seed", type=int, default=0, help="Sampling seed (default 0).")
+    parser.add_argument("--seed", type=int, default=0, help="Sampling seed in [0, 2**63) (default 0).")
     parser.add_argument("--top-k-fraction", type=float, default=None,
                         help="Keep this fraction of the vocabulary (default: the pipeline's, model_index.json).")
     parser.add_argument("--temperature", type=float, default=None, help="Softmax temperature (default: the pipeline's).")
@@ -38,6 +38,7 @@ def register(subparsers) -> None:
     add_deprecated_alias(generate, "--num-images", "--num-images-per-prompt", "num_images", type=int)
     generate.add_argument("--output-dir", dest="output", default=None, help="Folder for the PNGs and grid.png.")
     add_deprecated_alias(generate, "--output", "--output-dir", "output", required=True)
+    generate.add_argument("--overwrite", action="store_true", help="Replace the images of an earlier run in --output-dir.")
     generate.set_defaults(func=run_generate)
 
     caption = subparsers.add_parser(
@@ -50,6 +51,8 @@ def register(subparsers) -> None:
 
 
 def _check(args) -> None:
+    if not 0 <= args.seed < 2**63:
+        raise ValueError(f"--seed must be in [0, 2**63) (got {args.seed}).")
     if args.batch_size is not None and args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1 (got {args.batch_size}).")
     if args.top_k_fraction is not None and not 0 < args.top_k_fraction <= 1:
@@ -72,9 +75,14 @@ def run_generate(args) -> int:
     from ..pipelines import TextToImagePipeline
     from ..visualization import save_captioned_images
 
+    from ..files import check_not_an_input, check_output_dir
+
     _check(args)
+    check_not_an_input(Path(args.output), pipeline=args.pipeline)
     if args.num_images < 1:
         raise ValueError(f"--num-images-per-prompt must be >= 1 (got {args.num_images}).")
+    # Never beside an earlier run's images: one folder, one run (or --overwrite).
+    check_output_dir(Path(args.output), args.overwrite)
     pipeline = _load(TextToImagePipeline, args)
     pipeline.tokenizer.encode_captions(args.prompt)  # unknown words: one clear line before any work
     output = pipeline(
@@ -83,6 +91,9 @@ def run_generate(args) -> int:
         batch_size=args.batch_size, output_type="np",
     )
     folder = Path(args.output)
+    if folder.is_dir() and args.overwrite:
+        for old in folder.glob("*.png"):
+            old.unlink()
     folder.mkdir(parents=True, exist_ok=True)
     from PIL import Image
 
@@ -113,7 +124,7 @@ def run_caption(args) -> int:
             with Image.open(path) as image:
                 image.load()
                 images.append(image.copy())
-        except OSError as error:
+        except (OSError, Image.DecompressionBombError) as error:
             raise ValueError(f"{name!r} is not an image PIL can read ({error}).") from error
     pipeline = _load(ImageToTextPipeline, args)
     for name, image in zip(args.images, images):  # size and mode: one clear line naming the file

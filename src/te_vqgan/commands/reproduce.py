@@ -61,8 +61,12 @@ def run(args) -> int:
 
     from ..reproduce import StageFailed, preset_with, reproduce
 
+    from ..loading import resolve_device
+
     if args.jobs is not None and args.jobs < 1:
         raise ValueError(f"--jobs must be >= 1 (got {args.jobs}).")
+    if args.device is not None:
+        resolve_device(args.device)  # e.g. cuda without a GPU: one line before any stage runs
     quantizers = [q.strip() for q in args.quantizers.split(",") if q.strip()] if args.quantizers is not None else None
     preset = preset_with(args.preset, quantizers=quantizers, seeds=args.seeds, train_sizes=args.train_sizes)
     try:

@@ -45,7 +45,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from ..data.tokenized import builds_textmnist, load_source_dataset, tokenize_dataset
-    from ..files import check_output_dir
+    from ..files import check_not_an_input, check_output_dir
     from ..loading import load_vq_model
 
     if args.batch_size < 1:
@@ -55,6 +55,7 @@ def run(args) -> int:
             f"--vqmodel {args.vqmodel!r} is a file; tokenising needs a trained quantizer (a save_pretrained folder or a Hub id)."
         )
     output = Path(args.output)
+    check_not_an_input(output, vqmodel=args.vqmodel, dataset=args.dataset, mnist_dir=args.mnist_dir)
     check_output_dir(output, args.overwrite)  # before loading models and data
     splits = tuple(s.strip() for s in args.splits.split(",") if s.strip()) if args.splits else None
 

@@ -253,6 +253,8 @@ class TextImageTokenizer(PreTrainedTokenizerFast):
         if not isinstance(caption, str):
             raise ValueError(f"Expected a caption as a str (got {type(caption).__name__}).")
         words = tokenize_caption(caption)
+        if not words:
+            raise ValueError(f"Caption {caption!r} has no words; a prompt is a caption of the grammar, e.g. 'the red 3.'.")
         unknown = [word for word in words if word not in self._word_to_id]
         if unknown:
             raise ValueError(f"Caption {caption!r} has words outside the vocabulary: {unknown}")

@@ -79,6 +79,52 @@ class ImageToTextPipelineOutput(BaseOutput):
 
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+MAX_SEQUENCES_AT_ONCE = 1024  # sampled in one `generate` call unless `batch_size` says otherwise
+MAX_TEMPERATURE = 1e3  # beyond it every allowed id is equally likely: a typo, not a setting
+
+# What each component folder must hold (weights as safetensors only: a pickle is never loaded).
+_COMPONENT_FILES = {
+    "vqmodel": ("config.json", "diffusion_pytorch_model.safetensors"),
+    "generator": ("config.json", "model.safetensors"),
+    "tokenizer": ("tokenizer.json", "tokenizer_config.json"),
+}
+
+
+def check_pipeline_folder(path: str | os.PathLike) -> None:
+    """A one-line error for a damaged or partial pipeline folder, before diffusers reads it: a
+    `model_index.json` that is not a JSON object naming the three components, a component folder
+    or file missing, weights that are not safetensors or cannot be read."""
+    import json
+
+    from safetensors import safe_open
+
+    folder = os.fspath(path)
+    index = os.path.join(folder, "model_index.json")
+    if not os.path.isfile(index):
+        raise FileNotFoundError(f"Pipeline folder {folder!r} has no model_index.json: not a saved pipeline.")
+    try:
+        with open(index, encoding="utf-8") as handle:
+            config = json.load(handle)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"{index!r} is not valid JSON: {error}") from error
+    if not isinstance(config, dict):
+        raise ValueError(f"{index!r} must hold a JSON object (got a {type(config).__name__}).")
+    missing = [name for name in _COMPONENT_FILES if name not in config]
+    if missing:
+        raise ValueError(f"{index!r} names no {missing}: a text-image pipeline has vqmodel, generator and tokenizer.")
+    for component, files in _COMPONENT_FILES.items():
+        for name in files:
+            file = os.path.join(folder, component, name)
+            if not os.path.isfile(file):
+                pickled = [f for f in ("pytorch_model.bin", "diffusion_pytorch_model.bin") if os.path.isfile(os.path.join(folder, component, f))]
+                hint = f" (it has {pickled[0]}: pickled weights are never loaded; save them as safetensors)" if pickled else ""
+                raise FileNotFoundError(f"Pipeline folder {folder!r} has no {component}/{name}{hint}.")
+            if name.endswith(".safetensors"):
+                try:
+                    with safe_open(file, framework="pt") as weights:
+                        list(weights.keys())
+                except Exception as error:  # noqa: BLE001 - safetensors raises its own error types
+                    raise ValueError(f"{file!r} cannot be read as safetensors ({type(error).__name__}: {error}).") from error
 
 
 _DEFAULT_CARD = """---
@@ -119,12 +165,29 @@ class _TextImagePipeline(TeVqganCardMixin, DiffusionPipeline):
     # (a returned "scores" replaces them before the draw).
     _callback_tensor_inputs = ["input_ids", "scores"]
 
-    def __init__(self, vqmodel, generator, tokenizer: TextImageTokenizer, top_k_fraction: float = 0.1, temperature: float = 1.0):
+    def __init__(self, vqmodel, generator, tokenizer: TextImageTokenizer, top_k_fraction: float = 0.1, temperature: float = 1.0,
+                 quantizer_fingerprint: str | None = None):
         super().__init__()
         check_compatible(tokenizer, generator.config, vqmodel)
         _check_sampling(temperature, top_k_fraction)
+        for name, module in (("vqmodel", vqmodel), ("generator", generator)):
+            bad = [key for key, tensor in module.state_dict().items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+            if bad:  # black images or garbage captions otherwise
+                raise ValueError(f"The {name} holds NaN or Inf weights ({bad[:3]}{' ...' if len(bad) > 3 else ''}).")
+        if quantizer_fingerprint is not None:
+            # Saved with the folder: a `vqmodel/` swapped for another quantizer (even of the same
+            # size) would decode the generator's codes into other images.
+            from ..data.tokenized import quantizer_fingerprint as fingerprint_of
+
+            actual = fingerprint_of(vqmodel)
+            if actual != quantizer_fingerprint:
+                raise ValueError(
+                    f"The pipeline's quantizer is not the one its generator was saved with (fingerprint {actual[:12]}, "
+                    f"model_index.json records {str(quantizer_fingerprint)[:12]}): was `vqmodel/` replaced?"
+                )
         self.register_modules(vqmodel=vqmodel, generator=generator, tokenizer=tokenizer)
-        self.register_to_config(top_k_fraction=float(top_k_fraction), temperature=float(temperature))
+        self.register_to_config(top_k_fraction=float(top_k_fraction), temperature=float(temperature),
+                                quantizer_fingerprint=quantizer_fingerprint)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
@@ -136,11 +199,18 @@ class _TextImagePipeline(TeVqganCardMixin, DiffusionPipeline):
         """
         path = str(pretrained_model_name_or_path)
         if not os.path.isdir(path):
+            if os.path.exists(path) or path.count("/") != 1 or path.startswith((".", "/")):
+                raise FileNotFoundError(f"Pipeline {path!r} is neither a pipeline folder nor a Hub repo id (org/name).")
             from huggingface_hub import snapshot_download
 
             download_keys = ("cache_dir", "revision", "token", "local_files_only", "force_download", "proxies")
             path = snapshot_download(path, **{k: kwargs.pop(k) for k in download_keys if k in kwargs})
-        pipeline = super().from_pretrained(path, **kwargs)
+        check_pipeline_folder(path)
+        try:
+            pipeline = super().from_pretrained(path, **kwargs)
+        except (OSError, KeyError, AttributeError, TypeError, RuntimeError) as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ValueError(f"Pipeline folder {path!r} cannot be loaded ({type(error).__name__}: {first}).") from error
         pipeline._remember_card(path)
         return pipeline
 
@@ -148,8 +218,11 @@ class _TextImagePipeline(TeVqganCardMixin, DiffusionPipeline):
         """diffusers' `save_pretrained`, plus the generator's generation configs for each direction
         (`te_vqgan.generation.generation_configs`, from the pipeline's sampling defaults) and
         te-vqgan's model card (`TeVqganCardMixin`), pushed as is with `push_to_hub=True`."""
+        from ..data.tokenized import quantizer_fingerprint
+
         configs = generation_configs(self.generator.config, self.layout, self.config.top_k_fraction, self.config.temperature)
         self.generator.generation_config = configs["default"]
+        self.register_to_config(quantizer_fingerprint=quantizer_fingerprint(self.vqmodel))
         hub = {key: kwargs.pop(key) for key in ("repo_id", "token", "private", "commit_message", "create_pr") if key in kwargs}
         super().save_pretrained(save_directory, **kwargs)
         for direction, name in GENERATION_CONFIG_FILES.items():
@@ -190,6 +263,13 @@ class _TextImagePipeline(TeVqganCardMixin, DiffusionPipeline):
                      callback_on_step_end_tensor_inputs, allowed_output_types=OUTPUT_TYPES):
         """Every call argument, checked before any work: one-line ValueErrors that name the value."""
         _check_sampling(temperature, top_k_fraction)
+        if temperature > MAX_TEMPERATURE:
+            raise ValueError(f"`temperature` {temperature!r} is above {MAX_TEMPERATURE:g}, where sampling ignores the model.")
+        if batch_size is None and batch > MAX_SEQUENCES_AT_ONCE:
+            raise ValueError(
+                f"{batch} samples in one batch is more than {MAX_SEQUENCES_AT_ONCE} sampled at once; pass `batch_size` "
+                "(e.g. 256) to sample them in chunks."
+            )
         if isinstance(generator, (list, tuple)):
             if not all(isinstance(g, torch.Generator) for g in generator):
                 raise ValueError(f"`generator` must be a torch.Generator or a list of them (got {[type(g).__name__ for g in generator]}).")
@@ -386,12 +466,21 @@ class ImageToTextPipeline(_TextImagePipeline):
     def preprocess(self, image) -> torch.Tensor:
         """Images -> float `[B, 3, S, S]` in [-1, 1], S the quantizer's size; checks size and mode."""
         size = self.image_size
+        if image is None or isinstance(image, (str, bytes, int, float)):
+            raise ValueError(f"`image` must be PIL images, a uint8 array or a float tensor (got {type(image).__name__}).")
         if isinstance(image, torch.Tensor):
             if image.ndim == 3:
                 image = image[None]
             if image.ndim != 4 or image.shape[1] != 3 or tuple(image.shape[-2:]) != (size, size) or not image.is_floating_point():
                 raise ValueError(
                     f"Expected a float tensor [B, 3, {size}, {size}] in [-1, 1] (got {image.dtype} of shape {tuple(image.shape)})."
+                )
+            if image.numel() and not torch.isfinite(image).all():
+                raise ValueError("`image` holds NaN or Inf values; expected floats in [-1, 1].")
+            if image.numel() and (image.min() < -1.001 or image.max() > 1.001):
+                raise ValueError(
+                    f"`image` values span [{image.min().item():.3g}, {image.max().item():.3g}]; a float tensor must be in [-1, 1] "
+                    "(pixels in [0, 255] are uint8 arrays or PIL images)."
                 )
             return image.float()
         images = [image] if isinstance(image, (Image.Image, np.ndarray)) and not (isinstance(image, np.ndarray) and image.ndim == 4) else list(image)

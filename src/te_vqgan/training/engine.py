@@ -19,8 +19,9 @@ common, written once:
 - the divergence guard: a NaN or infinite loss, gradient norm, weight or validation figure
   stops the run with `TrainingDiverged` naming the step and the term, before anything is saved
   as a result or pushed;
-- the final folder: staged in `OUTPUT/.final.tmp` and moved into place file by file with the
-  model card last, then pushed to the Hub with `--push_to_hub` (never the checkpoints).
+- one run per folder (a lock file naming its owner; a stale one is taken over);
+- the final folder: staged in `OUTPUT/.final.tmp`, moved into place file by file with the
+  model card last, then `OUTPUT/.complete.json` listing every file (`folder_is_complete`), then pushed to the Hub with `--push_to_hub` (never the checkpoints).
 
     engine = TrainingEngine(args)              # args from a parser with add_training_arguments()
     result = engine.fit(MyStage(args))         # TrainingResult(model, metrics, global_step)
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import abc
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -45,7 +47,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..files import install_folder, write_json_atomic
+from ..files import COMPLETION_MARKER, FINAL_STAGING, FolderLockedError, folder_lock, install_folder, write_completion_marker, write_json_atomic
 from ..hub import push_folder_to_hub
 from .accelerate_utils import (
     EpochShuffleSampler,
@@ -77,7 +79,6 @@ __all__ = [
 
 # diffusers.optimization's schedules (the ones the diffusers training examples offer).
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
-FINAL_STAGING = ".final.tmp"
 CARD_NAME = "README.md"
 
 
@@ -301,6 +302,13 @@ class TrainingStage(abc.ABC):
     def tracker_config(self) -> dict:
         return {}
 
+    def checkpoint_state(self) -> dict:
+        """JSON-able facts a checkpoint records for `check_resume_state` (e.g. the tokens' quantizer fingerprint)."""
+        return {}
+
+    def check_resume_state(self, state: dict, checkpoint: Path) -> None:
+        """Raise a ValueError when the checkpoint's recorded `state` (`training_state.json`) is not this run's."""
+
 
 @dataclass
 class TrainingResult:
@@ -376,6 +384,14 @@ class TrainingEngine:
 
     # ------------------------------------------------------------ the loop
     def fit(self, stage: TrainingStage) -> TrainingResult:
+        """Train `stage` into `output_dir`, holding its lock (`te_vqgan.files.folder_lock`): a second
+        run on the same folder is refused while this one lives."""
+        with contextlib.ExitStack() as stack:
+            if self.accelerator.is_main_process:
+                stack.enter_context(folder_lock(self.output_dir, f"training ({stage.name})"))
+            return self._fit(stage)
+
+    def _fit(self, stage: TrainingStage) -> TrainingResult:
         from accelerate.utils import set_seed
 
         args, accelerator, output_dir = self.args, self.accelerator, self.output_dir
@@ -394,6 +410,8 @@ class TrainingEngine:
             path, global_step = resume
             start_step = global_step
             check_checkpoint_fits(path, [accelerator.unwrap_model(m) for m in models])
+            saved_state = json.loads((path / "training_state.json").read_text())
+            stage.check_resume_state(saved_state, path)
             logger.info("Resuming from %s (step %d)", path, global_step)
             accelerator.load_state(str(path))
         first_epoch = global_step // steps_per_epoch
@@ -407,7 +425,9 @@ class TrainingEngine:
         progress = _progress_bar(max_train_steps, global_step, not accelerator.is_local_main_process)
         start_time = time.time()
         metrics: dict = {}
-        logs: dict = {}
+        # The last step's training figures (the final_* metrics), as recorded by the checkpoint a
+        # resumed run starts from: a kill between the last checkpoint and the final save loses none.
+        logs: dict = dict(saved_state.get("train_logs", {})) if resume is not None else {}
         validated_step = -1
 
         for epoch in range(first_epoch, num_epochs):
@@ -446,7 +466,8 @@ class TrainingEngine:
                 accelerator.log(logs, step=global_step)
 
                 if global_step % args.checkpointing_steps == 0:
-                    save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit, {"epoch": epoch})
+                    save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit,
+                                    {"epoch": epoch, "train_logs": logs, **stage.checkpoint_state()})
                 if global_step % args.validation_steps == 0:
                     if accelerator.is_main_process:
                         metrics, validated_step = self._validate(stage, global_step), global_step
@@ -461,8 +482,10 @@ class TrainingEngine:
         published = accelerator.unwrap_model(models[0])
         self._check_finite_weights(models, global_step)
         if global_step % args.checkpointing_steps and global_step > start_step:
-            # The last step too, so that a later, longer run resumes here instead of repeating steps.
-            save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit, {"epoch": epoch})
+            # The last step too, so that a later, longer run resumes here instead of repeating steps,
+            # and so that a kill during the final save loses nothing.
+            save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit,
+                            {"epoch": epoch, "train_logs": logs, **stage.checkpoint_state()})
         if accelerator.is_main_process:
             if validated_step != global_step:
                 metrics = self._validate(stage, global_step)
@@ -525,6 +548,8 @@ class TrainingEngine:
         staging = output_dir / FINAL_STAGING
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
+        # Until the new marker is written the folder is not complete, whatever an earlier save left.
+        (output_dir / COMPLETION_MARKER).unlink(missing_ok=True)
         record = {
             **{k.split("/", 1)[1]: v for k, v in metrics.items()},
             **{f"final_{k.split('/', 1)[1]}": v for k, v in train_logs.items()},
@@ -538,19 +563,23 @@ class TrainingEngine:
         figure = getattr(self, "_last_figure", None)
         if stage.final_figure_name and figure is not None and Path(figure).is_file():
             shutil.copyfile(figure, staging / stage.final_figure_name)
-        for path in sorted(staging.iterdir(), key=lambda p: p.name == CARD_NAME):  # the card last
+        names = sorted(p.name for p in staging.iterdir())
+        for name in sorted(names, key=lambda n: n == CARD_NAME):  # the card last
+            path = staging / name
             if path.is_dir():
-                install_folder(path, output_dir / path.name)
+                install_folder(path, output_dir / name)
             else:
-                os.replace(path, output_dir / path.name)
+                os.replace(path, output_dir / name)
         staging.rmdir()
+        # Last: the marker that says the folder is complete, listing what it vouches for.
+        write_completion_marker(output_dir, names)
         logger.info("Saved the model, its card and metrics to %s", output_dir)
         return output_dir
 
 
 # What a training script reports as one line (exit 2) rather than a traceback: bad input,
 # missing files, a diverged run. Anything else is a bug and keeps its traceback.
-EXPECTED_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, FloatingPointError)
+EXPECTED_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, FloatingPointError, FolderLockedError)
 
 
 def run_script(main: Callable, parse_args: Callable, prog: str, expected: tuple = ()) -> None:
