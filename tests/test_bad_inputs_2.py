@@ -134,6 +134,18 @@ def bomb(ctx) -> Path:
     return path
 
 
+def images_only(ctx) -> Path:
+    """A `save_to_disk` folder of plain images: no captions or objects for stage 2."""
+    import datasets
+    from PIL import Image
+
+    folder = ctx.tmp / "images"
+    features = datasets.Features({"image": datasets.Image()})
+    split = datasets.Dataset.from_dict({"image": [Image.new("RGB", (16, 16))] * 2}, features=features)
+    datasets.DatasetDict({"train": split, "validation": split}).save_to_disk(str(folder))
+    return folder
+
+
 def locked(ctx) -> Path:
     """An output folder whose lock is held by a live process (pid 1 on this host)."""
     folder = ctx.tmp / "run"
@@ -251,6 +263,9 @@ CASES = [
     Case("cli/tokenize-dataset inside its --vqmodel", lambda c: cli(
         "tokenize-dataset", "--vqmodel", c.saved_model(), "--output-dir", c.saved_model() / "tokens"), SCRIPT_EXIT,
          "would write over --vqmodel"),
+    Case("cli/tokenize-dataset on images without captions", lambda c: cli(
+        "tokenize-dataset", "--vqmodel", c.saved_model(), "--dataset", images_only(c), "--output-dir", c.tmp / "tokens"),
+         SCRIPT_EXIT, "['captions', 'objects']", output="tokens"),
     # ---------------------------------------------------------------- reproduce
     Case("cli/reproduce --seeds 0,0", lambda c: reproduce(c, "--seeds", "0,0", "--output-dir", c.tmp / "run"), SCRIPT_EXIT,
          "[0] more than once", output="run"),

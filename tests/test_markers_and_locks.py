@@ -133,3 +133,13 @@ def test_a_checkpoint_of_other_tokens_is_refused(tmp_path):
     stage.check_resume_state({}, tmp_path)  # a checkpoint saved before fingerprints: accepted
     with pytest.raises(ValueError, match=r"another quantizer \(fingerprint aaaaaaaaaaaa\).*'tokens-b' \(bbbbbbbbbbbb\)"):
         stage.check_resume_state({"quantizer_fingerprint": "a" * 64}, tmp_path / "checkpoint-4")
+
+
+def test_a_new_run_into_a_folder_with_checkpoints_is_refused(tmp_path):
+    from te_vqgan.training.engine import TrainingEngine
+    from test_training_engine import ToyStage, engine_args
+
+    TrainingEngine(engine_args(tmp_path / "run")).fit(ToyStage())
+    with pytest.raises(ValueError, match=r"holds checkpoints of an earlier run \(checkpoint-2, checkpoint-4, checkpoint-5\)"):
+        TrainingEngine(engine_args(tmp_path / "run")).fit(ToyStage())
+    assert TrainingEngine(engine_args(tmp_path / "run", "--resume_from_checkpoint", "latest")).fit(ToyStage()).global_step == 5

@@ -90,13 +90,19 @@ def write_json_atomic(path: str | os.PathLike, payload) -> Path:
 
 def check_output_dir(output_dir: str | os.PathLike, overwrite: bool = False) -> None:
     """Raise `FileExistsError` if `output_dir` is a file or a folder holding anything, unless
-    `overwrite`: checked before any work, so a long build never ends on an occupied folder."""
+    `overwrite`, and `PermissionError` if it cannot be written: checked before any work, so a
+    long build never ends on an occupied or read-only folder."""
     output_dir = Path(output_dir)
     if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())) and not overwrite:
         raise FileExistsError(
             f"Output {str(output_dir)!r} is not empty: it exists and is not an empty folder; pass --overwrite "
             "(overwrite=True from Python) to replace it."
         )
+    # Writable: the folder itself, or the nearest folder above it that exists (where it will be made).
+    resolved = output_dir.resolve()
+    existing = next(p for p in ((resolved,) if resolved.is_dir() else ()) + tuple(resolved.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"Output {str(output_dir)!r} cannot be written: {str(existing)!r} is not a writable folder.")
 
 
 def check_not_an_input(output: str | os.PathLike, **inputs) -> None:

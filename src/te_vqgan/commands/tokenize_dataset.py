@@ -64,6 +64,14 @@ def run(args) -> int:
     if builds_textmnist(args.dataset):
         options["data_dir"] = args.mnist_dir
     dataset = load_source_dataset(args.dataset, builder_options=options, cache_dir=args.cache_dir)
+    # What stage 2 reads beside the codes: refused here, not when training starts on the tokens.
+    for name, split in dataset.items():
+        missing = [column for column in ("image", "captions", "objects") if column not in split.column_names]
+        if missing:
+            raise ValueError(
+                f"--dataset {args.dataset!r} split {name!r} has no {missing} column(s) (columns: {split.column_names}): "
+                "stage 2 trains on TextMNIST (`te-vqgan build-dataset`, or `textmnist` built here)."
+            )
     tokenised, info = tokenize_dataset(
         model, dataset, output, source=args.vqmodel, splits=splits, batch_size=args.batch_size, overwrite=args.overwrite
     )

@@ -53,6 +53,7 @@ from .accelerate_utils import (
     EpochShuffleSampler,
     build_accelerator,
     check_checkpoint_fits,
+    list_checkpoints,
     resolve_resume_checkpoint,
     save_checkpoint,
 )
@@ -395,6 +396,13 @@ class TrainingEngine:
         from accelerate.utils import set_seed
 
         args, accelerator, output_dir = self.args, self.accelerator, self.output_dir
+        earlier = list_checkpoints(output_dir)
+        if args.resume_from_checkpoint is None and earlier:
+            # A new run would leave them for a later `latest`, which would resume the wrong run.
+            raise ValueError(
+                f"--output_dir {str(output_dir)!r} holds checkpoints of an earlier run ({', '.join(p.name for _, p in earlier)}); "
+                "continue it with --resume_from_checkpoint latest, or train into another --output_dir."
+            )
         parts, models, dataloader, steps_per_epoch, max_train_steps = self._prepare(stage)
         num_epochs = math.ceil(max_train_steps / steps_per_epoch)
         total_batch_size = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
@@ -503,8 +511,6 @@ class TrainingEngine:
         return TrainingResult(model=published, metrics=metrics, global_step=global_step)
 
     def _diverged(self, step: int, what: str) -> TrainingDiverged:
-        from .accelerate_utils import list_checkpoints
-
         checkpoints = list_checkpoints(self.output_dir)
         last = f"the last checkpoint is {checkpoints[-1][1]}" if checkpoints else "no checkpoint was written"
         return TrainingDiverged(
