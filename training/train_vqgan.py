@@ -73,7 +73,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model = parser.add_argument_group("model")
     model.add_argument("--model_config", default=None, help="A model config JSON (e.g. hub_configs/te-vqgan-mnist.json).")
     model.add_argument("--pretrained_model_name_or_path", dest="pretrained_model", default=None,
-                       help="Start from a save_pretrained folder or Hub id instead.")
+                       help="Start from a save_pretrained folder or Hub id instead: a TEVQModel, or a stock diffusers "
+                            "VQModel (converted with TEVQModel.from_vq_model, then fine-tuned with the orthogonal term).")
     add_deprecated_alias(model, "--pretrained_model", "--pretrained_model_name_or_path", "pretrained_model")
 
     data = parser.add_argument_group("data")
@@ -340,7 +341,15 @@ class VQGANStage(TrainingStage):
         if args.model_config is not None:
             model = TEVQModel.from_config(load_model_config(args.model_config))
         else:
-            model = TEVQModel.from_pretrained(args.pretrained_model)
+            from te_vqgan.loading import load_vq_model
+
+            # A TEVQModel folder continues as it is; a stock diffusers VQModel (folder or Hub id) is
+            # converted to the TEVQModel that computes exactly its outputs, then fine-tuned with the
+            # orthogonal term (TEVQModel.from_vq_model).
+            model = load_vq_model(args.pretrained_model, device="cpu")
+            if not isinstance(model, TEVQModel):
+                model = TEVQModel.from_vq_model(model)
+            model.train()
         resolution = args.resolution or model.config.sample_size
         if (args.kmeans_init_step is not None or args.dead_code_restart_steps) and model.config.codebook_parametrization != "direct":
             raise ValueError(

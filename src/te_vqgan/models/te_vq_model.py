@@ -328,6 +328,54 @@ class TEVQModel(TeVqganCardMixin, VQModel):
                                    private=kwargs.get("private"), commit_message=kwargs.get("commit_message"),
                                    create_pr=kwargs.get("create_pr", False))
 
+    # The VQModel config keys a conversion carries over, and the TEVQModel keys it may set (the
+    # training losses only: anything else would change the network the stock weights compute).
+    _STOCK_KEYS = ("in_channels", "out_channels", "down_block_types", "up_block_types", "block_out_channels",
+                   "layers_per_block", "act_fn", "latent_channels", "sample_size", "num_vq_embeddings", "norm_num_groups",
+                   "vq_embed_dim", "scaling_factor", "norm_type", "mid_block_add_attention", "lookup_from_codebook",
+                   "force_upcast")
+    _LOSS_KEYS = ("orthogonal_reg_weight", "orthogonal_reg_max_codes", "commitment_beta", "orthogonal_reg_active_codes_only")
+
+    @classmethod
+    def from_vq_model(cls, vq_model, **loss_settings) -> TEVQModel:
+        """A TEVQModel that computes exactly what the stock `diffusers.VQModel` `vq_model` computes
+        (zero padding, diffusers' strided-conv downsampling, the nearest-code lookup; the same
+        weights), ready to be fine-tuned with the orthogonal term, e.g. by `training/train_vqgan.py
+        --pretrained_model_name_or_path STOCK_FOLDER`. It saves with diffusers' block names, so the
+        folder still loads in a stock `VQModel` with identical outputs until a fine-tune changes
+        the weights.
+
+        Args:
+            vq_model (`diffusers.VQModel`): the model to convert (not modified).
+            loss_settings: any of `orthogonal_reg_weight` (default 10), `orthogonal_reg_max_codes`,
+                `commitment_beta`, `orthogonal_reg_active_codes_only`; they change the training
+                loss only.
+
+        Example::
+
+            >>> from diffusers import VQModel
+            >>> te = TEVQModel.from_vq_model(VQModel.from_pretrained("some/vq-model"), orthogonal_reg_weight=10.0)
+        """
+        if not isinstance(vq_model, VQModel) or isinstance(vq_model, TEVQModel):
+            raise ValueError(f"`vq_model` must be a stock diffusers.VQModel (got {type(vq_model).__name__}).")
+        other = sorted(set(loss_settings) - set(cls._LOSS_KEYS))
+        if other:
+            raise ValueError(
+                f"from_vq_model takes only the loss settings {list(cls._LOSS_KEYS)} (got {other}): the network stays the "
+                "stock one; build a TEVQModel from a config to change it."
+            )
+        if not getattr(vq_model.quantize, "legacy", True) or getattr(vq_model.quantize, "remap", None) is not None:
+            raise ValueError("`vq_model`'s quantizer uses `remap` or non-legacy indexing, which TEVQModel does not compute.")
+        config = {key: vq_model.config[key] for key in cls._STOCK_KEYS if key in vq_model.config}
+        model = cls(**config, padding_mode="zeros", downsample_type="strided_conv", codebook_lookup="euclidean",
+                    codebook_parametrization="direct", **loss_settings)
+        missing, unexpected = model.load_state_dict(vq_model.state_dict(), strict=False)
+        if missing or unexpected:
+            raise ValueError(f"`vq_model`'s weights do not map onto a TEVQModel (missing {missing[:5]}, unexpected {unexpected[:5]}).")
+        if vq_model.dtype != model.dtype:
+            model.to(dtype=vq_model.dtype)
+        return model.to(vq_model.device).train(vq_model.training)
+
     def default_model_card(self):
         """The card `save_pretrained` writes for a model that came without one."""
         from huggingface_hub import ModelCard, ModelCardData
