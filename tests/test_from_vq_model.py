@@ -72,3 +72,20 @@ def test_train_vqgan_fine_tunes_a_stock_folder(tmp_path, mnist_dir):
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert "orthogonal_loss" in json.dumps(metrics) or "final_loss" in metrics
     assert not torch.equal(tuned.codebook, stock.quantize.embedding.weight)  # it was trained
+
+
+def test_freeze_encoder_keeps_its_weights(tmp_path, mnist_dir):
+    torch.manual_seed(0)
+    stock = VQModel(block_out_channels=(8, 16, 16), latent_channels=8, vq_embed_dim=8, num_vq_embeddings=16, norm_num_groups=4,
+                    sample_size=64, down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3)
+    stock.save_pretrained(tmp_path / "stock")
+    script = load_training_script("train_vqgan")
+    args = tiny_train_args(tmp_path / "unused.json", tmp_path / "run", mnist_dir, tmp_path / "cache", "--max_train_steps", "2",
+                           "--freeze_encoder")
+    at = args.index("--model_config")
+    args[at:at + 2] = ["--pretrained_model_name_or_path", str(tmp_path / "stock")]
+    script.main(script.parse_args(args))
+    tuned = TEVQModel.from_pretrained(tmp_path / "run")
+    for name, tensor in stock.encoder.state_dict().items():
+        assert torch.equal(tuned.encoder.state_dict()[name], tensor), name
+    assert any(not torch.equal(tuned.decoder.state_dict()[n], t) for n, t in stock.decoder.state_dict().items())

@@ -76,6 +76,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                        help="Start from a save_pretrained folder or Hub id instead: a TEVQModel, or a stock diffusers "
                             "VQModel (converted with TEVQModel.from_vq_model, then fine-tuned with the orthogonal term).")
     add_deprecated_alias(model, "--pretrained_model", "--pretrained_model_name_or_path", "pretrained_model")
+    model.add_argument("--freeze_encoder", action="store_true",
+                       help="Fine-tune without updating the encoder (and its quant_conv): the codebook and decoder learn.")
+    model.add_argument("--freeze_decoder", action="store_true",
+                       help="Fine-tune without updating the decoder (and its post_quant_conv).")
 
     data = parser.add_argument_group("data")
     data.add_argument(
@@ -350,6 +354,12 @@ class VQGANStage(TrainingStage):
             if not isinstance(model, TEVQModel):
                 model = TEVQModel.from_vq_model(model)
             model.train()
+        if args.freeze_encoder:
+            model.encoder.requires_grad_(False)
+            model.quant_conv.requires_grad_(False)
+        if args.freeze_decoder:
+            model.decoder.requires_grad_(False)
+            model.post_quant_conv.requires_grad_(False)
         resolution = args.resolution or model.config.sample_size
         if (args.kmeans_init_step is not None or args.dead_code_restart_steps) and model.config.codebook_parametrization != "direct":
             raise ValueError(
@@ -376,7 +386,7 @@ class VQGANStage(TrainingStage):
             )
         betas = (args.adam_beta1, args.adam_beta2)
         optimizers = [
-            torch.optim.Adam(model.parameters(), lr=learning_rate, betas=betas),
+            torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=learning_rate, betas=betas),
             torch.optim.Adam(discriminator.parameters(), lr=learning_rate, betas=betas),
         ]
         self.loss_weights = VQGANLossWeights(
