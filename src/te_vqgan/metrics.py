@@ -24,6 +24,8 @@ from .models.quantizer import check_code_indices, downsample_factor
 
 __all__ = [
     "CodebookUsage",
+    "DEFAULT_TOKEN_SHIFTS",
+    "ImageShiftEquivarianceResult",
     "ReconstructionFidelity",
     "colour_of_stroke",
     "equivariance_summary",
@@ -35,6 +37,7 @@ __all__ = [
     "as_tokenizer",
     "check_finite_weights",
     "codebook_usage",
+    "image_shift_equivariance",
     "images_to_tensor",
     "render_shift_group",
     "shift_equivariance",
@@ -279,6 +282,73 @@ def shift_equivariance_of_groups(model, groups, batch_size: int = 64) -> ShiftEq
         downsample_factor=f,
         foreground_score=foreground_per_digit.mean().item(),
     )
+
+
+@dataclass
+class ImageShiftEquivarianceResult:
+    """Result of `image_shift_equivariance`.
+
+    Args:
+        score (`float`): fraction of tokens whose index moves with the shift, over every shift and image.
+        per_shift (`dict[str, float]`): the fraction for each token shift, keyed `"dy,dx"`.
+        downsample_factor (`int`): f; a token shift of (dy, dx) is a pixel shift of (dy * f, dx * f).
+        window (`int`): side in pixels of the two crops compared.
+    """
+
+    score: float
+    per_shift: dict[str, float]
+    downsample_factor: int
+    window: int
+
+
+DEFAULT_TOKEN_SHIFTS = ((0, 1), (1, 0), (1, 1), (0, 2), (2, 0), (2, 2))
+
+
+@torch.no_grad()
+def image_shift_equivariance(model, images, shifts=DEFAULT_TOKEN_SHIFTS, batch_size: int = 32) -> ImageShiftEquivarianceResult:
+    """Shift equivariance of a tokenizer on any images (no TextMNIST placements needed).
+
+    For a token shift (dy, dx) two crops of each image are tokenised: the window at (0, 0) and the
+    one moved by (dy * f, dx * f) pixels, both of side `S - max_shift * f` (S the image side). Both
+    are real image content, so no border is filled in: the only padding is the model's own, at
+    the crops' edges. A token of the moved crop at (i, j) sees what the first crop's token at
+    (i + dy, j + dx) sees; the score is the fraction of those pairs with the same index, over the
+    overlap of the two code maps.
+
+    Args:
+        model: a TEVQModel, a stock `diffusers.VQModel` or anything with `encode_to_indices`.
+        images (`torch.Tensor` float `[N, 3, S, S]` in [-1, 1], or uint8 `np.ndarray` `[N, S, S, 3]`).
+        shifts (`tuple[tuple[int, int], ...]`): token shifts (dy, dx), each >= 0, not both 0.
+        batch_size (`int`): crops per `encode_to_indices` call.
+    """
+    tokenizer = as_tokenizer(model)
+    if isinstance(images, np.ndarray):
+        images = images_to_tensor(images)
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3 or len(images) == 0:
+        raise ValueError(f"Expected images [N, 3, S, S] (got {getattr(images, 'shape', type(images).__name__)}).")
+    shifts = [tuple(int(v) for v in shift) for shift in shifts]
+    if not shifts or any(len(s) != 2 or min(s) < 0 or s == (0, 0) for s in shifts):
+        raise ValueError(f"`shifts` must be token shifts (dy, dx) >= 0, not both 0 (got {shifts}).")
+    f = tokenizer.downsample_factor
+    side = min(images.shape[-2:])
+    largest = max(max(s) for s in shifts)
+    window = (side - largest * f) // f * f
+    if window < f:
+        raise ValueError(f"Images of side {side} are too small for token shifts up to {largest} at f = {f}.")
+    device, dtype = _model_device_dtype(tokenizer)
+
+    def encode(crops):
+        return torch.cat([tokenizer.encode_to_indices(c.to(device, dtype)).cpu() for c in crops.split(batch_size)])
+
+    base = encode(images[:, :, :window, :window])
+    per_shift, same, total = {}, 0, 0
+    for dy, dx in shifts:
+        moved = encode(images[:, :, dy * f: dy * f + window, dx * f: dx * f + window])
+        h, w = base.shape[-2:]
+        match = moved[:, : h - dy, : w - dx] == base[:, dy:, dx:]
+        per_shift[f"{dy},{dx}"] = match.float().mean().item()
+        same, total = same + int(match.sum()), total + match.numel()
+    return ImageShiftEquivarianceResult(same / total, per_shift, f, window)
 
 
 @dataclass
