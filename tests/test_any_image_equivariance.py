@@ -68,3 +68,59 @@ def test_the_command_measures_a_folder_of_images(tmp_path, capsys):
     assert "shift equivariance on 3 images" in capsys.readouterr().out
     assert cli(["equivariance", "--vqmodel", str(tmp_path / "model"), "--images", str(tmp_path / "model")]) == 2
     assert "holds no image files" in capsys.readouterr().err
+
+
+def _image_folder(folder, n=24):
+    rng = np.random.default_rng(2)
+    folder.mkdir()
+    for i in range(n):  # other sizes and modes than the model's
+        image = Image.fromarray(rng.integers(0, 256, (40 + i % 3, 48, 3), dtype=np.uint8))
+        image.convert(("RGB", "L", "RGBA", "P")[i % 4]).save(folder / f"{i:02d}.png")
+    return folder
+
+
+def _train_args(tmp_path, data, *extra):
+    from train_helpers import write_tiny_config
+
+    return ["--model_config", str(write_tiny_config(tmp_path)), "--output_dir", str(tmp_path / "run"), "--dataset", str(data),
+            "--cache_dir", str(tmp_path / "cache"), "--train_batch_size", "4", "--max_train_steps", "2", "--perceptual_weight", "0",
+            "--disc_start", "100", "--checkpointing_steps", "2", "--validation_steps", "2", "--num_validation_images", "6",
+            "--report_to", "none", "--cpu", *extra]
+
+
+def test_train_vqgan_on_a_plain_image_folder(tmp_path):
+    from train_helpers import load_training_script
+
+    script = load_training_script("train_vqgan")
+    data = _image_folder(tmp_path / "photos")
+    result = script.main(script.parse_args(_train_args(tmp_path, data, "--resolution", "32", "--validation_fraction", "0.25",
+                                                       "--random_flip", "--max_train_samples", "20")))
+    assert result.global_step == 2
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["sample_size"] == 32  # follows --resolution
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert 0 <= metrics["image_shift_equivariance"] <= 1 and "image_shift_equivariance_0_1" in metrics
+    assert "sample_size" not in (tmp_path / "run" / "README.md").read_text() or "32" in (tmp_path / "run" / "README.md").read_text()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (("--resolution", "30"), "not a multiple of the model's downsampling factor f = 4"),
+    (("--resolution", "32"), "no 'validation' split for validation"),
+])
+def test_bad_image_training_options_are_one_line_errors(tmp_path, extra, message):
+    from train_helpers import load_training_script
+
+    script = load_training_script("train_vqgan")
+    data = _image_folder(tmp_path / "photos", n=4)
+    with pytest.raises(ValueError, match=message):
+        script.main(script.parse_args(_train_args(tmp_path, data, *extra)))
+
+
+def test_a_folder_without_images_is_refused(tmp_path):
+    from train_helpers import load_training_script
+
+    script = load_training_script("train_vqgan")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no images here")
+    with pytest.raises(ValueError, match="is a folder without image files"):
+        script.main(script.parse_args(_train_args(tmp_path, tmp_path / "empty", "--validation_fraction", "0.5")))

@@ -40,6 +40,7 @@ from te_vqgan.options import add_deprecated_alias
 from te_vqgan.models.te_vq_model import check_config_keys
 from te_vqgan.losses import RECONSTRUCTION_LOSSES
 from te_vqgan.metrics import (
+    DEFAULT_TOKEN_SHIFTS,
     equivariance_summary,
     images_to_tensor,
     reconstruction_fidelity,
@@ -95,7 +96,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--cache_dir", default=None, help="datasets cache folder.")
     data.add_argument("--validation_split", default="validation", help="The split validation runs on.")
     data.add_argument("--image_column", default="image")
-    data.add_argument("--resolution", type=int, default=None, help="Image size (default: the model's sample_size).")
+    data.add_argument("--resolution", type=int, default=None,
+                      help="Images are resized on their shorter side to this, then cropped square (default: the model's "
+                           "sample_size); the saved model's sample_size follows it.")
+    data.add_argument("--center_crop", action="store_true", help="Crop the centre (default: a random crop for training).")
+    data.add_argument("--random_flip", action="store_true", help="Flip training images left-right at random.")
+    data.add_argument("--validation_fraction", type=float, default=None,
+                      help="Without a --validation_split in the dataset: hold out this fraction of train (a fixed slice).")
+    data.add_argument("--max_train_samples", type=int, default=None, help="Train on the first N images only.")
 
     add_training_arguments(
         parser, seed=23, train_batch_size=96, num_train_epochs=40, learning_rate=8e-6, adam_betas=(0.5, 0.9),
@@ -172,6 +180,10 @@ def _validate_args(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
         parser.error(f"--num_validation must be >= 1: validation needs images (got {args.num_validation})")
     if args.resolution is not None and args.resolution < 1:
         parser.error(f"--resolution must be >= 1 (got {args.resolution})")
+    if args.validation_fraction is not None and not 0 < args.validation_fraction < 1:
+        parser.error(f"--validation_fraction must be in (0, 1) (got {args.validation_fraction})")
+    if args.max_train_samples is not None and args.max_train_samples < 1:
+        parser.error(f"--max_train_samples must be >= 1 (got {args.max_train_samples})")
     if builds_textmnist(args.dataset) and ":" in args.dataset:  # "textmnist:fashion_mnist", as every command spells it
         args.dataset_config = args.dataset.split(":", 1)[1]
     if builds_textmnist(args.dataset) and args.dataset_config not in ("mnist", "fashion_mnist"):
@@ -200,14 +212,19 @@ def load_image_datasets(args):
         builder.download_and_prepare()
         splits = {name: builder.as_dataset(split=name) for name in ("train", "validation", "shift") if name in builder.info.splits}
     else:
-        loaded = datasets.load_dataset(args.dataset, cache_dir=args.cache_dir)
-        splits = dict(loaded)
+        splits = dict(_load_any_images(args))
     if "train" not in splits:
         raise ValueError(f"Dataset {args.dataset!r} has no train split (splits: {sorted(splits)}).")
+    if args.max_train_samples is not None:
+        splits["train"] = splits["train"].select(range(min(args.max_train_samples, len(splits["train"]))))
+    if args.validation_split not in splits and args.validation_fraction is not None:
+        # A fixed slice: the same images whatever the seed, so runs compare on one validation set.
+        held = splits["train"].train_test_split(test_size=args.validation_fraction, shuffle=True, seed=0)
+        splits["train"], splits[args.validation_split] = held["train"], held["test"]
     if args.validation_split not in splits:
         raise ValueError(
             f"Dataset {args.dataset!r} has no {args.validation_split!r} split for validation (splits: {sorted(splits)}); "
-            "pass --validation_split with one of them."
+            "pass --validation_split with one of them, or --validation_fraction to hold out part of train."
         )
     validation = splits[args.validation_split]
     for name, split in (("train", splits["train"]), ("validation", validation)):
@@ -215,6 +232,29 @@ def load_image_datasets(args):
             raise ValueError(f"The {name} split has no {args.image_column!r} column (columns: {split.column_names}).")
     shift = splits.get("shift")
     return splits["train"], validation, None if shift is None else shift_groups_from_split(shift)
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+
+
+def _load_any_images(args):
+    """A Hub dataset id or `datasets` folder (`load_dataset`), a `save_to_disk` folder, or a plain
+    folder of image files (`imagefolder`, diffusers' `--train_data_dir`)."""
+    import datasets
+
+    path = Path(args.dataset)
+    if path.is_dir():
+        if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
+            loaded = datasets.load_from_disk(str(path))
+            return loaded if isinstance(loaded, datasets.DatasetDict) else {"train": loaded}
+        has_data_files = any(p.suffix in (".parquet", ".arrow", ".csv", ".json", ".jsonl") for p in path.rglob("*"))
+        if not has_data_files:
+            if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.rglob("*")):
+                raise ValueError(f"--dataset {args.dataset!r} is a folder without image files ({', '.join(IMAGE_SUFFIXES)}).")
+            return datasets.load_dataset("imagefolder", data_dir=str(path), cache_dir=args.cache_dir)
+    elif path.exists():
+        raise ValueError(f"--dataset {args.dataset!r} is a file; expected a folder of images, a dataset folder or a Hub id.")
+    return datasets.load_dataset(args.dataset, cache_dir=args.cache_dir)
 
 
 def shift_groups_from_split(shift) -> np.ndarray:
@@ -228,22 +268,39 @@ def shift_groups_from_split(shift) -> np.ndarray:
 
 
 class ToTensor:
-    """Images of a batch -> `pixel_values` float `[B, 3, R, R]` in [-1, 1]; a wrong size is an error."""
+    """Images of a batch -> `pixel_values` float `[B, 3, R, R]` in [-1, 1], as diffusers' training
+    examples prepare them: converted to RGB (L, RGBA, P ...), resized on the shorter side to R
+    (bicubic) when it is not R already, cropped to R x R (the centre, or at random with `random_crop`)
+    and flipped left-right at random with `random_flip`. The random draws come from the global RNG,
+    which the engine seeds per batch; images already R x R, as TextMNIST's, are used as they are."""
 
-    def __init__(self, image_column: str, resolution: int):
+    def __init__(self, image_column: str, resolution: int, random_crop: bool = False, random_flip: bool = False):
         self.image_column = image_column
         self.resolution = resolution
+        self.random_crop, self.random_flip = random_crop, random_flip
+
+    def _prepare(self, image) -> np.ndarray:
+        from PIL import Image
+
+        image = image.convert("RGB")
+        r = self.resolution
+        if min(image.size) != r:
+            scale = r / min(image.size)
+            image = image.resize((max(r, round(image.width * scale)), max(r, round(image.height * scale))), Image.BICUBIC)
+        if image.size != (r, r):
+            if self.random_crop:
+                left = int(torch.randint(0, image.width - r + 1, ()).item())
+                top = int(torch.randint(0, image.height - r + 1, ()).item())
+            else:
+                left, top = (image.width - r) // 2, (image.height - r) // 2
+            image = image.crop((left, top, left + r, top + r))
+        array = np.asarray(image, dtype=np.uint8)
+        if self.random_flip and torch.rand(()).item() < 0.5:
+            array = array[:, ::-1]
+        return np.ascontiguousarray(array)
 
     def __call__(self, batch: dict) -> dict:
-        pixels = []
-        for image in batch[self.image_column]:
-            if image.size != (self.resolution, self.resolution):
-                raise ValueError(
-                    f"Image of size {image.size[0]}x{image.size[1]} in the dataset; the model expects "
-                    f"{self.resolution}x{self.resolution} (resize the dataset or pass --resolution)."
-                )
-            pixels.append(np.asarray(image.convert("RGB"), dtype=np.uint8))
-        return {"pixel_values": images_to_tensor(np.stack(pixels))}
+        return {"pixel_values": images_to_tensor(np.stack([self._prepare(image) for image in batch[self.image_column]]))}
 
 
 def collate(examples: list[dict]) -> torch.Tensor:
@@ -299,6 +356,14 @@ def validate(model, images: torch.Tensor, shift_groups, perceptual, batch_size: 
     if shift_groups is not None:
         by_colour = shift_equivariance_by_colour(model, shift_groups, batch_size=batch_size)
         metrics.update({f"val/{k}": v for k, v in equivariance_summary(by_colour).items()})
+    elif min(images.shape[-2:]) >= 3 * model.downsample_factor:
+        # No TextMNIST placements: the validation images themselves, by whole-token shifts.
+        from te_vqgan.metrics import image_shift_equivariance  # noqa: PLC0415
+
+        shifts = [s for s in DEFAULT_TOKEN_SHIFTS if max(s) * model.downsample_factor < min(images.shape[-2:])]
+        result = image_shift_equivariance(model, images, shifts=shifts, batch_size=batch_size)
+        metrics["val/image_shift_equivariance"] = result.score
+        metrics.update({f"val/image_shift_equivariance_{k.replace(',', '_')}": v for k, v in result.per_shift.items()})
     if was_training:
         model.train()
     return metrics, torch.cat(reconstructions), index_maps
@@ -361,6 +426,12 @@ class VQGANStage(TrainingStage):
             model.decoder.requires_grad_(False)
             model.post_quant_conv.requires_grad_(False)
         resolution = args.resolution or model.config.sample_size
+        if resolution % model.downsample_factor:
+            raise ValueError(
+                f"--resolution {resolution} is not a multiple of the model's downsampling factor f = {model.downsample_factor}."
+            )
+        if resolution != model.config.sample_size:  # the saved config, card and grid say what it was trained on
+            model.register_to_config(sample_size=resolution)
         if (args.kmeans_init_step is not None or args.dead_code_restart_steps) and model.config.codebook_parametrization != "direct":
             raise ValueError(
                 "--kmeans_init_step and --dead_code_restart_steps write the codes directly; the model's codebook is "
@@ -370,8 +441,8 @@ class VQGANStage(TrainingStage):
 
         with accelerator.local_main_process_first():  # one build per node, the others read its cache
             train_dataset, validation_dataset, self.shift_groups = load_image_datasets(args)
-        transform = ToTensor(args.image_column, resolution)
-        self.validation_images = transform(validation_dataset[: args.num_validation_images])["pixel_values"]
+        transform = ToTensor(args.image_column, resolution, random_crop=not args.center_crop, random_flip=args.random_flip)
+        self.validation_images = ToTensor(args.image_column, resolution)(validation_dataset[: args.num_validation_images])["pixel_values"]
         self.validation_locations = None
         if "objects" in validation_dataset.column_names:  # TextMNIST: score each digit's own cell
             names = validation_dataset.features["objects"].feature["location"].names
@@ -453,13 +524,14 @@ class VQGANStage(TrainingStage):
             datasets=[hub_dataset] if hub_dataset else None,
             base_model=hub_repo_id(args.pretrained_model),
             eval_results=eval_results(
-                record, {"shift_equivariance": "shift equivariance", "codes_used": "codes used", "perplexity": "perplexity",
+                record, {"shift_equivariance": "shift equivariance", "image_shift_equivariance": "shift equivariance (whole-token shifts)",
+                         "codes_used": "codes used", "perplexity": "perplexity",
                          "recon_l1": "reconstruction L1", "recon_l2": "reconstruction L2"},
                 task_type="image-to-image", dataset_name=dataset_id, dataset_type=hub_dataset or dataset_id,
                 dataset_split=args.validation_split,
             ) or None,
             tags=["te-vqgan", "vqgan", "image-tokenizer", "translation-equivariance", "vector-quantization"],
-            metrics=[m for m in ("shift_equivariance", "shift_equivariance_foreground", "colour_fidelity", "shape_iou",
+            metrics=[m for m in ("shift_equivariance", "shift_equivariance_foreground", "image_shift_equivariance", "colour_fidelity", "shape_iou",
                                  "codes_used", "perplexity", "recon_l1", "recon_l2") if m in record],
             model_name=name,
         )
