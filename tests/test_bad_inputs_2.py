@@ -21,7 +21,7 @@ import torch
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_bad_inputs import SCRIPT_EXIT, Case, Context, classify, cli  # noqa: E402
+from test_bad_inputs import SCRIPT_EXIT, Case, Context, check_row, classify, cli  # noqa: E402
 from tiny_configs import TINY_TEVQ  # noqa: E402
 
 
@@ -293,18 +293,8 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
 def test_bad_input_is_a_clear_error(case, tmp_path, mnist_dir, capsys, monkeypatch):
-    ctx = Context(tmp_path, Path(mnist_dir).resolve())
     monkeypatch.chdir(tmp_path)
-    if case.setup is not None:
-        case.setup(ctx)
-    before = {p for p in (tmp_path / case.output).rglob("*")} if case.output and (tmp_path / case.output).is_dir() else set()
-    verdict, message = classify(case, ctx, capsys)
-    assert verdict == "clear", f"{case.id}: {verdict}: {message}"
-    if case.output:
-        folder = tmp_path / case.output
-        if folder.is_dir():
-            left = {p for p in folder.rglob("*")} - before
-            assert not left, f"{case.id} left {sorted(p.name for p in left)} in {folder}"
+    check_row(case, tmp_path, mnist_dir, capsys, nothing_left=True)
 
 
 def test_the_second_matrix_is_large_enough():

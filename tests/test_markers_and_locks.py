@@ -20,20 +20,11 @@ from te_vqgan.files import (
     folder_lock,
     write_completion_marker,
 )
-from train_helpers import load_training_script, tiny_train_args, write_tiny_config
+from test_train_vqgan import dataset_cache, tiny_config  # noqa: F401  (pytest fixtures)
+from train_helpers import load_training_script, tiny_train_args
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def dataset_cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("datasets-cache")
-
-
-@pytest.fixture
-def tiny_config(tmp_path):
-    return write_tiny_config(tmp_path)
 
 # Runs train_vqgan.py and SIGKILLs itself right after the final save has moved metrics.json into
 # the output folder (the card and the completion marker not yet there): the moment of the bug.
