@@ -88,6 +88,7 @@ def _train_args(tmp_path, data, *extra):
             "--report_to", "none", "--cpu", *extra]
 
 
+@pytest.mark.slow
 def test_train_vqgan_on_a_plain_image_folder(tmp_path):
     from train_helpers import load_training_script
 

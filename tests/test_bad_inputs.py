@@ -472,6 +472,7 @@ if __name__ == "__main__":
     print(f"{len(CASES)} cases: {counts}")
 
 
+@pytest.mark.slow
 def test_training_script_errors_are_one_line_and_exit_2(tmp_path):
     """A run-time error of a training script (here: no MNIST files) is one line, not a traceback."""
     import subprocess

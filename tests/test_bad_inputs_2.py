@@ -291,6 +291,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
 def test_bad_input_is_a_clear_error(case, tmp_path, mnist_dir, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -35,6 +35,7 @@ def check_outputs(png, report):
     return figures
 
 
+@pytest.mark.slow
 def test_equivariance_on_a_config_file(mnist_dir, tmp_path, capsys):
     code, png, report = run_cli(REPO_ROOT / "hub_configs" / "te-vqgan-mnist-small.json", mnist_dir, tmp_path)
     assert code == 0
@@ -44,6 +45,7 @@ def test_equivariance_on_a_config_file(mnist_dir, tmp_path, capsys):
     assert "codebook usage" in out and "randomly initialised" in out
 
 
+@pytest.mark.slow
 def test_equivariance_on_a_saved_model_matches_the_in_memory_metric(mnist_dir, tmp_path, mnist_test_digits):
     from te_vqgan import shift_equivariance
     from te_vqgan.commands.equivariance import select_digits
@@ -58,6 +60,7 @@ def test_equivariance_on_a_saved_model_matches_the_in_memory_metric(mnist_dir, t
     assert figures["shift_equivariance"] == pytest.approx(shift_equivariance(model, select_digits(images, labels, 4)).score)
 
 
+@pytest.mark.slow
 def test_equivariance_on_a_stock_vq_model(mnist_dir, tmp_path):
     torch.manual_seed(0)
     VQModel(**TINY_STOCK_VQ).save_pretrained(tmp_path / "stock")
@@ -87,6 +90,7 @@ def test_corrupt_mnist_file_is_a_clear_error(mnist_dir, tmp_path, capsys):
     assert "expected SHA-256 8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6" in err
 
 
+@pytest.mark.slow
 def test_console_script_help():
     result = subprocess.run(
         [sys.executable, "-m", "te_vqgan.cli", "equivariance", "--help"], capture_output=True, text=True, check=True
@@ -94,6 +98,7 @@ def test_console_script_help():
     assert "--mnist-dir" in result.stdout
 
 
+@pytest.mark.slow
 def test_equivariance_reports_three_ways_and_one_colour(mnist_dir, tmp_path, capsys):
     torch.manual_seed(0)
     TEVQModel(**TINY_TEVQ).eval().save_pretrained(tmp_path / "model")

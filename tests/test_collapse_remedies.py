@@ -121,6 +121,7 @@ def test_new_config_keys_round_trip_and_bad_values(tmp_path):
         TEVQModel(**TINY_TEVQ, codebook_parametrization="ema")
 
 
+@pytest.mark.slow
 def test_training_script_runs_the_remedies_and_records_them(tmp_path, mnist_dir, dataset_cache):
     train = load_training_script()
     config = write_tiny_config(tmp_path)

@@ -115,6 +115,7 @@ def test_cut_windows_rejects_bad_input():
         cut_windows(np.zeros((2, 64, 64, 3), np.uint8), [TRUTHS[0]])
 
 
+@pytest.mark.slow
 def test_classifier_trains_saves_and_loads(tmp_path, ten_digits):
     rng = np.random.default_rng(0)
     windows, colours, digits = [], [], []
@@ -180,6 +181,7 @@ def test_classifier_augmentation_moves_windows_within_its_bounds(ten_digits):
         train_classifier(pixels.permute(0, 2, 3, 1).mul(255).byte().numpy(), [0] * 10, list(range(10)), max_rotation=90)
 
 
+@pytest.mark.slow
 def test_evaluate_command_on_a_tiny_pipeline(stage2_assets, mnist_dir, tmp_path, capsys):
     from PIL import Image
 

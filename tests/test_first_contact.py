@@ -77,6 +77,7 @@ def run_snippet(code: str, namespace: dict | None = None) -> dict:
     return namespace
 
 
+@pytest.mark.slow
 def test_command_help_loading_lines(built, in_folder, capsys):
     root, _ = built
     with pytest.raises(SystemExit):
@@ -227,6 +228,7 @@ def test_bench_quantizer_quick_settings():
         bench.parse_args(["--steps", "0"])
 
 
+@pytest.mark.slow
 def test_bench_quantizer_prints_each_figure_as_it_is_measured():
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # stdout is a pipe: block-buffered
     env["OMP_NUM_THREADS"] = "1"

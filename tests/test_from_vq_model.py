@@ -53,6 +53,7 @@ def test_bad_conversions_are_refused():
         TEVQModel.from_vq_model("org/model")
 
 
+@pytest.mark.slow
 def test_train_vqgan_fine_tunes_a_stock_folder(tmp_path, mnist_dir):
     torch.manual_seed(0)
     stock = VQModel(block_out_channels=(8, 16, 16), latent_channels=8, vq_embed_dim=8, num_vq_embeddings=16, norm_num_groups=4,
@@ -74,6 +75,7 @@ def test_train_vqgan_fine_tunes_a_stock_folder(tmp_path, mnist_dir):
     assert not torch.equal(tuned.codebook, stock.quantize.embedding.weight)  # it was trained
 
 
+@pytest.mark.slow
 def test_freeze_encoder_keeps_its_weights(tmp_path, mnist_dir):
     torch.manual_seed(0)
     stock = VQModel(block_out_channels=(8, 16, 16), latent_channels=8, vq_embed_dim=8, num_vq_embeddings=16, norm_num_groups=4,

@@ -471,6 +471,7 @@ def test_top_k_from_fraction():
     top_k=st.integers(1, 80),
     temperature=st.floats(0.05, 5.0),
 )
+@pytest.mark.slow
 def test_processor_and_top_k_only_sample_allowed_ids(data, direction, top_k, temperature):
     tokenizer = TextImageTokenizer.build(codebook_size=K, text_length=TEXT_LENGTH)
     layout = SequenceLayout.from_tokenizer(tokenizer, (2, 2))
@@ -529,6 +530,7 @@ def test_processor_inside_plain_generate(tokenizer, layout):
     assert (output[:, -1] == tokenizer.eoi_token_id).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scale", [1.0, 1e3])
 def test_generation_always_follows_the_layout(tokenizer, layout, scale):
     text_ids, image_ids = batch(tokenizer, layout, 3, seed=10)

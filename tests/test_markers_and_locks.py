@@ -42,6 +42,7 @@ runpy.run_path(script, run_name="__main__")
 """
 
 
+@pytest.mark.slow
 def test_a_run_killed_at_its_final_save_is_not_done_and_the_rerun_finishes_it(tiny_config, tmp_path, mnist_dir, dataset_cache):
     from te_vqgan.reproduce import Step
 
@@ -66,6 +67,7 @@ def test_a_run_killed_at_its_final_save_is_not_done_and_the_rerun_finishes_it(ti
     assert not (out / ".lock").exists()
 
 
+@pytest.mark.slow
 def test_two_runs_on_one_folder_cannot_run_at_once(tiny_config, tmp_path, mnist_dir, dataset_cache):
     out = tmp_path / "run"
     script = REPO_ROOT / "training" / "train_vqgan.py"

@@ -36,6 +36,7 @@ def pipeline_dir(stage2_assets, tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 def test_one_folder_serves_both_pipelines(pipeline_dir):
     t2i = TextToImagePipeline.from_pretrained(pipeline_dir)
     i2t = ImageToTextPipeline.from_pretrained(pipeline_dir)  # saved as a TextToImagePipeline
@@ -101,6 +102,7 @@ def test_parts_that_do_not_fit_are_refused_at_load(stage2_assets, pipeline_dir, 
         TextToImagePipeline.from_pretrained(grid)
 
 
+@pytest.mark.slow
 def test_push_and_load_from_the_hub(pipeline_dir, local_hub):
     from te_vqgan.hub import push_folder_to_hub
 
@@ -140,6 +142,7 @@ def test_generate_and_caption_commands(pipeline_dir, tmp_path, capsys):
     assert "Traceback" not in err and len(errors) == 1 and "small.png" in errors[0] and "(64, 64, 3)" in errors[0]
 
 
+@pytest.mark.slow
 def test_tokenize_dataset_command_and_its_refusals(stage2_assets, mnist_dir, tmp_path, capsys):
     import datasets
 
@@ -175,6 +178,7 @@ def test_tokenize_dataset_command_and_its_refusals(stage2_assets, mnist_dir, tmp
     assert "needs a trained quantizer" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_build_dataset_folder_keeps_test_and_test_seen_apart(stage2_assets, mnist_dir, tmp_path):
     from te_vqgan.data.tokenized import load_source_dataset
 

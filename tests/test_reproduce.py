@@ -32,13 +32,19 @@ def test_the_plan_has_every_stage_in_order(tmp_path):
                          "stage2/te-seed0-n50", "evaluate/te-seed0-n50"]
     assert len(keys) == 2 + 2 * 2 * (2 + 2 * 2)
     stage1 = plan.steps[2]
-    assert stage1.command[1].endswith("training/train_vqgan.py") and "te-vqgan-mnist-cpu-f8.json" in " ".join(stage1.command)
+    assert stage1.command[1].endswith("training/train_vqgan.py") and stage1.settings.model_config.endswith("te-vqgan-mnist-cpu-f8.json")
+    # A training stage runs `SCRIPT --config OUTPUT/runs/<stage>.json`, the file holding its typed settings.
+    assert stage1.command[2:] == ["--config", str(tmp_path.resolve() / "runs" / "stage1" / "te-seed0.json")]
     stage2 = plan.steps[4]
-    assert stage2.command[stage2.command.index("--train_subset_size") + 1] == "100"
+    assert stage2.settings.train_subset_size == 100
     smaller = plan.steps[6]  # the same epochs for the smaller train size: half the steps
-    assert int(smaller.command[smaller.command.index("--max_train_steps") + 1]) == round(preset.stage2_steps / 2)
-    assert "--scaled_down" in stage2.command  # the cpu preset labels its cards
-    assert stage2.command[stage2.command.index("--text_length") + 1] == "45"  # 43-token captions + <bot>, <eot>
+    assert smaller.settings.max_train_steps == round(preset.stage2_steps / 2)
+    assert stage2.settings.scaled_down  # the cpu preset labels its cards
+    assert stage2.settings.text_length == 45  # 43-token captions + <bot>, <eot>
+    stage2.write_settings()
+    from te_vqgan.training.settings import parse_settings
+
+    assert parse_settings(type(stage2.settings), stage2.command[2:], check_inputs=False) == stage2.settings
     classifier = plan.steps[1].command
     assert classifier[classifier.index("--channels") + 1] == "32,64,128"
 
@@ -336,8 +342,7 @@ def test_the_gpu_preset_runs_six_jobs_in_bf16(tmp_path):
     plan = ReproducePlan(preset, tmp_path, mnist_dir="mnist")
     assert preset.jobs == 6 and preset.seeds == (0, 1, 2)
     stage2 = next(step for step in plan.steps if step.kind == "stage2")
-    assert stage2.command[stage2.command.index("--mixed_precision") + 1] == "bf16"
-    assert stage2.command[stage2.command.index("--n_layer") + 1] == "8"
+    assert stage2.settings.mixed_precision == "bf16" and stage2.settings.n_layer == 8
     # jobs is how a run is scheduled, not what it computes: a folder continues with another --jobs
     small = replace(PRESETS["smoke"], quantizers=("te",), seeds=(0,), train_sizes=(100,))
     first = ReproducePlan(small, tmp_path / "run")

@@ -82,6 +82,7 @@ def test_diffusion_pipeline_from_pretrained_returns_ours(folder):
     assert pipe("white 7.", output_type="latent", generator=torch.Generator().manual_seed(0)).images.shape == (1, 16, 16)
 
 
+@pytest.mark.slow
 def test_a_list_of_generators_makes_each_sample_independent_of_the_batch(t2i):
     alone = t2i(CAPTIONS[1], generator=[torch.Generator().manual_seed(5)], output_type="latent").images
     gens = [torch.Generator().manual_seed(s) for s in (1, 5, 2)]
@@ -99,6 +100,7 @@ def test_a_list_of_generators_makes_each_sample_independent_of_the_batch(t2i):
         t2i(CAPTIONS, generator=[torch.Generator(), torch.Generator()])
 
 
+@pytest.mark.slow
 def test_latent_output_is_the_code_indices(t2i):
     latent = t2i(CAPTIONS[:2], generator=torch.Generator().manual_seed(3), output_type="latent")
     pil = t2i(CAPTIONS[:2], generator=torch.Generator().manual_seed(3))
@@ -145,6 +147,7 @@ def test_progress_bar_and_callback_on_step_end(t2i, capsys):
         t2i("white 7.", callback_on_step_end=callback, callback_on_step_end_tensor_inputs=["logits"])
 
 
+@pytest.mark.slow
 def test_progress_bar_counts_the_sampling_steps(t2i, capsys):
     n = t2i.layout.num_image_tokens
     t2i.set_progress_bar_config(disable=False)
@@ -236,6 +239,7 @@ def test_folders_saved_with_diffusers_block_names_still_load_with_their_fingerpr
     assert quantizer_fingerprint(old) == quantizer_fingerprint(model)
 
 
+@pytest.mark.slow
 def test_the_forward_compiles_as_one_graph():
     from te_vqgan import TEVQModel
     from te_vqgan.losses import orthogonal_loss

@@ -41,6 +41,7 @@ def triplets(example, features):
     ]
 
 
+@pytest.mark.slow
 def test_split_sizes_and_features(tiny):
     builder, splits = tiny
     sizes = {split: len(ds) for split, ds in splits.items()}
@@ -162,6 +163,7 @@ def test_shift_groups(tiny, mnist_arrays):
     assert len(set(sources)) == 4
 
 
+@pytest.mark.slow
 def test_same_config_same_bytes_across_runs_and_num_proc(tiny, tmp_path, mnist_dir):
     builder, splits = tiny
     again = build(tmp_path / "two_procs", num_proc=2, config_name="mnist", data_dir=str(mnist_dir))

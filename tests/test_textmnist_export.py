@@ -31,6 +31,7 @@ def run_cli(root, mnist_dir, output, *extra):
                  "--cache-dir", str(root / "cache"), *TINY_ARGS, *extra])
 
 
+@pytest.mark.slow
 def test_output_layout_and_round_trip(exported):
     root, output = exported
     names = sorted(p.name for p in (output / "data").iterdir())
@@ -82,6 +83,7 @@ def test_refuses_an_occupied_output(tmp_path, mnist_dir, capsys):
     assert [p.name for p in output.iterdir()] == ["keep.txt"]
 
 
+@pytest.mark.slow
 def test_overwrite_replaces(tmp_path, mnist_dir):
     output = tmp_path / "out"
     output.mkdir()
@@ -102,6 +104,7 @@ def test_a_failure_leaves_nothing_half_written(tmp_path, mnist_dir, monkeypatch)
     assert [p.name for p in tmp_path.iterdir() if p.name != "cache"] == []
 
 
+@pytest.mark.slow
 def test_push_to_hub_round_trip_through_a_local_hub(tmp_path, mnist_dir, local_hub, capsys):
     output = tmp_path / "out"
     assert run_cli(tmp_path, mnist_dir, output, "--push-to-hub", "org/textmnist") == 0

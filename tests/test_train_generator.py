@@ -42,6 +42,7 @@ def run(argv):
     return train_generator.main(train_generator.parse_args(argv))
 
 
+@pytest.mark.slow
 def test_training_lowers_both_losses_and_writes_a_pipeline_folder(stage2_assets, tmp_path):
     from te_vqgan import ImageToTextPipeline, TextToImagePipeline
 
@@ -74,6 +75,7 @@ def test_training_lowers_both_losses_and_writes_a_pipeline_folder(stage2_assets,
     assert {r.dataset_split: r.metric_type for r in data.eval_results}["test"] == "i2t_accuracy_test"
 
 
+@pytest.mark.slow
 def test_kill_and_resume_equals_uninterrupted_bitwise(stage2_assets, tmp_path):
     reference = tmp_path / "reference"
     run(tiny_args(stage2_assets, reference))
@@ -106,6 +108,7 @@ def test_kill_and_resume_equals_uninterrupted_bitwise(stage2_assets, tmp_path):
             assert a == b
 
 
+@pytest.mark.slow
 def test_two_processes_with_accelerate_launch_finish_and_agree(stage2_assets, tmp_path):
     out = tmp_path / "ddp"
     command = [
@@ -124,6 +127,7 @@ def test_two_processes_with_accelerate_launch_finish_and_agree(stage2_assets, tm
     assert state_digest(GPT2LMHeadModel.from_pretrained(out / "generator").state_dict()) == digests[0][0]
 
 
+@pytest.mark.slow
 def test_one_direction_and_a_train_subset(stage2_assets, tmp_path):
     out = tmp_path / "t2i"
     run(tiny_args(stage2_assets, out, "--directions", "t2i", "--train_subset_size", "16", "--max_train_steps", "3"))
@@ -134,6 +138,7 @@ def test_one_direction_and_a_train_subset(stage2_assets, tmp_path):
     assert "a subset of 16" in (out / "README.md").read_text()
 
 
+@pytest.mark.slow
 def test_recipe_knobs_reach_the_saved_generator(stage2_assets, tmp_path):
     from transformers import GPT2LMHeadModel
 

@@ -47,6 +47,7 @@ def safetensors_state(folder: Path, name: str = "diffusion_pytorch_model.safeten
     return load_file(folder / name)
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss_and_writes_a_loadable_folder(tiny_config, tmp_path, mnist_dir, dataset_cache):
     out = tmp_path / "run"
     args = tiny_train_args(tiny_config, out, mnist_dir, dataset_cache, "--max_train_steps", "12", "--disc_start", "100",
@@ -76,6 +77,7 @@ def test_training_lowers_the_loss_and_writes_a_loadable_folder(tiny_config, tmp_
     assert shift.shape == (4, 5, 64, 64, 3)
 
 
+@pytest.mark.slow
 def test_checkpoints_are_limited_and_complete(tiny_config, tmp_path, mnist_dir, dataset_cache):
     out = tmp_path / "run"
     run(tiny_train_args(tiny_config, out, mnist_dir, dataset_cache, "--checkpoints_total_limit", "2"))
@@ -86,6 +88,7 @@ def test_checkpoints_are_limited_and_complete(tiny_config, tmp_path, mnist_dir, 
     assert (out / "checkpoint-6" / "model.safetensors").is_file() and (out / "checkpoint-6" / "model_1.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_kill_and_resume_equals_uninterrupted_bitwise(tiny_config, tmp_path, mnist_dir, dataset_cache):
     # Build the dataset cache once in this process so the subprocess starts training quickly.
     reference = tmp_path / "reference"
@@ -124,6 +127,7 @@ def test_kill_and_resume_equals_uninterrupted_bitwise(tiny_config, tmp_path, mni
                 assert torch.equal(a["state"][key][field], b["state"][key][field]), (name, key, field)
 
 
+@pytest.mark.slow
 def test_resume_from_a_named_checkpoint_and_bad_names(tiny_config, tmp_path, mnist_dir, dataset_cache):
     out = tmp_path / "run"
     run(tiny_train_args(tiny_config, out, mnist_dir, dataset_cache, "--max_train_steps", "4"))
@@ -133,6 +137,7 @@ def test_resume_from_a_named_checkpoint_and_bad_names(tiny_config, tmp_path, mni
         run(tiny_train_args(tiny_config, out, mnist_dir, dataset_cache, "--resume_from_checkpoint", str(tmp_path)))
 
 
+@pytest.mark.slow
 def test_bf16_mixed_precision_runs(tiny_config, tmp_path, mnist_dir, dataset_cache):
     out = tmp_path / "bf16"
     result = run(tiny_train_args(tiny_config, out, mnist_dir, dataset_cache, "--mixed_precision", "bf16", "--max_train_steps", "4"))
@@ -142,6 +147,7 @@ def test_bf16_mixed_precision_runs(tiny_config, tmp_path, mnist_dir, dataset_cac
     assert all(torch.isfinite(p).all() for p in result.model.parameters())
 
 
+@pytest.mark.slow
 def test_two_processes_with_accelerate_launch_finish_and_agree(tiny_config, tmp_path, mnist_dir, dataset_cache):
     out = tmp_path / "ddp"
     command = [
@@ -188,6 +194,7 @@ def test_bad_arguments_are_rejected(tiny_config, tmp_path, mnist_dir, dataset_ca
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_model_card_renders_and_carries_the_run(tiny_config, tmp_path, mnist_dir, dataset_cache):
     from huggingface_hub import ModelCard
 
@@ -205,6 +212,7 @@ def test_model_card_renders_and_carries_the_run(tiny_config, tmp_path, mnist_dir
     assert '"orthogonal_reg_weight": 10.0' in card.text
 
 
+@pytest.mark.slow
 def test_push_to_hub_round_trip_with_a_valid_card(tiny_config, tmp_path, mnist_dir, dataset_cache, local_hub):
     from huggingface_hub import ModelCard
 
@@ -235,6 +243,7 @@ def test_accelerate_configs_load(name):
     assert config.mixed_precision == ("no" if name.startswith("cpu") else "bf16")
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_counts_optimizer_steps_and_resumes_exactly(tiny_config, tmp_path, mnist_dir, dataset_cache):
     accumulate = ("--gradient_accumulation_steps", "2", "--train_batch_size", "4", "--max_train_steps", "4")
     reference = run(tiny_train_args(tiny_config, tmp_path / "reference", mnist_dir, dataset_cache, *accumulate))
@@ -248,6 +257,7 @@ def test_gradient_accumulation_counts_optimizer_steps_and_resumes_exactly(tiny_c
     assert state_digest(resumed.model.state_dict()) == state_digest(reference.model.state_dict())
 
 
+@pytest.mark.slow
 def test_resume_in_a_later_epoch_sees_that_epochs_order(tiny_config, tmp_path, mnist_dir, dataset_cache):
     # 64 images / batch 8 = 8 steps per epoch: checkpoint-10 lies in the second epoch.
     longer = ("--max_train_steps", "12", "--checkpointing_steps", "10")
@@ -259,6 +269,7 @@ def test_resume_in_a_later_epoch_sees_that_epochs_order(tiny_config, tmp_path, m
     assert state_digest(resumed.model.state_dict()) == state_digest(reference.model.state_dict())
 
 
+@pytest.mark.slow
 def test_resuming_a_finished_run_trains_no_further(tiny_config, tmp_path, mnist_dir, dataset_cache):
     out = tmp_path / "run"
     first = run(tiny_train_args(tiny_config, out, mnist_dir, dataset_cache))

@@ -1,6 +1,5 @@
 """The training engine alone, with a toy stage: divergence guards and argument checks."""
 
-import argparse
 from pathlib import Path
 
 import pytest
@@ -11,9 +10,8 @@ from te_vqgan.training.engine import (
     TrainingDiverged,
     TrainingEngine,
     TrainingStage,
-    add_training_arguments,
-    validate_training_arguments,
 )
+from te_vqgan.training.settings import TrainingSettings, parse_settings
 
 
 @pytest.fixture(autouse=True)
@@ -58,13 +56,11 @@ class ToyStage(TrainingStage):
         (folder / "README.md").write_text("card")
 
 
-def engine_args(output_dir: Path, *extra: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    add_training_arguments(parser, seed=0, train_batch_size=4, num_train_epochs=1, learning_rate=0.1)
-    args = parser.parse_args(["--output_dir", str(output_dir), "--max_train_steps", "5", "--checkpointing_steps", "2",
-                              "--report_to", "none", "--cpu", *extra])
-    validate_training_arguments(parser, args)
-    return args
+def engine_args(output_dir: Path, *extra: str) -> TrainingSettings:
+    return parse_settings(TrainingSettings, [
+        "--output_dir", str(output_dir), "--seed", "0", "--train_batch_size", "4", "--num_train_epochs", "1",
+        "--learning_rate", "0.1", "--max_train_steps", "5", "--checkpointing_steps", "2", "--report_to", "none", "--cpu", *extra,
+    ])
 
 
 def test_a_clean_run_publishes(tmp_path):

@@ -21,8 +21,6 @@ pipeline folder: `TextToImagePipeline.from_pretrained(OUTPUT)` and
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 import torch
@@ -32,7 +30,6 @@ from te_vqgan.data.tokenized import load_tokenized_dataset
 from te_vqgan.evaluation import caption_variant, image_to_text_accuracy, objects_to_triplets
 from te_vqgan.hub import eval_results, hub_repo_id
 from te_vqgan.generation import (
-    POSITION_SCHEMES,
     SequenceLayout,
     init_image_positions_2d,
     TextImageTokenizer,
@@ -52,101 +49,19 @@ from te_vqgan.training.engine import (
     TrainingEngine,
     TrainingResult,
     TrainingStage,
-    add_training_arguments,
-    finite_float,
     run_script,
     training_command,
-    validate_training_arguments,
 )
+from te_vqgan.training.settings import DIRECTIONS, GeneratorTrainingSettings, parse_settings
 from te_vqgan.visualization import save_captioned_images
 
 
 MODEL_CARD_TEMPLATE = Path(te_vqgan.__file__).parent / "model_cards" / "te_vqgan_pipeline_card.md"  # = model_cards/ here
-DIRECTIONS = ("i2t", "t2i")  # the authors' order within a batch
-IMAGE_POSITION_INITS = ("learned", "sincos2d")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    data = parser.add_argument_group("data")
-    data.add_argument("--tokenized_dataset", required=True, help="A folder written by `te-vqgan tokenize-dataset`.")
-    data.add_argument("--vqmodel", required=True, help="The quantizer that tokenised it (a save_pretrained folder or Hub id).")
-    data.add_argument("--train_subset_size", type=int, default=None, help="Train on the first N examples only (sample efficiency).")
-    data.add_argument("--validation_split", default="validation")
-    data.add_argument(
-        "--evaluation_splits", default="test_seen,test",
-        help="Splits scored by image-to-text accuracy at the end (those present; '' for none).",
-    )
-    data.add_argument("--num_evaluation_examples", type=int, default=200, help="Images per evaluation split.")
-
-    model = parser.add_argument_group("generator")
-    model.add_argument("--text_length", type=int, default=50, help="Tokens of the text block (<bot> caption <eot> padding).")
-    model.add_argument("--n_embd", type=int, default=256)
-    model.add_argument("--n_layer", type=int, default=8)
-    model.add_argument("--n_head", type=int, default=8)
-    model.add_argument(
-        "--dropout", type=finite_float, default=0.1,
-        help="GPT-2's residual, embedding and attention dropout (GPT2Config's default 0.1; the presets train with 0).",
-    )
-    model.add_argument(
-        "--position_scheme", default="index", choices=POSITION_SCHEMES,
-        help="index: a token's position is its index in the sequence (GPT-2's own); modality: positions counted inside "
-        "each modality and shared by both directions, as the authors do (`SequenceLayout.position_ids`).",
-    )
-    model.add_argument(
-        "--image_position_init", default="learned", choices=IMAGE_POSITION_INITS,
-        help="learned: GPT-2's random position table; sincos2d: the image block's rows start as 2-D sine-cosine values "
-        "of each token's (row, column), as the authors' fixed image positions (still learnt; under --position_scheme "
-        "index only the text-to-image block's rows).",
-    )
-
-    add_training_arguments(
-        parser, seed=42, train_batch_size=100, num_train_epochs=20, learning_rate=1e-3,
-        lr_scheduler="cosine_with_restarts", lr_warmup_steps=None, lr_num_cycles=6, max_grad_norm=1.0,
-        checkpointing_steps=5000, validation_steps=2000,
-    )
-    stage = parser.add_argument_group("stage 2")
-    stage.add_argument("--directions", default="t2i,i2t", help="t2i, i2t or both (each batch: i2t step, then t2i step).")
-    stage.add_argument(
-        "--weight_decay", type=finite_float, default=0.0,
-        help="AdamW's decoupled weight decay on the 2-D weights (0: Adam, as the authors; biases and LayerNorms never decay).",
-    )
-    stage.add_argument("--target_loss_weight", type=finite_float, default=7.0, help="Weight of the target modality's loss.")
-    stage.add_argument("--num_validation_examples", type=int, default=256, help="Validation examples for the teacher-forced losses.")
-    stage.add_argument("--num_validation_samples", type=int, default=8, help="Images and captions sampled at each validation.")
-    stage.add_argument("--top_k_fraction", type=finite_float, default=0.1, help="Sampling keeps this fraction of the vocabulary (authors 0.1).")
-    stage.add_argument("--temperature", type=finite_float, default=1.0)
-
-    args = parser.parse_args(argv)
-    validate_training_arguments(parser, args)
-    directions = [d.strip() for d in args.directions.split(",") if d.strip()]
-    unknown = sorted(set(directions) - set(DIRECTIONS))
-    if unknown or not directions:
-        parser.error(f"--directions must name t2i and/or i2t (got {args.directions!r})")
-    args.direction_list = [d for d in DIRECTIONS if d in directions]
-    for name in ("text_length", "n_embd", "n_layer", "n_head", "num_validation_examples", "num_validation_samples"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be >= 1 (got {getattr(args, name)})")
-    if args.num_evaluation_examples < 0:
-        parser.error(f"--num_evaluation_examples must be >= 0 (got {args.num_evaluation_examples})")
-    if args.n_embd % args.n_head:
-        parser.error(f"--n_embd must be divisible by --n_head (got {args.n_embd} and {args.n_head})")
-    if args.train_subset_size is not None and args.train_subset_size < 1:
-        parser.error(f"--train_subset_size must be >= 1 (got {args.train_subset_size})")
-    if not args.target_loss_weight >= 0:
-        parser.error(f"--target_loss_weight must be >= 0 (got {args.target_loss_weight})")
-    if not 0 <= args.dropout < 1:
-        parser.error(f"--dropout must be in [0, 1) (got {args.dropout})")
-    if not args.weight_decay >= 0:
-        parser.error(f"--weight_decay must be >= 0 (got {args.weight_decay})")
-    if not 0 < args.top_k_fraction <= 1:
-        parser.error(f"--top_k_fraction must be in (0, 1] (got {args.top_k_fraction})")
-    if not args.temperature > 0:
-        parser.error(f"--temperature must be > 0 (got {args.temperature})")
-    if not Path(args.tokenized_dataset).is_dir():
-        parser.error(f"--tokenized_dataset {args.tokenized_dataset!r} is not a folder (make one with `te-vqgan tokenize-dataset`)")
-    args.command_line = list(sys.argv[1:] if argv is None else argv)  # for the model card
-    return args
+def parse_args(argv: list[str] | None = None) -> GeneratorTrainingSettings:
+    """Flags or `--config run.json` -> the run's settings (`te_vqgan.training.settings`), checked."""
+    return parse_settings(GeneratorTrainingSettings, argv, description=__doc__)
 
 
 class CaptionsAndTokens:
@@ -192,7 +107,7 @@ class GeneratorStage(TrainingStage):
     script = "training/train_generator.py"
     final_figure_name = "samples.png"
 
-    def __init__(self, args: argparse.Namespace):
+    def __init__(self, args: GeneratorTrainingSettings):
         self.args = args
         self.updates_per_batch = len(args.direction_list)
 
@@ -392,7 +307,7 @@ class GeneratorStage(TrainingStage):
             lr_scheduler=f"{args.lr_scheduler}, {args.lr_num_cycles} cycle(s)",
             max_grad_norm=args.max_grad_norm,
             mixed_precision=run.mixed_precision,
-            training_command=training_command(self.script, run.command_line),
+            training_command=training_command(self.script, run.settings),
         )
         card.save(folder / "README.md")
 
@@ -412,7 +327,7 @@ class GeneratorStage(TrainingStage):
             )
 
 
-def main(args: argparse.Namespace) -> TrainingResult:
+def main(args: GeneratorTrainingSettings) -> TrainingResult:
     return TrainingEngine(args).fit(GeneratorStage(args))
 
 

@@ -22,9 +22,7 @@ beside it hold the training state for `--resume_from_checkpoint`, which continue
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +34,6 @@ from te_vqgan.data.layout import LOCATIONS
 from te_vqgan.data.tokenized import builds_textmnist
 from te_vqgan.hub import eval_results, hub_repo_id
 from te_vqgan.loading import load_model_config
-from te_vqgan.options import add_deprecated_alias
-from te_vqgan.models.te_vq_model import check_config_keys
-from te_vqgan.losses import RECONSTRUCTION_LOSSES
 from te_vqgan.metrics import (
     DEFAULT_TOKEN_SHIFTS,
     equivariance_summary,
@@ -56,12 +51,10 @@ from te_vqgan.training.engine import (
     TrainingEngine,
     TrainingResult,
     TrainingStage,
-    add_training_arguments,
-    finite_float,
     run_script,
     training_command,
-    validate_training_arguments,
 )
+from te_vqgan.training.settings import VQGANTrainingSettings, parse_settings
 from te_vqgan.training.vqgan_step import VQGANLossWeights, vqgan_train_step
 from te_vqgan.visualization import index_map_to_rgb, new_figure, save_figure
 
@@ -69,125 +62,9 @@ from te_vqgan.visualization import index_map_to_rgb, new_figure, save_figure
 MODEL_CARD_TEMPLATE = Path(te_vqgan.__file__).parent / "model_cards" / "te_vqgan_model_card.md"  # = model_cards/ here
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    model = parser.add_argument_group("model")
-    model.add_argument("--model_config", default=None, help="A model config JSON (e.g. hub_configs/te-vqgan-mnist.json).")
-    model.add_argument("--pretrained_model_name_or_path", dest="pretrained_model", default=None,
-                       help="Start from a save_pretrained folder or Hub id instead: a TEVQModel, or a stock diffusers "
-                            "VQModel (converted with TEVQModel.from_vq_model, then fine-tuned with the orthogonal term).")
-    add_deprecated_alias(model, "--pretrained_model", "--pretrained_model_name_or_path", "pretrained_model")
-    model.add_argument("--freeze_encoder", action="store_true",
-                       help="Fine-tune without updating the encoder (and its quant_conv): the codebook and decoder learn.")
-    model.add_argument("--freeze_decoder", action="store_true",
-                       help="Fine-tune without updating the decoder (and its post_quant_conv).")
-
-    data = parser.add_argument_group("data")
-    data.add_argument(
-        "--dataset", "--dataset_name", "--train_data_dir", dest="dataset", default="textmnist",
-        help="'textmnist' (built here by te_vqgan.data.TextMNIST), or a datasets name / local folder with an `image` column.",
-    )
-    data.add_argument("--dataset_config", default="mnist", help="TextMNIST config: mnist or fashion_mnist.")
-    data.add_argument("--mnist_dir", default=None, help="Folder of the MNIST .gz files (default: $TE_VQGAN_MNIST_DIR, else download).")
-    data.add_argument("--num_train", type=int, default=300_000, help="TextMNIST train images.")
-    data.add_argument("--num_validation", type=int, default=3_000, help="TextMNIST validation images.")
-    data.add_argument("--num_shift_groups", type=int, default=100, help="TextMNIST shift groups for the equivariance metric.")
-    data.add_argument("--dataset_seed", type=int, default=0, help="Seed of the TextMNIST build.")
-    data.add_argument("--cache_dir", default=None, help="datasets cache folder.")
-    data.add_argument("--validation_split", default="validation", help="The split validation runs on.")
-    data.add_argument("--image_column", default="image")
-    data.add_argument("--resolution", type=int, default=None,
-                      help="Images are resized on their shorter side to this, then cropped square (default: the model's "
-                           "sample_size); the saved model's sample_size follows it.")
-    data.add_argument("--center_crop", action="store_true", help="Crop the centre (default: a random crop for training).")
-    data.add_argument("--random_flip", action="store_true", help="Flip training images left-right at random.")
-    data.add_argument("--validation_fraction", type=float, default=None,
-                      help="Without a --validation_split in the dataset: hold out this fraction of train (a fixed slice).")
-    data.add_argument("--max_train_samples", type=int, default=None, help="Train on the first N images only.")
-
-    add_training_arguments(
-        parser, seed=23, train_batch_size=96, num_train_epochs=40, learning_rate=8e-6, adam_betas=(0.5, 0.9),
-        checkpointing_steps=5000, validation_steps=2000,
-    )
-    loss = parser.add_argument_group("stage 1")
-    loss.add_argument(
-        "--scale_lr", action=argparse.BooleanOptionalAction, default=True,
-        help="Multiply the learning rate by batch x accumulation x processes (taming; 8e-6 x 96 x 2 = 1.536e-3).",
-    )
-    loss.add_argument("--perceptual_weight", type=finite_float, default=1.0, help="LPIPS weight; 0 trains without it.")
-    loss.add_argument(
-        "--reconstruction_loss", default=None, choices=RECONSTRUCTION_LOSSES,
-        help="Pixel loss. Default: l1 (the paper's) with LPIPS, l2 without it (L1 alone loses the digits' colour).",
-    )
-    loss.add_argument("--codebook_weight", type=finite_float, default=1.0)
-    loss.add_argument("--disc_weight", type=finite_float, default=0.8)
-    loss.add_argument("--disc_start", type=int, default=30001, help="Step at which the GAN terms switch on.")
-    loss.add_argument("--disc_num_layers", type=int, default=3)
-    loss.add_argument("--disc_ndf", type=int, default=64)
-    loss.add_argument("--num_validation_images", type=int, default=256, help="Validation images used per evaluation.")
-    collapse = parser.add_argument_group(
-        "codebook collapse (beyond the paper; model-side options are config keys: orthogonal_reg_active_codes_only, "
-        "codebook_lookup, codebook_parametrization)"
-    )
-    collapse.add_argument(
-        "--kmeans_init_step", type=int, default=None,
-        help="At this step, set the codes to the k-means centroids of the batch's encoder outputs (e.g. 300; default off).",
-    )
-    collapse.add_argument(
-        "--dead_code_restart_steps", type=int, default=0,
-        help="Every N steps, move the codes the batch chooses fewer than --dead_code_min_count times onto its encoder outputs (0: off).",
-    )
-    collapse.add_argument("--dead_code_min_count", type=int, default=1, help="A code chosen fewer times than this in the batch is dead.")
-    loss.add_argument("--allow_perceptual_download", action="store_true", help="Let torchvision download the VGG16 weights.")
-
-    args = parser.parse_args(argv)
-    _validate_args(parser, args)
-    args.command_line = list(sys.argv[1:] if argv is None else argv)  # for the model card
-    return args
-
-
-def _validate_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    if (args.model_config is None) == (args.pretrained_model is None):
-        parser.error("give exactly one of --model_config and --pretrained_model_name_or_path")
-    if args.model_config is not None:
-        if not Path(args.model_config).is_file():
-            parser.error(f"--model_config {args.model_config!r} is not a file")
-        try:  # a typo or another class in the config: refused here, before any work
-            config = load_model_config(args.model_config)
-            if config.get("_class_name") not in (None, "TEVQModel"):
-                raise ValueError(f"--model_config {args.model_config!r} describes a {config['_class_name']!r}; training needs a TEVQModel config.")
-            check_config_keys(TEVQModel, config, repr(args.model_config))
-        except ValueError as error:
-            parser.error(str(error))
-    if args.pretrained_model is not None and not Path(args.pretrained_model).is_dir() and (
-        args.pretrained_model.count("/") != 1 or Path(args.pretrained_model).exists()
-    ):
-        parser.error(f"--pretrained_model_name_or_path {args.pretrained_model!r} is neither a save_pretrained folder nor a Hub repo id (org/name)")
-    validate_training_arguments(parser, args)
-    if args.reconstruction_loss is None:
-        args.reconstruction_loss = "l1" if args.perceptual_weight > 0 else "l2"
-    if args.kmeans_init_step is not None and args.kmeans_init_step < 0:
-        parser.error(f"--kmeans_init_step must be >= 0 (got {args.kmeans_init_step})")
-    for name in ("dead_code_restart_steps", "dead_code_min_count"):
-        if getattr(args, name) < 0:
-            parser.error(f"--{name} must be >= 0 (got {getattr(args, name)})")
-    if args.num_validation_images < 1:
-        parser.error(f"--num_validation_images must be >= 1 (got {args.num_validation_images})")
-    for name in ("perceptual_weight", "codebook_weight", "disc_weight"):
-        if not getattr(args, name) >= 0:
-            parser.error(f"--{name} must be >= 0 (got {getattr(args, name)})")
-    if builds_textmnist(args.dataset) and args.num_validation < 1:
-        parser.error(f"--num_validation must be >= 1: validation needs images (got {args.num_validation})")
-    if args.resolution is not None and args.resolution < 1:
-        parser.error(f"--resolution must be >= 1 (got {args.resolution})")
-    if args.validation_fraction is not None and not 0 < args.validation_fraction < 1:
-        parser.error(f"--validation_fraction must be in (0, 1) (got {args.validation_fraction})")
-    if args.max_train_samples is not None and args.max_train_samples < 1:
-        parser.error(f"--max_train_samples must be >= 1 (got {args.max_train_samples})")
-    if builds_textmnist(args.dataset) and ":" in args.dataset:  # "textmnist:fashion_mnist", as every command spells it
-        args.dataset_config = args.dataset.split(":", 1)[1]
-    if builds_textmnist(args.dataset) and args.dataset_config not in ("mnist", "fashion_mnist"):
-        parser.error(f"--dataset_config must be mnist or fashion_mnist for TextMNIST (got {args.dataset_config!r})")
+def parse_args(argv: list[str] | None = None) -> VQGANTrainingSettings:
+    """Flags or `--config run.json` -> the run's settings (`te_vqgan.training.settings`), checked."""
+    return parse_settings(VQGANTrainingSettings, argv, description=__doc__)
 
 
 # ---------------------------------------------------------------------------- data
@@ -397,7 +274,7 @@ class VQGANStage(TrainingStage):
     script = "training/train_vqgan.py"
     final_figure_name = "reconstructions.png"
 
-    def __init__(self, args: argparse.Namespace):
+    def __init__(self, args: VQGANTrainingSettings):
         self.args = args
 
     def build(self, accelerator) -> StageParts:
@@ -415,7 +292,7 @@ class VQGANStage(TrainingStage):
             # A TEVQModel folder continues as it is; a stock diffusers VQModel (folder or Hub id) is
             # converted to the TEVQModel that computes exactly its outputs, then fine-tuned with the
             # orthogonal term (TEVQModel.from_vq_model).
-            model = load_vq_model(args.pretrained_model, device="cpu")
+            model = load_vq_model(args.pretrained_model_name_or_path, device="cpu")
             if not isinstance(model, TEVQModel):
                 model = TEVQModel.from_vq_model(model)
             model.train()
@@ -522,7 +399,7 @@ class VQGANStage(TrainingStage):
             library_name="diffusers",
             license="mit",
             datasets=[hub_dataset] if hub_dataset else None,
-            base_model=hub_repo_id(args.pretrained_model),
+            base_model=hub_repo_id(args.pretrained_model_name_or_path),
             eval_results=eval_results(
                 record, {"shift_equivariance": "shift equivariance", "image_shift_equivariance": "shift equivariance (whole-token shifts)",
                          "codes_used": "codes used", "perplexity": "perplexity",
@@ -566,13 +443,13 @@ class VQGANStage(TrainingStage):
             active_codes_only=config.orthogonal_reg_active_codes_only,
             kmeans_init_step=args.kmeans_init_step,
             dead_code_restart_steps=args.dead_code_restart_steps,
-            training_command=training_command(self.script, run.command_line),
+            training_command=training_command(self.script, run.settings),
             config_json=json.dumps({k: v for k, v in dict(config).items() if not k.startswith("_")}, indent=2, default=str),
         )
         card.save(folder / "README.md")
 
 
-def main(args: argparse.Namespace) -> TrainingResult:
+def main(args: VQGANTrainingSettings) -> TrainingResult:
     return TrainingEngine(args).fit(VQGANStage(args))
 
 

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+import dataclasses
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -54,9 +55,9 @@ class StageFailed(RuntimeError):
     """A stage of the plan failed; what finished before it stays, and a rerun continues there."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Preset:
-    """Sizes and settings of one scale of the experiment."""
+    """Sizes and settings of one scale of the experiment, each by name."""
 
     name: str
     description: str
@@ -70,15 +71,15 @@ class Preset:
     num_shift_groups: int
     classifier_train: int  # TextMNIST train images whose windows train the classifier
     classifier_epochs: int
-    config_suffix: str  # "-cpu" or "" (the authors' model)
+    config_suffix: str  # "-cpu-f8" or "" (the authors' model)
     stage1_steps: int
     stage1_batch: int
-    stage1_flags: tuple[str, ...]
+    stage1_settings: dict  # further `VQGANTrainingSettings` fields, by name
     stage2_steps: int  # for the largest train size; smaller ones get as many epochs (the authors: 20 for each)
     stage2_batch: int
     stage2_model: tuple[int, int, int]  # n_layer, n_embd, n_head
     num_eval: int  # images per evaluated split
-    stage2_flags: tuple[str, ...] = ()
+    stage2_settings: dict = field(default_factory=dict)  # further `GeneratorTrainingSettings` fields, by name
     classifier_flags: tuple[str, ...] = ()  # extra `te-vqgan train-classifier` options
     classifier_test: int = 3_000  # images of test and test_seen whose windows measure the classifier (7,500 windows)
     eval_flags: tuple[str, ...] = ()  # extra `te-vqgan evaluate` options (sampling settings)
@@ -86,46 +87,62 @@ class Preset:
     estimates: dict = field(default_factory=dict)  # seconds per stage kind, before any is measured
     jobs: int = 1  # stages side by side by default (`--jobs`); not a setting of the experiment
 
+    def __post_init__(self):
+        from .training.settings import GeneratorTrainingSettings, VQGANTrainingSettings
 
-CPU_STAGE1 = ("--learning_rate", "3e-4", "--no-scale_lr", "--perceptual_weight", "0", "--reconstruction_loss", "l2")
+        # A misspelt setting is refused when the preset is made, not when its stage starts.
+        for settings, cls in ((self.stage1_settings, VQGANTrainingSettings), (self.stage2_settings, GeneratorTrainingSettings)):
+            unknown = sorted(set(settings) - {f.name for f in dataclasses.fields(cls)})
+            if unknown:
+                raise ValueError(f"Preset {self.name!r}: {cls.__name__} has no settings {unknown}.")
+
+
+CPU_STAGE1 = dict(learning_rate=3e-4, scale_lr=False, perceptual_weight=0.0, reconstruction_loss="l2")
 # The stage-2 recipe at CPU scale, chosen by measurement (results/stage2_recipe): no dropout (GPT-2's 0.1 slowed
 # learning at these budgets), one cosine cycle, a 45-token text block; the evaluation samples sharper than the
 # authors (top-k 2% of the vocabulary, temperature 0.7), which an undertrained generator's flat distribution needs.
-CPU_STAGE2 = ("--dropout", "0", "--lr_num_cycles", "1", "--text_length", "45")
+CPU_STAGE2 = dict(dropout=0.0, lr_num_cycles=1, text_length=45)
 CPU_EVAL = ("--top-k-fraction", "0.02", "--temperature", "0.7")
 PRESETS = {
     "smoke": Preset(
-        "smoke", "a check of the whole chain on a 2-core CPU in minutes: TE and SC, one seed, tiny data and models "
-        "(the `cpu` preset's design and stage-2 recipe, smaller: f = 8 quantizers for 800 steps, a 2-layer generator for "
-        "400 steps on 3,000 examples). Its numbers are NOT comparable to the paper's.",
-        False, ("te", "sc"), (0,), (3_000,), 3_000, 128, 200, 20, 8_000, 4, "-cpu-f8", 800, 16,
-        CPU_STAGE1 + ("--kmeans_init_step", "200"), 400, 32, (2, 128, 4), 200,
-        ("--lr_warmup_steps", "40", *CPU_STAGE2), eval_flags=CPU_EVAL,
+        name="smoke", description="a check of the whole chain on a 2-core CPU in minutes: TE and SC, one seed, tiny data "
+        "and models (the `cpu` preset's design and stage-2 recipe, smaller: f = 8 quantizers for 800 steps, a 2-layer "
+        "generator for 400 steps on 3,000 examples). Its numbers are NOT comparable to the paper's.",
+        comparable=False, quantizers=("te", "sc"), seeds=(0,), train_sizes=(3_000,), num_train=3_000, num_validation=128,
+        num_test=200, num_shift_groups=20, classifier_train=8_000, classifier_epochs=4, config_suffix="-cpu-f8",
+        stage1_steps=800, stage1_batch=16, stage1_settings={**CPU_STAGE1, "kmeans_init_step": 200},
+        stage2_steps=400, stage2_batch=32, stage2_model=(2, 128, 4), num_eval=200,
+        stage2_settings={"lr_warmup_steps": 40, **CPU_STAGE2}, eval_flags=CPU_EVAL,
         estimates={"data": 5, "classifier": 60, "stage1": 140, "tokenize": 8, "stage2": 100, "evaluate": 20},
     ),
     "cpu": Preset(
-        "cpu", "the largest run our 2-core CPU machines finish in one working session (about 2.5 h of stages): TE and SC, "
-        "3 seeds. Stage 1: the CPU quantizer configs at f = 8 (`-cpu-f8`: 8x8 = 64 tokens per image, a quarter of the "
-        "paper's 256, so that the generator's sequence is 112 tokens instead of 309), L2, k-means codebook initialisation "
-        "at step 300, 1,500 steps of batch 16. Stage 2: the recipe of results/stage2_recipe (no dropout, one cosine "
-        "cycle) on a 4-layer, 128-wide GPT-2 with a 45-token text block, batch 32, 1,700 steps (54,400 examples per "
+        name="cpu", description="the largest run our 2-core CPU machines finish in one working session (about 2.5 h of "
+        "stages): TE and SC, 3 seeds. Stage 1: the CPU quantizer configs at f = 8 (`-cpu-f8`: 8x8 = 64 tokens per image, a "
+        "quarter of the paper's 256, so that the generator's sequence is 112 tokens instead of 309), L2, k-means codebook "
+        "initialisation at step 300, 1,500 steps of batch 16. Stage 2: the recipe of results/stage2_recipe (no dropout, one "
+        "cosine cycle) on a 4-layer, 128-wide GPT-2 with a 45-token text block, batch 32, 1,700 steps (54,400 examples per "
         "direction, about 2.7 epochs); train sizes scaled down 15x (20,000 and 6,667). Evaluation: 500 images per split, "
         "sampled with top-k 2% and temperature 0.7, classifier 32-64-128 wide. Not comparable to the paper's numbers; its "
         "question is whether TE's text-to-image gain over SC is outside the seed spread at this scale.",
-        False, ("te", "sc"), (0, 1, 2), (20_000, 6_667), 20_000, 256, 500, 100, 48_000, 4, "-cpu-f8", 1_500, 16,
-        CPU_STAGE1 + ("--kmeans_init_step", "300"), 1_700, 32, (4, 128, 4), 500,
-        ("--lr_warmup_steps", "100", *CPU_STAGE2), eval_flags=CPU_EVAL,
+        comparable=False, quantizers=("te", "sc"), seeds=(0, 1, 2), train_sizes=(20_000, 6_667), num_train=20_000,
+        num_validation=256, num_test=500, num_shift_groups=100, classifier_train=48_000, classifier_epochs=4,
+        config_suffix="-cpu-f8", stage1_steps=1_500, stage1_batch=16, stage1_settings={**CPU_STAGE1, "kmeans_init_step": 300},
+        stage2_steps=1_700, stage2_batch=32, stage2_model=(4, 128, 4), num_eval=500,
+        stage2_settings={"lr_warmup_steps": 100, **CPU_STAGE2}, eval_flags=CPU_EVAL,
         classifier_flags=("--channels", "32,64,128"),
         estimates={"data": 60, "classifier": 480, "stage1": 240, "tokenize": 40, "stage2": 620, "evaluate": 60},
     ),
     "gpu": Preset(
-        "gpu", "the cpu preset's data, quantizers and evaluation with a longer stage 2, for one GPU in minutes: TE and SC, "
-        "3 seeds, stages side by side on the one device (--jobs 6). Stage 1 as in the cpu preset (f = 8, 1,500 steps of "
-        "16); stage 2 the authors' GPT size (8 layers, 256 wide) in bf16, batch 100 for 3,000 steps (300,000 examples per "
-        "direction, 15 epochs of 20,000); 1,000 images per evaluated split. Not comparable to the paper's numbers.",
-        False, ("te", "sc"), (0, 1, 2), (20_000, 6_667), 20_000, 256, 1_000, 100, 48_000, 4, "-cpu-f8", 1_500, 16,
-        CPU_STAGE1 + ("--kmeans_init_step", "300", "--dataloader_num_workers", "1"), 3_000, 100, (8, 256, 8), 1_000,
-        ("--lr_warmup_steps", "150", *CPU_STAGE2, "--mixed_precision", "bf16", "--dataloader_num_workers", "1"),
+        name="gpu", description="the cpu preset's data, quantizers and evaluation with a longer stage 2, for one GPU in "
+        "minutes: TE and SC, 3 seeds, stages side by side on the one device (--jobs 6). Stage 1 as in the cpu preset (f = 8, "
+        "1,500 steps of 16); stage 2 the authors' GPT size (8 layers, 256 wide) in bf16, batch 100 for 3,000 steps (300,000 "
+        "examples per direction, 15 epochs of 20,000); 1,000 images per evaluated split. Not comparable to the paper's numbers.",
+        comparable=False, quantizers=("te", "sc"), seeds=(0, 1, 2), train_sizes=(20_000, 6_667), num_train=20_000,
+        num_validation=256, num_test=1_000, num_shift_groups=100, classifier_train=48_000, classifier_epochs=4,
+        config_suffix="-cpu-f8", stage1_steps=1_500, stage1_batch=16,
+        stage1_settings={**CPU_STAGE1, "kmeans_init_step": 300, "dataloader_num_workers": 1},
+        stage2_steps=3_000, stage2_batch=100, stage2_model=(8, 256, 8), num_eval=1_000,
+        stage2_settings={"lr_warmup_steps": 150, **CPU_STAGE2, "mixed_precision": "bf16", "dataloader_num_workers": 1},
         eval_flags=CPU_EVAL, classifier_flags=("--channels", "32,64,128"),
         # Not yet measured on a GPU: from the H100 run of results/stage2_gpu (stage 2 at 8 x 256 ran 7.1 steps/s of 100
         # at 309 tokens alone) with six jobs sharing the device.
@@ -133,12 +150,14 @@ PRESETS = {
         jobs=6,
     ),
     "paper": Preset(
-        "paper", "the authors' settings: the paper's quantizers (K = 128, f = 4, L1 + LPIPS + GAN), 300K images, "
-        "their GPT (8 layers, 256 wide) for 20 epochs, 3 seeds; under `accelerate launch` on GPUs.",
-        True, ("te", "sc", "cb", "mp", "mb"), (0, 1, 2), (300_000, 100_000), 300_000, 3_000, 3_000, 100, 60_000, 10, "",
-        125_000, 96, (), 60_000, 100, (8, 256, 8), 3_000,
+        name="paper", description="the authors' settings: the paper's quantizers (K = 128, f = 4, L1 + LPIPS + GAN), 300K "
+        "images, their GPT (8 layers, 256 wide) for 20 epochs, 3 seeds; under `accelerate launch` on GPUs.",
+        comparable=True, quantizers=("te", "sc", "cb", "mp", "mb"), seeds=(0, 1, 2), train_sizes=(300_000, 100_000),
+        num_train=300_000, num_validation=3_000, num_test=3_000, num_shift_groups=100, classifier_train=60_000,
+        classifier_epochs=10, config_suffix="", stage1_steps=125_000, stage1_batch=96, stage1_settings={},
+        stage2_steps=60_000, stage2_batch=100, stage2_model=(8, 256, 8), num_eval=3_000,
         # The authors' positions: counted inside each modality, the image's 2-D (sine-cosine).
-        ("--position_scheme", "modality", "--image_position_init", "sincos2d"),
+        stage2_settings={"position_scheme": "modality", "image_position_init": "sincos2d"},
         launcher=("accelerate", "launch"),
         estimates={"data": 600, "classifier": 600, "stage1": 36_000, "tokenize": 300, "stage2": 36_000, "evaluate": 1_800},
     ),
@@ -158,6 +177,30 @@ RERUN_ON_CHANGE = {
 }
 
 
+# Preset fields that describe or schedule a run without changing its results.
+NOT_SETTINGS = ("description", "estimates", "jobs")
+
+
+def _settings_in_todays_form(before: dict | None) -> dict | None:
+    """A state.json's recorded preset settings in today's form: runs started before the typed settings
+    recorded their training settings as flags (`stage1_flags`, `stage2_flags`), now named values."""
+    from .training.settings import GeneratorTrainingSettings, VQGANTrainingSettings, settings_parser
+
+    if before is None:
+        return None
+    before = {k: v for k, v in before.items() if k not in NOT_SETTINGS}
+    required = {VQGANTrainingSettings: ["--output_dir", "o", "--model_config", "c"],
+                GeneratorTrainingSettings: ["--output_dir", "o", "--tokenized_dataset", "t", "--vqmodel", "q"]}
+    for old, new, cls in (("stage1_flags", "stage1_settings", VQGANTrainingSettings),
+                          ("stage2_flags", "stage2_settings", GeneratorTrainingSettings)):
+        if old in before and new not in before:
+            flags = list(before.pop(old))
+            parsed = settings_parser(cls).parse_args([*required[cls], *flags])
+            names = [f.removeprefix("--").removeprefix("no-").removeprefix("no_").replace("-", "_") for f in flags if f.startswith("--")]
+            before[new] = {name: getattr(parsed, name) for name in names}
+    return before
+
+
 @dataclass
 class Step:
     """One stage of the plan: its folder, the file that marks it done and how to run it."""
@@ -171,6 +214,14 @@ class Step:
     needs: tuple[str, ...] = ()  # keys of the stages whose outputs it reads (`--jobs` starts it after them)
 
     check: Callable[[], bool] | None = None  # an extra condition for done (e.g. the evaluation's classifier is current)
+    settings: object = None  # a training stage's `TrainingSettings` ...
+    settings_file: Path | None = None  # ... and the file its command reads them from (`--config FILE`)
+
+    def write_settings(self) -> None:
+        """Write a training stage's settings to the file its command names (before it starts)."""
+        if self.settings is not None:
+            self.settings_file.parent.mkdir(parents=True, exist_ok=True)
+            self.settings.to_json(self.settings_file)
 
     @property
     def done(self) -> bool:
@@ -249,8 +300,18 @@ class ReproducePlan:
         launcher = list(self.preset.launcher) or [sys.executable]
         return launcher + [str(self.root / "training" / script)]
 
+    def _training_step(self, key: str, kind: str, script: str, settings, needs: tuple[str, ...]) -> Step:
+        """A training stage: `python|accelerate launch SCRIPT --config OUTPUT/runs/<key>.json`, the
+        file holding `settings` (written when the stage starts)."""
+        run_file = self.output / "runs" / f"{key}.json"
+        return Step(key, kind, Path(settings.output_dir), "metrics.json", self._python(script) + ["--config", str(run_file)],
+                    resumable=True, needs=needs, settings=settings, settings_file=run_file)
+
     def _build(self) -> list[Step]:
+        from .training.settings import GeneratorTrainingSettings, VQGANTrainingSettings
+
         p, out = self.preset, self.output
+        scaled_down = None if p.comparable else f"te-vqgan reproduce --preset {p.name}"
         mnist = ["--mnist-dir", str(self.mnist_dir)] if self.mnist_dir else []
         device = ["--device", self.device] if self.device else []
         data = out / "data" / "textmnist"
@@ -271,13 +332,12 @@ class ReproducePlan:
             for seed in p.seeds:
                 run = f"{q}-seed{seed}"
                 stage1 = out / "stage1" / run
-                steps.append(Step(f"stage1/{run}", "stage1", stage1, "metrics.json", needs=("data",), command=self._python("train_vqgan.py") + [
-                    "--model_config", str(config), "--dataset", str(data), "--output_dir", str(stage1), "--seed", str(seed),
-                    "--train_batch_size", str(p.stage1_batch), "--max_train_steps", str(p.stage1_steps),
-                    "--num_validation_images", str(min(512, p.num_validation)), "--checkpointing_steps", str(max(1, p.stage1_steps // 4)),
-                    "--checkpoints_total_limit", "1", "--validation_steps", str(p.stage1_steps), "--report_to", "none",
-                    "--cache_dir", str(out / "cache"), *(["--scaled_down", f"te-vqgan reproduce --preset {p.name}"] if not p.comparable else []),
-                    *p.stage1_flags], resumable=True))
+                steps.append(self._training_step(f"stage1/{run}", "stage1", "train_vqgan.py", VQGANTrainingSettings(
+                    model_config=str(config), dataset=str(data), output_dir=str(stage1), seed=seed,
+                    train_batch_size=p.stage1_batch, max_train_steps=p.stage1_steps,
+                    num_validation_images=min(512, p.num_validation), checkpointing_steps=max(1, p.stage1_steps // 4),
+                    checkpoints_total_limit=1, validation_steps=p.stage1_steps, report_to="none", cache_dir=str(out / "cache"),
+                    scaled_down=scaled_down, **p.stage1_settings), needs=("data",)))
                 tokens = out / "tokens" / run
                 steps.append(Step(f"tokenize/{run}", "tokenize", tokens, "quantizer.json", needs=(f"stage1/{run}",), command=[
                     "te-vqgan", "tokenize-dataset", "--vqmodel", str(stage1), "--dataset", str(data), "--output-dir", str(tokens),
@@ -287,15 +347,13 @@ class ReproducePlan:
                     steps2 = max(1, round(p.stage2_steps * size / max(p.train_sizes)))
                     stage2 = out / "stage2" / name
                     n_layer, n_embd, n_head = p.stage2_model
-                    steps.append(Step(f"stage2/{name}", "stage2", stage2, "metrics.json", needs=(f"tokenize/{run}",),
-                                      command=self._python("train_generator.py") + [
-                        "--tokenized_dataset", str(tokens), "--vqmodel", str(stage1), "--output_dir", str(stage2), "--seed", str(seed),
-                        "--train_subset_size", str(size), "--n_layer", str(n_layer), "--n_embd", str(n_embd), "--n_head", str(n_head),
-                        "--train_batch_size", str(p.stage2_batch), "--max_train_steps", str(steps2),
-                        "--checkpointing_steps", str(max(1, steps2 // 4)), "--checkpoints_total_limit", "1",
-                        "--validation_steps", str(steps2), "--num_evaluation_examples", "0", "--report_to", "none",
-                        "--num_validation_examples", str(min(256, p.num_validation)), *p.stage2_flags,
-                        *(["--scaled_down", f"te-vqgan reproduce --preset {p.name}"] if not p.comparable else [])], resumable=True))
+                    steps.append(self._training_step(f"stage2/{name}", "stage2", "train_generator.py", GeneratorTrainingSettings(
+                        tokenized_dataset=str(tokens), vqmodel=str(stage1), output_dir=str(stage2), seed=seed,
+                        train_subset_size=size, n_layer=n_layer, n_embd=n_embd, n_head=n_head,
+                        train_batch_size=p.stage2_batch, max_train_steps=steps2, checkpointing_steps=max(1, steps2 // 4),
+                        checkpoints_total_limit=1, validation_steps=steps2, num_evaluation_examples=0, report_to="none",
+                        num_validation_examples=min(256, p.num_validation), scaled_down=scaled_down, **p.stage2_settings),
+                        needs=(f"tokenize/{run}",)))
                     evaluation = out / "evaluation" / name
                     own_classifier = ("classifier",) if self.classifier == out / "classifier" else ()
                     steps.append(Step(f"evaluate/{name}", "evaluate", evaluation, "evaluation.json",
@@ -351,8 +409,8 @@ class ReproducePlan:
         if not isinstance(state, dict):
             raise ValueError(f"{str(state_path)!r} must hold a JSON object (got a {type(state).__name__}); move it aside.")
         state.setdefault("timeline", {})
-        settings = json.loads(json.dumps({k: v for k, v in asdict(self.preset).items() if k not in ("estimates", "jobs")}))
-        before = state.get("settings")
+        settings = json.loads(json.dumps({k: v for k, v in asdict(self.preset).items() if k not in NOT_SETTINGS}))
+        before = _settings_in_todays_form(state.get("settings"))
         changed = sorted(k for k in settings if before is not None and before.get(k) != settings[k])
         invalidated = {kind for k in changed for kind in RERUN_ON_CHANGE.get(k, ())}
         refused = [k for k in changed if k not in RERUN_ON_CHANGE]
@@ -405,6 +463,7 @@ class ReproducePlan:
         continued from its last checkpoint."""
         if step.command[0] == "te-vqgan":
             return [sys.executable, "-m", "te_vqgan.cli", *self._cli_command(step)[1:]]
+        step.write_settings()
         return resuming(step.command, step.folder) if step.resumable else list(step.command)
 
     def _run_side_by_side(self, jobs: int, stale: set, state: dict, finished, log, gpus=None, poll: float = 0.2) -> None:
@@ -490,6 +549,7 @@ class ReproducePlan:
             if code:
                 raise StageFailed(f"Stage {step.key} failed (te-vqgan {command[1]} exited with {code}); rerun to continue from it.")
             return
+        step.write_settings()
         returncode = run_training(command, step.folder, self.root) if step.resumable else subprocess.run(command, cwd=self.root).returncode
         if returncode:
             raise StageFailed(

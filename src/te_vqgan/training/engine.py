@@ -23,14 +23,14 @@ common, written once:
 - the final folder: staged in `OUTPUT/.final.tmp`, moved into place file by file with the
   model card last, then `OUTPUT/.complete.json` listing every file (`folder_is_complete`), then pushed to the Hub with `--push_to_hub` (never the checkpoints).
 
-    engine = TrainingEngine(args)              # args from a parser with add_training_arguments()
-    result = engine.fit(MyStage(args))         # TrainingResult(model, metrics, global_step)
+    settings = parse_settings(MySettings)      # a TrainingSettings subclass (`te_vqgan.training.settings`)
+    engine = TrainingEngine(settings)
+    result = engine.fit(MyStage(settings))     # TrainingResult(model, metrics, global_step)
 """
 
 from __future__ import annotations
 
 import abc
-import argparse
 import contextlib
 import json
 import logging
@@ -49,6 +49,7 @@ from torch.utils.data import DataLoader
 
 from ..files import COMPLETION_MARKER, FINAL_STAGING, FolderLockedError, folder_lock, install_folder, write_completion_marker, write_json_atomic
 from ..hub import push_folder_to_hub
+from .settings import SETTINGS_FILE, TrainingSettings
 from .accelerate_utils import (
     EpochShuffleSampler,
     build_accelerator,
@@ -62,7 +63,6 @@ from .accelerate_utils import (
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "LR_SCHEDULERS",
     "NonFiniteError",
     "OptimizerUpdate",
     "RunInfo",
@@ -71,116 +71,11 @@ __all__ = [
     "TrainingResult",
     "TrainingDiverged",
     "TrainingStage",
-    "add_training_arguments",
-    "finite_float",
     "run_script",
     "training_command",
-    "validate_training_arguments",
 ]
 
-# diffusers.optimization's schedules (the ones the diffusers training examples offer).
-LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
 CARD_NAME = "README.md"
-
-
-# ---------------------------------------------------------------------------- arguments
-def finite_float(text: str) -> float:
-    """argparse `type=` for float flags: NaN and infinities are refused (one line, exit 2)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number (got {text!r})") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number (got {text!r})")
-    return value
-
-
-def add_training_arguments(
-    parser: argparse.ArgumentParser,
-    *,
-    seed: int,
-    train_batch_size: int,
-    num_train_epochs: int,
-    learning_rate: float,
-    adam_betas: tuple[float, float] = (0.9, 0.999),
-    lr_scheduler: str = "constant",
-    lr_warmup_steps: int | None = 0,
-    lr_num_cycles: int = 1,
-    max_grad_norm: float | None = None,
-    checkpointing_steps: int = 5000,
-    validation_steps: int = 2000,
-) -> None:
-    """Add the engine's options (training loop, schedule, checkpoints, logging, Hub) to `parser`.
-
-    The keyword arguments are the stage's defaults (e.g. the authors' seed 23 and batch 96 for
-    stage 1, seed 42 and batch 100 for stage 2). `lr_warmup_steps=None` means one epoch.
-    """
-    train = parser.add_argument_group("training")
-    train.add_argument("--output_dir", required=True)
-    train.add_argument("--seed", type=int, default=seed)
-    train.add_argument("--train_batch_size", type=int, default=train_batch_size, help="Per device.")
-    train.add_argument("--num_train_epochs", type=int, default=num_train_epochs)
-    train.add_argument("--max_train_steps", type=int, default=None, help="Overrides --num_train_epochs.")
-    train.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    train.add_argument("--learning_rate", type=finite_float, default=learning_rate)
-    train.add_argument("--adam_beta1", type=finite_float, default=adam_betas[0])
-    train.add_argument("--adam_beta2", type=finite_float, default=adam_betas[1])
-    train.add_argument("--lr_scheduler", default=lr_scheduler, choices=LR_SCHEDULERS, help="diffusers.optimization schedule.")
-    train.add_argument(
-        "--lr_warmup_steps", type=int, default=lr_warmup_steps,
-        help="Warm-up optimizer steps (default: " + ("one epoch" if lr_warmup_steps is None else str(lr_warmup_steps)) + ").",
-    )
-    train.add_argument("--lr_num_cycles", type=int, default=lr_num_cycles, help="Hard restarts of cosine_with_restarts.")
-    train.add_argument(
-        "--max_grad_norm", type=finite_float, default=max_grad_norm,
-        help="Clip the gradient norm of each optimizer step to this (default: " + ("no clipping" if max_grad_norm is None else str(max_grad_norm)) + ").",
-    )
-    train.add_argument(
-        "--mixed_precision", default=None, choices=["no", "fp16", "bf16"],
-        help="Default: what `accelerate launch` / its config file says, else no.",
-    )
-    train.add_argument("--cpu", action="store_true", help="Train on CPU even where a GPU is present (also: DDP over gloo on CPU).")
-    train.add_argument("--dataloader_num_workers", type=int, default=0)
-
-    io = parser.add_argument_group("checkpoints, validation, logging, Hub")
-    io.add_argument("--checkpointing_steps", type=int, default=checkpointing_steps)
-    io.add_argument("--checkpoints_total_limit", type=int, default=None)
-    io.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint-<step> folder.")
-    io.add_argument("--validation_steps", type=int, default=validation_steps)
-    io.add_argument("--report_to", default="tensorboard", help="tensorboard, wandb, all or none.")
-    io.add_argument("--logging_dir", default="logs")
-    io.add_argument("--push_to_hub", action="store_true")
-    io.add_argument("--hub_model_id", default=None)
-    io.add_argument("--hub_token", default=None)
-    io.add_argument("--hub_private_repo", action="store_true")
-    io.add_argument(
-        "--scaled_down", default=None,
-        help="Say in the model card how this run is smaller than the paper's (e.g. '2k images, 300 steps').",
-    )
-
-
-def validate_training_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """`parser.error` (exit 2, one line) for engine options out of range."""
-    for name in ("train_batch_size", "num_train_epochs", "gradient_accumulation_steps", "checkpointing_steps",
-                 "validation_steps", "lr_num_cycles"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be >= 1 (got {getattr(args, name)})")
-    for name in ("max_train_steps", "checkpoints_total_limit"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            parser.error(f"--{name} must be >= 1 (got {getattr(args, name)})")
-    if args.lr_warmup_steps is not None and args.lr_warmup_steps < 0:
-        parser.error(f"--lr_warmup_steps must be >= 0 (got {args.lr_warmup_steps})")
-    if not args.learning_rate >= 0:  # finite already (`finite_float`)
-        parser.error(f"--learning_rate must be >= 0 (got {args.learning_rate})")
-    if args.max_grad_norm is not None and not (args.max_grad_norm > 0 and math.isfinite(args.max_grad_norm)):
-        parser.error(f"--max_grad_norm must be a finite number > 0 (got {args.max_grad_norm})")
-    for name in ("adam_beta1", "adam_beta2"):
-        if not 0 <= getattr(args, name) < 1:
-            parser.error(f"--{name} must be in [0, 1) (got {getattr(args, name)})")
-    if args.push_to_hub and not args.hub_model_id:
-        parser.error("--push_to_hub needs --hub_model_id")
-    if Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
-        parser.error(f"--output_dir {args.output_dir!r} is a file; expected a folder (new or of an earlier run)")
 
 
 # ---------------------------------------------------------------------------- the optimisation step
@@ -260,7 +155,7 @@ class RunInfo:
     mixed_precision: str
     num_processes: int
     train_seconds: float
-    command_line: list[str]
+    settings: TrainingSettings  # the run's, as parsed (its `to_flags()` rerun it)
 
 
 class TrainingStage(abc.ABC):
@@ -320,12 +215,14 @@ class TrainingResult:
 
 # ---------------------------------------------------------------------------- the engine
 class TrainingEngine:
-    """Runs a `TrainingStage` with the options of `add_training_arguments`."""
+    """Runs a `TrainingStage` with the engine's part of its `TrainingSettings`."""
 
-    def __init__(self, args: argparse.Namespace):
+    def __init__(self, settings: TrainingSettings):
         from accelerate.utils import set_seed
 
-        self.args = args
+        if not isinstance(settings, TrainingSettings):
+            raise TypeError(f"TrainingEngine takes a TrainingSettings (got {type(settings).__name__}); parse flags with parse_settings.")
+        self.args = args = settings
         self.output_dir = Path(args.output_dir)
         self.accelerator = build_accelerator(
             self.output_dir, args.mixed_precision, args.gradient_accumulation_steps, args.report_to, args.logging_dir, cpu=args.cpu
@@ -409,7 +306,7 @@ class TrainingEngine:
 
         if accelerator.is_main_process:
             output_dir.mkdir(parents=True, exist_ok=True)
-            config = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}  # no None/lists
+            config = {k: v for k, v in args.to_dict().items() if isinstance(v, (int, float, str, bool))}  # no None/lists
             accelerator.init_trackers(stage.name, config={**config, **stage.tracker_config()})
 
         global_step = start_step = 0
@@ -500,7 +397,7 @@ class TrainingEngine:
             run = RunInfo(
                 global_step=global_step, total_batch_size=total_batch_size, learning_rate=parts.learning_rate,
                 mixed_precision=str(accelerator.mixed_precision), num_processes=accelerator.num_processes,
-                train_seconds=round(time.time() - start_time, 1), command_line=list(getattr(args, "command_line", [])),
+                train_seconds=round(time.time() - start_time, 1), settings=args,
             )
             final = self._save_final(stage, metrics, logs, run)
             metrics = json.loads((final / "metrics.json").read_text())
@@ -566,6 +463,7 @@ class TrainingEngine:
         }
         stage.save_final(staging, record, run)
         write_json_atomic(staging / "metrics.json", record)
+        self.args.to_json(staging / SETTINGS_FILE)  # the run's settings, beside what they made
         figure = getattr(self, "_last_figure", None)
         if stage.final_figure_name and figure is not None and Path(figure).is_file():
             shutil.copyfile(figure, staging / stage.final_figure_name)
@@ -605,9 +503,13 @@ def _batch_seed(seed: int, epoch: int, batch_index: int) -> int:
     return (seed * 1_000_003 + epoch * 10_007 + batch_index) % (2**31 - 1)
 
 
-def training_command(script: str, command_line: Sequence[str]) -> str:
-    """The `accelerate launch` line that reruns a script with the same options (for cards)."""
-    return " ".join(shlex.quote(a) for a in ["accelerate", "launch", script, *command_line])
+def training_command(script: str, settings: TrainingSettings) -> str:
+    """The `accelerate launch` line that reruns a script with `settings` (for cards)."""
+    try:
+        flags = settings.to_flags()
+    except ValueError:  # a setting only a file can hold (a None whose default is not None)
+        flags = ["--config", SETTINGS_FILE]
+    return " ".join(shlex.quote(a) for a in ["accelerate", "launch", script, *flags])
 
 
 def _progress_bar(total: int, initial: int, disable: bool):
