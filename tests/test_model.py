@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from diffusers import VQModel
+from diffusers import ModelMixin
+from diffusers.configuration_utils import ConfigMixin
 from safetensors.torch import load_file
 
 from te_vqgan import TEVQModel, TEVQModelOutput, orthogonal_loss, vq_loss
@@ -27,7 +28,7 @@ def images(batch=2, size=16, channels=3, seed=0):
 def test_default_config_is_the_authors_stage1_model():
     model = TEVQModel()
     config = model.config
-    assert isinstance(model, VQModel)
+    assert isinstance(model, ModelMixin) and isinstance(model, ConfigMixin)  # a diffusers model (no longer a VQModel subclass)
     assert config.sample_size == 64 and config.num_vq_embeddings == 128 and config.vq_embed_dim == 256
     assert tuple(config.block_out_channels) == (128, 256, 256) and config.layers_per_block == 1
     assert config.downsample_type == "strided_conv" and config.padding_mode == "replicate"

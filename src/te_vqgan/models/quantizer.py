@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -35,10 +35,14 @@ def check_code_indices(indices, num_codes: int) -> None:
         raise ValueError(f"Code indices must lie in [0, {num_codes}) (got min {low}, max {high}).")
 
 
-class QuantizerOutput(NamedTuple):
-    """`quantized` `[B, d, H, W]`, `loss` (codebook + beta * commitment), `indices` `[B, H, W]`.
+@dataclass
+class QuantizerOutput:
+    """Output of `TEVectorQuantizer.forward`.
 
-    A 3-tuple, so diffusers' `VQModel.decode` can unpack it as it unpacks its own quantizer's.
+    Args:
+        quantized (`torch.Tensor` of shape `(B, d, H, W)`): the nearest codes, with the straight-through gradient.
+        loss (`torch.Tensor`): the VQ loss, codebook term + `commitment_beta` x commitment term.
+        indices (`torch.LongTensor` of shape `(B, H, W)`): the index of every nearest code.
     """
 
     quantized: torch.Tensor

@@ -1,4 +1,4 @@
-"""TE-VQGAN: a diffusers `VQModel` with an orthogonal codebook and a choice of downsampling.
+"""TE-VQGAN: a VQGAN with an orthogonal codebook and a choice of downsampling, as a diffusers model.
 
 Shin et al., "Exploration into Translation-Equivariant Image Quantization" (ICASSP 2023).
 The encoder, decoder and codebook are VQGAN's (taming-transformers); the additions are
@@ -9,6 +9,17 @@ The encoder, decoder and codebook are VQGAN's (taming-transformers); the additio
 - replicate padding in every 3x3 conv, as in the authors' code;
 - beta on the commitment term (diffusers' default quantizer puts it on the codebook term);
 - a token API: `encode_to_indices` and `decode_indices`.
+
+How it is built: `TEVQModel` is a `ModelMixin, ConfigMixin` (as `diffusers.VQModel` is, not a subclass
+of it) whose `__init__` constructs, from its config, the same parts under the same names as
+`VQModel`: `encoder` (`autoencoder.Encoder`), `quant_conv`, `quantize` (`quantizer.TEVectorQuantizer`),
+`post_quant_conv` and `decoder` (`autoencoder.Decoder`). The encoder and decoder are copies of
+diffusers' VQ-VAE blocks (marked `# Copied from diffusers...` in `autoencoder.py`) that take
+`padding_mode` and `downsample_type` as constructor arguments, so the network is what the config says
+from construction on; the state-dict keys are diffusers' (`encoder.down_blocks.0.downsamplers.0.conv...`,
+`quantize.embedding.weight`), so a folder whose network is diffusers' own (zero padding, strided conv)
+loads in a stock `diffusers.VQModel` with identical outputs. `encode` and `decode` keep `VQModel`'s
+signatures and outputs (`.latents`, `.sample`), so code written for a stock VQ model runs unchanged.
 """
 
 from __future__ import annotations
@@ -20,21 +31,21 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-from diffusers import ModelMixin, VQModel  # noqa: F401  (ModelMixin: see below)
-from diffusers.configuration_utils import register_to_config
+from diffusers import ModelMixin, VQModel
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.autoencoders.vae import DecoderOutput
+from diffusers.models.autoencoders.vq_model import VQEncoderOutput
 from diffusers.utils import BaseOutput
+from diffusers.utils.accelerate_utils import apply_forward_hook
 
 from ..hub import TeVqganCardMixin, push_folder_to_hub
 from ..losses import orthogonal_loss
-from .downsampling import DOWNSAMPLE_TYPES, PADDING_MODES, Downsample
+from .autoencoder import Decoder, Encoder
+from .downsampling import DOWNSAMPLE_TYPES, PADDING_MODES
 from .quantizer import TEVectorQuantizer, check_code_indices, downsample_factor
 
 
 __all__ = ["TE_BLOCK_PREFIX", "TEVQModel", "TEVQModelOutput", "check_config_keys", "stock_block_type"]
-
-# A `DiffusionPipeline` saves this model as ["te_vqgan.models.te_vq_model", "TEVQModel"] and, on
-# load, recognises the class as loadable only if this module has an attribute `ModelMixin`
-# (diffusers 0.42 looks the base classes up on the component's module). Keep the import above.
 
 
 def check_config_keys(model_class, config, source: str = "the config") -> None:
@@ -125,18 +136,20 @@ reconstructions = model.decode_indices(indices)
 """
 
 
-class TEVQModel(TeVqganCardMixin, VQModel):
+class TEVQModel(TeVqganCardMixin, ModelMixin, ConfigMixin):
     r"""A VQGAN whose codebook is regularised to be orthogonal (TE-VQGAN).
 
     The defaults are the authors' stage-1 model for 64x64 colored MNIST: ch 128, ch_mult
     (1, 2, 2) so f=4 and 16x16 tokens, one res block per level, attention at resolution 16,
     K=128 codes of dimension 256, strided-conv downsampling and lambda=10.
 
-    Parameters (those of [`diffusers.VQModel`], with these defaults, plus the last five):
+    Parameters (those of [`diffusers.VQModel`], with these defaults, plus the last eight):
         in_channels (`int`, *optional*, defaults to `3`): channels of the input image.
         out_channels (`int`, *optional*, defaults to `3`): channels of the output image.
-        down_block_types (`tuple[str]`, *optional*): encoder blocks, one per level.
-        up_block_types (`tuple[str]`, *optional*): decoder blocks, one per level.
+        down_block_types (`tuple[str]`, *optional*): encoder blocks, one per level: `"DownEncoderBlock2D"`
+            or `"AttnDownEncoderBlock2D"` (saved behind `TE_BLOCK_PREFIX` unless the network is diffusers' own).
+        up_block_types (`tuple[str]`, *optional*): decoder blocks, one per level: `"UpDecoderBlock2D"` or
+            `"AttnUpDecoderBlock2D"` (likewise).
         block_out_channels (`tuple[int]`, *optional*, defaults to `(128, 256, 256)`): channels
             per level; `len(block_out_channels) - 1` halvings give f.
         layers_per_block (`int`, *optional*, defaults to `1`): res blocks per encoder level.
@@ -149,7 +162,7 @@ class TEVQModel(TeVqganCardMixin, VQModel):
         scaling_factor (`float`, *optional*, defaults to `0.18215`): kept for diffusers.
         norm_type (`str`, *optional*, defaults to `"group"`): `"group"` or `"spatial"`.
         mid_block_add_attention (`bool`, *optional*, defaults to `True`): attention in the mid block.
-        lookup_from_codebook (`bool`, *optional*, defaults to `False`): see `VQModel.decode`.
+        lookup_from_codebook (`bool`, *optional*, defaults to `False`): see `decode`.
         force_upcast (`bool`, *optional*, defaults to `False`): kept for diffusers.
         downsample_type (`str`, *optional*, defaults to `"strided_conv"`): one of
             `"strided_conv"`, `"conv_blurpool"`, `"maxpool"`, `"max_blurpool"`.
@@ -184,6 +197,10 @@ class TEVQModel(TeVqganCardMixin, VQModel):
         >>> model.decode_indices(indices).shape
         torch.Size([2, 3, 64, 64])
     """
+
+    # As diffusers' VQModel: layerwise casting leaves the codebook in full precision.
+    _skip_layerwise_casting_patterns = ["quantize"]
+    _supports_group_offloading = False
 
     @register_to_config
     def __init__(
@@ -241,43 +258,41 @@ class TEVQModel(TeVqganCardMixin, VQModel):
                 "`down_block_types`, `up_block_types` and `block_out_channels` need one entry per level "
                 f"(got {len(down_block_types)}, {len(up_block_types)} and {len(block_out_channels)})."
             )
-        super().__init__(
+        super().__init__()
+        # VQModel's parts under VQModel's names (the state-dict keys of every saved folder), each built
+        # with the padding and the downsampling of this config.
+        self.encoder = Encoder(
             in_channels=in_channels,
-            out_channels=out_channels,
+            out_channels=latent_channels,
             down_block_types=tuple(stock_block_type(name) for name in down_block_types),
-            up_block_types=tuple(stock_block_type(name) for name in up_block_types),
             block_out_channels=block_out_channels,
             layers_per_block=layers_per_block,
             act_fn=act_fn,
-            latent_channels=latent_channels,
-            sample_size=sample_size,
-            num_vq_embeddings=num_vq_embeddings,
             norm_num_groups=norm_num_groups,
-            vq_embed_dim=vq_embed_dim,
-            scaling_factor=scaling_factor,
-            norm_type=norm_type,
             mid_block_add_attention=mid_block_add_attention,
-            lookup_from_codebook=lookup_from_codebook,
-            force_upcast=force_upcast,
+            downsample_type=downsample_type,
+            padding_mode=padding_mode,
         )
         embed_dim = vq_embed_dim if vq_embed_dim is not None else latent_channels
+        self.quant_conv = nn.Conv2d(latent_channels, embed_dim, 1)
         # Our quantizer: beta on the commitment term, indices kept as [B, H, W].
         self.quantize = TEVectorQuantizer(
             num_vq_embeddings, embed_dim, commitment_beta=commitment_beta,
             lookup=codebook_lookup, parametrization=codebook_parametrization,
         )
-
-        for block in self.encoder.down_blocks:
-            if block.downsamplers is not None:
-                channels = block.downsamplers[0].channels
-                block.downsamplers = nn.ModuleList([Downsample(channels, downsample_type, padding_mode)])
-
-        if padding_mode != "zeros":
-            # nn.Conv2d honours `padding_mode` at call time, so switching it after construction
-            # gives every padded conv of the encoder and decoder replicate padding.
-            for module in list(self.encoder.modules()) + list(self.decoder.modules()):
-                if isinstance(module, nn.Conv2d) and any(p > 0 for p in module.padding):
-                    module.padding_mode = padding_mode
+        self.post_quant_conv = nn.Conv2d(embed_dim, latent_channels, 1)
+        self.decoder = Decoder(
+            in_channels=latent_channels,
+            out_channels=out_channels,
+            up_block_types=tuple(stock_block_type(name) for name in up_block_types),
+            block_out_channels=block_out_channels,
+            layers_per_block=layers_per_block,
+            act_fn=act_fn,
+            norm_num_groups=norm_num_groups,
+            norm_type=norm_type,
+            mid_block_add_attention=mid_block_add_attention,
+            padding_mode=padding_mode,
+        )
 
         # The block types say which network the folder computes (see `stock_block_type`): a stock
         # `diffusers.VQModel` refuses the "TEVQModel." ones instead of computing another network.
@@ -356,7 +371,7 @@ class TEVQModel(TeVqganCardMixin, VQModel):
             >>> from diffusers import VQModel
             >>> te = TEVQModel.from_vq_model(VQModel.from_pretrained("some/vq-model"), orthogonal_reg_weight=10.0)
         """
-        if not isinstance(vq_model, VQModel) or isinstance(vq_model, TEVQModel):
+        if not isinstance(vq_model, VQModel):
             raise ValueError(f"`vq_model` must be a stock diffusers.VQModel (got {type(vq_model).__name__}).")
         other = sorted(set(loss_settings) - set(cls._LOSS_KEYS))
         if other:
@@ -487,11 +502,61 @@ class TEVQModel(TeVqganCardMixin, VQModel):
             codebook = codebook[subset]
         return weight * orthogonal_loss(codebook, check_finite=check_finite)
 
-    # ------------------------------------------------------------------ token API
+    # ------------------------------------------------------------------ encode and decode
+    @apply_forward_hook
+    def encode(self, x: torch.Tensor, return_dict: bool = True) -> VQEncoderOutput | tuple[torch.Tensor]:
+        """The un-quantized latents of images, as `diffusers.VQModel.encode`.
+
+        Args:
+            x (`torch.Tensor` of shape `(B, C, H, W)`): floats in [-1, 1], H and W divisible by f.
+            return_dict (`bool`, *optional*, defaults to `True`): return a `VQEncoderOutput` rather than `(latents,)`.
+
+        Returns:
+            `VQEncoderOutput` whose `latents` have shape `(B, vq_embed_dim, H / f, W / f)`.
+        """
+        latents = self.quant_conv(self.encoder(x))
+        if not return_dict:
+            return (latents,)
+        return VQEncoderOutput(latents=latents)
+
+    @apply_forward_hook
+    def decode(
+        self, h: torch.Tensor, force_not_quantize: bool = False, return_dict: bool = True, shape: tuple[int, ...] | None = None
+    ) -> DecoderOutput | tuple[torch.Tensor, torch.Tensor]:
+        """Images from latents, as `diffusers.VQModel.decode`.
+
+        Args:
+            h (`torch.Tensor`): latents `(B, d, h, w)`, quantized to their nearest codes first unless
+                `force_not_quantize`; with `force_not_quantize` and the config's `lookup_from_codebook`,
+                flat code indices whose codes are looked up (then `shape` is `(B, h, w, d)`).
+            force_not_quantize (`bool`, *optional*, defaults to `False`): decode `h` as it is (already quantized).
+            return_dict (`bool`, *optional*, defaults to `True`): return a `DecoderOutput` rather than
+                `(sample, commit_loss)`.
+            shape (`tuple[int]`, *optional*): see `h`.
+
+        Returns:
+            `DecoderOutput` with the image `sample` `(B, out_channels, h * f, w * f)` and the VQ `commit_loss`
+            (zeros when nothing was quantized).
+        """
+        if not force_not_quantize:
+            quantized = self.quantize(h)
+            quant, commit_loss = quantized.quantized, quantized.loss
+        elif self.config.lookup_from_codebook:
+            quant = self.quantize.get_codebook_entry(h, shape)
+            commit_loss = torch.zeros(h.shape[0], device=h.device, dtype=quant.dtype)
+        else:
+            quant = h
+            commit_loss = torch.zeros(h.shape[0], device=h.device, dtype=h.dtype)
+        sample = self._decode_quantized(quant)
+        if not return_dict:
+            return sample, commit_loss
+        return DecoderOutput(sample=sample, commit_loss=commit_loss)
+
     def _decode_quantized(self, quant: torch.Tensor) -> torch.Tensor:
         hidden = self.post_quant_conv(quant)
         return self.decoder(hidden, quant if self.config.norm_type == "spatial" else None)
 
+    # ------------------------------------------------------------------ token API
     @torch.no_grad()
     def encode_to_indices(self, images: torch.Tensor) -> torch.LongTensor:
         """Tokenize images.
