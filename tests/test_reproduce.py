@@ -1,6 +1,7 @@
 """`te-vqgan reproduce`: the plan, resumption (finished stages are skipped) and the report."""
 
 import json
+from pathlib import Path
 from dataclasses import replace
 
 import pytest
@@ -14,7 +15,7 @@ def finish(step):
     from te_vqgan.files import write_completion_marker
 
     step.folder.mkdir(parents=True, exist_ok=True)
-    content = {"classifier": step.command[step.command.index("--classifier") + 1]} if step.kind == "evaluate" else {}
+    content = {"classifier": step.call.keywords["classifier"]} if step.kind == "evaluate" else {}
     (step.folder / step.marker).write_text(json.dumps(content))
     if step.resumable:
         (step.folder / "README.md").write_text("card")
@@ -45,8 +46,10 @@ def test_the_plan_has_every_stage_in_order(tmp_path):
     from te_vqgan.training.settings import parse_settings
 
     assert parse_settings(type(stage2.settings), stage2.command[2:], check_inputs=False) == stage2.settings
-    classifier = plan.steps[1].command
-    assert classifier[classifier.index("--channels") + 1] == "32,64,128"
+    # The other stages call the library: data, classifier, tokens and evaluation are functions with named arguments.
+    classifier = plan.steps[1].call
+    assert classifier.func.__name__ == "train_and_save" and classifier.keywords["channels"] == (32, 64, 128)
+    assert plan.display(plan.steps[1]).startswith("te_vqgan.commands.train_classifier.train_and_save(output=")
 
 
 def test_rerunning_skips_finished_stages_and_continues_the_rest(tmp_path, monkeypatch):
@@ -54,7 +57,7 @@ def test_rerunning_skips_finished_stages_and_continues_the_rest(tmp_path, monkey
     plan = ReproducePlan(preset, tmp_path)
     ran = []
 
-    def fake_run(step, cli_main):  # each stage "writes" its marker
+    def fake_run(step):  # each stage "writes" its marker
         ran.append(step.key)
         finish(step)
         if step.key == "tokenize/te-seed0" and len(ran) == 4:
@@ -83,7 +86,7 @@ def test_a_failing_training_stage_is_one_clear_error(tmp_path):
     step = plan.steps[2]
     step.command = [step.command[0], "-c", "import sys; sys.exit(3)"]
     with pytest.raises(StageFailed, match="stage1/te-seed0 failed .* exited with 3"):
-        plan._run_step(step, cli_main=None)
+        plan._run_step(step)
 
 
 def test_preset_overrides_are_checked():
@@ -154,7 +157,7 @@ def test_a_given_classifier_replaces_the_classifier_stage(tmp_path):
     plan = ReproducePlan(preset, tmp_path / "run", classifier=str(tmp_path / "clf"))
     assert [s.key for s in plan.steps][:2] == ["data", "stage1/te-seed0"]
     evaluate = plan.steps[-1]
-    assert evaluate.command[evaluate.command.index("--classifier") + 1] == str(tmp_path / "clf")
+    assert evaluate.call.keywords["classifier"] == str(tmp_path / "clf")
     with pytest.raises(ValueError, match="not a `te-vqgan train-classifier` folder"):
         ReproducePlan(preset, tmp_path / "run", classifier=str(tmp_path))
 
@@ -172,7 +175,7 @@ def test_the_report_says_whether_te_beats_sc_beyond_the_seed_spread():
 def test_an_output_folder_is_continued_only_with_the_same_settings(tmp_path, monkeypatch):
     preset = replace(PRESETS["smoke"], quantizers=("te",), seeds=(0,), train_sizes=(100,))
     plan = ReproducePlan(preset, tmp_path)
-    monkeypatch.setattr(plan, "_run_step", lambda step, cli_main: finish(step))
+    monkeypatch.setattr(plan, "_run_step", lambda step: finish(step))
     plan.run(log=lambda line: None)
     other = ReproducePlan(replace(preset, seeds=(1,)), tmp_path)
     with pytest.raises(ValueError, match=r"seeds: \[0\] -> \[1\]"):
@@ -184,7 +187,7 @@ def test_a_classifier_settings_change_retrains_the_classifier_and_reevaluates_on
     plan = ReproducePlan(preset, tmp_path)
     ran = []
 
-    def fake_run(step, cli_main):
+    def fake_run(step):
         ran.append(step.key)
         finish(step)
 
@@ -193,10 +196,10 @@ def test_a_classifier_settings_change_retrains_the_classifier_and_reevaluates_on
     ran.clear()
     retrained = ReproducePlan(replace(preset, classifier_epochs=preset.classifier_epochs + 4), tmp_path)
 
-    def interrupted(step, cli_main):  # the rerun stops after the classifier, before the evaluation
+    def interrupted(step):  # the rerun stops after the classifier, before the evaluation
         if step.kind == "evaluate":
             raise StageFailed("interrupted")
-        fake_run(step, cli_main)
+        fake_run(step)
 
     monkeypatch.setattr(retrained, "_run_step", interrupted)
     lines = []
@@ -220,11 +223,51 @@ def test_a_classifier_settings_change_retrains_the_classifier_and_reevaluates_on
         ReproducePlan(replace(preset, classifier_epochs=1, stage1_steps=900), tmp_path).run(log=lambda line: None)
 
 
-def test_only_commands_that_take_overwrite_are_given_it():
-    from te_vqgan.reproduce import _takes_overwrite
+def record_call(folder, overwrite=False, fail=False):
+    """A library stage for the tests: writes its marker (and how it was called) into `folder`."""
+    import os
 
-    assert _takes_overwrite("train-classifier") and _takes_overwrite("build-dataset") and _takes_overwrite("tokenize-dataset")
-    assert not _takes_overwrite("evaluate")  # it rewrites its folder's files itself
+    if fail:
+        raise ValueError("bad input, named")
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    print(f"ran in {os.getpid()}")
+    (Path(folder) / "done").write_text(json.dumps({"overwrite": overwrite, "pid": os.getpid()}))
+
+
+def test_library_stages_replace_what_an_interrupted_run_left(tmp_path):
+    import functools
+
+    from te_vqgan.reproduce import Step
+
+    plan = ReproducePlan(replace(PRESETS["smoke"], quantizers=("te",), seeds=(0,), train_sizes=(100,)), tmp_path)
+    # The stages that write a folder whole take overwrite=True for leftovers; the evaluation rewrites its own files.
+    assert [s.kind for s in plan.steps if s.replaces_folder] == ["data", "classifier", "tokenize"]
+    step = Step("lib", "data", tmp_path / "lib", "done", call=functools.partial(record_call, str(tmp_path / "lib")), replaces_folder=True)
+    step.run_call()
+    assert json.loads((tmp_path / "lib" / "done").read_text())["overwrite"] is False  # nothing was there
+    step.run_call()
+    assert json.loads((tmp_path / "lib" / "done").read_text())["overwrite"] is True
+    failing = Step("bad", "data", tmp_path / "bad", "done", call=functools.partial(record_call, str(tmp_path / "bad"), fail=True))
+    with pytest.raises(StageFailed, match="Stage bad failed: bad input, named"):
+        plan._run_step(failing)
+
+
+def test_jobs_run_library_stages_in_worker_processes_with_their_logs(tmp_path):
+    import functools
+    import os
+
+    from te_vqgan.reproduce import Step
+
+    plan = fake_plan(tmp_path, [("train", (), 0, 0, False)])
+    plan.steps += [
+        Step("lib", "evaluate", tmp_path / "lib", "done", call=functools.partial(record_call, str(tmp_path / "lib")), needs=("train",)),
+        Step("bad", "evaluate", tmp_path / "bad", "done", call=functools.partial(record_call, str(tmp_path / "bad"), fail=True)),
+    ]
+    with pytest.raises(StageFailed, match=r"1 stage\(s\) failed: bad \(exited with 1"):
+        plan.run(log=lambda line: None, jobs=2)
+    assert json.loads((tmp_path / "lib" / "done").read_text())["pid"] != os.getpid()
+    assert "ran in" in (tmp_path / "logs" / "lib.log").read_text()
+    assert "ValueError: bad input, named" in (tmp_path / "logs" / "bad.log").read_text()
 
 
 # ---------------------------------------------------------------------------- --jobs: stages side by side

@@ -26,6 +26,7 @@ import sys
 import time
 from collections.abc import Callable
 import dataclasses
+import functools
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -80,9 +81,9 @@ class Preset:
     stage2_model: tuple[int, int, int]  # n_layer, n_embd, n_head
     num_eval: int  # images per evaluated split
     stage2_settings: dict = field(default_factory=dict)  # further `GeneratorTrainingSettings` fields, by name
-    classifier_flags: tuple[str, ...] = ()  # extra `te-vqgan train-classifier` options
+    classifier_settings: dict = field(default_factory=dict)  # further `train_and_save` arguments (e.g. channels)
     classifier_test: int = 3_000  # images of test and test_seen whose windows measure the classifier (7,500 windows)
-    eval_flags: tuple[str, ...] = ()  # extra `te-vqgan evaluate` options (sampling settings)
+    evaluation_settings: dict = field(default_factory=dict)  # further `evaluate_pipeline` arguments (sampling settings)
     launcher: tuple[str, ...] = ()  # prefix of the training commands (default: this Python)
     estimates: dict = field(default_factory=dict)  # seconds per stage kind, before any is measured
     jobs: int = 1  # stages side by side by default (`--jobs`); not a setting of the experiment
@@ -102,7 +103,7 @@ CPU_STAGE1 = dict(learning_rate=3e-4, scale_lr=False, perceptual_weight=0.0, rec
 # learning at these budgets), one cosine cycle, a 45-token text block; the evaluation samples sharper than the
 # authors (top-k 2% of the vocabulary, temperature 0.7), which an undertrained generator's flat distribution needs.
 CPU_STAGE2 = dict(dropout=0.0, lr_num_cycles=1, text_length=45)
-CPU_EVAL = ("--top-k-fraction", "0.02", "--temperature", "0.7")
+CPU_EVAL = dict(top_k_fraction=0.02, temperature=0.7)
 PRESETS = {
     "smoke": Preset(
         name="smoke", description="a check of the whole chain on a 2-core CPU in minutes: TE and SC, one seed, tiny data "
@@ -112,7 +113,7 @@ PRESETS = {
         num_test=200, num_shift_groups=20, classifier_train=8_000, classifier_epochs=4, config_suffix="-cpu-f8",
         stage1_steps=800, stage1_batch=16, stage1_settings={**CPU_STAGE1, "kmeans_init_step": 200},
         stage2_steps=400, stage2_batch=32, stage2_model=(2, 128, 4), num_eval=200,
-        stage2_settings={"lr_warmup_steps": 40, **CPU_STAGE2}, eval_flags=CPU_EVAL,
+        stage2_settings={"lr_warmup_steps": 40, **CPU_STAGE2}, evaluation_settings=CPU_EVAL,
         estimates={"data": 5, "classifier": 60, "stage1": 140, "tokenize": 8, "stage2": 100, "evaluate": 20},
     ),
     "cpu": Preset(
@@ -128,8 +129,8 @@ PRESETS = {
         num_validation=256, num_test=500, num_shift_groups=100, classifier_train=48_000, classifier_epochs=4,
         config_suffix="-cpu-f8", stage1_steps=1_500, stage1_batch=16, stage1_settings={**CPU_STAGE1, "kmeans_init_step": 300},
         stage2_steps=1_700, stage2_batch=32, stage2_model=(4, 128, 4), num_eval=500,
-        stage2_settings={"lr_warmup_steps": 100, **CPU_STAGE2}, eval_flags=CPU_EVAL,
-        classifier_flags=("--channels", "32,64,128"),
+        stage2_settings={"lr_warmup_steps": 100, **CPU_STAGE2}, evaluation_settings=CPU_EVAL,
+        classifier_settings={"channels": (32, 64, 128)},
         estimates={"data": 60, "classifier": 480, "stage1": 240, "tokenize": 40, "stage2": 620, "evaluate": 60},
     ),
     "gpu": Preset(
@@ -143,7 +144,7 @@ PRESETS = {
         stage1_settings={**CPU_STAGE1, "kmeans_init_step": 300, "dataloader_num_workers": 1},
         stage2_steps=3_000, stage2_batch=100, stage2_model=(8, 256, 8), num_eval=1_000,
         stage2_settings={"lr_warmup_steps": 150, **CPU_STAGE2, "mixed_precision": "bf16", "dataloader_num_workers": 1},
-        eval_flags=CPU_EVAL, classifier_flags=("--channels", "32,64,128"),
+        evaluation_settings=CPU_EVAL, classifier_settings={"channels": (32, 64, 128)},
         # Not yet measured on a GPU: from the H100 run of results/stage2_gpu (stage 2 at 8 x 256 ran 7.1 steps/s of 100
         # at 309 tokens alone) with six jobs sharing the device.
         estimates={"data": 40, "classifier": 120, "stage1": 90, "tokenize": 30, "stage2": 300, "evaluate": 40},
@@ -170,10 +171,10 @@ PRESETS = {
 RERUN_ON_CHANGE = {
     "classifier_train": ("classifier", "evaluate"),
     "classifier_epochs": ("classifier", "evaluate"),
-    "classifier_flags": ("classifier", "evaluate"),
+    "classifier_settings": ("classifier", "evaluate"),
     "classifier_test": ("classifier",),
     "num_eval": ("evaluate",),
-    "eval_flags": ("evaluate",),
+    "evaluation_settings": ("evaluate",),
 }
 
 
@@ -198,30 +199,47 @@ def _settings_in_todays_form(before: dict | None) -> dict | None:
             parsed = settings_parser(cls).parse_args([*required[cls], *flags])
             names = [f.removeprefix("--").removeprefix("no-").removeprefix("no_").replace("-", "_") for f in flags if f.startswith("--")]
             before[new] = {name: getattr(parsed, name) for name in names}
+    # `te-vqgan train-classifier` / `evaluate` flags, now the library functions' arguments.
+    for old, new in (("classifier_flags", "classifier_settings"), ("eval_flags", "evaluation_settings")):
+        if old in before and new not in before:
+            flags = list(before.pop(old))
+            values = {}
+            for flag, value in zip(flags[::2], flags[1::2]):
+                name = flag.removeprefix("--").replace("-", "_")
+                values[name] = [int(v) for v in value.split(",")] if name == "channels" else float(value)
+            before[new] = values
     return before
 
 
 @dataclass
 class Step:
-    """One stage of the plan: its folder, the file that marks it done and how to run it."""
+    """One stage of the plan: its folder, the file that marks it done and how to run it: a library
+    function (`call`) or, for a training stage, a process (`command`) that a launcher must own."""
 
     key: str  # e.g. "stage1/te-seed0"
     kind: str  # data, classifier, stage1, tokenize, stage2, evaluate
     folder: Path
     marker: str
-    command: list[str]  # ["te-vqgan", ...] runs in this process; anything else as a subprocess
+    command: list[str] | None = None  # a training stage: `python|accelerate launch SCRIPT --config FILE`
     resumable: bool = False  # a training script: continue from its last checkpoint
     needs: tuple[str, ...] = ()  # keys of the stages whose outputs it reads (`--jobs` starts it after them)
 
     check: Callable[[], bool] | None = None  # an extra condition for done (e.g. the evaluation's classifier is current)
     settings: object = None  # a training stage's `TrainingSettings` ...
     settings_file: Path | None = None  # ... and the file its command reads them from (`--config FILE`)
+    call: functools.partial | None = None  # a library stage: the function and its arguments
+    replaces_folder: bool = False  # `call` takes `overwrite=True` to replace what an interrupted or stale run left
 
     def write_settings(self) -> None:
         """Write a training stage's settings to the file its command names (before it starts)."""
         if self.settings is not None:
             self.settings_file.parent.mkdir(parents=True, exist_ok=True)
             self.settings.to_json(self.settings_file)
+
+    def run_call(self) -> None:
+        """Run a library stage here, replacing its folder's leftovers where it writes a folder whole."""
+        overwrite = {"overwrite": True} if self.replaces_folder and self.folder.exists() else {}
+        self.call(**overwrite)
 
     @property
     def done(self) -> bool:
@@ -251,15 +269,6 @@ def _repo_root() -> Path:
     return root
 
 
-def _takes_overwrite(subcommand: str) -> bool:
-    """Whether `te-vqgan <subcommand>` has an `--overwrite` option (read from the CLI's own parser)."""
-    from .cli import build_parser
-
-    parser = build_parser()
-    subparsers = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
-    return "--overwrite" in subparsers.choices[subcommand]._option_string_actions
-
-
 def display_command(command: list[str], root: Path) -> str:
     """`command` as a user types it in the repository `root`: `python` for this interpreter, paths relative to it."""
     prefix = str(root) + "/"
@@ -277,6 +286,45 @@ def run_training(command: list[str], output_dir: Path, cwd: Path | None = None) 
     """Run a training script's `command` (its `--output_dir` is `output_dir`) as a subprocess,
     continuing from the folder's last checkpoint when it has one; returns the exit status."""
     return subprocess.run(resuming(command, output_dir), cwd=cwd).returncode
+
+
+class _LibraryStage:
+    """A library stage run beside others (`--jobs` > 1): the call in a spawned worker process whose
+    output goes to the stage's log, with the `Popen` methods the scheduler uses."""
+
+    def __init__(self, step: Step, log_path: str, gpu: int | None):
+        import multiprocessing
+
+        self.process = multiprocessing.get_context("spawn").Process(
+            target=_run_library_stage, args=(step.call, step.replaces_folder and step.folder.exists(), log_path, gpu), name=step.key)
+        self.process.start()
+
+    def poll(self) -> int | None:
+        return self.process.exitcode
+
+    def terminate(self) -> None:
+        self.process.terminate()
+
+    def kill(self) -> None:
+        self.process.kill()
+
+    def wait(self, timeout: float | None = None) -> int:
+        self.process.join(timeout)
+        if self.process.exitcode is None:
+            raise subprocess.TimeoutExpired(self.process.name, timeout)
+        return self.process.exitcode
+
+
+def _run_library_stage(call, overwrite: bool, log_path: str, gpu: int | None) -> None:
+    """In the worker: the stage's output into its log, its device, then the call (a traceback and exit 1 on error)."""
+    import os
+
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    with open(log_path, "ab") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+    call(**({"overwrite": True} if overwrite else {}))
 
 
 class ReproducePlan:
@@ -312,21 +360,23 @@ class ReproducePlan:
 
         p, out = self.preset, self.output
         scaled_down = None if p.comparable else f"te-vqgan reproduce --preset {p.name}"
-        mnist = ["--mnist-dir", str(self.mnist_dir)] if self.mnist_dir else []
-        device = ["--device", self.device] if self.device else []
+        from .commands.build_dataset import build_dataset
+        from .commands.evaluate import evaluate_pipeline
+        from .commands.tokenize_dataset import tokenize_dataset_folder
+        from .commands.train_classifier import train_and_save
+
+        cache = str(out / "cache")
         data = out / "data" / "textmnist"
         steps = [
-            Step("data", "data", data, "README.md", [
-                "te-vqgan", "build-dataset", "--output-dir", str(data), "--num-train", str(p.num_train),
-                "--num-validation", str(p.num_validation), "--num-test", str(p.num_test),
-                "--num-shift-groups", str(p.num_shift_groups), "--cache-dir", str(out / "cache"),
-                *(["--mnist-dir", str(self.mnist_dir)] if self.mnist_dir else [])]),
+            Step("data", "data", data, "README.md", replaces_folder=True, call=functools.partial(
+                build_dataset, str(data), num_train=p.num_train, num_validation=p.num_validation, num_test=p.num_test,
+                num_shift_groups=p.num_shift_groups, cache_dir=cache, mnist_dir=self.mnist_dir)),
         ]
         if self.classifier == out / "classifier":
-            steps.append(Step("classifier", "classifier", out / "classifier", "metrics.json", needs=("data",), command=[
-                "te-vqgan", "train-classifier", "--output-dir", str(out / "classifier"), "--num-train", str(p.classifier_train),
-                "--num-test", str(p.classifier_test), "--epochs", str(p.classifier_epochs), "--cache-dir", str(out / "cache"),
-                *p.classifier_flags, *mnist, *device]))
+            steps.append(Step("classifier", "classifier", out / "classifier", "metrics.json", needs=("data",), replaces_folder=True,
+                              call=functools.partial(
+                train_and_save, output=str(out / "classifier"), num_train=p.classifier_train, num_test=p.classifier_test,
+                epochs=p.classifier_epochs, cache_dir=cache, mnist_dir=self.mnist_dir, device=self.device, **p.classifier_settings)))
         for q in p.quantizers:
             config = self.root / "hub_configs" / f"{QUANTIZER_CONFIGS[q]}{p.config_suffix}.json"
             for seed in p.seeds:
@@ -339,9 +389,9 @@ class ReproducePlan:
                     checkpoints_total_limit=1, validation_steps=p.stage1_steps, report_to="none", cache_dir=str(out / "cache"),
                     scaled_down=scaled_down, **p.stage1_settings), needs=("data",)))
                 tokens = out / "tokens" / run
-                steps.append(Step(f"tokenize/{run}", "tokenize", tokens, "quantizer.json", needs=(f"stage1/{run}",), command=[
-                    "te-vqgan", "tokenize-dataset", "--vqmodel", str(stage1), "--dataset", str(data), "--output-dir", str(tokens),
-                    "--cache-dir", str(out / "cache"), *device]))
+                steps.append(Step(f"tokenize/{run}", "tokenize", tokens, "quantizer.json", needs=(f"stage1/{run}",), replaces_folder=True,
+                                  call=functools.partial(tokenize_dataset_folder, str(stage1), str(data), str(tokens), cache_dir=cache,
+                                                         device=self.device)))
                 for size in p.train_sizes:
                     name = f"{run}-n{size}"
                     steps2 = max(1, round(p.stage2_steps * size / max(p.train_sizes)))
@@ -357,11 +407,10 @@ class ReproducePlan:
                     evaluation = out / "evaluation" / name
                     own_classifier = ("classifier",) if self.classifier == out / "classifier" else ()
                     steps.append(Step(f"evaluate/{name}", "evaluate", evaluation, "evaluation.json",
-                                      needs=(f"stage2/{name}", *own_classifier), command=[
-                        "te-vqgan", "evaluate", "--pipeline", str(stage2), "--classifier", str(self.classifier),
-                        "--dataset", str(data), "--splits", "test,test_seen", "--num-examples", str(p.num_eval),
-                        "--seed", str(seed), "--output-dir", str(evaluation), "--cache-dir", str(out / "cache"), *p.eval_flags,
-                        *device], check=lambda evaluation=evaluation: self._judged_by_this_classifier(evaluation)))
+                                      needs=(f"stage2/{name}", *own_classifier), call=functools.partial(
+                        evaluate_pipeline, pipeline=str(stage2), classifier=str(self.classifier), output=str(evaluation), dataset=str(data),
+                        splits=("test", "test_seen"), num_examples=p.num_eval, seed=seed, cache_dir=cache, device=self.device,
+                        **p.evaluation_settings), check=lambda evaluation=evaluation: self._judged_by_this_classifier(evaluation)))
         return steps
 
     def _judged_by_this_classifier(self, evaluation: Path) -> bool:
@@ -389,7 +438,6 @@ class ReproducePlan:
         (CUDA device ids): each subprocess sees one of them (`CUDA_VISIBLE_DEVICES`), the one
         with the fewest stages running on it.
         """
-        from .cli import main as cli_main
         from .files import write_json_atomic
 
         if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
@@ -438,7 +486,7 @@ class ReproducePlan:
             write_json_atomic(state_path, state)
 
         for step in self.steps:
-            state["commands"][step.key] = self.display(step.command)
+            state["commands"][step.key] = self.display(step)
         if jobs > 1:
             self._run_side_by_side(jobs, stale, state, finished, log, gpus=gpus)
             return state
@@ -450,7 +498,7 @@ class ReproducePlan:
             left = self.estimate_left(state, position - 1, stale)
             log(f"[{position}/{total}] {step.key}: running (about {left / 60:.0f} min left in the plan)")
             started = time.time()
-            self._run_step(step, cli_main)
+            self._run_step(step)
             if not step.done:
                 raise StageFailed(f"Stage {step.key} finished without writing {step.folder / step.marker}.")
             finished(step, started)
@@ -458,13 +506,20 @@ class ReproducePlan:
         return state
 
     def subprocess_command(self, step: Step) -> list[str]:
-        """The command that runs `step` as a subprocess (`--jobs` > 1): `te-vqgan` sub-commands
-        through this Python, a folder left by an interrupted or stale run replaced, a training
-        continued from its last checkpoint."""
-        if step.command[0] == "te-vqgan":
-            return [sys.executable, "-m", "te_vqgan.cli", *self._cli_command(step)[1:]]
+        """The process that runs a training `step`: its settings file written, the training continued
+        from its last checkpoint."""
         step.write_settings()
         return resuming(step.command, step.folder) if step.resumable else list(step.command)
+
+    def _start(self, step: Step, log_file, gpu: int | None):
+        """Start `step` beside others (`--jobs` > 1) with its output in `log_file`: a training stage as
+        its process, a library stage in a worker process of its own (`_LibraryStage`)."""
+        import os
+
+        if step.call is not None:
+            return _LibraryStage(step, log_file.name, gpu)
+        env = None if gpu is None else {**os.environ, "CUDA_VISIBLE_DEVICES": str(gpu)}
+        return subprocess.Popen(self.subprocess_command(step), cwd=self.root, stdout=log_file, stderr=subprocess.STDOUT, env=env)
 
     def _run_side_by_side(self, jobs: int, stale: set, state: dict, finished, log, gpus=None, poll: float = 0.2) -> None:
         import os
@@ -490,12 +545,9 @@ class ReproducePlan:
                     if len(running) < jobs and all(need in done for need in step.needs):
                         pending.remove(step)
                         handle = open(logs / (step.key.replace("/", "__") + ".log"), "ab")
-                        env = None
                         if gpus:
                             on_gpu[step.key] = min(gpus, key=lambda g: sum(1 for k in running if on_gpu.get(k) == g))
-                            env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(on_gpu[step.key])}
-                        process = subprocess.Popen(self.subprocess_command(step), cwd=self.root, stdout=handle,
-                                                   stderr=subprocess.STDOUT, env=env)
+                        process = self._start(step, handle, on_gpu.get(step.key))
                         running[step.key] = (step, process, time.time(), handle)
                         log(f"{step.key}: started ({len(running)} running, {len(pending)} waiting)")
                 if not running:
@@ -532,34 +584,32 @@ class ReproducePlan:
                 + ". Rerun the same command to continue (finished stages are kept)."
             )
 
-    @staticmethod
-    def _cli_command(step: Step) -> list[str]:
-        """A `te-vqgan` stage's command, told to replace the folder an interrupted or stale run left
-        (`evaluate` rewrites its folder's files without being asked)."""
-        command = list(step.command)
-        if step.folder.exists() and _takes_overwrite(command[1]):
-            command.append("--overwrite")
-        return command
+    def _run_step(self, step: Step) -> None:
+        from .training.engine import EXPECTED_ERRORS
 
-    def _run_step(self, step: Step, cli_main) -> None:
-        command = list(step.command)
-        if command[0] == "te-vqgan":
-            command = self._cli_command(step)
-            code = cli_main(command[1:])
-            if code:
-                raise StageFailed(f"Stage {step.key} failed (te-vqgan {command[1]} exited with {code}); rerun to continue from it.")
+        if step.call is not None:
+            try:
+                step.run_call()
+            except EXPECTED_ERRORS as error:
+                raise StageFailed(f"Stage {step.key} failed: {error} Rerun to continue from it.") from error
             return
-        step.write_settings()
-        returncode = run_training(command, step.folder, self.root) if step.resumable else subprocess.run(command, cwd=self.root).returncode
+        command = self.subprocess_command(step)
+        returncode = subprocess.run(command, cwd=self.root).returncode
         if returncode:
             raise StageFailed(
-                f"Stage {step.key} failed ({Path(command[len(self.preset.launcher) or 1]).name} exited with {returncode}); "
+                f"Stage {step.key} failed ({Path(step.command[len(self.preset.launcher) or 1]).name} exited with {returncode}); "
                 "rerun to continue from its last checkpoint."
             )
 
-    def display(self, command: list[str]) -> str:
-        """A command as a user types it in the repository: `python`, paths relative to it."""
-        return display_command(command, self.root)
+    def display(self, step: Step) -> str:
+        """How a user reruns `step` in the repository: a training stage's command (`python`, paths
+        relative to it), a library stage's call."""
+        if step.call is None:
+            return display_command(step.command, self.root)
+        prefix = str(self.root) + "/"
+        relative = lambda v: v.removeprefix(prefix) if isinstance(v, str) else v  # noqa: E731
+        arguments = [repr(relative(a)) for a in step.call.args] + [f"{k}={relative(v)!r}" for k, v in step.call.keywords.items()]
+        return f"{step.call.func.__module__}.{step.call.func.__name__}({', '.join(arguments)})"
 
     def estimate_left(self, state: dict, done_before: int, stale=()) -> float:
         """Seconds the stages from `done_before` on should take (those not done, and the `stale`
@@ -816,7 +866,7 @@ def render_report(results: dict, figures: dict[str, str] | None = None) -> str:
 
 def make_figures(plan: ReproducePlan, results: dict) -> dict[str, str]:
     """Copy and draw the report's figures into `figures/`; returns {title: relative path}."""
-    from .cli import main as cli_main
+    from .commands.equivariance import digit_equivariance
     from .visualization import new_figure, save_figure
 
     out, p = plan.output, plan.preset
@@ -832,8 +882,8 @@ def make_figures(plan: ReproducePlan, results: dict) -> dict[str, str]:
             figures[f"{QUANTIZER_NAMES[q]}: validation images, reconstructions, code indices"] = f"figures/reconstructions-{q}.png"
         index_maps = figures_dir / f"index-maps-{q}.png"
         if (out / "stage1" / run / "metrics.json").is_file() and not index_maps.is_file():
-            cli_main(["equivariance", "--vqmodel", str(out / "stage1" / run), "--num-digits", "20", "--output", str(index_maps),
-                      *(["--mnist-dir", str(plan.mnist_dir)] if plan.mnist_dir else []), *(["--device", plan.device] if plan.device else [])])
+            digit_equivariance(str(out / "stage1" / run), str(index_maps), num_digits=20, mnist_dir=plan.mnist_dir, device=plan.device,
+                               log=lambda line: None)
         if index_maps.is_file():
             figures[f"{QUANTIZER_NAMES[q]}: the same digit shifted, four colours, and its code indices"] = f"figures/index-maps-{q}.png"
         for name, title in (("samples", "text-to-image samples (same prompts for every quantizer)"), ("captions", "generated captions under test images")):

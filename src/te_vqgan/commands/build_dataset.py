@@ -87,41 +87,54 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def reproduce_command(args) -> str:
+def reproduce_command(config: str, output, options: dict) -> str:
     """The `te-vqgan build-dataset` line that rebuilds the same data (no local paths)."""
-    parts = ["te-vqgan", "build-dataset", "--dataset-config", args.config, "--output-dir", os.path.basename(os.path.normpath(args.output))]
+    parts = ["te-vqgan", "build-dataset", "--dataset-config", config, "--output-dir", os.path.basename(os.path.normpath(str(output)))]
     for field, flag in _CONFIG_OPTIONS:
-        value = getattr(args, field)
-        if value is not None:
-            parts += [flag, str(value)]
+        if options.get(field) is not None:
+            parts += [flag, str(options[field])]
     return shlex.join(parts)
+
+
+def build_dataset(output, config: str = "mnist", *, mnist_dir=None, cache_dir=None, num_proc: int | None = None,
+                  max_shard_size: str = "500MB", overwrite: bool = False, **options):
+    """Build TextMNIST `config` with the builder `options` (`num_train`, `num_validation`, `num_test`,
+    `num_test_seen`, `num_shift_groups`, `captions_per_image`, `seed`) and export it to `output`
+    (Parquet shards, a dataset card, a contact sheet). Returns `(output, builder, build seconds)`."""
+    from ..data.export import export_textmnist
+    from ..data.textmnist import TextMNIST
+    from ..files import check_output_dir
+
+    unknown = sorted(set(options) - {field for field, _ in _CONFIG_OPTIONS})
+    if unknown:
+        raise ValueError(f"Unknown TextMNIST option(s) {unknown}; expected {[field for field, _ in _CONFIG_OPTIONS]}.")
+    num_proc = num_proc if num_proc is not None else _default_num_proc()
+    if num_proc < 1:
+        raise ValueError(f"--num-proc must be at least 1 (got {num_proc}).")
+    options = {k: v for k, v in options.items() if v is not None}
+    builder = TextMNIST(config_name=config, cache_dir=cache_dir, data_dir=mnist_dir, **options)
+    # Refuse an occupied output folder before spending minutes on the build.
+    check_output_dir(Path(output), overwrite)
+    start = time.perf_counter()
+    builder.download_and_prepare(num_proc=num_proc if num_proc > 1 else None)
+    built = time.perf_counter() - start
+    output = export_textmnist(builder, output, command=reproduce_command(config, output, options), max_shard_size=max_shard_size,
+                              overwrite=overwrite)
+    return output, builder, built
 
 
 def run(args) -> int:
     import datasets
 
-    from ..data.export import export_textmnist
-    from ..files import check_output_dir
     from ..hub import push_folder_to_hub
-    from ..data.textmnist import TextMNIST
 
-    num_proc = args.num_proc if args.num_proc is not None else _default_num_proc()
-    if num_proc < 1:
-        raise ValueError(f"--num-proc must be at least 1 (got {num_proc}).")
-    overrides = {field: getattr(args, field) for field, _ in _CONFIG_OPTIONS if getattr(args, field) is not None}
     repo_id = resolve_hub_push(args)  # before any work
-    builder = TextMNIST(config_name=args.config, cache_dir=args.cache_dir, data_dir=args.data_dir, **overrides)
-    # Refuse an occupied output folder before spending minutes on the build.
-    check_output_dir(Path(args.output), args.overwrite)
-
-    start = time.perf_counter()
-    builder.download_and_prepare(num_proc=num_proc if num_proc > 1 else None)
-    built = time.perf_counter() - start
-    output = export_textmnist(
-        builder, args.output, command=reproduce_command(args), max_shard_size=args.max_shard_size, overwrite=args.overwrite
-    )
+    options = {field: getattr(args, field) for field, _ in _CONFIG_OPTIONS}
+    output, builder, built = build_dataset(args.output, args.config, mnist_dir=args.data_dir, cache_dir=args.cache_dir,
+                                           num_proc=args.num_proc, max_shard_size=args.max_shard_size, overwrite=args.overwrite,
+                                           **options)
     splits: datasets.SplitDict = builder.info.splits
-    print(f"TextMNIST {args.config}: built in {built:.1f} s with {num_proc} process(es) -> {output}")
+    print(f"TextMNIST {args.config}: built in {built:.1f} s -> {output}")
     for name, info in splits.items():
         shards = sorted((output / "data").glob(f"{name}-*.parquet"))
         print(f"  {name:<10} {info.num_examples:>8,} images  {len(shards)} Parquet shard(s)")

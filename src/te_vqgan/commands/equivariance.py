@@ -116,9 +116,20 @@ def run(args) -> int:
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1 (got {args.batch_size}).")
         return run_images(args)
-    for name in ("num_digits", "batch_size", "figure_digits"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(args, name)}).")
+    digit_equivariance(args.model, args.output, num_digits=args.num_digits, colour=args.colour, figure_digits=args.figure_digits,
+                       batch_size=args.batch_size, mnist_dir=args.mnist_dir, device=args.device, seed=args.seed, json_path=args.json)
+    return 0
+
+
+def digit_equivariance(model: str, output="equivariance.png", *, num_digits: int = 100, colour: str = "all", figure_digits: int = 2,
+                       batch_size: int = 64, mnist_dir=None, device=None, seed: int = 0, json_path=None, log=print) -> dict:
+    """The shift-equivariance scores and codebook usage of the quantizer `model` (a config .json, a
+    save_pretrained folder or a Hub id) on `num_digits` MNIST test digits in the five placements,
+    the figure of its token maps at `output`, the figures as JSON at `json_path`; returns the report.
+    `log` receives the lines the command prints."""
+    for name, value in (("num_digits", num_digits), ("batch_size", batch_size), ("figure_digits", figure_digits)):
+        if value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1 (got {value}).")
     import torch
 
     from ..data.layout import COLOURS, LOCATIONS, index_cell
@@ -128,43 +139,43 @@ def run(args) -> int:
     from ..metrics import as_tokenizer, codebook_usage, equivariance_summary, recolour_groups, render_shift_group, shift_equivariance_by_colour
     from ..visualization import save_shift_equivariance_figure
 
-    model, description = load_vq_model(args.model, seed=args.seed, device=args.device, output_loading_info=True)
+    model, description = load_vq_model(model, seed=seed, device=device, output_loading_info=True)
     tokenizer = as_tokenizer(model)
-    images, labels = load_mnist("test", data_dir=args.mnist_dir)
-    digits = select_digits(images, labels, args.num_digits)
-    colours = COLOURS if args.colour == "all" else (args.colour,)
+    images, labels = load_mnist("test", data_dir=mnist_dir)
+    digits = select_digits(images, labels, num_digits)
+    colours = COLOURS if colour == "all" else (colour,)
 
     groups = np.stack([render_shift_group(digit) for digit in digits])
-    results = shift_equivariance_by_colour(tokenizer, groups, colours=colours, batch_size=args.batch_size)
+    results = shift_equivariance_by_colour(tokenizer, groups, colours=colours, batch_size=batch_size)
     summary = equivariance_summary(results)
     main = results["white"] if "white" in results else results[colours[0]]
     usage = codebook_usage(torch.cat([r.index_maps for r in results.values()]), tokenizer.num_codes)
 
-    print(description)
-    print(
+    log(description)
+    log(
         f"shift equivariance: {main.score:.4f}  (the authors' metric, {colours[0] if 'white' not in results else 'white'} digits; "
         f"{len(digits)} digits x 10 placement pairs, f={main.downsample_factor})"
     )
-    print(f"  on the digit's own tokens only: {main.foreground_score:.4f}")
-    print(f"  {'colour':<8} {'authors':>8} {'digit tokens':>13}")
+    log(f"  on the digit's own tokens only: {main.foreground_score:.4f}")
+    log(f"  {'colour':<8} {'authors':>8} {'digit tokens':>13}")
     for colour, result in results.items():
-        print(f"  {colour:<8} {result.score:>8.4f} {result.foreground_score:>13.4f}")
+        log(f"  {colour:<8} {result.score:>8.4f} {result.foreground_score:>13.4f}")
     if len(results) > 1:
-        print(f"  {'mean':<8} {summary['shift_equivariance_all_colours']:>8.4f} {summary['shift_equivariance_foreground_all_colours']:>13.4f}")
-    print("  per placement pair:")
+        log(f"  {'mean':<8} {summary['shift_equivariance_all_colours']:>8.4f} {summary['shift_equivariance_foreground_all_colours']:>13.4f}")
+    log("  per placement pair:")
     for pair, score in main.per_pair.items():
-        print(f"    {pair:<26} {score:.4f}")
-    print(
+        log(f"    {pair:<26} {score:.4f}")
+    log(
         f"codebook usage: {usage.codes_used} / {usage.num_codes} codes used, perplexity {usage.perplexity:.2f} "
         f"(over {usage.histogram.sum().item()} tokens of {len(digits) * 5 * len(results)} images)"
     )
 
-    shown = min(args.figure_digits, len(digits))
+    shown = min(figure_digits, len(digits))
     figure = save_shift_equivariance_figure(
         images=np.concatenate([recolour_groups(groups[:shown], colour) for colour in results]),
         index_maps=torch.cat([result.index_maps[:shown] for result in results.values()]),
         num_codes=tokenizer.num_codes,
-        path=args.output,
+        path=output,
         placements=LOCATIONS,
         cell_slices=[index_cell(location, main.downsample_factor) for location in LOCATIONS],
         title=(
@@ -175,21 +186,21 @@ def run(args) -> int:
         row_scores=[float(s) for result in results.values() for s in result.per_digit[:shown]],
         row_labels=[f"{colour} {i}" for colour in results for i in range(shown)],
     )
-    print(f"figure: {figure}")
+    log(f"figure: {figure}")
 
-    if args.json:
-        report = {
-            "model": args.model,
-            "description": description,
-            "num_digits": len(digits),
-            "shift_equivariance": main.score,
-            "shift_equivariance_foreground": main.foreground_score,
-            "per_pair": main.per_pair,
-            "per_colour": {c: {"score": r.score, "foreground_score": r.foreground_score} for c, r in results.items()},
-            **{k: v for k, v in summary.items() if k not in ("shift_equivariance", "shift_equivariance_foreground")},
-            "codes_used": usage.codes_used,
-            "num_codes": usage.num_codes,
-            "perplexity": usage.perplexity,
-        }
-        write_json_atomic(args.json, report)
-    return 0
+    report = {
+        "model": model,
+        "description": description,
+        "num_digits": len(digits),
+        "shift_equivariance": main.score,
+        "shift_equivariance_foreground": main.foreground_score,
+        "per_pair": main.per_pair,
+        "per_colour": {c: {"score": r.score, "foreground_score": r.foreground_score} for c, r in results.items()},
+        **{k: v for k, v in summary.items() if k not in ("shift_equivariance", "shift_equivariance_foreground")},
+        "codes_used": usage.codes_used,
+        "num_codes": usage.num_codes,
+        "perplexity": usage.perplexity,
+    }
+    if json_path:
+        write_json_atomic(json_path, report)
+    return report

@@ -51,41 +51,55 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def run(args) -> int:
-    from ..classifier import DigitColourClassifier
+def evaluate_pipeline(pipeline: str, classifier: str, output, *, dataset: str = "textmnist", splits=("test", "test_seen"),
+                      num_examples: int = 500, batch_size: int = 64, seed: int = 0, top_k_fraction: float = 0.1,
+                      temperature: float = 1.0, device=None, mnist_dir=None, num_test: int = 3_000, dataset_seed: int = 0,
+                      cache_dir=None) -> dict:
+    """Text-to-image and image-to-text accuracy of the pipeline folder `pipeline` on `splits`, judged
+    by `classifier`, with the sanity rows and figures; writes `output/evaluation.json` (returned)."""
+    from ..classifier import DigitColourClassifier, classifier_fingerprint
     from ..generation.sampling import _check_sampling
     from ..data.tokenized import builds_textmnist, load_source_dataset
     from ..files import write_json_atomic
     from ..loading import resolve_device
     from ..pipelines import TextToImagePipeline
 
-    if args.num_examples < 1 or args.batch_size < 1:
-        raise ValueError(f"--num-examples and --batch-size must be >= 1 (got {args.num_examples}, {args.batch_size}).")
-    _check_sampling(args.temperature, args.top_k_fraction)  # the pipelines' own check, before any work
-    splits = [s.strip() for s in args.splits.split(",") if s.strip()]
-    device = resolve_device(args.device)
-    pipeline = TextToImagePipeline.from_pretrained(args.pipeline).to(device)
-    classifier = DigitColourClassifier.from_pretrained(args.classifier).to(device)
+    if num_examples < 1 or batch_size < 1:
+        raise ValueError(f"--num-examples and --batch-size must be >= 1 (got {num_examples}, {batch_size}).")
+    _check_sampling(temperature, top_k_fraction)  # the pipelines' own check, before any work
+    splits = list(splits)
+    device = resolve_device(device)
+    generator_pipeline = TextToImagePipeline.from_pretrained(pipeline).to(device)
+    judge = DigitColourClassifier.from_pretrained(classifier).to(device)
     options = None
-    if builds_textmnist(args.dataset):
-        options = dict(num_train=0, num_validation=0, num_test=args.num_test, num_test_seen=args.num_test, num_shift_groups=0,
-                       seed=args.dataset_seed, data_dir=args.mnist_dir)
-    data = load_source_dataset(args.dataset, builder_options=options, cache_dir=args.cache_dir)
+    if builds_textmnist(dataset):
+        options = dict(num_train=0, num_validation=0, num_test=num_test, num_test_seen=num_test, num_shift_groups=0,
+                       seed=dataset_seed, data_dir=mnist_dir)
+    data = load_source_dataset(dataset, builder_options=options, cache_dir=cache_dir)
     missing = [s for s in splits if s not in data]
     if missing or not splits:
-        raise ValueError(f"--splits {args.splits!r}: {missing or 'none given'} not in the dataset (splits: {sorted(data)}).")
-    output = Path(args.output)
+        raise ValueError(f"--splits {','.join(splits)!r}: {missing or 'none given'} not in the dataset (splits: {sorted(data)}).")
+    output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    sampling = {"top_k_fraction": args.top_k_fraction, "temperature": args.temperature}
-    results = {split: evaluate_split(pipeline, classifier, data[split], args.num_examples, args.batch_size, args.seed, output / split,
+    sampling = {"top_k_fraction": top_k_fraction, "temperature": temperature}
+    results = {split: evaluate_split(generator_pipeline, judge, data[split], num_examples, batch_size, seed, output / split,
                                      sampling=sampling)
                for split in splits}
-    from ..classifier import classifier_fingerprint
+    record = {"pipeline": str(pipeline), "classifier": str(classifier), "classifier_fingerprint": classifier_fingerprint(classifier),
+              "sampling": sampling, "splits": results}
+    write_json_atomic(output / "evaluation.json", record)
+    return record
 
-    write_json_atomic(output / "evaluation.json", {"pipeline": str(args.pipeline), "classifier": str(args.classifier),
-                                                   "classifier_fingerprint": classifier_fingerprint(args.classifier),
-                                                   "sampling": sampling, "splits": results})
-    for split, result in results.items():
+
+def run(args) -> int:
+    splits = [s.strip() for s in args.splits.split(",") if s.strip()]
+    output = Path(args.output)
+    record = evaluate_pipeline(
+        args.pipeline, args.classifier, output, dataset=args.dataset, splits=splits, num_examples=args.num_examples,
+        batch_size=args.batch_size, seed=args.seed, top_k_fraction=args.top_k_fraction, temperature=args.temperature,
+        device=args.device, mnist_dir=args.mnist_dir, num_test=args.num_test, dataset_seed=args.dataset_seed, cache_dir=args.cache_dir,
+    )
+    for split, result in record["splits"].items():
         print(f"{split}: text-to-image {result['t2i']['accuracy']:.3f}  image-to-text {result['i2t']['accuracy']:.3f}  "
               f"(sanity: images {result['sanity']['t2i_ground_truth']:.3f}, captions {result['sanity']['i2t_ground_truth']:.3f}, "
               f"quantizer ceiling {result['sanity']['t2i_reconstructions']:.3f}, input ignored "

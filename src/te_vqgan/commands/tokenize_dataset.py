@@ -43,37 +43,50 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def run(args) -> int:
+def tokenize_dataset_folder(vqmodel: str, dataset: str, output, *, splits=None, batch_size: int = 256, device=None,
+                            mnist_dir=None, cache_dir=None, overwrite: bool = False, **builder_options):
+    """Encode `dataset`'s images once with the frozen quantizer `vqmodel` into the folder `output`
+    (what stage 2 trains on). Returns `(tokenised splits, TokenizedInfo, a line describing the quantizer)`;
+    bad input and an occupied `output` (unless `overwrite`) are refused before any model or data is loaded."""
     from ..data.tokenized import builds_textmnist, load_source_dataset, tokenize_dataset
     from ..files import check_not_an_input, check_output_dir
     from ..loading import load_vq_model
 
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1 (got {args.batch_size}).")
-    if Path(args.vqmodel).is_file():
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1 (got {batch_size}).")
+    if Path(vqmodel).is_file():
         raise ValueError(
-            f"--vqmodel {args.vqmodel!r} is a file; tokenising needs a trained quantizer (a save_pretrained folder or a Hub id)."
+            f"--vqmodel {vqmodel!r} is a file; tokenising needs a trained quantizer (a save_pretrained folder or a Hub id)."
         )
-    output = Path(args.output)
-    check_not_an_input(output, vqmodel=args.vqmodel, dataset=args.dataset, mnist_dir=args.mnist_dir)
-    check_output_dir(output, args.overwrite)  # before loading models and data
-    splits = tuple(s.strip() for s in args.splits.split(",") if s.strip()) if args.splits else None
-
-    model, description = load_vq_model(args.vqmodel, device=args.device, output_loading_info=True)
-    options = {name: getattr(args, name) for name in _BUILDER_OPTIONS if getattr(args, name) is not None}
-    if builds_textmnist(args.dataset):
-        options["data_dir"] = args.mnist_dir
-    dataset = load_source_dataset(args.dataset, builder_options=options, cache_dir=args.cache_dir)
+    unknown = sorted(set(builder_options) - set(_BUILDER_OPTIONS))
+    if unknown:
+        raise ValueError(f"Unknown TextMNIST option(s) {unknown}; expected {list(_BUILDER_OPTIONS)}.")
+    output = Path(output)
+    check_not_an_input(output, vqmodel=vqmodel, dataset=dataset, mnist_dir=mnist_dir)
+    check_output_dir(output, overwrite)  # before loading models and data
+    model, description = load_vq_model(vqmodel, device=device, output_loading_info=True)
+    options = {name: value for name, value in builder_options.items() if value is not None}
+    if builds_textmnist(dataset):
+        options["data_dir"] = mnist_dir
+    data = load_source_dataset(dataset, builder_options=options, cache_dir=cache_dir)
     # What stage 2 reads beside the codes: refused here, not when training starts on the tokens.
-    for name, split in dataset.items():
+    for name, split in data.items():
         missing = [column for column in ("image", "captions", "objects") if column not in split.column_names]
         if missing:
             raise ValueError(
-                f"--dataset {args.dataset!r} split {name!r} has no {missing} column(s) (columns: {split.column_names}): "
+                f"--dataset {dataset!r} split {name!r} has no {missing} column(s) (columns: {split.column_names}): "
                 "stage 2 trains on TextMNIST (`te-vqgan build-dataset`, or `textmnist` built here)."
             )
-    tokenised, info = tokenize_dataset(
-        model, dataset, output, source=args.vqmodel, splits=splits, batch_size=args.batch_size, overwrite=args.overwrite
+    tokenised, info = tokenize_dataset(model, data, output, source=vqmodel, splits=splits, batch_size=batch_size, overwrite=overwrite)
+    return tokenised, info, description
+
+
+def run(args) -> int:
+    splits = tuple(s.strip() for s in args.splits.split(",") if s.strip()) if args.splits else None
+    output = Path(args.output)
+    tokenised, info, description = tokenize_dataset_folder(
+        args.vqmodel, args.dataset, output, splits=splits, batch_size=args.batch_size, device=args.device, mnist_dir=args.mnist_dir,
+        cache_dir=args.cache_dir, overwrite=args.overwrite, **{name: getattr(args, name) for name in _BUILDER_OPTIONS},
     )
     print(f"{description}: K={info.num_codes}, {info.image_grid[0]}x{info.image_grid[1]} tokens, fingerprint {info.fingerprint[:12]}")
     for name, split in tokenised.items():

@@ -56,13 +56,14 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def reproduce_command(args) -> str:
+def reproduce_command(output, **settings) -> str:
     """The `te-vqgan train-classifier` line that trains the same classifier (for its card); built
-    from the arguments, since `sys.argv` is another command's when `reproduce` calls this one."""
-    parts = ["te-vqgan", "train-classifier", "--output-dir", Path(args.output).name, "--dataset", args.dataset]
-    for name in ("num_train", "num_test", "dataset_seed", "epochs", "batch_size", "learning_rate", "max_shift", "max_rotation",
+    from the settings, since `sys.argv` is another command's when `reproduce` calls this one."""
+    parts = ["te-vqgan", "train-classifier", "--output-dir", Path(output).name]
+    for name in ("dataset", "num_train", "num_test", "dataset_seed", "epochs", "batch_size", "learning_rate", "max_shift", "max_rotation",
                  "max_scale", "channels", "test_time_shift", "seed"):
-        parts += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+        value = settings[name]
+        parts += [f"--{name.replace('_', '-')}", ",".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)]
     return shlex.join(parts)
 
 
@@ -78,29 +79,13 @@ def parse_channels(text: str) -> tuple[int, int, int]:
 
 
 def run(args) -> int:
-    from ..classifier import MAX_TEST_TIME_SHIFT  # the model's own bound, checked before any data is built
-    from ..files import check_output_dir
-
     repo_id = resolve_hub_push(args)
-    for name in ("num_train", "num_test", "epochs", "batch_size"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(args, name)}).")
-    if args.max_shift < 0:
-        raise ValueError(f"--max-shift must be >= 0 (got {args.max_shift}).")
-    if not 0 <= args.max_rotation <= 45:  # a 6 turned by 180 degrees is a 9
-        raise ValueError(f"--max-rotation must be in [0, 45] degrees (got {args.max_rotation}).")
-    if not 0 <= args.max_scale < 1:
-        raise ValueError(f"--max-scale must be in [0, 1) (got {args.max_scale}).")
-    if not 0 <= args.test_time_shift <= MAX_TEST_TIME_SHIFT:
-        raise ValueError(f"--test-time-shift must be in [0, {MAX_TEST_TIME_SHIFT}] pixels (got {args.test_time_shift}).")
-    channels = parse_channels(args.channels)
-    check_output_dir(args.output, args.overwrite)
     result = train_and_save(
         output=Path(args.output), dataset=args.dataset, mnist_dir=args.mnist_dir, num_train=args.num_train,
         num_test=args.num_test, dataset_seed=args.dataset_seed, cache_dir=args.cache_dir, epochs=args.epochs,
         batch_size=args.batch_size, learning_rate=args.learning_rate, max_shift=args.max_shift,
-        max_rotation=args.max_rotation, max_scale=args.max_scale, channels=channels, test_time_shift=args.test_time_shift, seed=args.seed,
-        device=args.device, command=reproduce_command(args),
+        max_rotation=args.max_rotation, max_scale=args.max_scale, channels=parse_channels(args.channels),
+        test_time_shift=args.test_time_shift, seed=args.seed, device=args.device, overwrite=args.overwrite,
     )
     for split, row in result["accuracy"].items():
         print(f"{split:<10} {row['windows']:>6} windows  colour {row['colour_accuracy']:.4f}  digit {row['digit_accuracy']:.4f}  both {row['both_accuracy']:.4f}")
@@ -116,10 +101,33 @@ def run(args) -> int:
 def train_and_save(output: Path, dataset: str = "textmnist", mnist_dir=None, num_train: int = 48_000, num_test: int = 3_000,
                    dataset_seed: int = 0, cache_dir=None, epochs: int = 4, batch_size: int = 128, learning_rate: float = 2e-3,
                    max_shift: int = 2, max_rotation: float = 10.0, max_scale: float = 0.1, channels=(32, 64, 128), test_time_shift: int = 0, seed: int = 0,
-                   device=None, command: str = "te-vqgan train-classifier") -> dict:
+                   device=None, overwrite: bool = False) -> dict:
     """Build the windows, train, measure on `test` and `test_seen`, and write the folder
-    (staged, then moved into place whole). Returns the metrics written to `metrics.json`."""
+    (staged, then moved into place whole). Returns the metrics written to `metrics.json`.
+    Bad settings and an occupied `output` (unless `overwrite`) are refused before any work."""
     from huggingface_hub import ModelCardData
+
+    from ..classifier import MAX_TEST_TIME_SHIFT  # the model's own bound
+    from ..files import check_output_dir
+
+    for name, value in (("num_train", num_train), ("num_test", num_test), ("epochs", epochs), ("batch_size", batch_size)):
+        if value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1 (got {value}).")
+    if max_shift < 0:
+        raise ValueError(f"--max-shift must be >= 0 (got {max_shift}).")
+    if not 0 <= max_rotation <= 45:  # a 6 turned by 180 degrees is a 9
+        raise ValueError(f"--max-rotation must be in [0, 45] degrees (got {max_rotation}).")
+    if not 0 <= max_scale < 1:
+        raise ValueError(f"--max-scale must be in [0, 1) (got {max_scale}).")
+    if not 0 <= test_time_shift <= MAX_TEST_TIME_SHIFT:
+        raise ValueError(f"--test-time-shift must be in [0, {MAX_TEST_TIME_SHIFT}] pixels (got {test_time_shift}).")
+    if len(tuple(channels)) != 3 or min(channels) < 1:
+        raise ValueError(f"--channels must be three positive integers (got {channels!r}).")
+    check_output_dir(output, overwrite)
+    command = reproduce_command(output, dataset=dataset, num_train=num_train, num_test=num_test, dataset_seed=dataset_seed,
+                                epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, max_shift=max_shift,
+                                max_rotation=max_rotation, max_scale=max_scale, channels=tuple(channels),
+                                test_time_shift=test_time_shift, seed=seed)
 
     from ..classifier import evaluate_classifier, train_classifier, windows_of_split
     from ..data.tokenized import builds_textmnist, load_source_dataset
