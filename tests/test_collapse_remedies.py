@@ -156,9 +156,12 @@ def test_remedies_refuse_a_simvq_codebook_and_bad_steps(tmp_path, mnist_dir, dat
 def test_ablation_rows_table_and_plan(tmp_path):
     ablation = load_training_script("collapse_ablation")
     args = ablation.parse_args(["--rows", "te_kmeans,sc", "--seeds", "0,1", "--output_dir", str(tmp_path)])
-    args.cache_dir = tmp_path / "cache"
-    command = ablation.train_command(args, ablation.ROWS["te_kmeans"], 1, tmp_path / "runs" / "te_kmeans-seed1")
-    assert command[command.index("--kmeans_init_step") + 1] == "300" and command[command.index("--seed") + 1] == "1"
+    plan = ablation.AblationPlan(args)  # the runs are a plan on reproduce's runner, with its CPU recipe
+    assert [step.key for step in plan.steps] == ["te_kmeans-seed0", "te_kmeans-seed1", "sc-seed0", "sc-seed1"]
+    settings = plan.steps[1].settings
+    assert settings.kmeans_init_step == 300 and settings.seed == 1
+    assert (settings.learning_rate, settings.scale_lr, settings.reconstruction_loss) == (3e-4, False, "l2")
+    assert plan.steps[1].command[-2:] == ["--config", str(tmp_path.resolve() / "runs" / "te_kmeans-seed1.json")]
     records = {"te_kmeans": [{"seed": s, **{key: 0.5 + s for key, _, _ in ablation.COLUMNS}} for s in (0, 1)]}
     summary = ablation.summarise(records)
     assert summary["te_kmeans"]["codes_used"] == (1.0, 0.5)

@@ -5,13 +5,15 @@
     python training/collapse_ablation.py --rows te_kmeans --seeds 0 ...   # one row, one seed (about 5 min on 2 cores)
 
 Every row trains `hub_configs/te-vqgan-mnist-cpu.json` (or its plain-VQGAN twin) with
-`training/train_vqgan.py` and the CPU recipe, changing one thing; each run's final validation
+`training/train_vqgan.py` and the CPU recipe of `te-vqgan reproduce` (`te_vqgan.reproduce.CPU_STAGE1`),
+changing one thing; the runs are a plan on reproduce's runner (`StageRunner`: each run
+`train_vqgan.py --config OUTPUT/runs/<row>-seed<seed>.json`, `--jobs` side by side). Each run's final validation
 (`metrics.json`) gives the table: equivariance three ways (the authors' score, the digit's own
 tokens, all four colours), codes used, perplexity, reconstruction error, colour fidelity and
 shape. Results: `results.json`, `table.md` (mean (std) over seeds) and `scatter.png`
 (equivariance on the digit's tokens against codes used) in `--output_dir`.
 
-Runs are resumable and idempotent: a finished run (its `metrics.json`) is read, not retrained;
+Runs are resumable and idempotent: a finished run (its completion marker) is read, not retrained;
 an interrupted one continues from its last checkpoint.
 """
 
@@ -19,13 +21,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from te_vqgan.reproduce import CPU_STAGE1, StageFailed, StageRunner, Step
+from te_vqgan.training.settings import VQGANTrainingSettings
+
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TE_CPU = REPO_ROOT / "hub_configs" / "te-vqgan-mnist-cpu.json"
@@ -34,30 +38,30 @@ SC_CPU = REPO_ROOT / "hub_configs" / "vqgan-mnist-sc-cpu.json"
 
 @dataclass(frozen=True)
 class Row:
-    """One recipe: a base config, config overrides and extra training flags."""
+    """One recipe: a base config, config overrides and further training settings (by name)."""
 
     name: str
     description: str
     config: Path = TE_CPU
     overrides: tuple[tuple[str, object], ...] = ()
-    flags: tuple[str, ...] = ()
+    settings: dict = field(default_factory=dict)  # `VQGANTrainingSettings` fields beyond the CPU recipe
 
 
-KMEANS = ("--kmeans_init_step", "300")
+KMEANS = {"kmeans_init_step": 300}
 ROWS = {
     row.name: row
     for row in (
         Row("sc", "VQGAN, strided conv (SC), lambda 0", config=SC_CPU),
         Row("te", "TE-VQGAN as in the paper (lambda 10)"),
-        Row("te_kmeans", "TE + k-means init at step 300", flags=KMEANS),
+        Row("te_kmeans", "TE + k-means init at step 300", settings=KMEANS),
         Row("te_kmeans_restarts", "TE + k-means init + dead-code restarts every 100 steps",
-            flags=KMEANS + ("--dead_code_restart_steps", "100")),
+            settings={**KMEANS, "dead_code_restart_steps": 100}),
         Row("te_kmeans_active", "TE + k-means init + orthogonal term on active codes only",
-            overrides=(("orthogonal_reg_active_codes_only", True),), flags=KMEANS),
-        Row("te_cosine_kmeans", "TE + cosine lookup + k-means init", overrides=(("codebook_lookup", "cosine"),), flags=KMEANS),
+            overrides=(("orthogonal_reg_active_codes_only", True),), settings=KMEANS),
+        Row("te_cosine_kmeans", "TE + cosine lookup + k-means init", overrides=(("codebook_lookup", "cosine"),), settings=KMEANS),
         Row("sc_l1", "SC with L1 instead of L2 (the paper's pixel loss, without its LPIPS)", config=SC_CPU,
-            flags=("--reconstruction_loss", "l1")),
-        Row("te_l1", "TE with L1 instead of L2", flags=("--reconstruction_loss", "l1")),
+            settings={"reconstruction_loss": "l1"}),
+        Row("te_l1", "TE with L1 instead of L2", settings={"reconstruction_loss": "l1"}),
         Row("te_simvq", "TE + SimVQ codebook (frozen basis x learnt linear map)",
             overrides=(("codebook_parametrization", "simvq"),)),
     )
@@ -86,7 +90,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--cache_dir", default=None, help="datasets cache (default OUTPUT_DIR/cache).")
     parser.add_argument("--max_train_steps", type=int, default=1000, help="Steps per run (default 1000: about 4 min on 2 cores).")
     parser.add_argument("--train_batch_size", type=int, default=16)
-    parser.add_argument("--learning_rate", type=float, default=3e-4)
+    parser.add_argument("--learning_rate", type=float, default=None, help="Default: the CPU recipe's (3e-4).")
+    parser.add_argument("--jobs", type=int, default=1, help="Runs side by side, each a process (default 1).")
     parser.add_argument("--num_train", type=int, default=5000)
     parser.add_argument("--num_validation_images", type=int, default=512)
     parser.add_argument("--report_only", action="store_true", help="Write the table from finished runs; train nothing.")
@@ -101,6 +106,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(f"--seeds must be comma-separated integers (got {args.seeds!r})")
     if args.max_train_steps < 1:
         parser.error(f"--max_train_steps must be >= 1 (got {args.max_train_steps})")
+    if args.jobs < 1:
+        parser.error(f"--jobs must be >= 1 (got {args.jobs})")
     return args
 
 
@@ -108,27 +115,42 @@ def run_folder(output_dir: Path, row: str, seed: int) -> Path:
     return output_dir / "runs" / f"{row}-seed{seed}"
 
 
-def train_command(args, row: Row, seed: int, folder: Path) -> list[str]:
-    """The `train_vqgan.py` command of one run (its config written beside it)."""
-    config = json.loads(row.config.read_text())
-    config.update(dict(row.overrides))
-    folder.mkdir(parents=True, exist_ok=True)
-    config_path = folder.parent / f"{folder.name}.config.json"
-    config_path.write_text(json.dumps(config, indent=2) + "\n")
-    command = [
-        sys.executable, str(REPO_ROOT / "training" / "train_vqgan.py"), "--model_config", str(config_path),
-        "--output_dir", str(folder), "--cache_dir", str(args.cache_dir), "--seed", str(seed),
-        "--num_train", str(args.num_train), "--num_validation", str(args.num_validation_images),
-        "--num_validation_images", str(args.num_validation_images), "--num_shift_groups", "100",
-        "--train_batch_size", str(args.train_batch_size), "--max_train_steps", str(args.max_train_steps),
-        "--learning_rate", str(args.learning_rate), "--no-scale_lr", "--perceptual_weight", "0", "--reconstruction_loss", "l2",
-        "--checkpointing_steps", "250", "--checkpoints_total_limit", "1", "--validation_steps", str(10 * args.max_train_steps),
-        "--report_to", "none", "--scaled_down", f"CPU-scale collapse ablation, {args.max_train_steps} steps",
-        *row.flags,
-    ]
-    if args.mnist_dir:
-        command += ["--mnist_dir", str(args.mnist_dir)]
-    return command
+class AblationPlan(StageRunner):
+    """One training stage per (row, seed), on `te-vqgan reproduce`'s runner and its CPU recipe."""
+
+    def __init__(self, args):
+        self.args = args
+        super().__init__(Path(args.output_dir), self._build_steps)
+
+    def recorded_settings(self) -> dict:
+        # What every run shares; rows and seeds may be added to a folder later.
+        keys = ("max_train_steps", "train_batch_size", "learning_rate", "num_train", "num_validation_images")
+        return {key: getattr(self.args, key) for key in keys}
+
+    def settings_of(self, row: Row, seed: int) -> VQGANTrainingSettings:
+        """The run's training settings: the CPU recipe, this ablation's sizes, the row's changes."""
+        args, folder = self.args, run_folder(self.output, row.name, seed)
+        recipe = {**CPU_STAGE1, **({"learning_rate": args.learning_rate} if args.learning_rate is not None else {})}
+        return VQGANTrainingSettings(
+            model_config=str(folder.parent / f"{folder.name}.config.json"), output_dir=str(folder),
+            cache_dir=str(args.cache_dir or self.output / "cache"), mnist_dir=args.mnist_dir, seed=seed,
+            num_train=args.num_train, num_validation=args.num_validation_images, num_validation_images=args.num_validation_images,
+            num_shift_groups=100, train_batch_size=args.train_batch_size, max_train_steps=args.max_train_steps,
+            checkpointing_steps=250, checkpoints_total_limit=1, validation_steps=10 * args.max_train_steps, report_to="none",
+            scaled_down=f"CPU-scale collapse ablation, {args.max_train_steps} steps", **{**recipe, **row.settings},
+        )
+
+    def _build_steps(self) -> list[Step]:
+        return [self.training_step(f"{name}-seed{seed}", "stage1", "train_vqgan.py", self.settings_of(ROWS[name], seed))
+                for name in self.args.rows for seed in self.args.seeds]
+
+    def write_model_configs(self) -> None:
+        """Each run's model config (the row's base config with its overrides), beside its folder."""
+        from te_vqgan.files import write_json_atomic
+
+        for step in self.steps:
+            row = ROWS[step.key.rsplit("-seed", 1)[0]]
+            write_json_atomic(Path(step.settings.model_config), {**json.loads(row.config.read_text()), **dict(row.overrides)})
 
 
 def summarise(records: dict[str, list[dict]]) -> dict[str, dict[str, tuple[float, float]]]:
@@ -168,43 +190,32 @@ def save_scatter(records, path: Path) -> Path:
 
 
 def main(args) -> int:
-    from te_vqgan.files import write_json_atomic
-    from te_vqgan.reproduce import run_training
+    from te_vqgan.files import folder_lock, write_json_atomic
 
-    output_dir = Path(args.output_dir)
-    args.cache_dir = Path(args.cache_dir) if args.cache_dir else output_dir / "cache"
-    plan = [(row, seed) for row in args.rows for seed in args.seeds]
-    records: dict[str, list[dict]] = {row: [] for row in args.rows}
-    commands = {}
-    started = time.time()
-    trained = 0
-    for position, (name, seed) in enumerate(plan, start=1):
-        folder = run_folder(output_dir, name, seed)
-        metrics_path = folder / "metrics.json"
-        command = train_command(args, ROWS[name], seed, folder)
-        if not metrics_path.is_file() and not args.report_only:
-            left = len(plan) - position + 1
-            eta = f", about {(time.time() - started) / trained * left / 60:.0f} min left" if trained else ""
-            print(f"[{position}/{len(plan)}] training {name} seed {seed}{eta}", flush=True)
-            if run_training(command, folder, REPO_ROOT):
-                print(f"{name} seed {seed} failed; rerun to continue from its last checkpoint.", file=sys.stderr)
+    plan = AblationPlan(args)
+    with folder_lock(plan.output, "training/collapse_ablation.py"):
+        if not args.report_only:
+            plan.write_model_configs()
+            try:
+                plan.run(log=lambda line: print(line, flush=True), jobs=args.jobs)
+            except StageFailed as error:
+                print(f"collapse_ablation.py: error: {error}", file=sys.stderr)
                 return 1
-            trained += 1
-        elif metrics_path.is_file():
-            print(f"[{position}/{len(plan)}] {name} seed {seed}: done, read from {metrics_path}", flush=True)
-        if metrics_path.is_file():
-            records[name].append({"seed": seed, **json.loads(metrics_path.read_text())})
-            # As a user would type it: `python`, paths relative to the repository.
-            shown = ["python", *(str(Path(a).relative_to(REPO_ROOT)) if a.startswith(str(REPO_ROOT)) else a for a in command[1:])]
-            commands[f"{name}-seed{seed}"] = shlex.join(shown)
-    summary = summarise(records)
-    write_json_atomic(output_dir / "results.json", {"summary": summary, "runs": records, "commands": commands,
-                                                     "settings": {k: str(v) for k, v in vars(args).items()}})
-    table = render_table(summary, records)
-    (output_dir / "table.md").write_text(table)
-    figure = save_scatter({row: runs for row, runs in records.items() if runs}, output_dir / "scatter.png")
+        records: dict[str, list[dict]] = {row: [] for row in args.rows}
+        commands = {}
+        for step in plan.steps:
+            if step.done:
+                name, seed = step.key.rsplit("-seed", 1)
+                records[name].append({"seed": int(seed), **json.loads((step.folder / "metrics.json").read_text())})
+                commands[step.key] = plan.display(step)  # as a user types it: `python`, paths relative to the repository
+        summary = summarise(records)
+        write_json_atomic(plan.output / "results.json", {"summary": summary, "runs": records, "commands": commands,
+                                                         "settings": plan.recorded_settings()})
+        table = render_table(summary, records)
+        (plan.output / "table.md").write_text(table)
+        figure = save_scatter({row: runs for row, runs in records.items() if runs}, plan.output / "scatter.png")
     print(table)
-    print(f"results: {output_dir / 'results.json'}, {output_dir / 'table.md'}, {figure}")
+    print(f"results: {plan.output / 'results.json'}, {plan.output / 'table.md'}, {figure}")
     return 0
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 
-__all__ = ["display_command", "resuming", "run_training", "PAPER", "PRESETS", "Preset", "ReproducePlan", "StageFailed", "Step", "render_report", "reproduce", "summarise_results"]
+__all__ = ["display_command", "resuming", "run_training", "StageRunner", "PAPER", "PRESETS", "Preset", "ReproducePlan", "StageFailed", "Step", "render_report", "reproduce", "summarise_results"]
 
 QUANTIZER_CONFIGS = {"te": "te-vqgan-mnist", "sc": "vqgan-mnist-sc", "cb": "vqgan-mnist-cb", "mp": "vqgan-mnist-mp", "mb": "vqgan-mnist-mb"}
 QUANTIZER_NAMES = {"te": "TE (SC + orth.)", "sc": "SC", "cb": "CB", "mp": "MP", "mb": "MB"}
@@ -327,105 +327,37 @@ def _run_library_stage(call, overwrite: bool, log_path: str, gpu: int | None) ->
     call(**({"overwrite": True} if overwrite else {}))
 
 
-class ReproducePlan:
-    """The stages of one `reproduce` run, in order, with their commands."""
+class StageRunner:
+    """Runs a plan's stages (`Step`s), resumable: one after another or side by side (`jobs`), a
+    stage done when its marker says so, the wall-clock of each in `OUTPUT/state.json`. Used by
+    `te-vqgan reproduce` (`ReproducePlan`) and by the ablations under `training/`.
 
-    def __init__(self, preset: Preset, output: Path, mnist_dir: str | None = None, device: str | None = None,
-                 classifier: str | None = None):
-        # Absolute from the start: every stage, in-process or a subprocess, sees the same folders.
-        self.preset, self.output, self.device = preset, Path(output).resolve(), device
-        self.mnist_dir = str(Path(mnist_dir).resolve()) if mnist_dir is not None else None
-        if self.output == Path.cwd() or self.output == Path(self.output.anchor):
-            raise ValueError(f"--output-dir {str(output)!r} is the current folder or a root; give a folder of its own for the run.")
-        if classifier is not None and not (Path(classifier) / "config.json").is_file():
-            raise ValueError(f"--classifier {classifier!r} is not a `te-vqgan train-classifier` folder (no config.json).")
-        # A classifier trained before (it does not depend on the quantizers) is used as it is.
-        self.classifier = Path(classifier).resolve() if classifier is not None else self.output / "classifier"
+    `recorded_settings()` (None: none) is what the stages compute: a folder continues only with the
+    same, except the keys of `rerun_on_change`, whose change reruns the stage kinds it names.
+    """
+
+    def __init__(self, output: Path, build_steps: Callable[[], list[Step]], launcher: tuple[str, ...] = (),
+                 estimates: dict | None = None, rerun_on_change: dict | None = None):
+        self.output = Path(output).resolve()
         self.root = _repo_root()
-        self.steps = self._build()
+        self.launcher = tuple(launcher)
+        self.estimates = dict(estimates or {})
+        self.rerun_on_change = dict(rerun_on_change or {})
+        self.steps = build_steps()
 
-    def _python(self, script: str) -> list[str]:
-        launcher = list(self.preset.launcher) or [sys.executable]
-        return launcher + [str(self.root / "training" / script)]
+    def recorded_settings(self) -> dict | None:
+        return None
 
-    def _training_step(self, key: str, kind: str, script: str, settings, needs: tuple[str, ...]) -> Step:
-        """A training stage: `python|accelerate launch SCRIPT --config OUTPUT/runs/<key>.json`, the
-        file holding `settings` (written when the stage starts)."""
+    def settings_in_todays_form(self, recorded: dict | None) -> dict | None:
+        return recorded
+
+    def training_step(self, key: str, kind: str, script: str, settings, needs: tuple[str, ...] = ()) -> Step:
+        """A training stage: `python|accelerate launch training/SCRIPT --config OUTPUT/runs/<key>.json`,
+        the file holding `settings` (written when the stage starts)."""
         run_file = self.output / "runs" / f"{key}.json"
-        return Step(key, kind, Path(settings.output_dir), "metrics.json", self._python(script) + ["--config", str(run_file)],
-                    resumable=True, needs=needs, settings=settings, settings_file=run_file)
-
-    def _build(self) -> list[Step]:
-        from .training.settings import GeneratorTrainingSettings, VQGANTrainingSettings
-
-        p, out = self.preset, self.output
-        scaled_down = None if p.comparable else f"te-vqgan reproduce --preset {p.name}"
-        from .commands.build_dataset import build_dataset
-        from .commands.evaluate import evaluate_pipeline
-        from .commands.tokenize_dataset import tokenize_dataset_folder
-        from .commands.train_classifier import train_and_save
-
-        cache = str(out / "cache")
-        data = out / "data" / "textmnist"
-        steps = [
-            Step("data", "data", data, "README.md", replaces_folder=True, call=functools.partial(
-                build_dataset, str(data), num_train=p.num_train, num_validation=p.num_validation, num_test=p.num_test,
-                num_shift_groups=p.num_shift_groups, cache_dir=cache, mnist_dir=self.mnist_dir)),
-        ]
-        if self.classifier == out / "classifier":
-            steps.append(Step("classifier", "classifier", out / "classifier", "metrics.json", needs=("data",), replaces_folder=True,
-                              call=functools.partial(
-                train_and_save, output=str(out / "classifier"), num_train=p.classifier_train, num_test=p.classifier_test,
-                epochs=p.classifier_epochs, cache_dir=cache, mnist_dir=self.mnist_dir, device=self.device, **p.classifier_settings)))
-        for q in p.quantizers:
-            config = self.root / "hub_configs" / f"{QUANTIZER_CONFIGS[q]}{p.config_suffix}.json"
-            for seed in p.seeds:
-                run = f"{q}-seed{seed}"
-                stage1 = out / "stage1" / run
-                steps.append(self._training_step(f"stage1/{run}", "stage1", "train_vqgan.py", VQGANTrainingSettings(
-                    model_config=str(config), dataset=str(data), output_dir=str(stage1), seed=seed,
-                    train_batch_size=p.stage1_batch, max_train_steps=p.stage1_steps,
-                    num_validation_images=min(512, p.num_validation), checkpointing_steps=max(1, p.stage1_steps // 4),
-                    checkpoints_total_limit=1, validation_steps=p.stage1_steps, report_to="none", cache_dir=str(out / "cache"),
-                    scaled_down=scaled_down, **p.stage1_settings), needs=("data",)))
-                tokens = out / "tokens" / run
-                steps.append(Step(f"tokenize/{run}", "tokenize", tokens, "quantizer.json", needs=(f"stage1/{run}",), replaces_folder=True,
-                                  call=functools.partial(tokenize_dataset_folder, str(stage1), str(data), str(tokens), cache_dir=cache,
-                                                         device=self.device)))
-                for size in p.train_sizes:
-                    name = f"{run}-n{size}"
-                    steps2 = max(1, round(p.stage2_steps * size / max(p.train_sizes)))
-                    stage2 = out / "stage2" / name
-                    n_layer, n_embd, n_head = p.stage2_model
-                    steps.append(self._training_step(f"stage2/{name}", "stage2", "train_generator.py", GeneratorTrainingSettings(
-                        tokenized_dataset=str(tokens), vqmodel=str(stage1), output_dir=str(stage2), seed=seed,
-                        train_subset_size=size, n_layer=n_layer, n_embd=n_embd, n_head=n_head,
-                        train_batch_size=p.stage2_batch, max_train_steps=steps2, checkpointing_steps=max(1, steps2 // 4),
-                        checkpoints_total_limit=1, validation_steps=steps2, num_evaluation_examples=0, report_to="none",
-                        num_validation_examples=min(256, p.num_validation), scaled_down=scaled_down, **p.stage2_settings),
-                        needs=(f"tokenize/{run}",)))
-                    evaluation = out / "evaluation" / name
-                    own_classifier = ("classifier",) if self.classifier == out / "classifier" else ()
-                    steps.append(Step(f"evaluate/{name}", "evaluate", evaluation, "evaluation.json",
-                                      needs=(f"stage2/{name}", *own_classifier), call=functools.partial(
-                        evaluate_pipeline, pipeline=str(stage2), classifier=str(self.classifier), output=str(evaluation), dataset=str(data),
-                        splits=("test", "test_seen"), num_examples=p.num_eval, seed=seed, cache_dir=cache, device=self.device,
-                        **p.evaluation_settings), check=lambda evaluation=evaluation: self._judged_by_this_classifier(evaluation)))
-        return steps
-
-    def _judged_by_this_classifier(self, evaluation: Path) -> bool:
-        """Whether `evaluation/evaluation.json` was scored by this run's classifier (its fingerprint;
-        the classifier's path for evaluations written before fingerprints): another `--classifier`
-        reruns the evaluations instead of quoting its accuracy beside another judge's scores."""
-        from .classifier import classifier_fingerprint
-
-        try:
-            recorded = json.loads((evaluation / "evaluation.json").read_text())
-        except (OSError, ValueError):
-            return False
-        if "classifier_fingerprint" in recorded:
-            return (self.classifier / "config.json").is_file() and recorded["classifier_fingerprint"] == classifier_fingerprint(self.classifier)
-        return Path(str(recorded.get("classifier"))).resolve() == self.classifier
+        command = [*(self.launcher or (sys.executable,)), str(self.root / "training" / script), "--config", str(run_file)]
+        return Step(key, kind, Path(settings.output_dir), "metrics.json", command, resumable=True, needs=needs,
+                    settings=settings, settings_file=run_file)
 
     # ------------------------------------------------------------------ running
     def run(self, log=print, jobs: int = 1, gpus: list[int] | None = None) -> dict:
@@ -457,16 +389,16 @@ class ReproducePlan:
         if not isinstance(state, dict):
             raise ValueError(f"{str(state_path)!r} must hold a JSON object (got a {type(state).__name__}); move it aside.")
         state.setdefault("timeline", {})
-        settings = json.loads(json.dumps({k: v for k, v in asdict(self.preset).items() if k not in NOT_SETTINGS}))
-        before = _settings_in_todays_form(state.get("settings"))
+        settings = self.recorded_settings() or {}
+        before = self.settings_in_todays_form(state.get("settings"))
         changed = sorted(k for k in settings if before is not None and before.get(k) != settings[k])
-        invalidated = {kind for k in changed for kind in RERUN_ON_CHANGE.get(k, ())}
-        refused = [k for k in changed if k not in RERUN_ON_CHANGE]
+        invalidated = {kind for k in changed for kind in self.rerun_on_change.get(k, ())}
+        refused = [k for k in changed if k not in self.rerun_on_change]
         if refused:
             raise ValueError(
                 f"{str(self.output)!r} holds a run with other settings ({', '.join(f'{k}: {before.get(k)} -> {settings[k]}' for k in refused)}); "
-                f"continue it with the same options, or give another --output (only {', '.join(RERUN_ON_CHANGE)} may change: "
-                "they rerun the classifier and the evaluation)."
+                "continue it with the same options, or give another --output"
+                + (f" (only {', '.join(self.rerun_on_change)} may change: they rerun the stages that read them)." if self.rerun_on_change else ".")
             )
         state["settings"] = settings
         # Stages a settings change invalidates rerun, and stay marked until they have (an interrupted rerun continues).
@@ -597,7 +529,7 @@ class ReproducePlan:
         returncode = subprocess.run(command, cwd=self.root).returncode
         if returncode:
             raise StageFailed(
-                f"Stage {step.key} failed ({Path(step.command[len(self.preset.launcher) or 1]).name} exited with {returncode}); "
+                f"Stage {step.key} failed ({Path(step.command[len(self.launcher) or 1]).name} exited with {returncode}); "
                 "rerun to continue from its last checkpoint."
             )
 
@@ -620,9 +552,105 @@ class ReproducePlan:
             if step.key in state["seconds"]:
                 measured.setdefault(step.kind, []).append(state["seconds"][step.key])
         return sum(
-            float(np.mean(measured[s.kind])) if s.kind in measured else self.preset.estimates.get(s.kind, 60)
+            float(np.mean(measured[s.kind])) if s.kind in measured else self.estimates.get(s.kind, 60)
             for s in self.steps[done_before:] if not s.done or s.key in stale
         )
+
+
+class ReproducePlan(StageRunner):
+    """The stages of one `reproduce` run, in order: library calls and training processes."""
+
+    def __init__(self, preset: Preset, output: Path, mnist_dir: str | None = None, device: str | None = None,
+                 classifier: str | None = None):
+        # Absolute from the start: every stage, in-process or a subprocess, sees the same folders.
+        self.preset, self.output, self.device = preset, Path(output).resolve(), device
+        self.mnist_dir = str(Path(mnist_dir).resolve()) if mnist_dir is not None else None
+        if self.output == Path.cwd() or self.output == Path(self.output.anchor):
+            raise ValueError(f"--output-dir {str(output)!r} is the current folder or a root; give a folder of its own for the run.")
+        if classifier is not None and not (Path(classifier) / "config.json").is_file():
+            raise ValueError(f"--classifier {classifier!r} is not a `te-vqgan train-classifier` folder (no config.json).")
+        # A classifier trained before (it does not depend on the quantizers) is used as it is.
+        self.classifier = Path(classifier).resolve() if classifier is not None else self.output / "classifier"
+        super().__init__(self.output, self._build_steps, launcher=preset.launcher, estimates=preset.estimates,
+                         rerun_on_change=RERUN_ON_CHANGE)
+
+    def _build_steps(self) -> list[Step]:
+        from .training.settings import GeneratorTrainingSettings, VQGANTrainingSettings
+
+        p, out = self.preset, self.output
+        scaled_down = None if p.comparable else f"te-vqgan reproduce --preset {p.name}"
+        from .commands.build_dataset import build_dataset
+        from .commands.evaluate import evaluate_pipeline
+        from .commands.tokenize_dataset import tokenize_dataset_folder
+        from .commands.train_classifier import train_and_save
+
+        cache = str(out / "cache")
+        data = out / "data" / "textmnist"
+        steps = [
+            Step("data", "data", data, "README.md", replaces_folder=True, call=functools.partial(
+                build_dataset, str(data), num_train=p.num_train, num_validation=p.num_validation, num_test=p.num_test,
+                num_shift_groups=p.num_shift_groups, cache_dir=cache, mnist_dir=self.mnist_dir)),
+        ]
+        if self.classifier == out / "classifier":
+            steps.append(Step("classifier", "classifier", out / "classifier", "metrics.json", needs=("data",), replaces_folder=True,
+                              call=functools.partial(
+                train_and_save, output=str(out / "classifier"), num_train=p.classifier_train, num_test=p.classifier_test,
+                epochs=p.classifier_epochs, cache_dir=cache, mnist_dir=self.mnist_dir, device=self.device, **p.classifier_settings)))
+        for q in p.quantizers:
+            config = self.root / "hub_configs" / f"{QUANTIZER_CONFIGS[q]}{p.config_suffix}.json"
+            for seed in p.seeds:
+                run = f"{q}-seed{seed}"
+                stage1 = out / "stage1" / run
+                steps.append(self.training_step(f"stage1/{run}", "stage1", "train_vqgan.py", VQGANTrainingSettings(
+                    model_config=str(config), dataset=str(data), output_dir=str(stage1), seed=seed,
+                    train_batch_size=p.stage1_batch, max_train_steps=p.stage1_steps,
+                    num_validation_images=min(512, p.num_validation), checkpointing_steps=max(1, p.stage1_steps // 4),
+                    checkpoints_total_limit=1, validation_steps=p.stage1_steps, report_to="none", cache_dir=str(out / "cache"),
+                    scaled_down=scaled_down, **p.stage1_settings), needs=("data",)))
+                tokens = out / "tokens" / run
+                steps.append(Step(f"tokenize/{run}", "tokenize", tokens, "quantizer.json", needs=(f"stage1/{run}",), replaces_folder=True,
+                                  call=functools.partial(tokenize_dataset_folder, str(stage1), str(data), str(tokens), cache_dir=cache,
+                                                         device=self.device)))
+                for size in p.train_sizes:
+                    name = f"{run}-n{size}"
+                    steps2 = max(1, round(p.stage2_steps * size / max(p.train_sizes)))
+                    stage2 = out / "stage2" / name
+                    n_layer, n_embd, n_head = p.stage2_model
+                    steps.append(self.training_step(f"stage2/{name}", "stage2", "train_generator.py", GeneratorTrainingSettings(
+                        tokenized_dataset=str(tokens), vqmodel=str(stage1), output_dir=str(stage2), seed=seed,
+                        train_subset_size=size, n_layer=n_layer, n_embd=n_embd, n_head=n_head,
+                        train_batch_size=p.stage2_batch, max_train_steps=steps2, checkpointing_steps=max(1, steps2 // 4),
+                        checkpoints_total_limit=1, validation_steps=steps2, num_evaluation_examples=0, report_to="none",
+                        num_validation_examples=min(256, p.num_validation), scaled_down=scaled_down, **p.stage2_settings),
+                        needs=(f"tokenize/{run}",)))
+                    evaluation = out / "evaluation" / name
+                    own_classifier = ("classifier",) if self.classifier == out / "classifier" else ()
+                    steps.append(Step(f"evaluate/{name}", "evaluate", evaluation, "evaluation.json",
+                                      needs=(f"stage2/{name}", *own_classifier), call=functools.partial(
+                        evaluate_pipeline, pipeline=str(stage2), classifier=str(self.classifier), output=str(evaluation), dataset=str(data),
+                        splits=("test", "test_seen"), num_examples=p.num_eval, seed=seed, cache_dir=cache, device=self.device,
+                        **p.evaluation_settings), check=lambda evaluation=evaluation: self._judged_by_this_classifier(evaluation)))
+        return steps
+
+    def _judged_by_this_classifier(self, evaluation: Path) -> bool:
+        """Whether `evaluation/evaluation.json` was scored by this run's classifier (its fingerprint;
+        the classifier's path for evaluations written before fingerprints): another `--classifier`
+        reruns the evaluations instead of quoting its accuracy beside another judge's scores."""
+        from .classifier import classifier_fingerprint
+
+        try:
+            recorded = json.loads((evaluation / "evaluation.json").read_text())
+        except (OSError, ValueError):
+            return False
+        if "classifier_fingerprint" in recorded:
+            return (self.classifier / "config.json").is_file() and recorded["classifier_fingerprint"] == classifier_fingerprint(self.classifier)
+        return Path(str(recorded.get("classifier"))).resolve() == self.classifier
+
+    def recorded_settings(self) -> dict:
+        return json.loads(json.dumps({k: v for k, v in asdict(self.preset).items() if k not in NOT_SETTINGS}))
+
+    def settings_in_todays_form(self, recorded: dict | None) -> dict | None:
+        return _settings_in_todays_form(recorded)
 
 
 # ---------------------------------------------------------------------------- results and report
