@@ -72,8 +72,8 @@ def test_a_fixture_folder_loads_every_weight_and_computes_the_same(name, tmp_pat
         reconstruction = model.decode_indices(indices)
         out = model(x)
     assert torch.equal(indices, expected["indices"])
-    torch.testing.assert_close(latents, expected["latents"], atol=1e-5, rtol=0)
-    torch.testing.assert_close(reconstruction, expected["reconstruction"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(latents, expected["latents"], atol=1e-4, rtol=1e-4)  # float32 sums reorder with the thread count
+    torch.testing.assert_close(reconstruction, expected["reconstruction"], atol=1e-4, rtol=1e-4)  # float32 sums reorder with the thread count
     assert torch.equal(out.indices, indices) and torch.equal(out.sample, reconstruction)
 
     # Saved again, the folder is the same: config (block type names included) and weights.
@@ -93,8 +93,8 @@ def test_the_stock_layout_fixture_still_loads_in_diffusers_vqmodel():
         _, _, (_, _, indices) = stock.quantize(latents)
         sample = stock.decode(latents).sample
     assert torch.equal(indices.reshape(expected["indices"].shape), expected["indices"])
-    torch.testing.assert_close(latents, expected["latents"], atol=1e-5, rtol=0)
-    torch.testing.assert_close(sample, expected["reconstruction"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(latents, expected["latents"], atol=1e-4, rtol=1e-4)  # float32 sums reorder with the thread count
+    torch.testing.assert_close(sample, expected["reconstruction"], atol=1e-4, rtol=1e-4)  # float32 sums reorder with the thread count
 
 
 def test_a_te_fixture_is_still_refused_by_diffusers_vqmodel():

@@ -408,10 +408,11 @@ DEPRECATED_FLAGS = {
 }
 
 
-def settings_parser(cls: type[TrainingSettings], description: str | None = None) -> argparse.ArgumentParser:
+def settings_parser(cls: type[TrainingSettings], description: str | None = None, defaults: bool = True) -> argparse.ArgumentParser:
     """An argument parser for `cls`: `--NAME` per field (typed from its annotation, choices from a
     `Literal`, `--NAME/--no-NAME` for a switch, aliases from the field's metadata), `--config FILE`,
-    and the deprecated spellings of `DEPRECATED_FLAGS`.
+    and the deprecated spellings of `DEPRECATED_FLAGS`. With `defaults=False` nothing is required and
+    a flag not given is absent from the result (to override a `--config` file with the flags given).
 
     transformers' `HfArgumentParser` does the same but adds a kebab-case twin of every flag; the
     scripts keep diffusers' snake-case flags only, as their `--help` and error messages always said.
@@ -423,7 +424,9 @@ def settings_parser(cls: type[TrainingSettings], description: str | None = None)
     for f in dataclasses.fields(cls):
         kind, optional = _field_type(hints[f.name])
         kwargs = {"help": f.metadata.get("help"), "dest": f.name}
-        if f.default is dataclasses.MISSING:
+        if not defaults:
+            kwargs["default"] = argparse.SUPPRESS
+        elif f.default is dataclasses.MISSING:
             kwargs["required"] = True
         else:
             kwargs["default"] = f.default
@@ -434,7 +437,7 @@ def settings_parser(cls: type[TrainingSettings], description: str | None = None)
         else:
             kwargs["type"] = kind
         parser.add_argument(f"--{f.name}", *f.metadata.get("aliases", ()), **kwargs)
-    parser.add_argument("--config", default=None, metavar="FILE",
+    parser.add_argument("--config", default=None if defaults else argparse.SUPPRESS, metavar="FILE",
                         help=f"A JSON file of {cls.__name__} (as a run writes to {SETTINGS_FILE}); flags after it override it.")
     for old, dest, new in DEPRECATED_FLAGS.get(cls, []):
         add_deprecated_alias(parser, old, new, dest)
@@ -468,12 +471,9 @@ def parse_settings(cls: type[Settings], argv: list[str] | None = None, descripti
             pre.add_argument("--config")
             known, rest = pre.parse_known_args(argv)
             base = cls.from_json(known.config)
-            # Flags beside the file override its values: parsed with no defaults (argparse has no
-            # public switch for that), so that only what they name replaces the file's.
-            for action in parser._actions:
-                if action.dest != "help":
-                    action.default, action.required = argparse.SUPPRESS, False
-            settings = cls(**{**base.to_dict(), **vars(parser.parse_args(rest))})
+            # Flags beside the file override its values, and only the ones given.
+            given = vars(settings_parser(cls, description, defaults=False).parse_args(rest))
+            settings = cls(**{**base.to_dict(), **given})
         else:
             namespace = parser.parse_args(argv)
             settings = cls(**{f.name: getattr(namespace, f.name) for f in dataclasses.fields(cls)})
