@@ -44,7 +44,7 @@ from te_vqgan.metrics import (
 )
 from te_vqgan.training import NLayerDiscriminator, PerceptualLossUnavailable, load_perceptual_loss  # noqa: F401 (re-exported for callers)
 from te_vqgan.training.codebook import encoder_latents, init_codebook_kmeans, restart_dead_codes
-from te_vqgan.training.accelerate_utils import render_model_card, scaled_learning_rate
+from te_vqgan.training.accelerate_utils import derive_seed, render_model_card, scaled_learning_rate
 from te_vqgan.training.engine import (
     RunInfo,
     StageParts,
@@ -364,7 +364,7 @@ class VQGANStage(TrainingStage):
             return None
         model = self.accelerator.unwrap_model(self.models[0])
         latents = encoder_latents(self.accelerator, self.models[0], images)
-        generator = torch.Generator().manual_seed(args.seed * 1_000_003 + global_step)
+        generator = torch.Generator().manual_seed(derive_seed(args.seed, global_step))
         if kmeans_due:
             init_codebook_kmeans(model, latents, generator=generator)
             return 0

@@ -54,6 +54,7 @@ from .accelerate_utils import (
     EpochShuffleSampler,
     build_accelerator,
     check_checkpoint_fits,
+    derive_seed,
     list_checkpoints,
     resolve_resume_checkpoint,
     save_checkpoint,
@@ -352,7 +353,8 @@ class TrainingEngine:
                 # Each batch's random draws (dropout, a caption choice ...) depend on (seed, epoch,
                 # batch) only: a resumed run draws exactly what the uninterrupted one drew, even
                 # though building a new loader iterator on resume consumes from the global RNG.
-                set_seed(_batch_seed(args.seed, epoch, batch_index), device_specific=True)
+                # (Reduced below 2**31 - 1: `set_seed` also seeds NumPy, which takes seeds < 2**32.)
+                set_seed(derive_seed(args.seed, epoch, batch_index) % (2**31 - 1), device_specific=True)
                 try:
                     with accelerator.accumulate(*models):
                         terms = stage.train_step(batch, global_step)
@@ -497,10 +499,6 @@ def run_script(main: Callable, parse_args: Callable, prog: str, expected: tuple 
     except (*EXPECTED_ERRORS, *expected) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
-
-
-def _batch_seed(seed: int, epoch: int, batch_index: int) -> int:
-    return (seed * 1_000_003 + epoch * 10_007 + batch_index) % (2**31 - 1)
 
 
 def training_command(script: str, settings: TrainingSettings) -> str:
