@@ -20,6 +20,7 @@ import torch
 
 from .data.layout import CANVAS_SIZE, CELL_ORIGINS, CELL_SIZE, COLOUR_RGB, COLOURS, LOCATIONS, QUADRANTS, index_cell, render_canvas
 from .models.quantizer import check_code_indices, downsample_factor
+from .torch_utils import eval_mode, non_finite_weights
 
 
 __all__ = [
@@ -113,10 +114,10 @@ def as_tokenizer(model):
 def check_finite_weights(model) -> None:
     """ValueError if a weight of `model` is NaN or infinite: the metrics of a diverged model
     (every token the same code, a "perfect" equivariance of 1.0) are not numbers to report."""
-    named_parameters = getattr(getattr(model, "model", model), "named_parameters", None)
-    if named_parameters is None:  # a duck-typed tokenizer without weights
+    module = getattr(model, "model", model)  # a stock VQModel inside its wrapper
+    if not hasattr(module, "named_parameters"):  # a duck-typed quantizer without weights
         return
-    bad = [name for name, p in named_parameters() if not torch.isfinite(p).all()]
+    bad = non_finite_weights(module)
     if bad:
         raise ValueError(f"The model's weights hold NaN or Inf ({bad[:3]}{' ...' if len(bad) > 3 else ''}): it diverged; no metric is computed.")
 
@@ -237,16 +238,13 @@ def shift_equivariance_of_groups(model, groups, batch_size: int = 64) -> ShiftEq
     tokenizer = as_tokenizer(model)
     device, dtype = _model_device_dtype(tokenizer)
     check_finite_weights(tokenizer)
-    was_training = getattr(tokenizer, "training", False)
-    tokenizer.eval()
     flat = groups.reshape(-1, CANVAS_SIZE, CANVAS_SIZE, 3)
     maps = []
-    for start in range(0, len(flat), batch_size):
-        batch = images_to_tensor(flat[start : start + batch_size]).to(device=device, dtype=dtype)
-        maps.append(tokenizer.encode_to_indices(batch).cpu())
+    with eval_mode(tokenizer):
+        for start in range(0, len(flat), batch_size):
+            batch = images_to_tensor(flat[start : start + batch_size]).to(device=device, dtype=dtype)
+            maps.append(tokenizer.encode_to_indices(batch).cpu())
     index_maps = torch.cat(maps).view(len(groups), len(LOCATIONS), *maps[0].shape[1:])
-    if was_training:
-        tokenizer.train()
 
     side = index_maps.shape[-1]
     if CANVAS_SIZE % side or index_maps.shape[-2] != side:

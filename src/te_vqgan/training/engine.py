@@ -49,6 +49,7 @@ from torch.utils.data import DataLoader
 
 from ..files import COMPLETION_MARKER, FINAL_STAGING, FolderLockedError, folder_lock, install_folder, write_completion_marker, write_json_atomic
 from ..hub import push_folder_to_hub
+from ..torch_utils import non_finite_weights
 from .settings import SETTINGS_FILE, TrainingSettings
 from .accelerate_utils import (
     EpochShuffleSampler,
@@ -419,9 +420,10 @@ class TrainingEngine:
 
     def _check_finite_weights(self, models, step: int) -> None:
         for model in models:
-            for name, parameter in self.accelerator.unwrap_model(model).named_parameters():
-                if not torch.isfinite(parameter).all():
-                    raise self._diverged(step, f"{type(self.accelerator.unwrap_model(model)).__name__}.{name} holds NaN or Inf")
+            model = self.accelerator.unwrap_model(model)
+            bad = non_finite_weights(model)
+            if bad:
+                raise self._diverged(step, f"{type(model).__name__}.{bad[0]} holds NaN or Inf")
 
     def _validate(self, stage: TrainingStage, step: int) -> dict:
         self._check_finite_weights(stage.models, step)
