@@ -20,7 +20,7 @@ import torch
 
 from .data.layout import CANVAS_SIZE, CELL_ORIGINS, CELL_SIZE, COLOUR_RGB, COLOURS, LOCATIONS, QUADRANTS, index_cell, render_canvas
 from .models.quantizer import check_code_indices, downsample_factor
-from .torch_utils import eval_mode, non_finite_weights
+from .torch_utils import check_integer_tensor, eval_mode, non_finite_weights
 
 
 __all__ = [
@@ -372,8 +372,7 @@ def codebook_usage(indices: torch.Tensor, num_codes: int) -> CodebookUsage:
     """How many of `num_codes` codes `indices` (any shape) uses, and how evenly."""
     if not isinstance(indices, torch.Tensor):
         indices = torch.as_tensor(np.asarray(indices))
-    if indices.is_floating_point() or indices.is_complex():
-        raise ValueError(f"Expected integer indices (got dtype {indices.dtype}).")
+    check_integer_tensor("indices", indices)
     if num_codes < 1:
         raise ValueError(f"`num_codes` must be >= 1 (got {num_codes}).")
     flat = indices.reshape(-1).long().cpu()

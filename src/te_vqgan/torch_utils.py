@@ -45,13 +45,14 @@ def non_finite_weights(model: torch.nn.Module) -> list[str]:
     return [name for name, parameter in model.named_parameters() if not torch.isfinite(parameter).all()]
 
 
-def check_integer_tensor(name: str, value: object) -> torch.Tensor:
-    """`value` itself if it is a `torch.Tensor` of an integer dtype (`INTEGER_DTYPES`); a
-    `ValueError` naming `name` and the type or dtype otherwise."""
+def check_integer_tensor(what: str, value: object) -> torch.Tensor:
+    """`value` itself if it is a `torch.Tensor` of an integer dtype (`INTEGER_DTYPES`); else a
+    `ValueError` that names `what` (e.g. ``"`text_ids`"`` or `"code indices"`) and the type or
+    dtype it got."""
     if not isinstance(value, torch.Tensor):
-        raise ValueError(f"Expected `{name}` as a torch.Tensor (got {type(value).__name__}).")
+        raise ValueError(f"Expected {what} as a torch.Tensor (got {type(value).__name__}).")
     if value.dtype not in INTEGER_DTYPES:
-        raise ValueError(f"Expected integer `{name}` (got dtype {value.dtype}).")
+        raise ValueError(f"Expected integer {what} (got dtype {value.dtype}).")
     return value
 
 

@@ -40,6 +40,7 @@ from diffusers.utils.accelerate_utils import apply_forward_hook
 
 from ..hub import TeVqganCardMixin, push_folder_to_hub
 from ..losses import orthogonal_loss
+from ..torch_utils import check_integer_tensor
 from .autoencoder import Decoder, Encoder
 from .downsampling import DOWNSAMPLE_TYPES, PADDING_MODES
 from .quantizer import TEVectorQuantizer, check_code_indices, downsample_factor
@@ -473,10 +474,7 @@ class TEVQModel(TeVqganCardMixin, ModelMixin, ConfigMixin):
             raise ValueError(f"Images contain {bad} NaN or Inf values; expected finite values in [-1, 1].")
 
     def _check_indices(self, indices: torch.Tensor) -> None:
-        if not isinstance(indices, torch.Tensor):
-            raise ValueError(f"Expected indices as a torch.Tensor (got {type(indices).__name__}).")
-        if indices.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8):
-            raise ValueError(f"Expected integer indices (got dtype {indices.dtype}).")
+        check_integer_tensor("indices", indices)
         if indices.ndim != 3:
             raise ValueError(f"Expected indices of shape (batch, height, width) (got shape {tuple(indices.shape)}).")
         check_code_indices(indices, self.num_codes)
