@@ -46,6 +46,7 @@ __all__ = [
     "GENERATION_CONFIG_FILES",
     "GumbelSamplingLogitsProcessor",
     "ModalityMaskLogitsProcessor",
+    "check_top_k_fraction",
     "generate_caption_ids",
     "generate_captions",
     "generate_image_indices",
@@ -122,9 +123,15 @@ def top_k_from_fraction(vocab_size: int, fraction: float = 0.1) -> int:
     """
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1:
         raise ValueError(f"`vocab_size` must be a positive integer (got {vocab_size!r}).")
-    if not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
-        raise ValueError(f"`fraction` must be in (0, 1] (got {fraction!r}).")
+    check_top_k_fraction(fraction, "`fraction`")
     return max(int(fraction * vocab_size), 1)
+
+
+def check_top_k_fraction(fraction: float, name: str = "`top_k_fraction`") -> None:
+    """ValueError unless `fraction` (of the vocabulary kept by top-k sampling) is a number in
+    (0, 1]; the message names it `name` (e.g. `"--top-k-fraction"` for a flag)."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+        raise ValueError(f"{name} must be in (0, 1] (got {fraction!r}).")
 
 
 def _model_device(model) -> torch.device:
@@ -200,8 +207,7 @@ class GumbelSamplingLogitsProcessor(LogitsProcessor):
 def _check_sampling(temperature: float, top_k_fraction: float) -> None:
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature <= 0:
         raise ValueError(f"`temperature` must be a finite number > 0 (got {temperature!r}).")
-    if isinstance(top_k_fraction, bool) or not isinstance(top_k_fraction, (int, float)) or not 0 < top_k_fraction <= 1:
-        raise ValueError(f"`top_k_fraction` must be in (0, 1] (got {top_k_fraction!r}).")
+    check_top_k_fraction(top_k_fraction)
 
 
 def _generate(
