@@ -22,7 +22,8 @@ Example::
     >>> codes = generate_image_indices(model, tokenizer, tokenizer.encode_captions(["red 7."]),
     ...                                generator=torch.Generator().manual_seed(0))   # [1, H, W]
     >>> images = vqmodel.decode_indices(codes)
-    >>> generate_captions(model, tokenizer, tokenizer.encode_image_indices(codes))   # a trained model
+    >>> ids = generate_caption_ids(model, tokenizer, tokenizer.encode_image_indices(codes))
+    >>> tokenizer.decode_captions(ids)   # a trained model
     ['the red 7.']
 
 The i2t filler: `generate` drops an all-ones attention mask and appends the pad id to
@@ -48,7 +49,6 @@ __all__ = [
     "ModalityMaskLogitsProcessor",
     "check_top_k_fraction",
     "generate_caption_ids",
-    "generate_captions",
     "generate_image_indices",
     "generation_configs",
     "top_k_from_fraction",
@@ -401,31 +401,6 @@ def generate_caption_ids(
             "the modality mask makes this impossible, so this is a bug."
         )
     return new
-
-
-def generate_captions(
-    model,
-    tokenizer,
-    image_ids: torch.Tensor,
-    *,
-    top_k_fraction: float = 0.1,
-    temperature: float = 1.0,
-    generator: torch.Generator | None = None,
-    use_cache: bool = True,
-    cache_implementation: str | None = None,
-) -> list[str]:
-    """`generate_caption_ids` decoded to strings with `tokenizer.decode_captions` (same arguments)."""
-    ids = generate_caption_ids(
-        model,
-        tokenizer,
-        image_ids,
-        top_k_fraction=top_k_fraction,
-        temperature=temperature,
-        generator=generator,
-        use_cache=use_cache,
-        cache_implementation=cache_implementation,
-    )
-    return tokenizer.decode_captions(ids)
 
 
 GENERATION_CONFIG_FILES = {"t2i": "t2i_generation_config.json", "i2t": "i2t_generation_config.json"}
