@@ -39,8 +39,9 @@ from te_vqgan.generation import (
     generator_loss,
     top_k_from_fraction,
 )
+from te_vqgan.images import tensor_to_images
 from te_vqgan.loading import load_vq_model
-from te_vqgan.metrics import as_tokenizer, tensor_to_images
+from te_vqgan.models.stock_vq_model import as_tokenizer
 from te_vqgan.pipelines import TextToImagePipeline
 from te_vqgan.torch_utils import eval_mode
 from te_vqgan.training.accelerate_utils import render_model_card

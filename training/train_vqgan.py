@@ -33,15 +33,9 @@ from te_vqgan import TEVQModel, codebook_usage, orthogonal_loss
 from te_vqgan.data.layout import LOCATIONS
 from te_vqgan.data.tokenized import builds_textmnist
 from te_vqgan.hub import eval_results, hub_repo_id
+from te_vqgan.images import images_to_tensor, tensor_to_images
 from te_vqgan.loading import load_model_config
-from te_vqgan.metrics import (
-    DEFAULT_TOKEN_SHIFTS,
-    equivariance_summary,
-    images_to_tensor,
-    reconstruction_fidelity,
-    shift_equivariance_by_colour,
-    tensor_to_images,
-)
+from te_vqgan.metrics import DEFAULT_TOKEN_SHIFTS, equivariance_summary, reconstruction_fidelity, shift_equivariance_by_colour
 from te_vqgan.torch_utils import eval_mode
 from te_vqgan.training import NLayerDiscriminator, PerceptualLossUnavailable, load_perceptual_loss  # noqa: F401 (re-exported for callers)
 from te_vqgan.training.codebook import encoder_latents, init_codebook_kmeans, restart_dead_codes

@@ -19,7 +19,9 @@ import numpy as np
 import torch
 
 from .data.layout import CANVAS_SIZE, CELL_ORIGINS, CELL_SIZE, COLOUR_RGB, COLOURS, LOCATIONS, QUADRANTS, index_cell, render_canvas
-from .models.quantizer import check_code_indices, downsample_factor
+from .images import images_to_tensor, tensor_to_images
+from .models.quantizer import check_code_indices
+from .models.stock_vq_model import VQModelTokenizer, as_tokenizer
 from .torch_utils import check_integer_tensor, eval_mode, non_finite_weights
 
 
@@ -48,67 +50,6 @@ __all__ = [
 
 # The 10 pairs of the five placements, in a fixed order.
 PLACEMENT_PAIRS: tuple[tuple[str, str], ...] = tuple(combinations(LOCATIONS, 2))
-
-
-class VQModelTokenizer:
-    """Gives a stock `diffusers.VQModel` the `encode_to_indices` / `decode_indices` API.
-
-    Args:
-        model (`diffusers.VQModel`): any VQModel; its quantizer's flat indices are reshaped
-            to `(B, H / f, W / f)`.
-    """
-
-    def __init__(self, model):
-        self.model = model
-
-    @property
-    def num_codes(self) -> int:
-        return self.model.config.num_vq_embeddings
-
-    @property
-    def downsample_factor(self) -> int:
-        return downsample_factor(self.model.config)
-
-    def parameters(self):
-        return self.model.parameters()
-
-    @property
-    def training(self) -> bool:
-        return self.model.training
-
-    def eval(self):
-        self.model.eval()
-        return self
-
-    def train(self, mode: bool = True):
-        self.model.train(mode)
-        return self
-
-    @torch.no_grad()
-    def encode_to_indices(self, images: torch.Tensor) -> torch.LongTensor:
-        latents = self.model.encode(images).latents
-        _, _, (_, _, indices) = self.model.quantize(latents)
-        batch, _, height, width = latents.shape
-        return indices.reshape(batch, height, width)
-
-    def decode_indices(self, indices: torch.LongTensor) -> torch.Tensor:
-        batch, height, width = indices.shape
-        dim = self.model.quantize.vq_embed_dim
-        quant = self.model.quantize.get_codebook_entry(indices.reshape(-1), (batch, height, width, dim))
-        return self.model.decode(quant, force_not_quantize=True).sample
-
-
-def as_tokenizer(model):
-    """`model` itself if it has `encode_to_indices`, a `VQModelTokenizer` for a stock VQModel."""
-    if hasattr(model, "encode_to_indices"):
-        return model
-    from diffusers import VQModel
-
-    if isinstance(model, VQModel):
-        return VQModelTokenizer(model)
-    raise TypeError(
-        f"Expected a model with `encode_to_indices` or a diffusers VQModel (got {type(model).__name__})."
-    )
 
 
 def check_finite_weights(model) -> None:
@@ -148,16 +89,6 @@ def _as_uint8_digits(digits) -> np.ndarray:
 def render_shift_group(digit: np.ndarray, colour: str = "white") -> np.ndarray:
     """The five placements of one digit, in `LOCATIONS` order: uint8 `[5, 64, 64, 3]`."""
     return np.stack([render_canvas([(location, colour, digit)]) for location in LOCATIONS])
-
-
-def images_to_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 `[N, H, W, 3]` -> float `[N, 3, H, W]` in [-1, 1]."""
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-
-
-def tensor_to_images(pixels: torch.Tensor) -> np.ndarray:
-    """float `[N, 3, H, W]` in [-1, 1] (clamped) -> uint8 `[N, H, W, 3]`: the inverse of `images_to_tensor`."""
-    return ((pixels.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 @dataclass

@@ -125,7 +125,8 @@ def run(args) -> int:
     from ..data.mnist import load_mnist
     from ..files import write_json_atomic
     from ..loading import load_vq_model
-    from ..metrics import as_tokenizer, codebook_usage, equivariance_summary, recolour_groups, render_shift_group, shift_equivariance_by_colour
+    from ..metrics import codebook_usage, equivariance_summary, recolour_groups, render_shift_group, shift_equivariance_by_colour
+    from ..models.stock_vq_model import as_tokenizer
     from ..visualization import save_shift_equivariance_figure
 
     model, description = load_vq_model(args.model, seed=args.seed, device=args.device, output_loading_info=True)

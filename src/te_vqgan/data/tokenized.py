@@ -31,6 +31,8 @@ import numpy as np
 import torch
 
 from ..files import check_output_dir, install_folder, write_json_atomic
+from ..images import images_to_tensor
+from ..models.stock_vq_model import as_tokenizer
 
 
 logger = logging.getLogger(__name__)
@@ -148,8 +150,6 @@ def load_source_dataset(spec: str, *, builder_options: dict | None = None, cache
 
 
 def _encode_batch(model, batch: dict, device: torch.device, dtype: torch.dtype) -> dict:
-    from ..metrics import images_to_tensor
-
     pixels = np.stack([np.asarray(image.convert("RGB"), dtype=np.uint8) for image in batch["image"]])
     with torch.no_grad():
         indices = model.encode_to_indices(images_to_tensor(pixels).to(device, dtype))
@@ -182,8 +182,6 @@ def tokenize_dataset(
         into place once complete.
     """
     import datasets
-
-    from ..metrics import as_tokenizer
 
     if batch_size < 1:
         raise ValueError(f"`batch_size` must be >= 1 (got {batch_size}).")

@@ -47,7 +47,8 @@ from ..generation import (
 )
 from ..generation.sampling import _check_sampling
 from ..hub import TeVqganCardMixin, hub_repo_id, push_folder_to_hub
-from ..metrics import as_tokenizer, images_to_tensor, tensor_to_images
+from ..images import images_to_tensor, tensor_to_images
+from ..models.stock_vq_model import as_tokenizer
 from ..torch_utils import non_finite_weights
 
 
