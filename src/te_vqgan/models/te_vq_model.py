@@ -262,17 +262,16 @@ class TEVQModel(TeVqganCardMixin, ModelMixin, ConfigMixin):
         super().__init__()
         # VQModel's parts under VQModel's names (the state-dict keys of every saved folder), each built
         # with the padding and the downsampling of this config.
+        levels = dict(
+            block_out_channels=block_out_channels, layers_per_block=layers_per_block, act_fn=act_fn,
+            norm_num_groups=norm_num_groups, mid_block_add_attention=mid_block_add_attention, padding_mode=padding_mode,
+        )
         self.encoder = Encoder(
             in_channels=in_channels,
             out_channels=latent_channels,
             down_block_types=tuple(stock_block_type(name) for name in down_block_types),
-            block_out_channels=block_out_channels,
-            layers_per_block=layers_per_block,
-            act_fn=act_fn,
-            norm_num_groups=norm_num_groups,
-            mid_block_add_attention=mid_block_add_attention,
             downsample_type=downsample_type,
-            padding_mode=padding_mode,
+            **levels,
         )
         embed_dim = vq_embed_dim if vq_embed_dim is not None else latent_channels
         self.quant_conv = nn.Conv2d(latent_channels, embed_dim, 1)
@@ -286,13 +285,8 @@ class TEVQModel(TeVqganCardMixin, ModelMixin, ConfigMixin):
             in_channels=latent_channels,
             out_channels=out_channels,
             up_block_types=tuple(stock_block_type(name) for name in up_block_types),
-            block_out_channels=block_out_channels,
-            layers_per_block=layers_per_block,
-            act_fn=act_fn,
-            norm_num_groups=norm_num_groups,
             norm_type=norm_type,
-            mid_block_add_attention=mid_block_add_attention,
-            padding_mode=padding_mode,
+            **levels,
         )
 
         # The block types say which network the folder computes (see `stock_block_type`): a stock
