@@ -67,8 +67,9 @@ def check_config_keys(model_class, config, source: str = "the config") -> None:
 # The block type names a TEVQModel folder saves when the network is not diffusers' own (replicate
 # padding, another downsampling or code lookup): diffusers' name behind this prefix. A stock
 # `diffusers.VQModel.from_pretrained` then stops with "TEVQModel.DownEncoderBlock2D does not exist."
-# instead of loading the weights into another network (with one warning, 19.5% of the indices
-# agreeing); a folder whose network is stock keeps the plain names and loads in both alike.
+# instead of loading the weights into another network with only a warning (how few indices then
+# agree: README, "Stock diffusers.VQModel never half-loads a TE folder"); a folder whose network is
+# stock keeps the plain names and loads in both alike.
 TE_BLOCK_PREFIX = "TEVQModel."
 
 
