@@ -409,7 +409,7 @@ class VQGANStage(TrainingStage):
             MODEL_CARD_TEMPLATE,
             card_data,
             model_name=name,
-            description=("TE-VQGAN" if config.orthogonal_reg_weight > 0 else "VQGAN") + f" ({config.downsample_type}) image tokenizer.",
+            description=("TE-VQGAN" if config.orthogonal_reg_weight > 0 else "VQGAN") + f" ({config.downsample_type}) image quantizer.",
             repo_url="https://github.com/wcshin-git/TE-VQGAN",
             repo_id=args.hub_model_id or str(args.output_dir),
             resolution=config.sample_size,

@@ -1,9 +1,9 @@
-"""Metrics of an image tokenizer: shift equivariance in the quantized space and codebook usage.
+"""Metrics of an image quantizer: shift equivariance in the quantized space and codebook usage.
 
 `shift_equivariance` is the authors' `ShiftEqMetric` (docs/REPRODUCTION.md, "The equivariance
 metric"): the same digit is drawn at the centre and in each quadrant of a 64x64 canvas, the
 five images are tokenized, and the code indices of the digit's cell are compared between
-every pair of placements. A tokenizer that is translation equivariant in the quantized
+every pair of placements. A quantizer that is translation equivariant in the quantized
 space gives the same indices wherever the digit is, so it scores 1.
 
 Both metrics take any model with `encode_to_indices`; a stock `diffusers.VQModel` is wrapped
@@ -105,7 +105,7 @@ class ShiftEquivarianceResult:
         downsample_factor (`int`): f, inferred from the token maps.
         foreground_score (`float`): the same fraction counted only over the tokens whose f x f
             patch touches the digit (not in the authors' metric: there, the black background,
-            most of each cell, makes every tokenizer look fairly equivariant).
+            most of each cell, makes every quantizer look fairly equivariant).
     """
 
     score: float
@@ -119,7 +119,7 @@ class ShiftEquivarianceResult:
 
 @torch.no_grad()
 def shift_equivariance(model, digits, colour: str = "white", batch_size: int = 64) -> ShiftEquivarianceResult:
-    """The authors' shift-equivariance score of a tokenizer.
+    """The authors' shift-equivariance score of a quantizer.
 
     Each digit is drawn at the centre and in the four quadrants (shifts of 16 and 32 pixels).
     Each of the five images is tokenized; the sub-grid covering the digit's 32x32 cell (8x8
@@ -166,15 +166,15 @@ def shift_equivariance_of_groups(model, groups, batch_size: int = 64) -> ShiftEq
         raise ValueError("`groups` is empty; expected at least one group of five placements.")
     if batch_size < 1:
         raise ValueError(f"`batch_size` must be >= 1 (got {batch_size}).")
-    tokenizer = as_tokenizer(model)
-    device, dtype = _model_device_dtype(tokenizer)
-    check_finite_weights(tokenizer)
+    quantizer = as_tokenizer(model)
+    device, dtype = _model_device_dtype(quantizer)
+    check_finite_weights(quantizer)
     flat = groups.reshape(-1, CANVAS_SIZE, CANVAS_SIZE, 3)
     maps = []
-    with eval_mode(tokenizer):
+    with eval_mode(quantizer):
         for start in range(0, len(flat), batch_size):
             batch = images_to_tensor(flat[start : start + batch_size]).to(device=device, dtype=dtype)
-            maps.append(tokenizer.encode_to_indices(batch).cpu())
+            maps.append(quantizer.encode_to_indices(batch).cpu())
     index_maps = torch.cat(maps).view(len(groups), len(LOCATIONS), *maps[0].shape[1:])
 
     side = index_maps.shape[-1]
@@ -235,7 +235,7 @@ DEFAULT_TOKEN_SHIFTS = ((0, 1), (1, 0), (1, 1), (0, 2), (2, 0), (2, 2))
 
 @torch.no_grad()
 def image_shift_equivariance(model, images, shifts=DEFAULT_TOKEN_SHIFTS, batch_size: int = 32) -> ImageShiftEquivarianceResult:
-    """Shift equivariance of a tokenizer on any images (no TextMNIST placements needed).
+    """Shift equivariance of a quantizer on any images (no TextMNIST placements needed).
 
     For a token shift (dy, dx) two crops of each image are tokenised: the window at (0, 0) and the
     one moved by (dy * f, dx * f) pixels, both of side `S - max_shift * f` (S the image side). Both
@@ -250,7 +250,7 @@ def image_shift_equivariance(model, images, shifts=DEFAULT_TOKEN_SHIFTS, batch_s
         shifts (`tuple[tuple[int, int], ...]`): token shifts (dy, dx), each >= 0, not both 0.
         batch_size (`int`): crops per `encode_to_indices` call.
     """
-    tokenizer = as_tokenizer(model)
+    quantizer = as_tokenizer(model)
     if isinstance(images, np.ndarray):
         images = images_to_tensor(images)
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3 or len(images) == 0:
@@ -258,16 +258,16 @@ def image_shift_equivariance(model, images, shifts=DEFAULT_TOKEN_SHIFTS, batch_s
     shifts = [tuple(int(v) for v in shift) for shift in shifts]
     if not shifts or any(len(s) != 2 or min(s) < 0 or s == (0, 0) for s in shifts):
         raise ValueError(f"`shifts` must be token shifts (dy, dx) >= 0, not both 0 (got {shifts}).")
-    f = tokenizer.downsample_factor
+    f = quantizer.downsample_factor
     side = min(images.shape[-2:])
     largest = max(max(s) for s in shifts)
     window = (side - largest * f) // f * f
     if window < f:
         raise ValueError(f"Images of side {side} are too small for token shifts up to {largest} at f = {f}.")
-    device, dtype = _model_device_dtype(tokenizer)
+    device, dtype = _model_device_dtype(quantizer)
 
     def encode(crops):
-        return torch.cat([tokenizer.encode_to_indices(c.to(device, dtype)).cpu() for c in crops.split(batch_size)])
+        return torch.cat([quantizer.encode_to_indices(c.to(device, dtype)).cpu() for c in crops.split(batch_size)])
 
     base = encode(images[:, :, :window, :window])
     per_shift, same, total = {}, 0, 0
@@ -333,7 +333,7 @@ def recolour_groups(groups: np.ndarray, colour: str) -> np.ndarray:
 def shift_equivariance_by_colour(model, groups, colours=COLOURS, batch_size: int = 64) -> dict[str, ShiftEquivarianceResult]:
     """`shift_equivariance_of_groups` with the digits of `groups` redrawn in each of `colours`.
 
-    The authors' metric places white digits only; a tokenizer can be equivariant for white
+    The authors' metric places white digits only; a quantizer can be equivariant for white
     strokes and not for the one-channel red, green and blue ones, which are three quarters of
     TextMNIST's digits. Each result carries both the authors' score and the score on the
     digit's own tokens (`foreground_score`).

@@ -1,4 +1,4 @@
-"""`te-vqgan equivariance`: the shift-equivariance score and codebook usage of a tokenizer.
+"""`te-vqgan equivariance`: the shift-equivariance score and codebook usage of a quantizer.
 
     te-vqgan equivariance --model hub_configs/te-vqgan-mnist.json --mnist-dir ../shared/data/mnist
     te-vqgan equivariance --model outputs/te-vqgan-mnist        # a save_pretrained folder
@@ -20,7 +20,7 @@ from ..options import add_deprecated_alias
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "equivariance",
-        help="Shift-equivariance score and codebook usage of a tokenizer, with a PNG of its token maps.",
+        help="Shift-equivariance score and codebook usage of a quantizer, with a PNG of its token maps.",
         description=__doc__,
         formatter_class=__import__("argparse").RawDescriptionHelpFormatter,
     )
@@ -130,16 +130,16 @@ def run(args) -> int:
     from ..visualization import save_shift_equivariance_figure
 
     model, description = load_vq_model(args.model, seed=args.seed, device=args.device, output_loading_info=True)
-    tokenizer = as_tokenizer(model)
+    quantizer = as_tokenizer(model)
     images, labels = load_mnist("test", data_dir=args.mnist_dir)
     digits = select_digits(images, labels, args.num_digits)
     colours = COLOURS if args.colour == "all" else (args.colour,)
 
     groups = np.stack([render_shift_group(digit) for digit in digits])
-    results = shift_equivariance_by_colour(tokenizer, groups, colours=colours, batch_size=args.batch_size)
+    results = shift_equivariance_by_colour(quantizer, groups, colours=colours, batch_size=args.batch_size)
     summary = equivariance_summary(results)
     main = results["white"] if "white" in results else results[colours[0]]
-    usage = codebook_usage(torch.cat([r.index_maps for r in results.values()]), tokenizer.num_codes)
+    usage = codebook_usage(torch.cat([r.index_maps for r in results.values()]), quantizer.num_codes)
 
     print(description)
     print(
@@ -164,7 +164,7 @@ def run(args) -> int:
     figure = save_shift_equivariance_figure(
         images=np.concatenate([recolour_groups(groups[:shown], colour) for colour in results]),
         index_maps=torch.cat([result.index_maps[:shown] for result in results.values()]),
-        num_codes=tokenizer.num_codes,
+        num_codes=quantizer.num_codes,
         path=args.output,
         placements=LOCATIONS,
         cell_slices=[index_cell(location, main.downsample_factor) for location in LOCATIONS],

@@ -195,15 +195,15 @@ def tokenize_dataset(
         if "image" not in dataset[name].column_names:
             raise ValueError(f"Split {name!r} has no `image` column (columns: {dataset[name].column_names}).")
 
-    tokenizer = as_tokenizer(model)
-    parameter = next(tokenizer.parameters())
+    quantizer = as_tokenizer(model)
+    parameter = next(quantizer.parameters())
     device, dtype = parameter.device, parameter.dtype
     fingerprint = quantizer_fingerprint(model)
-    probe = _encode_batch(tokenizer, dataset[names[0]][:1], device, dtype)["indices"]
+    probe = _encode_batch(quantizer, dataset[names[0]][:1], device, dtype)["indices"]
     grid = tuple(int(n) for n in probe.shape[1:])
-    info = QuantizerInfo(fingerprint, tokenizer.num_codes, grid, source, type(model).__name__)
-    if tokenizer.num_codes > np.iinfo(np.int16).max:
-        raise ValueError(f"A codebook of {tokenizer.num_codes} codes does not fit the int16 index column.")
+    info = QuantizerInfo(fingerprint, quantizer.num_codes, grid, source, type(model).__name__)
+    if quantizer.num_codes > np.iinfo(np.int16).max:
+        raise ValueError(f"A codebook of {quantizer.num_codes} codes does not fit the int16 index column.")
 
     tokenised = {}
     for name in names:
@@ -212,7 +212,7 @@ def tokenize_dataset(
         del features["image"]
         features["indices"] = datasets.Array2D(shape=grid, dtype="int16")
         tokenised[name] = split.map(
-            lambda batch: _encode_batch(tokenizer, batch, device, dtype),
+            lambda batch: _encode_batch(quantizer, batch, device, dtype),
             batched=True, batch_size=batch_size, remove_columns=["image"], features=features,
             # The quantizer is part of the result: the cache key is its fingerprint, not a hash of the function.
             new_fingerprint=hashlib.sha256(f"{split._fingerprint}-{fingerprint}-{batch_size}".encode()).hexdigest()[:16],

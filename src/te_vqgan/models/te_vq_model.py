@@ -115,7 +115,7 @@ _DEFAULT_CARD = """---
 
 # {{ name }}
 
-A {{ kind }} image tokenizer saved with [te-vqgan](https://github.com/te-vqgan/te-vqgan)
+A {{ kind }} image quantizer (VQ model) saved with [te-vqgan](https://github.com/te-vqgan/te-vqgan)
 (Shin et al., *Exploration into Translation-Equivariant Image Quantization*, ICASSP 2023,
 [arXiv:2112.00384](https://arxiv.org/abs/2112.00384)): {{ size }}x{{ size }} images to
 {{ grid }}x{{ grid }} code indices from a codebook of {{ num_codes }} codes.
