@@ -8,7 +8,7 @@ common, written once:
 - the `Accelerator` (mixed precision, DDP, gradient accumulation, trackers);
 - the data order: `EpochShuffleSampler` (a shuffle that depends on (seed, epoch) only), the
   prepared loader's `set_epoch`, and `skip_first_batches` when resuming mid-epoch; the RNGs
-  seeded per batch from (seed, epoch, batch), so dropout and other draws resume exactly;
+  seeded per batch from (seed, epoch, batch) (`derive_seed`), so dropout and other draws resume exactly;
 - the optimisation step (`OptimizerUpdate`): backward, optional gradient clipping, optimizer
   step, the learning-rate schedule;
 - the step arithmetic (epochs, `--max_train_steps`, optimizer steps vs. batches under
