@@ -3,7 +3,7 @@
 Each run builds `--num-images` train images (no other split) into a fresh temporary cache
 with `TextMNIST.download_and_prepare(num_proc=...)`, so the figure covers everything a build
 does: reading the MNIST files, drawing, captioning, PNG encoding and writing Arrow. Reading
-and checksumming the MNIST files (~1 s) is included, so small runs understate the rate.
+and checksumming the MNIST files is included, so small runs understate the rate.
 
     python benchmarks/bench_dataset.py                         # 20,000 images, 1 and 2 processes
     python benchmarks/bench_dataset.py --num-images 300000 --num-proc 2

@@ -7,8 +7,8 @@
 
 Steps of the compared variants are interleaved (on, off, on, off, ...) so that drift in the
 machine's speed hits both alike; each figure is the median over steps. Each figure is printed
-as soon as it is measured: on a 2-core CPU the authors' model takes about 4 s a step, so the
-default run takes several minutes (more on a busy machine).
+as soon as it is measured: the default run (the authors' model) takes minutes on a CPU; its
+timings are in benchmarks/RESULTS.md.
 
     python benchmarks/bench_quantizer.py                   # the authors' model, CPU or GPU
     python benchmarks/bench_quantizer.py --quick           # the small config, 3 timed steps: seconds

@@ -11,8 +11,8 @@ Measured side by side in one run (`common.interleaved_medians`):
    the gap is what the step spends outside the network.
 
 Tokens/s counts every position of every sequence (both directions). On CUDA the achieved
-FLOP/s is set against `--peak-tflops` (an H200 measured about 790 TFLOP/s on a large bf16
-matmul): training FLOPs per token = 6 x (non-embedding parameters) + 12 x layers x width x
+FLOP/s is set against `--peak-tflops` (by default an H200's bf16 matmul peak, as measured in
+benchmarks/RESULTS.md): training FLOPs per token = 6 x (non-embedding parameters) + 12 x layers x width x
 sequence length (the attention scores, PaLM's appendix B count). Weights and tokens are random:
 a step's time does not depend on them.
 """
@@ -44,7 +44,7 @@ def parse_args():
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--peak-tflops", type=float, default=790.0, help="the device's bf16 matrix peak (H200: ~790 measured)")
+    parser.add_argument("--peak-tflops", type=float, default=790.0, help="the device's bf16 matrix peak in TFLOP/s (default: an H200's, benchmarks/RESULTS.md)")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     return parser.parse_args()
 

@@ -1,4 +1,5 @@
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,16 @@ def _data_dir(env_var: str, sub: str) -> Path:
             f"(CI uses ../shared/data/{sub})."
         )
     return path
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """Every test starts with no Accelerate state left by an earlier one."""
+    yield
+    if "accelerate.state" in sys.modules:  # nothing to forget otherwise
+        from train_helpers import reset_accelerate_state
+
+        reset_accelerate_state()
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +54,7 @@ def stage2_assets(tmp_path_factory, mnist_dir):
 
     from te_vqgan import TEVQModel
     from te_vqgan.data.tokenized import load_source_dataset, tokenize_dataset
-    from train_helpers import TINY_MODEL_CONFIG
+    from tiny_configs import TINY_MODEL_CONFIG
 
     root = tmp_path_factory.mktemp("stage2")
     config = {k: v for k, v in TINY_MODEL_CONFIG.items() if not k.startswith("_")}

@@ -11,8 +11,8 @@ from te_vqgan.cli import main as cli
 from te_vqgan.metrics import image_shift_equivariance
 
 
-class PatchTokenizer:
-    """A tokenizer that is exactly shift-equivariant: each f x f patch's code depends on its own pixels only
+class PatchQuantizer:
+    """A quantizer that is exactly shift-equivariant: each f x f patch's code depends on its own pixels only
     (its mean brightness, in 8 bins); with `absolute=True` the code also depends on where the patch is."""
 
     num_codes, downsample_factor, training = 64, 4, False
@@ -38,19 +38,19 @@ def images():
 
 
 def test_an_equivariant_tokenizer_scores_one_and_a_positional_one_less(images):
-    exact = image_shift_equivariance(PatchTokenizer(), images)
+    exact = image_shift_equivariance(PatchQuantizer(), images)
     assert exact.score == 1.0 and set(exact.per_shift) == {"0,1", "1,0", "1,1", "0,2", "2,0", "2,2"}
     assert exact.window == 24 and exact.downsample_factor == 4
-    positional = image_shift_equivariance(PatchTokenizer(absolute=True), images)
+    positional = image_shift_equivariance(PatchQuantizer(absolute=True), images)
     assert positional.per_shift["0,1"] == 1.0  # a shift along the rows' own direction keeps the row
     assert positional.per_shift["1,0"] < 0.2 and positional.score < 1.0
 
 
 def test_bad_shifts_and_images_are_refused(images):
     with pytest.raises(ValueError, match=r"not both 0 \(got \[\(0, 0\)\]\)"):
-        image_shift_equivariance(PatchTokenizer(), images, shifts=[(0, 0)])
+        image_shift_equivariance(PatchQuantizer(), images, shifts=[(0, 0)])
     with pytest.raises(ValueError, match="too small for token shifts up to 8"):
-        image_shift_equivariance(PatchTokenizer(), images, shifts=[(8, 0)])
+        image_shift_equivariance(PatchQuantizer(), images, shifts=[(8, 0)])
 
 
 def test_the_command_measures_a_folder_of_images(tmp_path, capsys):

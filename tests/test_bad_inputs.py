@@ -27,7 +27,8 @@ import torch
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tiny_configs import TINY_STOCK_VQ, TINY_TEVQ  # noqa: E402
+from tiny_configs import TINY_MODEL_CONFIG, TINY_STOCK_VQ, TINY_TEVQ  # noqa: E402
+from train_helpers import reset_accelerate_state  # noqa: E402
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -88,7 +89,7 @@ def stage1(ctx, *extra):
     from train_helpers import load_training_script
 
     script = load_training_script("train_vqgan")
-    config = ctx.json_config({**TINY_TEVQ, "sample_size": 64, "_class_name": "TEVQModel"}, "tiny.json")
+    config = ctx.json_config(TINY_MODEL_CONFIG, "tiny.json")
     argv = ["--model_config", str(config), "--output_dir", str(ctx.tmp / "run"), "--mnist_dir", str(ctx.mnist_dir),
             "--perceptual_weight", "0", "--report_to", "none", "--cpu", *extra]
     return script.main(script.parse_args(argv))
@@ -112,7 +113,7 @@ def toy_run(ctx, damage: str) -> None:
 
     out = ctx.tmp / "run"
     TrainingEngine(engine_args(out, "--max_train_steps", "2")).fit(ToyStage())
-    _reset_accelerate()
+    reset_accelerate_state()
     if damage == "truncate":
         weights = out / "checkpoint-2" / "model.safetensors"
         weights.write_bytes(weights.read_bytes()[:20])
@@ -135,13 +136,6 @@ def resume_toy(ctx, checkpoint: str = "latest", wider: bool = False):
     checkpoint = checkpoint if checkpoint == "latest" else str(out / checkpoint)
     args = engine_args(out, "--max_train_steps", "4", "--resume_from_checkpoint", checkpoint)
     return TrainingEngine(args).fit(Wider() if wider else ToyStage())
-
-
-def _reset_accelerate():
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
 
 
 def _gz(data: bytes) -> bytes:
@@ -386,7 +380,7 @@ def classify(case: Case, ctx: Context, capsys=None) -> tuple[str, str]:
         ok = isinstance(case.error, type) and isinstance(error, case.error) and case.names in str(error)
         return ("clear" if ok else "raw"), message
     finally:
-        _reset_accelerate()
+        reset_accelerate_state()
     if case.error == SCRIPT_EXIT and result == 2:
         if capsys is None:  # run as a script: the exit status alone
             return "clear", ""

@@ -154,7 +154,7 @@ def render(template: str, **kwargs) -> str:
 def stage1_card_kwargs() -> dict:
     """The keyword arguments `VQGANStage.save_final` (training/train_vqgan.py) passes."""
     return dict(
-        model_name="demo", description="TE-VQGAN (strided_conv) image tokenizer.",
+        model_name="demo", description="TE-VQGAN (strided_conv) image quantizer.",
         repo_url=AUTHORS_STAGE1_URL, repo_id="outputs/demo", resolution=64, token_grid=16, num_codes=128,
         orthogonal=True, orthogonal_weight=10.0, downsample_type="strided_conv", commitment_beta=0.25,
         global_step=200, scaled_down=None,

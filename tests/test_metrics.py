@@ -9,7 +9,7 @@ from te_vqgan.metrics import VQModelTokenizer, as_tokenizer, render_shift_group
 from tiny_configs import TINY_STOCK_VQ, TINY_TEVQ
 
 
-class PatchifyTokenizer:
+class PatchifyQuantizer:
     """A stride-f patchify: a token depends only on its own f x f patch, so it is provably
     equivariant to shifts by multiples of f. With `position_dependent`, each token also
     depends on where it is, which breaks equivariance."""
@@ -50,7 +50,7 @@ def test_placements_put_the_same_digit_in_each_cell(digits):
 
 @pytest.mark.parametrize("f", [4, 8, 16])
 def test_patchify_tokenizer_scores_exactly_one(digits, f):
-    result = shift_equivariance(PatchifyTokenizer(f=f), digits)
+    result = shift_equivariance(PatchifyQuantizer(f=f), digits)
     assert result.score == 1.0
     assert len(result.per_pair) == 10 and all(v == 1.0 for v in result.per_pair.values())
     assert result.downsample_factor == f
@@ -58,7 +58,7 @@ def test_patchify_tokenizer_scores_exactly_one(digits, f):
 
 
 def test_position_dependent_tokenizer_scores_below_one(digits):
-    result = shift_equivariance(PatchifyTokenizer(position_dependent=True), digits)
+    result = shift_equivariance(PatchifyQuantizer(position_dependent=True), digits)
     assert 0.0 < result.score < 1.0
     # A horizontal shift keeps the rows: still equivariant. A 16-pixel (4-token) vertical
     # shift moves into the other kind of row block: broken.
@@ -67,7 +67,7 @@ def test_position_dependent_tokenizer_scores_below_one(digits):
 
 
 def test_score_is_the_mean_of_identical_fractions_over_pairs(digits):
-    result = shift_equivariance(PatchifyTokenizer(position_dependent=True), digits)
+    result = shift_equivariance(PatchifyQuantizer(position_dependent=True), digits)
     cells = [result.index_maps[:, i][(slice(None), *index_cell(loc, 4))] for i, loc in enumerate(LOCATIONS)]
     fractions = [
         (cells[i] == cells[j]).float().mean().item() for i in range(5) for j in range(i + 1, 5)
@@ -89,7 +89,7 @@ def test_cells_are_the_authors_sub_grids():
 
 def test_factor_that_does_not_divide_16_is_rejected(digits):
     with pytest.raises(ValueError, match="divide 16.*f=32"):
-        shift_equivariance(PatchifyTokenizer(f=32), digits)
+        shift_equivariance(PatchifyQuantizer(f=32), digits)
 
 
 def test_te_vq_model_and_stock_vq_model(digits):
@@ -104,20 +104,20 @@ def test_te_vq_model_and_stock_vq_model(digits):
     result = shift_equivariance(stock, digits)
     assert 0.0 <= result.score <= 1.0 and result.index_maps.shape == (6, 5, 16, 16)
     # The adapter's indices are the stock quantizer's, and decode back through the stock decoder.
-    tokenizer = VQModelTokenizer(stock)
+    quantizer = VQModelTokenizer(stock)
     x = torch.rand(2, 3, 64, 64) * 2 - 1
-    indices = tokenizer.encode_to_indices(x)
+    indices = quantizer.encode_to_indices(x)
     with torch.no_grad():
         _, _, (_, _, flat) = stock.quantize(stock.encode(x).latents)
         assert torch.equal(indices.reshape(-1), flat.reshape(-1))
-        assert tokenizer.decode_indices(indices).shape == x.shape
+        assert quantizer.decode_indices(indices).shape == x.shape
 
 
 def test_shift_equivariance_rejects_bad_digits():
     with pytest.raises(ValueError, match=r"\(N, 28, 28\).*\(3, 32, 32\)"):
-        shift_equivariance(PatchifyTokenizer(), np.zeros((3, 32, 32), dtype=np.uint8))
+        shift_equivariance(PatchifyQuantizer(), np.zeros((3, 32, 32), dtype=np.uint8))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        shift_equivariance(PatchifyTokenizer(), np.full((1, 28, 28), 2.0))
+        shift_equivariance(PatchifyQuantizer(), np.full((1, 28, 28), 2.0))
     with pytest.raises(TypeError, match="encode_to_indices"):
         shift_equivariance(object(), np.zeros((1, 28, 28), dtype=np.uint8))
 
@@ -151,19 +151,19 @@ def test_render_canvas_geometry_and_colours(digits):
 def test_groups_entry_point_matches_digits_entry_point(digits):
     from te_vqgan.metrics import shift_equivariance_of_groups
 
-    tokenizer = PatchifyTokenizer(position_dependent=True)
+    quantizer = PatchifyQuantizer(position_dependent=True)
     groups = np.stack([render_shift_group(d) for d in digits])
-    by_groups = shift_equivariance_of_groups(tokenizer, groups)
-    by_digits = shift_equivariance(tokenizer, digits)
+    by_groups = shift_equivariance_of_groups(quantizer, groups)
+    by_digits = shift_equivariance(quantizer, digits)
     assert by_groups.score == by_digits.score and by_groups.per_pair == by_digits.per_pair
     with pytest.raises(ValueError, match=r"\(N, 5, 64, 64, 3\)"):
-        shift_equivariance_of_groups(tokenizer, groups[:, :4])
+        shift_equivariance_of_groups(quantizer, groups[:, :4])
 
 
 def test_foreground_score_counts_only_the_digit_tokens(digits):
     from te_vqgan.metrics import shift_equivariance_of_groups
 
-    class BackgroundBreaker(PatchifyTokenizer):
+    class BackgroundBreaker(PatchifyQuantizer):
         # Equivariant on the digit, but background tokens carry their position.
         def encode_to_indices(self, images):
             indices = super().encode_to_indices(images)
@@ -172,14 +172,14 @@ def test_foreground_score_counts_only_the_digit_tokens(digits):
             return torch.where(background, 16 + rows, indices)
 
     groups = np.stack([render_shift_group(d) for d in digits])
-    exact = shift_equivariance_of_groups(PatchifyTokenizer(), groups)
+    exact = shift_equivariance_of_groups(PatchifyQuantizer(), groups)
     assert exact.foreground_score == 1.0
     broken = shift_equivariance_of_groups(BackgroundBreaker(num_codes=64), groups)
     assert broken.foreground_score == 1.0 and broken.score < 1.0
 
 
 # ---------------------------------------------------------------- equivariance three ways
-class ColourBreaker(PatchifyTokenizer):
+class ColourBreaker(PatchifyQuantizer):
     """Equivariant for white digits; a red, green or blue stroke's tokens carry their row, so
     those colours break it on the digit's own tokens."""
 
@@ -206,7 +206,7 @@ def test_three_equivariance_numbers_on_hand_made_index_maps(digits):
     from te_vqgan.metrics import equivariance_summary, shift_equivariance_by_colour
 
     groups = np.stack([render_shift_group(d) for d in digits])
-    exact = equivariance_summary(shift_equivariance_by_colour(PatchifyTokenizer(), groups))
+    exact = equivariance_summary(shift_equivariance_by_colour(PatchifyQuantizer(), groups))
     assert all(value == 1.0 for value in exact.values())
 
     results = shift_equivariance_by_colour(ColourBreaker(num_codes=64), groups)
@@ -227,7 +227,7 @@ def test_three_equivariance_numbers_on_hand_made_index_maps(digits):
         np.mean([summary[f"shift_equivariance_{c}"] for c in ("white", "red", "green", "blue")])
     )
     with pytest.raises(ValueError, match="purple"):
-        shift_equivariance_by_colour(PatchifyTokenizer(), groups, colours=["purple"])
+        shift_equivariance_by_colour(PatchifyQuantizer(), groups, colours=["purple"])
 
 
 # ---------------------------------------------------------------- colour fidelity and shape

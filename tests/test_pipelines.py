@@ -12,7 +12,8 @@ from hub_server import local_hub  # noqa: F401  (pytest fixture)
 from te_vqgan import ImageToTextPipeline, TEVQModel, TextImageTokenizer, TextToImagePipeline
 from te_vqgan.cli import main as cli
 from te_vqgan.generation import build_generator_config
-from train_helpers import TINY_MODEL_CONFIG, state_digest
+from tiny_configs import TINY_MODEL_CONFIG
+from train_helpers import state_digest
 
 
 PROMPT = "the red 3 is on the upper left, and white 7 on the bottom right."

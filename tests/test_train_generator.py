@@ -18,15 +18,6 @@ train_generator = load_training_script("train_generator")
 GENERATOR_WEIGHTS = "generator/model.safetensors"
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    from accelerate.state import AcceleratorState, GradientState
-
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-
-
 def tiny_args(assets, output_dir, *extra):
     vqmodel, tokens, _ = assets
     return [

@@ -20,15 +20,6 @@ from train_helpers import REPO_ROOT, load_training_script, state_digest, tiny_tr
 train_vqgan = load_training_script()
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    from accelerate.state import AcceleratorState, GradientState
-
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-
-
 @pytest.fixture(scope="module")
 def dataset_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("datasets-cache")

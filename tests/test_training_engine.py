@@ -14,15 +14,6 @@ from te_vqgan.training.engine import (
 from te_vqgan.training.settings import TrainingSettings, parse_settings
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    from accelerate.state import AcceleratorState, GradientState
-
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-
-
 class ToyStage(TrainingStage):
     """A linear model on random vectors; `poison` makes the loss or the gradient non-finite
     from step `poison_step` on."""

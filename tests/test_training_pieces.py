@@ -9,6 +9,7 @@ from te_vqgan.losses import adaptive_gan_weight, hinge_d_loss, hinge_g_loss
 from te_vqgan.training import NLayerDiscriminator, PerceptualLossUnavailable, load_perceptual_loss
 from te_vqgan.training.accelerate_utils import (
     EpochShuffleSampler,
+    derive_seed,
     list_checkpoints,
     resolve_resume_checkpoint,
     scaled_learning_rate,
@@ -95,6 +96,18 @@ def test_epoch_sampler_depends_only_on_seed_and_epoch():
     assert list(b) != first
     with pytest.raises(ValueError, match="num_samples.*0"):
         EpochShuffleSampler(0)
+
+
+def test_derive_seed_keeps_the_numbers_runs_were_made_with():
+    # Resumed runs and saved results depend on these: the three formulas derive_seed replaced.
+    assert derive_seed(0, 0) == 0
+    assert derive_seed(3, 2) == 3_000_011  # EpochShuffleSampler: seed * 1_000_003 + epoch
+    assert derive_seed(42, 7) == 42_000_133
+    assert derive_seed(1234, 500) == 1_234_004_202  # train_vqgan's codebook remedies: seed * 1_000_003 + step
+    # The engine's batch seed: (seed * 1_000_003 + epoch * 10_007 + batch) % (2**31 - 1).
+    assert derive_seed(42, 2, 5) % (2**31 - 1) == 42_020_145
+    assert derive_seed(5000, 1, 3) == 5_000_025_010
+    assert derive_seed(5000, 1, 3) % (2**31 - 1) == 705_057_716
 
 
 def test_checkpoint_listing_and_resume_resolution(tmp_path, caplog):

@@ -1,4 +1,5 @@
-"""Shared pieces of the training tests: importing the scripts, tiny configs, weight digests."""
+"""Shared pieces of the training tests: importing the scripts, a tiny config file, Accelerate's
+state reset, weight digests."""
 
 import hashlib
 import importlib.util
@@ -8,17 +9,20 @@ from pathlib import Path
 
 import torch
 
+from tiny_configs import TINY_MODEL_CONFIG
+
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-TINY_MODEL_CONFIG = {
-    "_class_name": "TEVQModel",
-    "block_out_channels": [8, 16, 16],
-    "latent_channels": 8,
-    "vq_embed_dim": 8,
-    "num_vq_embeddings": 16,
-    "norm_num_groups": 4,
-    "sample_size": 64,
-}
+
+
+def reset_accelerate_state() -> None:
+    """Forget Accelerate's process-wide state (its singletons keep the first Accelerator's
+    device, mixed precision and accumulation for every later one): tests/conftest.py does it
+    after every test, and a test or script that builds two Accelerators in a row in between."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
 
 
 def load_training_script(name: str = "train_vqgan"):

@@ -39,9 +39,11 @@ from te_vqgan.generation import (
     generator_loss,
     top_k_from_fraction,
 )
+from te_vqgan.images import tensor_to_images
 from te_vqgan.loading import load_vq_model
-from te_vqgan.metrics import as_tokenizer, tensor_to_images
+from te_vqgan.models.stock_vq_model import as_tokenizer
 from te_vqgan.pipelines import TextToImagePipeline
+from te_vqgan.torch_utils import eval_mode
 from te_vqgan.training.accelerate_utils import render_model_card
 from te_vqgan.training.engine import (
     RunInfo,
@@ -188,44 +190,41 @@ class GeneratorStage(TrainingStage):
         reconstructs them) over their generated captions."""
         args, accelerator = self.args, self.accelerator
         model = accelerator.unwrap_model(self.models[0])
-        was_training = model.training
-        model.eval()
         device = accelerator.device
-        batch = {k: v.to(device) for k, v in self.validation_batch.items()}
-        results: dict[str, float] = {}
-        for direction in DIRECTIONS:
-            sums = {"loss": 0.0, "text_loss": 0.0, "image_loss": 0.0}
-            count = len(batch["text_ids"])
-            for start in range(0, count, args.train_batch_size):
-                chunk = {k: v[start : start + args.train_batch_size] for k, v in batch.items()}
-                with accelerator.autocast():
-                    output = generator_loss(model, self._sequence(direction, chunk), self.layout, direction, args.target_loss_weight)
-                for name in sums:
-                    sums[name] += getattr(output, name).float().item() * len(chunk["text_ids"])
-            results.update({f"val/{direction}_{name}": value / count for name, value in sums.items()})
+        with eval_mode(model):
+            batch = {k: v.to(device) for k, v in self.validation_batch.items()}
+            results: dict[str, float] = {}
+            for direction in DIRECTIONS:
+                sums = {"loss": 0.0, "text_loss": 0.0, "image_loss": 0.0}
+                count = len(batch["text_ids"])
+                for start in range(0, count, args.train_batch_size):
+                    chunk = {k: v[start : start + args.train_batch_size] for k, v in batch.items()}
+                    with accelerator.autocast():
+                        output = generator_loss(model, self._sequence(direction, chunk), self.layout, direction, args.target_loss_weight)
+                    for name in sums:
+                        sums[name] += getattr(output, name).float().item() * len(chunk["text_ids"])
+                results.update({f"val/{direction}_{name}": value / count for name, value in sums.items()})
 
-        n = min(args.num_validation_samples, len(batch["text_ids"]))
-        options = dict(top_k_fraction=args.top_k_fraction, temperature=args.temperature)
-        quantizer = as_tokenizer(self.vqmodel)
-        grid = tuple(self.quantizer_info.image_grid)
-        prompts = self.tokenizer.decode_captions(batch["text_ids"][:n].cpu())
-        codes = generate_image_indices(model, self.tokenizer, batch["text_ids"][:n], generator=torch.Generator().manual_seed(0), **options)
-        generated = tensor_to_images(quantizer.decode_indices(codes.to(device)))
-        caption_ids = generate_caption_ids(model, self.tokenizer, batch["image_ids"][:n], generator=torch.Generator().manual_seed(0), **options)
-        captions = self.tokenizer.decode_captions(caption_ids.cpu())
-        inputs = tensor_to_images(quantizer.decode_indices(self.tokenizer.decode_image_indices(batch["image_ids"][:n].cpu(), grid).to(device)))
-        validation = self.dataset[args.validation_split]
-        truths = [objects_to_triplets(validation[i]["objects"], validation.features) for i in range(n)]
-        results["val/i2t_accuracy_samples"] = image_to_text_accuracy(captions, truths, self.variant)
-        figure = save_captioned_images(
-            list(generated) + list(inputs),
-            [f"prompt: {p}" for p in prompts] + [f"generated: {c}" for c in captions],
-            output_dir / "validation" / f"step-{step:07d}.png",
-            title=f"step {step}: text-to-image (prompt under each image), then image-to-text (generated caption under each)",
-            columns=n,
-        )
-        if was_training:
-            model.train()
+            n = min(args.num_validation_samples, len(batch["text_ids"]))
+            options = dict(top_k_fraction=args.top_k_fraction, temperature=args.temperature)
+            quantizer = as_tokenizer(self.vqmodel)
+            grid = tuple(self.quantizer_info.image_grid)
+            prompts = self.tokenizer.decode_captions(batch["text_ids"][:n].cpu())
+            codes = generate_image_indices(model, self.tokenizer, batch["text_ids"][:n], generator=torch.Generator().manual_seed(0), **options)
+            generated = tensor_to_images(quantizer.decode_indices(codes.to(device)))
+            caption_ids = generate_caption_ids(model, self.tokenizer, batch["image_ids"][:n], generator=torch.Generator().manual_seed(0), **options)
+            captions = self.tokenizer.decode_captions(caption_ids.cpu())
+            inputs = tensor_to_images(quantizer.decode_indices(self.tokenizer.decode_image_indices(batch["image_ids"][:n].cpu(), grid).to(device)))
+            validation = self.dataset[args.validation_split]
+            truths = [objects_to_triplets(validation[i]["objects"], validation.features) for i in range(n)]
+            results["val/i2t_accuracy_samples"] = image_to_text_accuracy(captions, truths, self.variant)
+            figure = save_captioned_images(
+                list(generated) + list(inputs),
+                [f"prompt: {p}" for p in prompts] + [f"generated: {c}" for c in captions],
+                output_dir / "validation" / f"step-{step:07d}.png",
+                title=f"step {step}: text-to-image (prompt under each image), then image-to-text (generated caption under each)",
+                columns=n,
+            )
         return results, figure
 
     @torch.no_grad()

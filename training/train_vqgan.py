@@ -33,18 +33,13 @@ from te_vqgan import TEVQModel, codebook_usage, orthogonal_loss
 from te_vqgan.data.layout import LOCATIONS
 from te_vqgan.data.tokenized import builds_textmnist
 from te_vqgan.hub import eval_results, hub_repo_id
+from te_vqgan.images import images_to_tensor, tensor_to_images
 from te_vqgan.loading import load_model_config
-from te_vqgan.metrics import (
-    DEFAULT_TOKEN_SHIFTS,
-    equivariance_summary,
-    images_to_tensor,
-    reconstruction_fidelity,
-    shift_equivariance_by_colour,
-    tensor_to_images,
-)
+from te_vqgan.metrics import DEFAULT_TOKEN_SHIFTS, equivariance_summary, reconstruction_fidelity, shift_equivariance_by_colour
+from te_vqgan.torch_utils import eval_mode
 from te_vqgan.training import NLayerDiscriminator, PerceptualLossUnavailable, load_perceptual_loss  # noqa: F401 (re-exported for callers)
 from te_vqgan.training.codebook import encoder_latents, init_codebook_kmeans, restart_dead_codes
-from te_vqgan.training.accelerate_utils import render_model_card, scaled_learning_rate
+from te_vqgan.training.accelerate_utils import derive_seed, render_model_card, scaled_learning_rate
 from te_vqgan.training.engine import (
     RunInfo,
     StageParts,
@@ -196,53 +191,50 @@ def validate(model, images: torch.Tensor, shift_groups, perceptual, batch_size: 
     changes the training run.
     Returns `(metrics, reconstructions, index_maps)` of `images`.
     """
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
-    reconstructions, index_maps = [], []
-    l1 = l2 = lp = 0.0
-    for start in range(0, len(images), batch_size):
-        x = images[start : start + batch_size].to(device)
-        indices = model.encode_to_indices(x)
-        recon = model.decode_indices(indices).clamp(-1, 1)
-        l1 += (recon - x).abs().mean().item() * len(x)
-        l2 += (recon - x).pow(2).mean().item() * len(x)
+    with eval_mode(model):
+        reconstructions, index_maps = [], []
+        l1 = l2 = lp = 0.0
+        for start in range(0, len(images), batch_size):
+            x = images[start : start + batch_size].to(device)
+            indices = model.encode_to_indices(x)
+            recon = model.decode_indices(indices).clamp(-1, 1)
+            l1 += (recon - x).abs().mean().item() * len(x)
+            l2 += (recon - x).pow(2).mean().item() * len(x)
+            if perceptual is not None:
+                lp += perceptual(x, recon).mean().item() * len(x)
+            reconstructions.append(recon.cpu())
+            index_maps.append(indices.cpu())
+        index_maps = torch.cat(index_maps)
+        usage = codebook_usage(index_maps, model.num_codes)
+        codebook = model.codebook.detach()
+        if codebook.shape[0] > 4096:  # the full Gram matrix of a huge codebook is costly: a fixed subset
+            codebook = codebook[torch.randperm(codebook.shape[0], generator=torch.Generator().manual_seed(0))[:4096].to(codebook.device)]
+        metrics = {
+            "val/recon_l1": l1 / len(images),
+            "val/recon_l2": l2 / len(images),
+            "val/codes_used": usage.codes_used,
+            "val/perplexity": usage.perplexity,
+            "val/orthogonal_loss": orthogonal_loss(codebook).item(),
+        }
         if perceptual is not None:
-            lp += perceptual(x, recon).mean().item() * len(x)
-        reconstructions.append(recon.cpu())
-        index_maps.append(indices.cpu())
-    index_maps = torch.cat(index_maps)
-    usage = codebook_usage(index_maps, model.num_codes)
-    codebook = model.codebook.detach()
-    if codebook.shape[0] > 4096:  # the full Gram matrix of a huge codebook is costly: a fixed subset
-        codebook = codebook[torch.randperm(codebook.shape[0], generator=torch.Generator().manual_seed(0))[:4096].to(codebook.device)]
-    metrics = {
-        "val/recon_l1": l1 / len(images),
-        "val/recon_l2": l2 / len(images),
-        "val/codes_used": usage.codes_used,
-        "val/perplexity": usage.perplexity,
-        "val/orthogonal_loss": orthogonal_loss(codebook).item(),
-    }
-    if perceptual is not None:
-        metrics["val/perceptual"] = lp / len(images)
-    try:
-        fidelity = reconstruction_fidelity(images, torch.cat(reconstructions), locations)
-        metrics.update({f"val/{k}": v for k, v in fidelity.as_metrics().items()})
-    except ValueError:  # a dataset without digit strokes (another domain): no colour to score
-        pass
-    if shift_groups is not None:
-        by_colour = shift_equivariance_by_colour(model, shift_groups, batch_size=batch_size)
-        metrics.update({f"val/{k}": v for k, v in equivariance_summary(by_colour).items()})
-    elif min(images.shape[-2:]) >= 3 * model.downsample_factor:
-        # No TextMNIST placements: the validation images themselves, by whole-token shifts.
-        from te_vqgan.metrics import image_shift_equivariance  # noqa: PLC0415
+            metrics["val/perceptual"] = lp / len(images)
+        try:
+            fidelity = reconstruction_fidelity(images, torch.cat(reconstructions), locations)
+            metrics.update({f"val/{k}": v for k, v in fidelity.as_metrics().items()})
+        except ValueError:  # a dataset without digit strokes (another domain): no colour to score
+            pass
+        if shift_groups is not None:
+            by_colour = shift_equivariance_by_colour(model, shift_groups, batch_size=batch_size)
+            metrics.update({f"val/{k}": v for k, v in equivariance_summary(by_colour).items()})
+        elif min(images.shape[-2:]) >= 3 * model.downsample_factor:
+            # No TextMNIST placements: the validation images themselves, by whole-token shifts.
+            from te_vqgan.metrics import image_shift_equivariance  # noqa: PLC0415
 
-        shifts = [s for s in DEFAULT_TOKEN_SHIFTS if max(s) * model.downsample_factor < min(images.shape[-2:])]
-        result = image_shift_equivariance(model, images, shifts=shifts, batch_size=batch_size)
-        metrics["val/image_shift_equivariance"] = result.score
-        metrics.update({f"val/image_shift_equivariance_{k.replace(',', '_')}": v for k, v in result.per_shift.items()})
-    if was_training:
-        model.train()
+            shifts = [s for s in DEFAULT_TOKEN_SHIFTS if max(s) * model.downsample_factor < min(images.shape[-2:])]
+            result = image_shift_equivariance(model, images, shifts=shifts, batch_size=batch_size)
+            metrics["val/image_shift_equivariance"] = result.score
+            metrics.update({f"val/image_shift_equivariance_{k.replace(',', '_')}": v for k, v in result.per_shift.items()})
     return metrics, torch.cat(reconstructions), index_maps
 
 
@@ -364,7 +356,7 @@ class VQGANStage(TrainingStage):
             return None
         model = self.accelerator.unwrap_model(self.models[0])
         latents = encoder_latents(self.accelerator, self.models[0], images)
-        generator = torch.Generator().manual_seed(args.seed * 1_000_003 + global_step)
+        generator = torch.Generator().manual_seed(derive_seed(args.seed, global_step))
         if kmeans_due:
             init_codebook_kmeans(model, latents, generator=generator)
             return 0
@@ -417,7 +409,7 @@ class VQGANStage(TrainingStage):
             MODEL_CARD_TEMPLATE,
             card_data,
             model_name=name,
-            description=("TE-VQGAN" if config.orthogonal_reg_weight > 0 else "VQGAN") + f" ({config.downsample_type}) image tokenizer.",
+            description=("TE-VQGAN" if config.orthogonal_reg_weight > 0 else "VQGAN") + f" ({config.downsample_type}) image quantizer.",
             repo_url="https://github.com/wcshin-git/TE-VQGAN",
             repo_id=args.hub_model_id or str(args.output_dir),
             resolution=config.sample_size,

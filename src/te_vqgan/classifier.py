@@ -19,6 +19,7 @@ import torch.nn as nn
 from huggingface_hub import PyTorchModelHubMixin
 
 from .data.layout import COLOURS, DIGIT_SIZE
+from .torch_utils import eval_mode
 
 
 MAX_TEST_TIME_SHIFT = 4  # pixels; a larger move pushes strokes out of the 28x28 window
@@ -136,23 +137,21 @@ class DigitColourClassifier(
         """Colour ids (`COLOURS` order) and digits of uint8 windows `[N, 28, 28, 3]`, in eval mode
         (log-probabilities averaged over the `test_time_shift` copies)."""
         pixels = windows_to_tensor(windows)
-        was_training = self.training
-        self.eval()
         device = next(self.parameters()).device
         s = self.test_time_shift
         moves = [(0, 0)] + ([(s, 0), (-s, 0), (0, s), (0, -s)] if s else [])
         colours, digits = [], []
-        for start in range(0, len(pixels), batch_size):
-            batch = pixels[start : start + batch_size].to(device)
-            padded = nn.functional.pad(batch, (s, s, s, s)) if s else batch
-            colour_score = digit_score = 0
-            for dy, dx in moves:  # the window moved by (dy, dx), black coming in
-                colour_logits, digit_logits = self(padded[..., s - dy : s - dy + DIGIT_SIZE, s - dx : s - dx + DIGIT_SIZE])
-                colour_score = colour_score + colour_logits.log_softmax(dim=1)
-                digit_score = digit_score + digit_logits.log_softmax(dim=1)
-            colours.append(colour_score.argmax(dim=1).cpu())
-            digits.append(digit_score.argmax(dim=1).cpu())
-        self.train(was_training)
+        with eval_mode(self):
+            for start in range(0, len(pixels), batch_size):
+                batch = pixels[start : start + batch_size].to(device)
+                padded = nn.functional.pad(batch, (s, s, s, s)) if s else batch
+                colour_score = digit_score = 0
+                for dy, dx in moves:  # the window moved by (dy, dx), black coming in
+                    colour_logits, digit_logits = self(padded[..., s - dy : s - dy + DIGIT_SIZE, s - dx : s - dx + DIGIT_SIZE])
+                    colour_score = colour_score + colour_logits.log_softmax(dim=1)
+                    digit_score = digit_score + digit_logits.log_softmax(dim=1)
+                colours.append(colour_score.argmax(dim=1).cpu())
+                digits.append(digit_score.argmax(dim=1).cpu())
         if not colours:
             return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
         return torch.cat(colours), torch.cat(digits)

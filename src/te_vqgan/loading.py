@@ -1,4 +1,4 @@
-"""Load a tokenizer from whatever a user points at: a config file, a saved folder, a Hub id."""
+"""Load a quantizer from whatever a user points at: a config file, a saved folder, a Hub id."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
-"""Metrics of an image tokenizer: shift equivariance in the quantized space and codebook usage.
+"""Metrics of an image quantizer: shift equivariance in the quantized space and codebook usage.
 
 `shift_equivariance` is the authors' `ShiftEqMetric` (docs/REPRODUCTION.md, "The equivariance
 metric"): the same digit is drawn at the centre and in each quadrant of a 64x64 canvas, the
 five images are tokenized, and the code indices of the digit's cell are compared between
-every pair of placements. A tokenizer that is translation equivariant in the quantized
+every pair of placements. A quantizer that is translation equivariant in the quantized
 space gives the same indices wherever the digit is, so it scores 1.
 
 Both metrics take any model with `encode_to_indices`; a stock `diffusers.VQModel` is wrapped
@@ -19,7 +19,10 @@ import numpy as np
 import torch
 
 from .data.layout import CANVAS_SIZE, CELL_ORIGINS, CELL_SIZE, COLOUR_RGB, COLOURS, LOCATIONS, QUADRANTS, index_cell, render_canvas
-from .models.quantizer import check_code_indices, downsample_factor
+from .images import images_to_tensor, tensor_to_images
+from .models.quantizer import check_code_indices
+from .models.stock_vq_model import VQModelTokenizer, as_tokenizer
+from .torch_utils import check_integer_tensor, eval_mode, non_finite_weights
 
 
 __all__ = [
@@ -49,74 +52,13 @@ __all__ = [
 PLACEMENT_PAIRS: tuple[tuple[str, str], ...] = tuple(combinations(LOCATIONS, 2))
 
 
-class VQModelTokenizer:
-    """Gives a stock `diffusers.VQModel` the `encode_to_indices` / `decode_indices` API.
-
-    Args:
-        model (`diffusers.VQModel`): any VQModel; its quantizer's flat indices are reshaped
-            to `(B, H / f, W / f)`.
-    """
-
-    def __init__(self, model):
-        self.model = model
-
-    @property
-    def num_codes(self) -> int:
-        return self.model.config.num_vq_embeddings
-
-    @property
-    def downsample_factor(self) -> int:
-        return downsample_factor(self.model.config)
-
-    def parameters(self):
-        return self.model.parameters()
-
-    @property
-    def training(self) -> bool:
-        return self.model.training
-
-    def eval(self):
-        self.model.eval()
-        return self
-
-    def train(self, mode: bool = True):
-        self.model.train(mode)
-        return self
-
-    @torch.no_grad()
-    def encode_to_indices(self, images: torch.Tensor) -> torch.LongTensor:
-        latents = self.model.encode(images).latents
-        _, _, (_, _, indices) = self.model.quantize(latents)
-        batch, _, height, width = latents.shape
-        return indices.reshape(batch, height, width)
-
-    def decode_indices(self, indices: torch.LongTensor) -> torch.Tensor:
-        batch, height, width = indices.shape
-        dim = self.model.quantize.vq_embed_dim
-        quant = self.model.quantize.get_codebook_entry(indices.reshape(-1), (batch, height, width, dim))
-        return self.model.decode(quant, force_not_quantize=True).sample
-
-
-def as_tokenizer(model):
-    """`model` itself if it has `encode_to_indices`, a `VQModelTokenizer` for a stock VQModel."""
-    if hasattr(model, "encode_to_indices"):
-        return model
-    from diffusers import VQModel
-
-    if isinstance(model, VQModel):
-        return VQModelTokenizer(model)
-    raise TypeError(
-        f"Expected a model with `encode_to_indices` or a diffusers VQModel (got {type(model).__name__})."
-    )
-
-
 def check_finite_weights(model) -> None:
     """ValueError if a weight of `model` is NaN or infinite: the metrics of a diverged model
     (every token the same code, a "perfect" equivariance of 1.0) are not numbers to report."""
-    named_parameters = getattr(getattr(model, "model", model), "named_parameters", None)
-    if named_parameters is None:  # a duck-typed tokenizer without weights
+    module = getattr(model, "model", model)  # a stock VQModel inside its wrapper
+    if not hasattr(module, "named_parameters"):  # a duck-typed quantizer without weights
         return
-    bad = [name for name, p in named_parameters() if not torch.isfinite(p).all()]
+    bad = non_finite_weights(module)
     if bad:
         raise ValueError(f"The model's weights hold NaN or Inf ({bad[:3]}{' ...' if len(bad) > 3 else ''}): it diverged; no metric is computed.")
 
@@ -149,16 +91,6 @@ def render_shift_group(digit: np.ndarray, colour: str = "white") -> np.ndarray:
     return np.stack([render_canvas([(location, colour, digit)]) for location in LOCATIONS])
 
 
-def images_to_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 `[N, H, W, 3]` -> float `[N, 3, H, W]` in [-1, 1]."""
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-
-
-def tensor_to_images(pixels: torch.Tensor) -> np.ndarray:
-    """float `[N, 3, H, W]` in [-1, 1] (clamped) -> uint8 `[N, H, W, 3]`: the inverse of `images_to_tensor`."""
-    return ((pixels.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-
 @dataclass
 class ShiftEquivarianceResult:
     """Result of `shift_equivariance`.
@@ -173,7 +105,7 @@ class ShiftEquivarianceResult:
         downsample_factor (`int`): f, inferred from the token maps.
         foreground_score (`float`): the same fraction counted only over the tokens whose f x f
             patch touches the digit (not in the authors' metric: there, the black background,
-            most of each cell, makes every tokenizer look fairly equivariant).
+            most of each cell, makes every quantizer look fairly equivariant).
     """
 
     score: float
@@ -187,7 +119,7 @@ class ShiftEquivarianceResult:
 
 @torch.no_grad()
 def shift_equivariance(model, digits, colour: str = "white", batch_size: int = 64) -> ShiftEquivarianceResult:
-    """The authors' shift-equivariance score of a tokenizer.
+    """The authors' shift-equivariance score of a quantizer.
 
     Each digit is drawn at the centre and in the four quadrants (shifts of 16 and 32 pixels).
     Each of the five images is tokenized; the sub-grid covering the digit's 32x32 cell (8x8
@@ -234,19 +166,16 @@ def shift_equivariance_of_groups(model, groups, batch_size: int = 64) -> ShiftEq
         raise ValueError("`groups` is empty; expected at least one group of five placements.")
     if batch_size < 1:
         raise ValueError(f"`batch_size` must be >= 1 (got {batch_size}).")
-    tokenizer = as_tokenizer(model)
-    device, dtype = _model_device_dtype(tokenizer)
-    check_finite_weights(tokenizer)
-    was_training = getattr(tokenizer, "training", False)
-    tokenizer.eval()
+    quantizer = as_tokenizer(model)
+    device, dtype = _model_device_dtype(quantizer)
+    check_finite_weights(quantizer)
     flat = groups.reshape(-1, CANVAS_SIZE, CANVAS_SIZE, 3)
     maps = []
-    for start in range(0, len(flat), batch_size):
-        batch = images_to_tensor(flat[start : start + batch_size]).to(device=device, dtype=dtype)
-        maps.append(tokenizer.encode_to_indices(batch).cpu())
+    with eval_mode(quantizer):
+        for start in range(0, len(flat), batch_size):
+            batch = images_to_tensor(flat[start : start + batch_size]).to(device=device, dtype=dtype)
+            maps.append(quantizer.encode_to_indices(batch).cpu())
     index_maps = torch.cat(maps).view(len(groups), len(LOCATIONS), *maps[0].shape[1:])
-    if was_training:
-        tokenizer.train()
 
     side = index_maps.shape[-1]
     if CANVAS_SIZE % side or index_maps.shape[-2] != side:
@@ -306,7 +235,7 @@ DEFAULT_TOKEN_SHIFTS = ((0, 1), (1, 0), (1, 1), (0, 2), (2, 0), (2, 2))
 
 @torch.no_grad()
 def image_shift_equivariance(model, images, shifts=DEFAULT_TOKEN_SHIFTS, batch_size: int = 32) -> ImageShiftEquivarianceResult:
-    """Shift equivariance of a tokenizer on any images (no TextMNIST placements needed).
+    """Shift equivariance of a quantizer on any images (no TextMNIST placements needed).
 
     For a token shift (dy, dx) two crops of each image are tokenised: the window at (0, 0) and the
     one moved by (dy * f, dx * f) pixels, both of side `S - max_shift * f` (S the image side). Both
@@ -321,7 +250,7 @@ def image_shift_equivariance(model, images, shifts=DEFAULT_TOKEN_SHIFTS, batch_s
         shifts (`tuple[tuple[int, int], ...]`): token shifts (dy, dx), each >= 0, not both 0.
         batch_size (`int`): crops per `encode_to_indices` call.
     """
-    tokenizer = as_tokenizer(model)
+    quantizer = as_tokenizer(model)
     if isinstance(images, np.ndarray):
         images = images_to_tensor(images)
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3 or len(images) == 0:
@@ -329,16 +258,16 @@ def image_shift_equivariance(model, images, shifts=DEFAULT_TOKEN_SHIFTS, batch_s
     shifts = [tuple(int(v) for v in shift) for shift in shifts]
     if not shifts or any(len(s) != 2 or min(s) < 0 or s == (0, 0) for s in shifts):
         raise ValueError(f"`shifts` must be token shifts (dy, dx) >= 0, not both 0 (got {shifts}).")
-    f = tokenizer.downsample_factor
+    f = quantizer.downsample_factor
     side = min(images.shape[-2:])
     largest = max(max(s) for s in shifts)
     window = (side - largest * f) // f * f
     if window < f:
         raise ValueError(f"Images of side {side} are too small for token shifts up to {largest} at f = {f}.")
-    device, dtype = _model_device_dtype(tokenizer)
+    device, dtype = _model_device_dtype(quantizer)
 
     def encode(crops):
-        return torch.cat([tokenizer.encode_to_indices(c.to(device, dtype)).cpu() for c in crops.split(batch_size)])
+        return torch.cat([quantizer.encode_to_indices(c.to(device, dtype)).cpu() for c in crops.split(batch_size)])
 
     base = encode(images[:, :, :window, :window])
     per_shift, same, total = {}, 0, 0
@@ -374,8 +303,7 @@ def codebook_usage(indices: torch.Tensor, num_codes: int) -> CodebookUsage:
     """How many of `num_codes` codes `indices` (any shape) uses, and how evenly."""
     if not isinstance(indices, torch.Tensor):
         indices = torch.as_tensor(np.asarray(indices))
-    if indices.is_floating_point() or indices.is_complex():
-        raise ValueError(f"Expected integer indices (got dtype {indices.dtype}).")
+    check_integer_tensor("indices", indices)
     if num_codes < 1:
         raise ValueError(f"`num_codes` must be >= 1 (got {num_codes}).")
     flat = indices.reshape(-1).long().cpu()
@@ -405,7 +333,7 @@ def recolour_groups(groups: np.ndarray, colour: str) -> np.ndarray:
 def shift_equivariance_by_colour(model, groups, colours=COLOURS, batch_size: int = 64) -> dict[str, ShiftEquivarianceResult]:
     """`shift_equivariance_of_groups` with the digits of `groups` redrawn in each of `colours`.
 
-    The authors' metric places white digits only; a tokenizer can be equivariant for white
+    The authors' metric places white digits only; a quantizer can be equivariant for white
     strokes and not for the one-channel red, green and blue ones, which are three quarters of
     TextMNIST's digits. Each result carries both the authors' score and the score on the
     digit's own tokens (`foreground_score`).

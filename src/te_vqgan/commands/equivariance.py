@@ -1,4 +1,4 @@
-"""`te-vqgan equivariance`: the shift-equivariance score and codebook usage of a tokenizer.
+"""`te-vqgan equivariance`: the shift-equivariance score and codebook usage of a quantizer.
 
     te-vqgan equivariance --model hub_configs/te-vqgan-mnist.json --mnist-dir ../shared/data/mnist
     te-vqgan equivariance --model outputs/te-vqgan-mnist        # a save_pretrained folder
@@ -20,7 +20,7 @@ from ..options import add_deprecated_alias
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "equivariance",
-        help="Shift-equivariance score and codebook usage of a tokenizer, with a PNG of its token maps.",
+        help="Shift-equivariance score and codebook usage of a quantizer, with a PNG of its token maps.",
         description=__doc__,
         formatter_class=__import__("argparse").RawDescriptionHelpFormatter,
     )
@@ -136,20 +136,21 @@ def digit_equivariance(model: str, output="equivariance.png", *, num_digits: int
     from ..data.mnist import load_mnist
     from ..files import write_json_atomic
     from ..loading import load_vq_model
-    from ..metrics import as_tokenizer, codebook_usage, equivariance_summary, recolour_groups, render_shift_group, shift_equivariance_by_colour
+    from ..metrics import codebook_usage, equivariance_summary, recolour_groups, render_shift_group, shift_equivariance_by_colour
+    from ..models.stock_vq_model import as_tokenizer
     from ..visualization import save_shift_equivariance_figure
 
-    model, description = load_vq_model(model, seed=seed, device=device, output_loading_info=True)
-    tokenizer = as_tokenizer(model)
+    loaded, description = load_vq_model(model, seed=seed, device=device, output_loading_info=True)
+    quantizer = as_tokenizer(loaded)
     images, labels = load_mnist("test", data_dir=mnist_dir)
     digits = select_digits(images, labels, num_digits)
     colours = COLOURS if colour == "all" else (colour,)
 
     groups = np.stack([render_shift_group(digit) for digit in digits])
-    results = shift_equivariance_by_colour(tokenizer, groups, colours=colours, batch_size=batch_size)
+    results = shift_equivariance_by_colour(quantizer, groups, colours=colours, batch_size=batch_size)
     summary = equivariance_summary(results)
     main = results["white"] if "white" in results else results[colours[0]]
-    usage = codebook_usage(torch.cat([r.index_maps for r in results.values()]), tokenizer.num_codes)
+    usage = codebook_usage(torch.cat([r.index_maps for r in results.values()]), quantizer.num_codes)
 
     log(description)
     log(
@@ -174,7 +175,7 @@ def digit_equivariance(model: str, output="equivariance.png", *, num_digits: int
     figure = save_shift_equivariance_figure(
         images=np.concatenate([recolour_groups(groups[:shown], colour) for colour in results]),
         index_maps=torch.cat([result.index_maps[:shown] for result in results.values()]),
-        num_codes=tokenizer.num_codes,
+        num_codes=quantizer.num_codes,
         path=output,
         placements=LOCATIONS,
         cell_slices=[index_cell(location, main.downsample_factor) for location in LOCATIONS],

@@ -51,12 +51,14 @@ def register(subparsers) -> None:
 
 
 def _check(args) -> None:
+    from ..generation.sampling import check_top_k_fraction
+
     if not 0 <= args.seed < 2**63:
         raise ValueError(f"--seed must be in [0, 2**63) (got {args.seed}).")
     if args.batch_size is not None and args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1 (got {args.batch_size}).")
-    if args.top_k_fraction is not None and not 0 < args.top_k_fraction <= 1:
-        raise ValueError(f"--top-k-fraction must be in (0, 1] (got {args.top_k_fraction}).")
+    if args.top_k_fraction is not None:
+        check_top_k_fraction(args.top_k_fraction, "--top-k-fraction")
     if args.temperature is not None and not (math.isfinite(args.temperature) and args.temperature > 0):
         raise ValueError(f"--temperature must be a finite number > 0 (got {args.temperature}).")
 

@@ -24,7 +24,7 @@ Splits and their objects:
 * `train`, `validation`, `test_seen`: every object is a *seen* combination (not in the table).
 * `test`: every object is a held-out combination.
 * `shift`: groups of five images, the same MNIST digit at the centre and in each quadrant,
-  for the equivariance metric of the tokenizer; it ignores the table.
+  for the equivariance metric of the quantizer; it ignores the table.
 
 An image with index `i` holds `1 + i % 4` digits, so every split is balanced over the digit
 counts (a 3,000-image split has 750 of each). One digit goes to any location that has a

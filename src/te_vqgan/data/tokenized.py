@@ -31,6 +31,8 @@ import numpy as np
 import torch
 
 from ..files import check_output_dir, install_folder, write_json_atomic
+from ..images import images_to_tensor
+from ..models.stock_vq_model import as_tokenizer
 
 
 logger = logging.getLogger(__name__)
@@ -148,8 +150,6 @@ def load_source_dataset(spec: str, *, builder_options: dict | None = None, cache
 
 
 def _encode_batch(model, batch: dict, device: torch.device, dtype: torch.dtype) -> dict:
-    from ..metrics import images_to_tensor
-
     pixels = np.stack([np.asarray(image.convert("RGB"), dtype=np.uint8) for image in batch["image"]])
     with torch.no_grad():
         indices = model.encode_to_indices(images_to_tensor(pixels).to(device, dtype))
@@ -183,8 +183,6 @@ def tokenize_dataset(
     """
     import datasets
 
-    from ..metrics import as_tokenizer
-
     if batch_size < 1:
         raise ValueError(f"`batch_size` must be >= 1 (got {batch_size}).")
     output_dir = Path(output_dir)
@@ -197,15 +195,15 @@ def tokenize_dataset(
         if "image" not in dataset[name].column_names:
             raise ValueError(f"Split {name!r} has no `image` column (columns: {dataset[name].column_names}).")
 
-    tokenizer = as_tokenizer(model)
-    parameter = next(tokenizer.parameters())
+    quantizer = as_tokenizer(model)
+    parameter = next(quantizer.parameters())
     device, dtype = parameter.device, parameter.dtype
     fingerprint = quantizer_fingerprint(model)
-    probe = _encode_batch(tokenizer, dataset[names[0]][:1], device, dtype)["indices"]
+    probe = _encode_batch(quantizer, dataset[names[0]][:1], device, dtype)["indices"]
     grid = tuple(int(n) for n in probe.shape[1:])
-    info = QuantizerInfo(fingerprint, tokenizer.num_codes, grid, source, type(model).__name__)
-    if tokenizer.num_codes > np.iinfo(np.int16).max:
-        raise ValueError(f"A codebook of {tokenizer.num_codes} codes does not fit the int16 index column.")
+    info = QuantizerInfo(fingerprint, quantizer.num_codes, grid, source, type(model).__name__)
+    if quantizer.num_codes > np.iinfo(np.int16).max:
+        raise ValueError(f"A codebook of {quantizer.num_codes} codes does not fit the int16 index column.")
 
     tokenised = {}
     for name in names:
@@ -214,7 +212,7 @@ def tokenize_dataset(
         del features["image"]
         features["indices"] = datasets.Array2D(shape=grid, dtype="int16")
         tokenised[name] = split.map(
-            lambda batch: _encode_batch(tokenizer, batch, device, dtype),
+            lambda batch: _encode_batch(quantizer, batch, device, dtype),
             batched=True, batch_size=batch_size, remove_columns=["image"], features=features,
             # The quantizer is part of the result: the cache key is its fingerprint, not a hash of the function.
             new_fingerprint=hashlib.sha256(f"{split._fingerprint}-{fingerprint}-{batch_size}".encode()).hexdigest()[:16],

@@ -43,14 +43,14 @@ from dataclasses import dataclass
 
 import torch
 
+from ..torch_utils import check_integer_tensor, first_outside
+
 
 __all__ = ["DIRECTIONS", "POSITION_SCHEMES", "SequenceLayout"]
 
 DIRECTIONS = ("t2i", "i2t")
 # How a token's index in its sequence maps to a row of GPT-2's position table (`position_ids`).
 POSITION_SCHEMES = ("index", "modality")
-
-_INTEGER_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 
 
 def _check_direction(direction: str) -> None:
@@ -64,10 +64,7 @@ def _check_scheme(scheme: str) -> None:
 
 
 def _check_ids(name: str, ids: object, width: int, what: str) -> torch.Tensor:
-    if not isinstance(ids, torch.Tensor):
-        raise ValueError(f"Expected `{name}` as a torch.Tensor (got {type(ids).__name__}).")
-    if ids.dtype not in _INTEGER_DTYPES:
-        raise ValueError(f"Expected integer `{name}` (got dtype {ids.dtype}).")
+    check_integer_tensor(f"`{name}`", ids)
     if ids.ndim != 2 or ids.shape[1] != width:
         raise ValueError(f"Expected `{name}` of shape (batch, {width}) ({what}) (got shape {tuple(ids.shape)}).")
     return ids.long()
@@ -276,9 +273,9 @@ class SequenceLayout:
         which reads words, then at most one `<eot>`, then only `<pad>`s.
         """
         _check_direction(direction)
-        if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in _INTEGER_DTYPES or input_ids.ndim != 2:
-            shape = tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__
-            raise ValueError(f"Expected integer `input_ids` of shape (batch, length) (got {shape}).")
+        check_integer_tensor("`input_ids`", input_ids)
+        if input_ids.ndim != 2:
+            raise ValueError(f"Expected `input_ids` of shape (batch, length) (got shape {tuple(input_ids.shape)}).")
         length = input_ids.shape[1]
         if length > self.sequence_length:
             raise ValueError(
@@ -287,8 +284,8 @@ class SequenceLayout:
         if input_ids.numel() == 0:
             return
         ids = input_ids.long()
-        if ids.min() < 0 or ids.max() >= self.vocab_size:
-            value = ids[(ids < 0) | (ids >= self.vocab_size)][0].item()
+        value = first_outside(ids, 0, self.vocab_size)
+        if value is not None:
             raise ValueError(f"Id {value} in `input_ids` is outside the vocabulary [0, {self.vocab_size}).")
         allowed = self.allowed_tokens(direction)[:length].to(ids.device)
         positions = torch.arange(length, device=ids.device).expand_as(ids)

@@ -22,7 +22,8 @@ Example::
     >>> codes = generate_image_indices(model, tokenizer, tokenizer.encode_captions(["red 7."]),
     ...                                generator=torch.Generator().manual_seed(0))   # [1, H, W]
     >>> images = vqmodel.decode_indices(codes)
-    >>> generate_captions(model, tokenizer, tokenizer.encode_image_indices(codes))   # a trained model
+    >>> ids = generate_caption_ids(model, tokenizer, tokenizer.encode_image_indices(codes))
+    >>> tokenizer.decode_captions(ids)   # a trained model
     ['the red 7.']
 
 The i2t filler: `generate` drops an all-ones attention mask and appends the pad id to
@@ -46,8 +47,8 @@ __all__ = [
     "GENERATION_CONFIG_FILES",
     "GumbelSamplingLogitsProcessor",
     "ModalityMaskLogitsProcessor",
+    "check_top_k_fraction",
     "generate_caption_ids",
-    "generate_captions",
     "generate_image_indices",
     "generation_configs",
     "top_k_from_fraction",
@@ -122,9 +123,15 @@ def top_k_from_fraction(vocab_size: int, fraction: float = 0.1) -> int:
     """
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1:
         raise ValueError(f"`vocab_size` must be a positive integer (got {vocab_size!r}).")
-    if not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
-        raise ValueError(f"`fraction` must be in (0, 1] (got {fraction!r}).")
+    check_top_k_fraction(fraction, "`fraction`")
     return max(int(fraction * vocab_size), 1)
+
+
+def check_top_k_fraction(fraction: float, name: str = "`top_k_fraction`") -> None:
+    """ValueError unless `fraction` (of the vocabulary kept by top-k sampling) is a number in
+    (0, 1]; the message names it `name` (e.g. `"--top-k-fraction"` for a flag)."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+        raise ValueError(f"{name} must be in (0, 1] (got {fraction!r}).")
 
 
 def _model_device(model) -> torch.device:
@@ -200,8 +207,7 @@ class GumbelSamplingLogitsProcessor(LogitsProcessor):
 def _check_sampling(temperature: float, top_k_fraction: float) -> None:
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature <= 0:
         raise ValueError(f"`temperature` must be a finite number > 0 (got {temperature!r}).")
-    if isinstance(top_k_fraction, bool) or not isinstance(top_k_fraction, (int, float)) or not 0 < top_k_fraction <= 1:
-        raise ValueError(f"`top_k_fraction` must be in (0, 1] (got {top_k_fraction!r}).")
+    check_top_k_fraction(top_k_fraction)
 
 
 def _generate(
@@ -395,31 +401,6 @@ def generate_caption_ids(
             "the modality mask makes this impossible, so this is a bug."
         )
     return new
-
-
-def generate_captions(
-    model,
-    tokenizer,
-    image_ids: torch.Tensor,
-    *,
-    top_k_fraction: float = 0.1,
-    temperature: float = 1.0,
-    generator: torch.Generator | None = None,
-    use_cache: bool = True,
-    cache_implementation: str | None = None,
-) -> list[str]:
-    """`generate_caption_ids` decoded to strings with `tokenizer.decode_captions` (same arguments)."""
-    ids = generate_caption_ids(
-        model,
-        tokenizer,
-        image_ids,
-        top_k_fraction=top_k_fraction,
-        temperature=temperature,
-        generator=generator,
-        use_cache=use_cache,
-        cache_implementation=cache_implementation,
-    )
-    return tokenizer.decode_captions(ids)
 
 
 GENERATION_CONFIG_FILES = {"t2i": "t2i_generation_config.json", "i2t": "i2t_generation_config.json"}

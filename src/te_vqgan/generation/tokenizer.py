@@ -50,6 +50,7 @@ from transformers import PreTrainedTokenizerFast
 
 from ..data.captions import caption_vocabulary, detokenize_caption, tokenize_caption
 from ..data.mnist import MNIST_VARIANTS
+from ..torch_utils import check_integer_tensor, first_outside
 
 
 __all__ = [
@@ -87,8 +88,6 @@ _MARKER_ATTRIBUTES: dict[str, str] = {
     "eoi_token": EOI_TOKEN,
 }
 
-_INTEGER_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
-
 
 def image_token(code: int) -> str:
     """The token string of VQ code `code`, e.g. `image_token(3) == "<img_3>"`."""
@@ -96,10 +95,7 @@ def image_token(code: int) -> str:
 
 
 def _check_integer_tensor(name: str, value: object) -> torch.Tensor:
-    if not isinstance(value, torch.Tensor):
-        raise ValueError(f"Expected `{name}` as a torch.Tensor (got {type(value).__name__}).")
-    if value.dtype not in _INTEGER_DTYPES:
-        raise ValueError(f"Expected integer `{name}` (got dtype {value.dtype}).")
+    value = check_integer_tensor(f"`{name}`", value)
     if value.ndim < 1:
         raise ValueError(f"Expected `{name}` with at least one dimension (got a scalar).")
     return value
@@ -330,14 +326,12 @@ class TextImageTokenizer(PreTrainedTokenizerFast):
         indices = _check_integer_tensor("indices", indices)
         if indices.ndim >= 3:
             indices = indices.flatten(-2)
-        if indices.numel():
-            bad = (indices < 0) | (indices >= self.codebook_size)
-            if bad.any():
-                value = indices[bad][0].item()
-                raise ValueError(
-                    f"Code index {value} is outside [0, {self.codebook_size}), the codebook of "
-                    f"`codebook_size` K = {self.codebook_size}."
-                )
+        value = first_outside(indices, 0, self.codebook_size)
+        if value is not None:
+            raise ValueError(
+                f"Code index {value} is outside [0, {self.codebook_size}), the codebook of "
+                f"`codebook_size` K = {self.codebook_size}."
+            )
         return indices.long() + self.image_token_offset
 
     def decode_image_indices(
@@ -355,16 +349,14 @@ class TextImageTokenizer(PreTrainedTokenizerFast):
                 not match `N`.
         """
         ids = _check_integer_tensor("ids", ids)
-        if ids.numel():
-            offset = self.image_token_offset
-            bad = (ids < offset) | (ids >= offset + self.codebook_size)
-            if bad.any():
-                value = ids[bad][0].item()
-                token = self.convert_ids_to_tokens(value) if 0 <= value < len(self) else "<out of vocabulary>"
-                raise ValueError(
-                    f"Id {value} ({token!r}) is not an image token; image tokens are ids "
-                    f"[{offset}, {offset + self.codebook_size})."
-                )
+        offset = self.image_token_offset
+        value = first_outside(ids, offset, offset + self.codebook_size)
+        if value is not None:
+            token = self.convert_ids_to_tokens(value) if 0 <= value < len(self) else "<out of vocabulary>"
+            raise ValueError(
+                f"Id {value} ({token!r}) is not an image token; image tokens are ids "
+                f"[{offset}, {offset + self.codebook_size})."
+            )
         codes = ids.long() - self.image_token_offset
         if grid is None:
             return codes

@@ -8,7 +8,11 @@ diffusers' block, marked `# Copied from diffusers.<module>.<name>` with what dif
 `padding_mode` (and, in the encoder, `downsample_type`) as a constructor argument. The copies keep only
 the path that `diffusers.VQModel` takes through them (no time embedding, no up/down sampling inside a
 res block, no gradient checkpointing) and keep diffusers' module and attribute names, so a state dict
-maps one to one. The parts that need no change are diffusers' own, used as they are: `Attention`,
+maps one to one. Where diffusers has two blocks that differ by one part, one copy serves both: the res
+block by its `norm_type` (`ResnetBlock2D` / `ResnetBlockCondNorm2D`), the down and up blocks by an
+optional attention after each res block (`DownEncoderBlock2D` / `AttnDownEncoderBlock2D`,
+`UpDecoderBlock2D` / `AttnUpDecoderBlock2D`; a block without attention holds None entries, which have
+no weights). The parts that need no change are diffusers' own, used as they are: `Attention`,
 `SpatialNorm` and `get_activation`.
 
 With `padding_mode="zeros"` and `downsample_type="strided_conv"` these blocks compute exactly what
@@ -29,13 +33,10 @@ from .downsampling import Downsample
 __all__ = [
     "DOWN_BLOCK_TYPES",
     "UP_BLOCK_TYPES",
-    "AttnDownEncoderBlock2D",
-    "AttnUpDecoderBlock2D",
     "Decoder",
     "DownEncoderBlock2D",
     "Encoder",
     "ResnetBlock2D",
-    "ResnetBlockCondNorm2D",
     "UNetMidBlock2D",
     "UpDecoderBlock2D",
     "Upsample2D",
@@ -44,11 +45,26 @@ __all__ = [
 NORM_TYPES = ("group", "spatial")
 
 
-# Copied from diffusers.models.resnet.ResnetBlock2D: the VQ-VAE's path only (no time embedding, no
-# up/down sampling, one group count), with `padding_mode` for the two 3x3 convs.
+def _norm(norm_type: str, channels: int, groups: int, eps: float, temb_channels: int | None) -> nn.Module:
+    """The norm of `norm_type` as diffusers' VQ-VAE builds it: a `GroupNorm`, or a `SpatialNorm`
+    conditioned on the quantized latents (`temb_channels` of them; it has 32 groups of its own)."""
+    if norm_type == "spatial":
+        return SpatialNorm(channels, temb_channels)
+    return nn.GroupNorm(num_groups=groups, num_channels=channels, eps=eps, affine=True)
+
+
+def _apply_norm(norm: nn.Module, hidden_states: torch.Tensor, temb: torch.Tensor | None) -> torch.Tensor:
+    """`norm(hidden_states)`, or `norm(hidden_states, temb)` for a `SpatialNorm`."""
+    return norm(hidden_states) if temb is None else norm(hidden_states, temb)
+
+
+# Copied from diffusers.models.resnet.ResnetBlock2D and diffusers.models.resnet.ResnetBlockCondNorm2D, as
+# one class: `norm_type="group"` is ResnetBlock2D's path and `"spatial"` ResnetBlockCondNorm2D's (its
+# SpatialNorms; no "ada_group"). The VQ-VAE's path only (no time embedding, no up/down sampling, one
+# group count), with `padding_mode` for the two 3x3 convs.
 class ResnetBlock2D(nn.Module):
-    r"""A res block with group norms: (norm, activation, 3x3 conv) twice, plus the input (through a 1x1
-    conv when the channel count changes).
+    r"""A res block: (norm, activation, 3x3 conv) twice, plus the input (through a 1x1 conv when the
+    channel count changes).
 
     Args:
         in_channels (`int`): channels of the input.
@@ -58,6 +74,9 @@ class ResnetBlock2D(nn.Module):
         eps (`float`, *optional*, defaults to `1e-6`): epsilon of both group norms.
         non_linearity (`str`, *optional*, defaults to `"swish"`): the activation (diffusers' `get_activation`).
         output_scale_factor (`float`, *optional*, defaults to `1.0`): the sum is divided by it.
+        norm_type (`str`, *optional*, defaults to `"group"`): `"group"` (group norms) or `"spatial"`
+            (`SpatialNorm`s conditioned on `temb`, the quantized latents: MoVQ).
+        temb_channels (`int`, *optional*): channels of the spatial norms' conditioning.
         padding_mode (`str`, *optional*, defaults to `"zeros"`): padding of the 3x3 convs.
     """
 
@@ -71,6 +90,8 @@ class ResnetBlock2D(nn.Module):
         eps: float = 1e-6,
         non_linearity: str = "swish",
         output_scale_factor: float = 1.0,
+        norm_type: str = "group",
+        temb_channels: int | None = None,
         padding_mode: str = "zeros",
     ):
         super().__init__()
@@ -78,10 +99,11 @@ class ResnetBlock2D(nn.Module):
         out_channels = in_channels if out_channels is None else out_channels
         self.out_channels = out_channels
         self.output_scale_factor = output_scale_factor
+        self.norm_type = norm_type
 
-        self.norm1 = torch.nn.GroupNorm(num_groups=groups, num_channels=in_channels, eps=eps, affine=True)
+        self.norm1 = _norm(norm_type, in_channels, groups, eps, temb_channels)
         self.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=1, padding=1, padding_mode=padding_mode)
-        self.norm2 = torch.nn.GroupNorm(num_groups=groups, num_channels=out_channels, eps=eps, affine=True)
+        self.norm2 = _norm(norm_type, out_channels, groups, eps, temb_channels)
         self.dropout = torch.nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out_channels, out_channels, kernel_size=3, stride=1, padding=1, padding_mode=padding_mode)
         self.nonlinearity = get_activation(non_linearity)
@@ -91,107 +113,65 @@ class ResnetBlock2D(nn.Module):
             self.conv_shortcut = nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=1, padding=0)
 
     def forward(self, input_tensor: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
-        # `temb` is taken so that both res blocks are called alike; a group-norm block has no conditioning.
-        hidden_states = self.norm1(input_tensor)
+        # `temb`: the spatial norms' conditioning; group norms take none (both blocks are called alike).
+        temb = temb if self.norm_type == "spatial" else None
+        hidden_states = _apply_norm(self.norm1, input_tensor, temb)
         hidden_states = self.nonlinearity(hidden_states)
         hidden_states = self.conv1(hidden_states)
-        hidden_states = self.norm2(hidden_states)
+        hidden_states = _apply_norm(self.norm2, hidden_states, temb)
         hidden_states = self.nonlinearity(hidden_states)
         hidden_states = self.dropout(hidden_states)
         hidden_states = self.conv2(hidden_states)
 
         if self.conv_shortcut is not None:
-            # As diffusers: contiguous only in training, against DDP's gradient-stride warning (diffusers#12975).
-            if self.training:
+            # As diffusers' ResnetBlock2D (not its CondNorm block): contiguous only in training, against
+            # DDP's gradient-stride warning (diffusers#12975).
+            if self.training and self.norm_type == "group":
                 input_tensor = input_tensor.contiguous()
             input_tensor = self.conv_shortcut(input_tensor)
 
         return (input_tensor + hidden_states) / self.output_scale_factor
 
 
-# Copied from diffusers.models.resnet.ResnetBlockCondNorm2D: the spatial norm only (no "ada_group", no
-# up/down sampling), with `padding_mode` for the two 3x3 convs.
-class ResnetBlockCondNorm2D(nn.Module):
-    r"""A res block whose norms are conditioned on the quantized latents (`SpatialNorm`, MoVQ), as
-    `ResnetBlock2D` otherwise.
-
-    Args:
-        in_channels (`int`): channels of the input.
-        out_channels (`int`, *optional*): channels of the output; `in_channels` when None.
-        temb_channels (`int`, *optional*, defaults to `512`): channels of the conditioning (the quantized latents).
-        dropout (`float`, *optional*, defaults to `0.0`): dropout before the second conv.
-        non_linearity (`str`, *optional*, defaults to `"swish"`): the activation (diffusers' `get_activation`).
-        output_scale_factor (`float`, *optional*, defaults to `1.0`): the sum is divided by it.
-        padding_mode (`str`, *optional*, defaults to `"zeros"`): padding of the 3x3 convs.
-    """
-
-    def __init__(
-        self,
-        *,
-        in_channels: int,
-        out_channels: int | None = None,
-        temb_channels: int = 512,
-        dropout: float = 0.0,
-        non_linearity: str = "swish",
-        output_scale_factor: float = 1.0,
-        padding_mode: str = "zeros",
-    ):
-        super().__init__()
-        self.in_channels = in_channels
-        out_channels = in_channels if out_channels is None else out_channels
-        self.out_channels = out_channels
-        self.output_scale_factor = output_scale_factor
-
-        self.norm1 = SpatialNorm(in_channels, temb_channels)
-        self.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=1, padding=1, padding_mode=padding_mode)
-        self.norm2 = SpatialNorm(out_channels, temb_channels)
-        self.dropout = torch.nn.Dropout(dropout)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, kernel_size=3, stride=1, padding=1, padding_mode=padding_mode)
-        self.nonlinearity = get_activation(non_linearity)
-
-        self.conv_shortcut = None
-        if in_channels != out_channels:
-            self.conv_shortcut = nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=1, padding=0)
-
-    def forward(self, input_tensor: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
-        hidden_states = self.norm1(input_tensor, temb)
-        hidden_states = self.nonlinearity(hidden_states)
-        hidden_states = self.conv1(hidden_states)
-        hidden_states = self.norm2(hidden_states, temb)
-        hidden_states = self.nonlinearity(hidden_states)
-        hidden_states = self.dropout(hidden_states)
-        hidden_states = self.conv2(hidden_states)
-
-        if self.conv_shortcut is not None:
-            input_tensor = self.conv_shortcut(input_tensor)
-
-        return (input_tensor + hidden_states) / self.output_scale_factor
-
-
-def _resnet_block(norm_type: str, *, temb_channels: int | None, groups: int, eps: float, **kwargs) -> nn.Module:
-    """The res block of `norm_type`, picked as diffusers' up and mid blocks pick it (the spatial norm
-    takes the conditioning's channels and has its own groups and epsilon)."""
-    if norm_type == "spatial":
-        return ResnetBlockCondNorm2D(temb_channels=temb_channels, **kwargs)
-    return ResnetBlock2D(groups=groups, eps=eps, **kwargs)
-
-
-def _attention(channels: int, attention_head_dim: int, eps: float, norm_num_groups: int | None,
-               spatial_norm_dim: int | None = None, output_scale_factor: float = 1.0) -> Attention:
-    """diffusers' `Attention` as its VQ-VAE blocks build it: one residual self-attention over the pixels."""
+def _attention(channels: int, attention_head_dim: int, eps: float, norm_type: str, groups: int,
+               temb_channels: int | None, output_scale_factor: float = 1.0) -> Attention:
+    """diffusers' `Attention` as its VQ-VAE blocks build it: one residual self-attention over the pixels,
+    normed as the res blocks around it (a group norm, or a spatial norm on the quantized latents)."""
+    spatial = norm_type == "spatial"
     return Attention(
         channels,
         heads=channels // attention_head_dim,
         dim_head=attention_head_dim,
         rescale_output_factor=output_scale_factor,
         eps=eps,
-        norm_num_groups=norm_num_groups,
-        spatial_norm_dim=spatial_norm_dim,
+        norm_num_groups=None if spatial else groups,
+        spatial_norm_dim=temb_channels if spatial else None,
         residual_connection=True,
         bias=True,
         upcast_softmax=True,
         _from_deprecated_attn_block=True,
     )
+
+
+def _resnets(num_layers: int, in_channels: int, out_channels: int, **kwargs) -> list[ResnetBlock2D]:
+    """The `num_layers` res blocks of a down, up or mid block: the first from `in_channels`, all to
+    `out_channels` (`kwargs`: the rest of `ResnetBlock2D`'s arguments)."""
+    return [
+        ResnetBlock2D(in_channels=in_channels if i == 0 else out_channels, out_channels=out_channels, **kwargs)
+        for i in range(num_layers)
+    ]
+
+
+def _attentions(num_layers: int, channels: int, attention_head_dim: int | None, eps: float, norm_type: str,
+                groups: int, temb_channels: int | None, output_scale_factor: float) -> list[Attention | None]:
+    """The self-attention of each of `num_layers` layers (`_attention`); None entries, which hold no
+    weights, when `attention_head_dim` is None (a block without attention)."""
+    if attention_head_dim is None:
+        return [None] * num_layers
+    return [
+        _attention(channels, attention_head_dim, eps, norm_type, groups, temb_channels, output_scale_factor)
+        for _ in range(num_layers)
+    ]
 
 
 # Copied from diffusers.models.upsampling.Upsample2D: nearest x2 then a 3x3 conv (`use_conv=True`; no
@@ -219,10 +199,13 @@ class Upsample2D(nn.Module):
         return self.conv(hidden_states)
 
 
-# Copied from diffusers.models.unets.unet_2d_blocks.DownEncoderBlock2D: group-norm res blocks only, with
-# `padding_mode`, and te-vqgan's `Downsample` (`downsample_type`) where diffusers has `Downsample2D`.
+# Copied from diffusers.models.unets.unet_2d_blocks.DownEncoderBlock2D and AttnDownEncoderBlock2D, as one
+# class: with `attention_head_dim`, diffusers' `Attention` after each res block (AttnDownEncoderBlock2D),
+# without, none (DownEncoderBlock2D). Group-norm res blocks only, with `padding_mode`, and te-vqgan's
+# `Downsample` (`downsample_type`) where diffusers has `Downsample2D`.
 class DownEncoderBlock2D(nn.Module):
-    r"""`num_layers` res blocks, then (unless it is the last level) one downsampling layer.
+    r"""`num_layers` res blocks (each followed by self-attention when `attention_head_dim` is given),
+    then (unless it is the last level) one downsampling layer.
 
     Args:
         in_channels (`int`): channels of the input.
@@ -232,6 +215,7 @@ class DownEncoderBlock2D(nn.Module):
         resnet_eps (`float`, *optional*, defaults to `1e-6`): group-norm epsilon.
         resnet_act_fn (`str`, *optional*, defaults to `"swish"`): activation.
         resnet_groups (`int`, *optional*, defaults to `32`): group-norm groups.
+        attention_head_dim (`int`, *optional*): channels per attention head; None: no attention.
         output_scale_factor (`float`, *optional*, defaults to `1.0`): res-block output scale.
         add_downsample (`bool`, *optional*, defaults to `True`): end with a downsampling layer.
         downsample_type (`str`, *optional*, defaults to `"strided_conv"`): one of `downsampling.DOWNSAMPLE_TYPES`.
@@ -247,83 +231,20 @@ class DownEncoderBlock2D(nn.Module):
         resnet_eps: float = 1e-6,
         resnet_act_fn: str = "swish",
         resnet_groups: int = 32,
+        attention_head_dim: int | None = None,
         output_scale_factor: float = 1.0,
         add_downsample: bool = True,
         downsample_type: str = "strided_conv",
         padding_mode: str = "zeros",
     ):
         super().__init__()
-        self.resnets = nn.ModuleList([
-            ResnetBlock2D(
-                in_channels=in_channels if i == 0 else out_channels,
-                out_channels=out_channels,
-                eps=resnet_eps,
-                groups=resnet_groups,
-                dropout=dropout,
-                non_linearity=resnet_act_fn,
-                output_scale_factor=output_scale_factor,
-                padding_mode=padding_mode,
-            )
-            for i in range(num_layers)
-        ])
-        self.downsamplers = (
-            nn.ModuleList([Downsample(out_channels, downsample_type, padding_mode)]) if add_downsample else None
+        resnets = _resnets(
+            num_layers, in_channels, out_channels, eps=resnet_eps, groups=resnet_groups, dropout=dropout,
+            non_linearity=resnet_act_fn, output_scale_factor=output_scale_factor, padding_mode=padding_mode,
         )
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        for resnet in self.resnets:
-            hidden_states = resnet(hidden_states)
-
-        if self.downsamplers is not None:
-            for downsampler in self.downsamplers:
-                hidden_states = downsampler(hidden_states)
-
-        return hidden_states
-
-
-# Copied from diffusers.models.unets.unet_2d_blocks.AttnDownEncoderBlock2D: as `DownEncoderBlock2D` above,
-# with diffusers' `Attention` after each res block.
-class AttnDownEncoderBlock2D(nn.Module):
-    r"""`num_layers` (res block, self-attention) pairs, then (unless it is the last level) one
-    downsampling layer. Arguments as `DownEncoderBlock2D`, plus:
-
-    Args:
-        attention_head_dim (`int`, *optional*, defaults to `1`): channels per attention head.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        dropout: float = 0.0,
-        num_layers: int = 1,
-        resnet_eps: float = 1e-6,
-        resnet_act_fn: str = "swish",
-        resnet_groups: int = 32,
-        attention_head_dim: int = 1,
-        output_scale_factor: float = 1.0,
-        add_downsample: bool = True,
-        downsample_type: str = "strided_conv",
-        padding_mode: str = "zeros",
-    ):
-        super().__init__()
-        resnets = [
-            ResnetBlock2D(
-                in_channels=in_channels if i == 0 else out_channels,
-                out_channels=out_channels,
-                eps=resnet_eps,
-                groups=resnet_groups,
-                dropout=dropout,
-                non_linearity=resnet_act_fn,
-                output_scale_factor=output_scale_factor,
-                padding_mode=padding_mode,
-            )
-            for i in range(num_layers)
-        ]
-        attentions = [
-            _attention(out_channels, attention_head_dim, resnet_eps, resnet_groups, output_scale_factor=output_scale_factor)
-            for _ in range(num_layers)
-        ]
+        attentions = _attentions(
+            num_layers, out_channels, attention_head_dim, resnet_eps, "group", resnet_groups, None, output_scale_factor
+        )
         # Registered in diffusers' order, so the state dict lists the keys as diffusers' does.
         self.attentions = nn.ModuleList(attentions)
         self.resnets = nn.ModuleList(resnets)
@@ -334,7 +255,8 @@ class AttnDownEncoderBlock2D(nn.Module):
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         for resnet, attn in zip(self.resnets, self.attentions):
             hidden_states = resnet(hidden_states)
-            hidden_states = attn(hidden_states)
+            if attn is not None:
+                hidden_states = attn(hidden_states)
 
         if self.downsamplers is not None:
             for downsampler in self.downsamplers:
@@ -343,10 +265,13 @@ class AttnDownEncoderBlock2D(nn.Module):
         return hidden_states
 
 
-# Copied from diffusers.models.unets.unet_2d_blocks.UpDecoderBlock2D: `norm_type` ("group" or "spatial")
-# in place of `resnet_time_scale_shift`, with `padding_mode`.
+# Copied from diffusers.models.unets.unet_2d_blocks.UpDecoderBlock2D and AttnUpDecoderBlock2D, as one class:
+# with `attention_head_dim`, diffusers' `Attention` after each res block (AttnUpDecoderBlock2D), without,
+# none (UpDecoderBlock2D). `norm_type` ("group" or "spatial") in place of `resnet_time_scale_shift`, with
+# `padding_mode`.
 class UpDecoderBlock2D(nn.Module):
-    r"""`num_layers` res blocks, then (unless it is the last level) one nearest x2 upsampling + conv.
+    r"""`num_layers` res blocks (each followed by self-attention when `attention_head_dim` is given),
+    then (unless it is the last level) one nearest x2 upsampling + conv.
 
     Args:
         in_channels (`int`): channels of the input.
@@ -357,6 +282,7 @@ class UpDecoderBlock2D(nn.Module):
         norm_type (`str`, *optional*, defaults to `"group"`): `"group"` or `"spatial"` (norms conditioned on `temb`).
         resnet_act_fn (`str`, *optional*, defaults to `"swish"`): activation.
         resnet_groups (`int`, *optional*, defaults to `32`): group-norm groups.
+        attention_head_dim (`int`, *optional*): channels per attention head; None: no attention.
         output_scale_factor (`float`, *optional*, defaults to `1.0`): res-block output scale.
         add_upsample (`bool`, *optional*, defaults to `True`): end with an upsampling layer.
         temb_channels (`int`, *optional*): channels of the spatial norm's conditioning (the quantized latents).
@@ -373,91 +299,22 @@ class UpDecoderBlock2D(nn.Module):
         norm_type: str = "group",
         resnet_act_fn: str = "swish",
         resnet_groups: int = 32,
+        attention_head_dim: int | None = None,
         output_scale_factor: float = 1.0,
         add_upsample: bool = True,
         temb_channels: int | None = None,
         padding_mode: str = "zeros",
     ):
         super().__init__()
-        self.resnets = nn.ModuleList([
-            _resnet_block(
-                norm_type,
-                temb_channels=temb_channels,
-                in_channels=in_channels if i == 0 else out_channels,
-                out_channels=out_channels,
-                eps=resnet_eps,
-                groups=resnet_groups,
-                dropout=dropout,
-                non_linearity=resnet_act_fn,
-                output_scale_factor=output_scale_factor,
-                padding_mode=padding_mode,
-            )
-            for i in range(num_layers)
-        ])
-        self.upsamplers = (
-            nn.ModuleList([Upsample2D(out_channels, out_channels=out_channels, padding_mode=padding_mode)])
-            if add_upsample else None
+        resnets = _resnets(
+            num_layers, in_channels, out_channels, eps=resnet_eps, groups=resnet_groups, dropout=dropout,
+            non_linearity=resnet_act_fn, output_scale_factor=output_scale_factor, norm_type=norm_type,
+            temb_channels=temb_channels, padding_mode=padding_mode,
         )
-
-    def forward(self, hidden_states: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
-        for resnet in self.resnets:
-            hidden_states = resnet(hidden_states, temb=temb)
-
-        if self.upsamplers is not None:
-            for upsampler in self.upsamplers:
-                hidden_states = upsampler(hidden_states)
-
-        return hidden_states
-
-
-# Copied from diffusers.models.unets.unet_2d_blocks.AttnUpDecoderBlock2D: as `UpDecoderBlock2D` above,
-# with diffusers' `Attention` after each res block.
-class AttnUpDecoderBlock2D(nn.Module):
-    r"""`num_layers` (res block, self-attention) pairs, then (unless it is the last level) one nearest x2
-    upsampling + conv. Arguments as `UpDecoderBlock2D`, plus:
-
-    Args:
-        attention_head_dim (`int`, *optional*, defaults to `1`): channels per attention head.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        dropout: float = 0.0,
-        num_layers: int = 1,
-        resnet_eps: float = 1e-6,
-        norm_type: str = "group",
-        resnet_act_fn: str = "swish",
-        resnet_groups: int = 32,
-        attention_head_dim: int = 1,
-        output_scale_factor: float = 1.0,
-        add_upsample: bool = True,
-        temb_channels: int | None = None,
-        padding_mode: str = "zeros",
-    ):
-        super().__init__()
-        spatial = norm_type == "spatial"
-        resnets = [
-            _resnet_block(
-                norm_type,
-                temb_channels=temb_channels,
-                in_channels=in_channels if i == 0 else out_channels,
-                out_channels=out_channels,
-                eps=resnet_eps,
-                groups=resnet_groups,
-                dropout=dropout,
-                non_linearity=resnet_act_fn,
-                output_scale_factor=output_scale_factor,
-                padding_mode=padding_mode,
-            )
-            for i in range(num_layers)
-        ]
-        attentions = [
-            _attention(out_channels, attention_head_dim, resnet_eps, None if spatial else resnet_groups,
-                       spatial_norm_dim=temb_channels if spatial else None, output_scale_factor=output_scale_factor)
-            for _ in range(num_layers)
-        ]
+        attentions = _attentions(
+            num_layers, out_channels, attention_head_dim, resnet_eps, norm_type, resnet_groups, temb_channels,
+            output_scale_factor,
+        )
         # Registered in diffusers' order, so the state dict lists the keys as diffusers' does.
         self.attentions = nn.ModuleList(attentions)
         self.resnets = nn.ModuleList(resnets)
@@ -469,7 +326,8 @@ class AttnUpDecoderBlock2D(nn.Module):
     def forward(self, hidden_states: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
         for resnet, attn in zip(self.resnets, self.attentions):
             hidden_states = resnet(hidden_states, temb=temb)
-            hidden_states = attn(hidden_states, temb=temb)
+            if attn is not None:
+                hidden_states = attn(hidden_states, temb=temb)
 
         if self.upsamplers is not None:
             for upsampler in self.upsamplers:
@@ -514,29 +372,17 @@ class UNetMidBlock2D(nn.Module):
         padding_mode: str = "zeros",
     ):
         super().__init__()
-        spatial = norm_type == "spatial"
         self.add_attention = add_attention
-        resnets = [
-            _resnet_block(
-                norm_type,
-                temb_channels=temb_channels,
-                in_channels=in_channels,
-                out_channels=in_channels,
-                eps=resnet_eps,
-                groups=resnet_groups,
-                dropout=dropout,
-                non_linearity=resnet_act_fn,
-                output_scale_factor=output_scale_factor,
-                padding_mode=padding_mode,
-            )
-            for _ in range(num_layers + 1)  # there is always at least one res block
-        ]
-        attentions = [
-            _attention(in_channels, attention_head_dim, resnet_eps, None if spatial else resnet_groups,
-                       spatial_norm_dim=temb_channels if spatial else None, output_scale_factor=output_scale_factor)
-            if add_attention else None
-            for _ in range(num_layers)
-        ]
+        resnets = _resnets(
+            num_layers + 1,  # there is always at least one res block
+            in_channels, in_channels, eps=resnet_eps, groups=resnet_groups, dropout=dropout,
+            non_linearity=resnet_act_fn, output_scale_factor=output_scale_factor, norm_type=norm_type,
+            temb_channels=temb_channels, padding_mode=padding_mode,
+        )
+        attentions = _attentions(
+            num_layers, in_channels, attention_head_dim if add_attention else None, resnet_eps, norm_type,
+            resnet_groups, temb_channels, output_scale_factor,
+        )
         # Registered in diffusers' order, so the state dict lists the keys as diffusers' does.
         self.attentions = nn.ModuleList(attentions)
         self.resnets = nn.ModuleList(resnets)
@@ -551,11 +397,12 @@ class UNetMidBlock2D(nn.Module):
         return hidden_states
 
 
-DOWN_BLOCK_TYPES = {"DownEncoderBlock2D": DownEncoderBlock2D, "AttnDownEncoderBlock2D": AttnDownEncoderBlock2D}
-UP_BLOCK_TYPES = {"UpDecoderBlock2D": UpDecoderBlock2D, "AttnUpDecoderBlock2D": AttnUpDecoderBlock2D}
+# diffusers' block names, and whether the block has self-attention after each res block.
+DOWN_BLOCK_TYPES = {"DownEncoderBlock2D": False, "AttnDownEncoderBlock2D": True}
+UP_BLOCK_TYPES = {"UpDecoderBlock2D": False, "AttnUpDecoderBlock2D": True}
 
 
-def _block_class(kind: str, name: str, types: dict[str, type]) -> type:
+def _has_attention(kind: str, name: str, types: dict[str, bool]) -> bool:
     if name not in types:
         raise ValueError(f"`{kind}` entries must be one of {list(types)} (got {name!r}).")
     return types[name]
@@ -605,9 +452,8 @@ class Encoder(nn.Module):
             input_channel = output_channel
             output_channel = block_out_channels[i]
             is_final_block = i == len(block_out_channels) - 1
-            block_class = _block_class("down_block_types", down_block_type, DOWN_BLOCK_TYPES)
-            attention = {"attention_head_dim": output_channel} if block_class is AttnDownEncoderBlock2D else {}
-            self.down_blocks.append(block_class(
+            attention = _has_attention("down_block_types", down_block_type, DOWN_BLOCK_TYPES)
+            self.down_blocks.append(DownEncoderBlock2D(
                 num_layers=self.layers_per_block,
                 in_channels=input_channel,
                 out_channels=output_channel,
@@ -615,9 +461,9 @@ class Encoder(nn.Module):
                 resnet_eps=1e-6,
                 resnet_act_fn=act_fn,
                 resnet_groups=norm_num_groups,
+                attention_head_dim=output_channel if attention else None,
                 downsample_type=downsample_type,
                 padding_mode=padding_mode,
-                **attention,
             ))
 
         self.mid_block = UNetMidBlock2D(
@@ -713,9 +559,8 @@ class Decoder(nn.Module):
             prev_output_channel = output_channel
             output_channel = reversed_block_out_channels[i]
             is_final_block = i == len(block_out_channels) - 1
-            block_class = _block_class("up_block_types", up_block_type, UP_BLOCK_TYPES)
-            attention = {"attention_head_dim": output_channel} if block_class is AttnUpDecoderBlock2D else {}
-            self.up_blocks.append(block_class(
+            attention = _has_attention("up_block_types", up_block_type, UP_BLOCK_TYPES)
+            self.up_blocks.append(UpDecoderBlock2D(
                 num_layers=self.layers_per_block + 1,
                 in_channels=prev_output_channel,
                 out_channels=output_channel,
@@ -725,14 +570,11 @@ class Decoder(nn.Module):
                 resnet_groups=norm_num_groups,
                 temb_channels=temb_channels,
                 norm_type=norm_type,
+                attention_head_dim=output_channel if attention else None,
                 padding_mode=padding_mode,
-                **attention,
             ))
 
-        if norm_type == "spatial":
-            self.conv_norm_out = SpatialNorm(block_out_channels[0], temb_channels)
-        else:
-            self.conv_norm_out = nn.GroupNorm(num_channels=block_out_channels[0], num_groups=norm_num_groups, eps=1e-6)
+        self.conv_norm_out = _norm(norm_type, block_out_channels[0], norm_num_groups, 1e-6, temb_channels)
         self.conv_act = nn.SiLU()
         self.conv_out = nn.Conv2d(block_out_channels[0], out_channels, 3, padding=1, padding_mode=padding_mode)
 
@@ -742,10 +584,7 @@ class Decoder(nn.Module):
         for up_block in self.up_blocks:
             sample = up_block(sample, latent_embeds)
 
-        if latent_embeds is None:
-            sample = self.conv_norm_out(sample)
-        else:
-            sample = self.conv_norm_out(sample, latent_embeds)
+        sample = _apply_norm(self.conv_norm_out, sample, latent_embeds)
         sample = self.conv_act(sample)
         sample = self.conv_out(sample)
         return sample

@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 
 from ..losses import vq_loss
+from ..torch_utils import check_integer_tensor, first_outside
 
 
 __all__ = [
@@ -23,14 +24,10 @@ def downsample_factor(config) -> int:
 
 
 def check_code_indices(indices, num_codes: int) -> None:
-    """ValueError unless `indices` (a tensor or array) are integers in `[0, num_codes)`; the
-    message names the offending minimum or maximum. Empty indices pass."""
-    dtype = getattr(indices, "dtype", None)
-    is_float = indices.is_floating_point() if isinstance(indices, torch.Tensor) else getattr(dtype, "kind", "i") not in "iu"
-    if is_float:
-        raise ValueError(f"Expected integer code indices (got dtype {dtype}).")
-    size = indices.numel() if isinstance(indices, torch.Tensor) else indices.size
-    if size and (indices.min() < 0 or indices.max() >= num_codes):
+    """ValueError unless `indices` (a tensor or array) are integers (`INTEGER_DTYPES`) in
+    `[0, num_codes)`; the message names the offending minimum and maximum. Empty indices pass."""
+    indices = check_integer_tensor("code indices", torch.as_tensor(indices))
+    if first_outside(indices, 0, num_codes) is not None:
         low, high = int(indices.min()), int(indices.max())
         raise ValueError(f"Code indices must lie in [0, {num_codes}) (got min {low}, max {high}).")
 

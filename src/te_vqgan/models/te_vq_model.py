@@ -40,6 +40,7 @@ from diffusers.utils.accelerate_utils import apply_forward_hook
 
 from ..hub import TeVqganCardMixin, push_folder_to_hub
 from ..losses import orthogonal_loss
+from ..torch_utils import check_integer_tensor
 from .autoencoder import Decoder, Encoder
 from .downsampling import DOWNSAMPLE_TYPES, PADDING_MODES
 from .quantizer import TEVectorQuantizer, check_code_indices, downsample_factor
@@ -66,8 +67,9 @@ def check_config_keys(model_class, config, source: str = "the config") -> None:
 # The block type names a TEVQModel folder saves when the network is not diffusers' own (replicate
 # padding, another downsampling or code lookup): diffusers' name behind this prefix. A stock
 # `diffusers.VQModel.from_pretrained` then stops with "TEVQModel.DownEncoderBlock2D does not exist."
-# instead of loading the weights into another network (with one warning, 19.5% of the indices
-# agreeing); a folder whose network is stock keeps the plain names and loads in both alike.
+# instead of loading the weights into another network with only a warning (how few indices then
+# agree: README, "Stock diffusers.VQModel never half-loads a TE folder"); a folder whose network is
+# stock keeps the plain names and loads in both alike.
 TE_BLOCK_PREFIX = "TEVQModel."
 
 
@@ -113,7 +115,7 @@ _DEFAULT_CARD = """---
 
 # {{ name }}
 
-A {{ kind }} image tokenizer saved with [te-vqgan](https://github.com/te-vqgan/te-vqgan)
+A {{ kind }} image quantizer (VQ model) saved with [te-vqgan](https://github.com/te-vqgan/te-vqgan)
 (Shin et al., *Exploration into Translation-Equivariant Image Quantization*, ICASSP 2023,
 [arXiv:2112.00384](https://arxiv.org/abs/2112.00384)): {{ size }}x{{ size }} images to
 {{ grid }}x{{ grid }} code indices from a codebook of {{ num_codes }} codes.
@@ -261,17 +263,16 @@ class TEVQModel(TeVqganCardMixin, ModelMixin, ConfigMixin):
         super().__init__()
         # VQModel's parts under VQModel's names (the state-dict keys of every saved folder), each built
         # with the padding and the downsampling of this config.
+        levels = dict(
+            block_out_channels=block_out_channels, layers_per_block=layers_per_block, act_fn=act_fn,
+            norm_num_groups=norm_num_groups, mid_block_add_attention=mid_block_add_attention, padding_mode=padding_mode,
+        )
         self.encoder = Encoder(
             in_channels=in_channels,
             out_channels=latent_channels,
             down_block_types=tuple(stock_block_type(name) for name in down_block_types),
-            block_out_channels=block_out_channels,
-            layers_per_block=layers_per_block,
-            act_fn=act_fn,
-            norm_num_groups=norm_num_groups,
-            mid_block_add_attention=mid_block_add_attention,
             downsample_type=downsample_type,
-            padding_mode=padding_mode,
+            **levels,
         )
         embed_dim = vq_embed_dim if vq_embed_dim is not None else latent_channels
         self.quant_conv = nn.Conv2d(latent_channels, embed_dim, 1)
@@ -285,13 +286,8 @@ class TEVQModel(TeVqganCardMixin, ModelMixin, ConfigMixin):
             in_channels=latent_channels,
             out_channels=out_channels,
             up_block_types=tuple(stock_block_type(name) for name in up_block_types),
-            block_out_channels=block_out_channels,
-            layers_per_block=layers_per_block,
-            act_fn=act_fn,
-            norm_num_groups=norm_num_groups,
             norm_type=norm_type,
-            mid_block_add_attention=mid_block_add_attention,
-            padding_mode=padding_mode,
+            **levels,
         )
 
         # The block types say which network the folder computes (see `stock_block_type`): a stock
@@ -473,10 +469,7 @@ class TEVQModel(TeVqganCardMixin, ModelMixin, ConfigMixin):
             raise ValueError(f"Images contain {bad} NaN or Inf values; expected finite values in [-1, 1].")
 
     def _check_indices(self, indices: torch.Tensor) -> None:
-        if not isinstance(indices, torch.Tensor):
-            raise ValueError(f"Expected indices as a torch.Tensor (got {type(indices).__name__}).")
-        if indices.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8):
-            raise ValueError(f"Expected integer indices (got dtype {indices.dtype}).")
+        check_integer_tensor("indices", indices)
         if indices.ndim != 3:
             raise ValueError(f"Expected indices of shape (batch, height, width) (got shape {tuple(indices.shape)}).")
         check_code_indices(indices, self.num_codes)

@@ -47,7 +47,9 @@ from ..generation import (
 )
 from ..generation.sampling import _check_sampling
 from ..hub import TeVqganCardMixin, hub_repo_id, push_folder_to_hub
-from ..metrics import as_tokenizer, images_to_tensor, tensor_to_images
+from ..images import images_to_tensor, tensor_to_images
+from ..models.stock_vq_model import as_tokenizer
+from ..torch_utils import non_finite_weights
 
 
 __all__ = ["ImageToTextPipeline", "ImageToTextPipelineOutput", "TextToImagePipeline", "TextToImagePipelineOutput"]
@@ -171,7 +173,7 @@ class _TextImagePipeline(TeVqganCardMixin, DiffusionPipeline):
         check_compatible(tokenizer, generator.config, vqmodel)
         _check_sampling(temperature, top_k_fraction)
         for name, module in (("vqmodel", vqmodel), ("generator", generator)):
-            bad = [key for key, tensor in module.state_dict().items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+            bad = non_finite_weights(module)
             if bad:  # black images or garbage captions otherwise
                 raise ValueError(f"The {name} holds NaN or Inf weights ({bad[:3]}{' ...' if len(bad) > 3 else ''}).")
         if quantizer_fingerprint is not None:

@@ -2,6 +2,7 @@
 every script (stage 1 now, stage 2 next) shares one copy.
 
 - `build_accelerator`: an `Accelerator` with a project config, trackers and mixed precision.
+- `derive_seed`: the seed of one epoch, batch or step, from the run's seed and its counters.
 - `EpochShuffleSampler`: a shuffle that depends only on (seed, epoch), so a resumed run sees
   exactly the batches an uninterrupted one would.
 - `save_checkpoint` / `resolve_resume_checkpoint`: `checkpoint-{step}` folders written
@@ -34,6 +35,7 @@ __all__ = [
     "EpochShuffleSampler",
     "build_accelerator",
     "check_checkpoint_fits",
+    "derive_seed",
     "list_checkpoints",
     "missing_checkpoint_files",
     "render_model_card",
@@ -81,6 +83,28 @@ def scaled_learning_rate(base_lr: float, batch_size: int, gradient_accumulation_
     return base_lr * batch_size * gradient_accumulation_steps * num_processes
 
 
+def derive_seed(seed: int, *counters: int) -> int:
+    """A seed for one epoch, batch or step of a run, from the run's `seed` and its counters
+    (e.g. `(epoch,)`, `(epoch, batch_index)`, `(global_step,)`): the draws of that piece then
+    depend on these numbers only, so a resumed run draws exactly what an uninterrupted one drew.
+
+    `seed * 1_000_003 + c_1 * 10_007**(n-1) + ... + c_n` (the counters read in base 10_007),
+    not reduced: a caller whose consumer takes a bounded seed reduces it. Resumed runs and
+    saved results depend on these exact numbers: do not change the formula.
+
+    Example::
+
+        >>> derive_seed(3, 2)      # EpochShuffleSampler(seed=3), epoch 2
+        3000011
+        >>> derive_seed(3, 2, 5)   # the engine's batch 5 of epoch 2
+        3020028
+    """
+    value = 0
+    for counter in counters:
+        value = value * 10_007 + counter
+    return seed * 1_000_003 + value
+
+
 class EpochShuffleSampler(Sampler[int]):
     """A random permutation of `range(num_samples)` drawn from a generator seeded with
     `(seed, epoch)`: the order of epoch e is the same in every run, resumed or not.
@@ -99,7 +123,7 @@ class EpochShuffleSampler(Sampler[int]):
         self.epoch = epoch
 
     def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch))
         return iter(torch.randperm(self.num_samples, generator=generator).tolist())
 
     def __len__(self) -> int:

@@ -80,8 +80,9 @@ def init_codebook_kmeans(model, latents: torch.Tensor, generator: torch.Generato
                          num_iterations: int = 20) -> None:
     """Set the codes of `model` (a `TEVQModel`) to the k-means centroids of `latents` `(N, d)`.
 
-    Initialising the codebook from data rather than U(-1/K, 1/K) (whose codes are about 44x
-    smaller than the encoder's outputs at the start, so that a few codes win every lookup) is
+    Initialising the codebook from data rather than U(-1/K, 1/K) (whose codes are much smaller
+    than the encoder's outputs at the start, so that a few codes win every lookup:
+    results/collapse_ablation/README.md) is
     SoundStream's remedy (Zeghidour et al., 2021, Sec. III-C) and Łańcucki et al.'s
     ("Robust Training of Vector Quantized Bottleneck Models", IJCNN 2020).
     """

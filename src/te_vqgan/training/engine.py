@@ -8,7 +8,7 @@ common, written once:
 - the `Accelerator` (mixed precision, DDP, gradient accumulation, trackers);
 - the data order: `EpochShuffleSampler` (a shuffle that depends on (seed, epoch) only), the
   prepared loader's `set_epoch`, and `skip_first_batches` when resuming mid-epoch; the RNGs
-  seeded per batch from (seed, epoch, batch), so dropout and other draws resume exactly;
+  seeded per batch from (seed, epoch, batch) (`derive_seed`), so dropout and other draws resume exactly;
 - the optimisation step (`OptimizerUpdate`): backward, optional gradient clipping, optimizer
   step, the learning-rate schedule;
 - the step arithmetic (epochs, `--max_train_steps`, optimizer steps vs. batches under
@@ -49,11 +49,13 @@ from torch.utils.data import DataLoader
 
 from ..files import COMPLETION_MARKER, FINAL_STAGING, FolderLockedError, folder_lock, install_folder, write_completion_marker, write_json_atomic
 from ..hub import push_folder_to_hub
+from ..torch_utils import non_finite_weights
 from .settings import SETTINGS_FILE, TrainingSettings
 from .accelerate_utils import (
     EpochShuffleSampler,
     build_accelerator,
     check_checkpoint_fits,
+    derive_seed,
     list_checkpoints,
     resolve_resume_checkpoint,
     save_checkpoint,
@@ -352,7 +354,8 @@ class TrainingEngine:
                 # Each batch's random draws (dropout, a caption choice ...) depend on (seed, epoch,
                 # batch) only: a resumed run draws exactly what the uninterrupted one drew, even
                 # though building a new loader iterator on resume consumes from the global RNG.
-                set_seed(_batch_seed(args.seed, epoch, batch_index), device_specific=True)
+                # (Reduced below 2**31 - 1: `set_seed` also seeds NumPy, which takes seeds < 2**32.)
+                set_seed(derive_seed(args.seed, epoch, batch_index) % (2**31 - 1), device_specific=True)
                 try:
                     with accelerator.accumulate(*models):
                         terms = stage.train_step(batch, global_step)
@@ -417,9 +420,10 @@ class TrainingEngine:
 
     def _check_finite_weights(self, models, step: int) -> None:
         for model in models:
-            for name, parameter in self.accelerator.unwrap_model(model).named_parameters():
-                if not torch.isfinite(parameter).all():
-                    raise self._diverged(step, f"{type(self.accelerator.unwrap_model(model)).__name__}.{name} holds NaN or Inf")
+            model = self.accelerator.unwrap_model(model)
+            bad = non_finite_weights(model)
+            if bad:
+                raise self._diverged(step, f"{type(model).__name__}.{bad[0]} holds NaN or Inf")
 
     def _validate(self, stage: TrainingStage, step: int) -> dict:
         self._check_finite_weights(stage.models, step)
@@ -497,10 +501,6 @@ def run_script(main: Callable, parse_args: Callable, prog: str, expected: tuple 
     except (*EXPECTED_ERRORS, *expected) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
-
-
-def _batch_seed(seed: int, epoch: int, batch_index: int) -> int:
-    return (seed * 1_000_003 + epoch * 10_007 + batch_index) % (2**31 - 1)
 
 
 def training_command(script: str, settings: TrainingSettings) -> str:
