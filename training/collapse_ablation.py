@@ -2,7 +2,7 @@
 """Codebook collapse of TE-VQGAN at CPU scale: an ablation of remedies, several seeds per row.
 
     python training/collapse_ablation.py --mnist_dir ../shared/data/mnist --output_dir outputs/collapse_ablation
-    python training/collapse_ablation.py --rows te_kmeans --seeds 0 ...   # one row, one seed (about 5 min on 2 cores)
+    python training/collapse_ablation.py --rows te_kmeans --seeds 0 ...   # one row, one seed
 
 Every row trains `hub_configs/te-vqgan-mnist-cpu.json` (or its plain-VQGAN twin) with
 `training/train_vqgan.py` and the CPU recipe of `te-vqgan reproduce` (`te_vqgan.reproduce.CPU_STAGE1`),
@@ -88,7 +88,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output_dir", required=True, help="Runs, results.json, table.md and scatter.png go here.")
     parser.add_argument("--mnist_dir", default=None, help="Folder of the MNIST .gz files (default: $TE_VQGAN_MNIST_DIR, else download).")
     parser.add_argument("--cache_dir", default=None, help="datasets cache (default OUTPUT_DIR/cache).")
-    parser.add_argument("--max_train_steps", type=int, default=1000, help="Steps per run (default 1000: about 4 min on 2 cores).")
+    parser.add_argument("--max_train_steps", type=int, default=1000, help="Steps per run (default 1000).")
     parser.add_argument("--train_batch_size", type=int, default=16)
     parser.add_argument("--learning_rate", type=float, default=None, help="Default: the CPU recipe's (3e-4).")
     parser.add_argument("--jobs", type=int, default=1, help="Runs side by side, each a process (default 1).")

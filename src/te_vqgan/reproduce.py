@@ -117,8 +117,8 @@ PRESETS = {
         estimates={"data": 5, "classifier": 60, "stage1": 140, "tokenize": 8, "stage2": 100, "evaluate": 20},
     ),
     "cpu": Preset(
-        name="cpu", description="the largest run our 2-core CPU machines finish in one working session (about 2.5 h of "
-        "stages): TE and SC, 3 seeds. Stage 1: the CPU quantizer configs at f = 8 (`-cpu-f8`: 8x8 = 64 tokens per image, a "
+        name="cpu", description="the largest run our 2-core CPU machines finish in a working day or two, resumable: "
+        "TE and SC, 3 seeds. Stage 1: the CPU quantizer configs at f = 8 (`-cpu-f8`: 8x8 = 64 tokens per image, a "
         "quarter of the paper's 256, so that the generator's sequence is 112 tokens instead of 309), L2, k-means codebook "
         "initialisation at step 300, 1,500 steps of batch 16. Stage 2: the recipe of results/stage2_recipe (no dropout, one "
         "cosine cycle) on a 4-layer, 128-wide GPT-2 with a 45-token text block, batch 32, 1,700 steps (54,400 examples per "

@@ -119,7 +119,8 @@ def evaluate_split(pipeline, classifier, split, num_examples: int, batch_size: i
     import torch
 
     from ..evaluation import caption_variant, image_to_text_scores, objects_to_triplets, text_to_image_scores
-    from ..metrics import as_tokenizer, images_to_tensor, tensor_to_images
+    from ..images import images_to_tensor, tensor_to_images
+    from ..models.stock_vq_model import as_tokenizer
     from ..pipelines import ImageToTextPipeline
     from ..visualization import save_captioned_images
 

@@ -12,7 +12,6 @@ under each image); `caption` prints one line per image: `path<TAB>caption`.
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 from ..options import add_deprecated_alias
 
@@ -51,7 +50,7 @@ def register(subparsers) -> None:
 
 
 def _check(args) -> None:
-    from ..generation.sampling import check_top_k_fraction
+    from ..generation.sampling import check_temperature, check_top_k_fraction
 
     if not 0 <= args.seed < 2**63:
         raise ValueError(f"--seed must be in [0, 2**63) (got {args.seed}).")
@@ -59,8 +58,8 @@ def _check(args) -> None:
         raise ValueError(f"--batch-size must be >= 1 (got {args.batch_size}).")
     if args.top_k_fraction is not None:
         check_top_k_fraction(args.top_k_fraction, "--top-k-fraction")
-    if args.temperature is not None and not (math.isfinite(args.temperature) and args.temperature > 0):
-        raise ValueError(f"--temperature must be a finite number > 0 (got {args.temperature}).")
+    if args.temperature is not None:
+        check_temperature(args.temperature, "--temperature")
 
 
 def _load(cls, args):

@@ -134,6 +134,12 @@ def check_top_k_fraction(fraction: float, name: str = "`top_k_fraction`") -> Non
         raise ValueError(f"{name} must be in (0, 1] (got {fraction!r}).")
 
 
+def check_temperature(temperature: float, name: str = "`temperature`") -> None:
+    """ValueError unless the sampling `temperature` is a finite number > 0; the message names it `name`."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature <= 0:
+        raise ValueError(f"{name} must be a finite number > 0 (got {temperature!r}).")
+
+
 def _model_device(model) -> torch.device:
     return next(model.parameters()).device
 
@@ -205,8 +211,7 @@ class GumbelSamplingLogitsProcessor(LogitsProcessor):
 
 
 def _check_sampling(temperature: float, top_k_fraction: float) -> None:
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature <= 0:
-        raise ValueError(f"`temperature` must be a finite number > 0 (got {temperature!r}).")
+    check_temperature(temperature)
     check_top_k_fraction(top_k_fraction)
 
 

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 from ..generation.layout import POSITION_SCHEMES
+from ..generation.sampling import check_temperature, check_top_k_fraction
 from ..losses import RECONSTRUCTION_LOSSES
 
 
@@ -381,10 +382,8 @@ class GeneratorTrainingSettings(TrainingSettings):
             raise ValueError(f"--dropout must be in [0, 1) (got {self.dropout})")
         if not self.weight_decay >= 0:
             raise ValueError(f"--weight_decay must be >= 0 (got {self.weight_decay})")
-        if not 0 < self.top_k_fraction <= 1:
-            raise ValueError(f"--top_k_fraction must be in (0, 1] (got {self.top_k_fraction})")
-        if not self.temperature > 0:
-            raise ValueError(f"--temperature must be > 0 (got {self.temperature})")
+        check_top_k_fraction(self.top_k_fraction, "--top_k_fraction")
+        check_temperature(self.temperature, "--temperature")
         if self.position_scheme not in POSITION_SCHEMES:
             raise ValueError(f"--position_scheme must be index or modality (got {self.position_scheme!r})")
         if self.image_position_init not in IMAGE_POSITION_INITS:
