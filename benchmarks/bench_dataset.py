@@ -84,7 +84,9 @@ def main():
         results[num_proc] = {"seconds": seconds, "images_per_s": args.num_images / seconds}
         print(f"  num_proc={num_proc}: {seconds:7.1f} s  {args.num_images / seconds:8.0f} images/s", flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps({"config": args.config, "num_images": args.num_images, "runs": results}, indent=2))
+        Path(args.json).write_text(
+            json.dumps({"config": args.config, "num_images": args.num_images, "runs": results}, indent=2)
+        )
 
 
 if __name__ == "__main__":

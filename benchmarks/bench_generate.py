@@ -16,13 +16,12 @@ sampling step does not depend on them (the mask fixes the number of tokens).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 import numpy as np
 import torch
-
 from common import interleaved_medians, model_config
+
 from te_vqgan import TEVQModel
 from te_vqgan.data.captions import render_caption
 from te_vqgan.data.layout import COLOURS, QUADRANTS
@@ -41,8 +40,12 @@ SIZES = {"authors": dict(n_layer=8, n_embd=256, n_head=8), "quick": dict(n_layer
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="a 4-layer, width-128 generator, the small quantizer, 2 repeats")
-    parser.add_argument("--repeats", type=int, default=None, help="timed calls per variant (median; default 3, quick 2)")
+    parser.add_argument(
+        "--quick", action="store_true", help="a 4-layer, width-128 generator, the small quantizer, 2 repeats"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="timed calls per variant (median; default 3, quick 2)"
+    )
     parser.add_argument("--batch-sizes", default="1,8,32,128", help="batches for the images/s figure")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
@@ -78,41 +81,60 @@ def main() -> int:
     generator = GPT2LMHeadModel(build_generator_config(tokenizer, (grid, grid), **size)).to(device).eval()
     layout = SequenceLayout.from_tokenizer(tokenizer, (grid, grid))
     n = layout.num_image_tokens
-    say(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}; generator {size} "
+    say(
+        f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}; generator {size} "
         f"({sum(p.numel() for p in generator.parameters()) / 1e6:.1f}M parameters), {n} image tokens, "
-        f"vocabulary {len(tokenizer)}, top-k {top_k_from_fraction(len(tokenizer))}; median of {repeats} interleaved calls")
+        f"vocabulary {len(tokenizer)}, top-k {top_k_from_fraction(len(tokenizer))}; median of {repeats} interleaved calls"
+    )
     results: dict = {"device": str(device), "generator": size, "image_tokens": n, "repeats": repeats}
     text_ids = tokenizer.encode_captions(prompts(8)).to(device)
 
     @torch.no_grad()
     def t2i(use_cache: bool = True, cache_implementation: str | None = None, ids=text_ids):
-        return generate_image_indices(generator, tokenizer, ids, use_cache=use_cache, cache_implementation=cache_implementation)
+        return generate_image_indices(
+            generator, tokenizer, ids, use_cache=use_cache, cache_implementation=cache_implementation
+        )
 
     @torch.no_grad()
     def plain_top_k():
         # The same prompt and number of new tokens, top-k over the whole vocabulary, no mask.
         prompt = layout.t2i_prompt(text_ids)
         return generator.generate(
-            prompt, attention_mask=torch.ones_like(prompt), do_sample=True, top_k=top_k_from_fraction(len(tokenizer)),
-            max_new_tokens=n + 1, min_new_tokens=n + 1, eos_token_id=layout.eoi_id, pad_token_id=layout.pad_id,
+            prompt,
+            attention_mask=torch.ones_like(prompt),
+            do_sample=True,
+            top_k=top_k_from_fraction(len(tokenizer)),
+            max_new_tokens=n + 1,
+            min_new_tokens=n + 1,
+            eos_token_id=layout.eoi_id,
+            pad_token_id=layout.pad_id,
         )
 
     # 1. KV cache.
     times = interleaved_medians({"cache": lambda: t2i(True), "no_cache": lambda: t2i(False)}, repeats, 1, device)
     tokens = len(text_ids) * n
     results["kv_cache"] = {
-        "batch": len(text_ids), "tokens_per_s_cache": tokens / times["cache"], "tokens_per_s_no_cache": tokens / times["no_cache"],
+        "batch": len(text_ids),
+        "tokens_per_s_cache": tokens / times["cache"],
+        "tokens_per_s_no_cache": tokens / times["no_cache"],
         "speedup": times["no_cache"] / times["cache"],
     }
-    say(f"1. t2i batch 8 x {n} tokens: {tokens / times['cache']:,.0f} tokens/s with the KV cache, "
-        f"{tokens / times['no_cache']:,.0f} without: {times['no_cache'] / times['cache']:.1f}x (target >= 8x)")
+    say(
+        f"1. t2i batch 8 x {n} tokens: {tokens / times['cache']:,.0f} tokens/s with the KV cache, "
+        f"{tokens / times['no_cache']:,.0f} without: {times['no_cache'] / times['cache']:.1f}x (target >= 8x)"
+    )
 
     # 2. The mask's cost.
     times = interleaved_medians({"constrained": lambda: t2i(True), "plain": plain_top_k}, repeats + 2, 1, device)
-    results["mask_cost"] = {"seconds_constrained": times["constrained"], "seconds_plain": times["plain"],
-                            "ratio": times["constrained"] / times["plain"]}
-    say(f"2. modality mask + top-k {times['constrained']:.3f} s vs plain top-k {times['plain']:.3f} s per batch: "
-        f"{times['constrained'] / times['plain']:.3f}x (target <= 1.05x)")
+    results["mask_cost"] = {
+        "seconds_constrained": times["constrained"],
+        "seconds_plain": times["plain"],
+        "ratio": times["constrained"] / times["plain"],
+    }
+    say(
+        f"2. modality mask + top-k {times['constrained']:.3f} s vs plain top-k {times['plain']:.3f} s per batch: "
+        f"{times['constrained'] / times['plain']:.3f}x (target <= 1.05x)"
+    )
 
     # 3. Images/s of the pipeline.
     pipeline = TextToImagePipeline(vqmodel=vqmodel, generator=generator, tokenizer=tokenizer)
@@ -120,19 +142,31 @@ def main() -> int:
     results["images_per_s"] = {}
     for batch in [int(b) for b in args.batch_sizes.split(",")]:
         captions = prompts(batch, seed=batch)
-        seconds = interleaved_medians({"pipeline": lambda: pipeline(captions, output_type="np")}, max(1, repeats - 1), 1 if batch <= 8 else 0, device)["pipeline"]
+        seconds = interleaved_medians(
+            {"pipeline": lambda: pipeline(captions, output_type="np")},
+            max(1, repeats - 1),
+            1 if batch <= 8 else 0,
+            device,
+        )["pipeline"]
         results["images_per_s"][batch] = batch / seconds
-        say(f"3. pipeline batch {batch:>3}: {batch / seconds:,.2f} images/s ({seconds:.2f} s per call, decoding included)")
+        say(
+            f"3. pipeline batch {batch:>3}: {batch / seconds:,.2f} images/s ({seconds:.2f} s per call, decoding included)"
+        )
 
     # 4. Static cache (CUDA).
     if device.type == "cuda":
         times = interleaved_medians(
             {"static": lambda: t2i(True, "static"), "dynamic": lambda: t2i(True)}, repeats + 2, 2, device
         )
-        results["static_cache"] = {"tokens_per_s_static": tokens / times["static"], "tokens_per_s_dynamic": tokens / times["dynamic"],
-                                   "speedup": times["dynamic"] / times["static"]}
-        say(f"4. static cache {tokens / times['static']:,.0f} tokens/s vs dynamic {tokens / times['dynamic']:,.0f}: "
-            f"{times['dynamic'] / times['static']:.2f}x")
+        results["static_cache"] = {
+            "tokens_per_s_static": tokens / times["static"],
+            "tokens_per_s_dynamic": tokens / times["dynamic"],
+            "speedup": times["dynamic"] / times["static"],
+        }
+        say(
+            f"4. static cache {tokens / times['static']:,.0f} tokens/s vs dynamic {tokens / times['dynamic']:,.0f}: "
+            f"{times['dynamic'] / times['static']:.2f}x"
+        )
     if args.json:
         from te_vqgan.files import write_json_atomic
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 
 import torch
-
 from common import interleaved_medians, model_config
+
 from te_vqgan import TEVQModel
 
 
@@ -40,10 +40,18 @@ def main() -> None:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    times = interleaved_medians({"checked": lambda: step(True), "unchecked": lambda: step(False)}, args.steps, 3, device)
-    print(f"device {device}, config {args.config}, batch {args.batch_size}, median of {args.steps} interleaved steps", flush=True)
-    print(f"step with the input check {times['checked'] * 1e3:.2f} ms, without {times['unchecked'] * 1e3:.2f} ms: "
-          f"ratio {times['checked'] / times['unchecked']:.3f}", flush=True)
+    times = interleaved_medians(
+        {"checked": lambda: step(True), "unchecked": lambda: step(False)}, args.steps, 3, device
+    )
+    print(
+        f"device {device}, config {args.config}, batch {args.batch_size}, median of {args.steps} interleaved steps",
+        flush=True,
+    )
+    print(
+        f"step with the input check {times['checked'] * 1e3:.2f} ms, without {times['unchecked'] * 1e3:.2f} ms: "
+        f"ratio {times['checked'] / times['unchecked']:.3f}",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

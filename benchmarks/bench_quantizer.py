@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 
 import torch
+from common import interleaved_medians, model_config
 from diffusers import VQModel
 
-from common import interleaved_medians, model_config
 from te_vqgan import TEVQModel
 
 
@@ -38,13 +38,20 @@ DEFAULTS = {"config": "default", "steps": 8, "warmup": 2}
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--quick", action="store_true",
+        "--quick",
+        action="store_true",
         help=f"a quick check: config {QUICK['config']}, {QUICK['steps']} timed steps, {QUICK['warmup']} warm-up step",
     )
-    parser.add_argument("--config", default=None, help=f"'default', 'small' or a model config .json (default {DEFAULTS['config']})")
+    parser.add_argument(
+        "--config", default=None, help=f"'default', 'small' or a model config .json (default {DEFAULTS['config']})"
+    )
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=None, help=f"timed steps per variant (default {DEFAULTS['steps']})")
-    parser.add_argument("--warmup", type=int, default=None, help=f"warm-up steps per variant (default {DEFAULTS['warmup']})")
+    parser.add_argument(
+        "--steps", type=int, default=None, help=f"timed steps per variant (default {DEFAULTS['steps']})"
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=None, help=f"warm-up steps per variant (default {DEFAULTS['warmup']})"
+    )
     parser.add_argument("--large-k", type=int, default=16384)
     parser.add_argument("--max-codes", type=int, default=1024, help="orthogonal_reg_max_codes at the large K")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -89,9 +96,17 @@ def bench_regulariser(config: dict, k: int, max_codes: int | None, args, device)
             "on": make_trainer({**base, "orthogonal_reg_weight": 10.0}, device, batch),
             "off": make_trainer({**base, "orthogonal_reg_weight": 0.0}, device, batch),
         },
-        args.steps, args.warmup, device,
+        args.steps,
+        args.warmup,
+        device,
     )
-    return {"K": k, "max_codes": max_codes, "on_s": medians["on"], "off_s": medians["off"], "ratio": medians["on"] / medians["off"]}
+    return {
+        "K": k,
+        "max_codes": max_codes,
+        "on_s": medians["on"],
+        "off_s": medians["off"],
+        "ratio": medians["on"] / medians["off"],
+    }
 
 
 def bench_encode(config: dict, args, device) -> dict:
@@ -122,8 +137,10 @@ def main(argv: list[str] | None = None):
     device = torch.device(args.device)
     config = model_config(args.config)
     start = time.perf_counter()
-    report(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, config {args.config}, "
-           f"batch {args.batch_size}, {args.warmup} warm-up + {args.steps} timed steps per variant (median)")
+    report(
+        f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, config {args.config}, "
+        f"batch {args.batch_size}, {args.warmup} warm-up + {args.steps} timed steps per variant (median)"
+    )
 
     results = {"config": args.config, "device": str(device), "batch_size": args.batch_size}
     report("\nTraining step, orthogonal regulariser on vs off")
@@ -134,7 +151,9 @@ def main(argv: list[str] | None = None):
     ):
         r = results[key] = bench_regulariser(config, k, max_codes, args, device)
         verdict = "ok" if r["ratio"] <= target else "MISSED"
-        report(f"{r['K']:>6} {str(r['max_codes']):>9} {r['on_s']:>9.4f} {r['off_s']:>9.4f} {r['ratio']:>7.3f} {'<= ' + str(target):>7} {verdict}")
+        report(
+            f"{r['K']:>6} {str(r['max_codes']):>9} {r['on_s']:>9.4f} {r['off_s']:>9.4f} {r['ratio']:>7.3f} {'<= ' + str(target):>7} {verdict}"
+        )
 
     report("\nencode_to_indices vs diffusers VQModel encode + quantize (same size)")
     e = results["encode_to_indices"] = bench_encode(config, args, device)

@@ -25,8 +25,8 @@ import math
 
 import torch
 import torch.nn.functional as F
-
 from common import interleaved_medians
+
 from te_vqgan.generation import SequenceLayout, TextImageTokenizer, build_generator_config, generator_loss
 
 
@@ -36,15 +36,24 @@ SIZES = {"cpu": dict(n_layer=4, n_embd=128, n_head=4), "authors": dict(n_layer=8
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="cpu", choices=sorted(SIZES))
-    parser.add_argument("--grid", type=int, default=8, help="image tokens per side (8: the CPU quantizers at f = 8; 16: the authors')")
+    parser.add_argument(
+        "--grid", type=int, default=8, help="image tokens per side (8: the CPU quantizers at f = 8; 16: the authors')"
+    )
     parser.add_argument("--text-length", type=int, default=45)
     parser.add_argument("--codebook-size", type=int, default=128)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="bf16: autocast, as --mixed_precision bf16")
+    parser.add_argument(
+        "--dtype", default="fp32", choices=["fp32", "bf16"], help="bf16: autocast, as --mixed_precision bf16"
+    )
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--peak-tflops", type=float, default=790.0, help="the device's bf16 matrix peak in TFLOP/s (default: an H200's, benchmarks/RESULTS.md)")
+    parser.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=790.0,
+        help="the device's bf16 matrix peak in TFLOP/s (default: an H200's, benchmarks/RESULTS.md)",
+    )
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     return parser.parse_args()
 
@@ -57,7 +66,9 @@ def main() -> None:
     tokenizer = TextImageTokenizer.build(codebook_size=args.codebook_size, text_length=args.text_length)
     grid = (args.grid, args.grid)
     layout = SequenceLayout.from_tokenizer(tokenizer, grid)
-    config = build_generator_config(tokenizer, grid, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **SIZES[args.size])
+    config = build_generator_config(
+        tokenizer, grid, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **SIZES[args.size]
+    )
     model = GPT2LMHeadModel(config).to(device).train()
     network = torch.compile(model) if args.compile else model
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
@@ -70,7 +81,10 @@ def main() -> None:
     text[:, 13] = tokenizer.eos_token_id
     codes = torch.randint(args.codebook_size, (args.batch, args.grid, args.grid), generator=generator)
     image = tokenizer.encode_image_indices(codes)
-    sequences = {"t2i": layout.t2i_sequence(text, image).to(device), "i2t": layout.i2t_sequence(image, text).to(device)}
+    sequences = {
+        "t2i": layout.t2i_sequence(text, image).to(device),
+        "i2t": layout.i2t_sequence(image, text).to(device),
+    }
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.dtype == "bf16")
 
     def full_step():
@@ -93,26 +107,49 @@ def main() -> None:
     length = layout.sequence_length
     tokens = 2 * args.batch * length
     embedding = model.transformer.wte.weight.numel() + model.transformer.wpe.weight.numel()
-    flops_per_token = 6 * (sum(p.numel() for p in model.parameters()) - embedding) + 12 * config.n_layer * config.n_embd * length
+    flops_per_token = (
+        6 * (sum(p.numel() for p in model.parameters()) - embedding) + 12 * config.n_layer * config.n_embd * length
+    )
     figures = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads",
-        "size": args.size, "grid": args.grid, "sequence_length": length, "batch": args.batch, "dtype": args.dtype,
-        "compile": args.compile, "torch": torch.__version__,
-        "step_seconds": seconds["step"], "forward_backward_seconds": seconds["forward_backward"],
-        "tokens_per_second": tokens / seconds["step"], "forward_backward_tokens_per_second": tokens / seconds["forward_backward"],
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"cpu, {torch.get_num_threads()} threads",
+        "size": args.size,
+        "grid": args.grid,
+        "sequence_length": length,
+        "batch": args.batch,
+        "dtype": args.dtype,
+        "compile": args.compile,
+        "torch": torch.__version__,
+        "step_seconds": seconds["step"],
+        "forward_backward_seconds": seconds["forward_backward"],
+        "tokens_per_second": tokens / seconds["step"],
+        "forward_backward_tokens_per_second": tokens / seconds["forward_backward"],
         "outside_network_fraction": 1 - seconds["forward_backward"] / seconds["step"],
         "tflops_per_second": flops_per_token * tokens / seconds["step"] / 1e12,
     }
     if device.type == "cuda":
         figures["fraction_of_peak"] = figures["tflops_per_second"] / args.peak_tflops
-    print(f"{figures['device']}: generator {args.size} ({config.n_layer} x {config.n_embd}), sequence {length}, batch {args.batch}, "
-          f"{args.dtype}{', compiled' if args.compile else ''}")
-    print(f"  training step (both directions): {seconds['step'] * 1e3:.1f} ms = {figures['tokens_per_second']:,.0f} tokens/s")
-    print(f"  forward + backward alone:        {seconds['forward_backward'] * 1e3:.1f} ms = "
-          f"{figures['forward_backward_tokens_per_second']:,.0f} tokens/s "
-          f"({100 * figures['outside_network_fraction']:.0f}% of the step is outside the network)")
-    print(f"  {figures['tflops_per_second']:.3f} TFLOP/s" + (
-        f" = {100 * figures['fraction_of_peak']:.1f}% of {args.peak_tflops:g}" if "fraction_of_peak" in figures else ""))
+    print(
+        f"{figures['device']}: generator {args.size} ({config.n_layer} x {config.n_embd}), sequence {length}, batch {args.batch}, "
+        f"{args.dtype}{', compiled' if args.compile else ''}"
+    )
+    print(
+        f"  training step (both directions): {seconds['step'] * 1e3:.1f} ms = {figures['tokens_per_second']:,.0f} tokens/s"
+    )
+    print(
+        f"  forward + backward alone:        {seconds['forward_backward'] * 1e3:.1f} ms = "
+        f"{figures['forward_backward_tokens_per_second']:,.0f} tokens/s "
+        f"({100 * figures['outside_network_fraction']:.0f}% of the step is outside the network)"
+    )
+    print(
+        f"  {figures['tflops_per_second']:.3f} TFLOP/s"
+        + (
+            f" = {100 * figures['fraction_of_peak']:.1f}% of {args.peak_tflops:g}"
+            if "fraction_of_peak" in figures
+            else ""
+        )
+    )
     if not math.isfinite(figures["tokens_per_second"]):
         raise SystemExit("timing failed")
     if args.json:

@@ -19,8 +19,8 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-
 from common import interleaved_medians, model_config
+
 from te_vqgan import TEVQModel
 from te_vqgan.training import NLayerDiscriminator, OptimizerUpdate, VQGANLossWeights, vqgan_train_step
 
@@ -76,8 +76,11 @@ def main():
 
         perceptual = load_perceptual_loss().to(device)
     # flush=True: each row is on screen as soon as it is measured (the default config takes minutes on a CPU).
-    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch_size}, "
-          f"{args.steps} timed steps per variant (median), GAN on, LPIPS {'on' if perceptual is not None else 'off'}", flush=True)
+    print(
+        f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch_size}, "
+        f"{args.steps} timed steps per variant (median), GAN on, LPIPS {'on' if perceptual is not None else 'off'}",
+        flush=True,
+    )
     print(f"\n{'config':<10} {'fp32 img/s':>11} {'bf16 img/s':>11} {'bf16/fp32':>10}", flush=True)
     results = []
     for name in args.configs:
@@ -85,16 +88,25 @@ def main():
         size = config["sample_size"]
         batch = torch.rand(args.batch_size, 3, size, size, device=device) * 2 - 1
         medians = interleaved_medians(
-            {"fp32": make_step(config, device, None, batch, perceptual),
-             "bf16": make_step(config, device, torch.bfloat16, batch, perceptual)},
-            args.steps, args.warmup, device,
+            {
+                "fp32": make_step(config, device, None, batch, perceptual),
+                "bf16": make_step(config, device, torch.bfloat16, batch, perceptual),
+            },
+            args.steps,
+            args.warmup,
+            device,
         )
         row = {"config": name, **{f"{k}_images_per_s": args.batch_size / seconds for k, seconds in medians.items()}}
         row["bf16_speedup"] = row["bf16_images_per_s"] / row["fp32_images_per_s"]
         results.append(row)
-        print(f"{row['config']:<10} {row['fp32_images_per_s']:>11.1f} {row['bf16_images_per_s']:>11.1f} {row['bf16_speedup']:>10.2f}", flush=True)
+        print(
+            f"{row['config']:<10} {row['fp32_images_per_s']:>11.1f} {row['bf16_images_per_s']:>11.1f} {row['bf16_speedup']:>10.2f}",
+            flush=True,
+        )
     if args.json:
-        Path(args.json).write_text(json.dumps({"device": str(device), "batch_size": args.batch_size, "results": results}, indent=2) + "\n")
+        Path(args.json).write_text(
+            json.dumps({"device": str(device), "batch_size": args.batch_size, "results": results}, indent=2) + "\n"
+        )
 
 
 if __name__ == "__main__":

@@ -34,7 +34,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def interleaved_medians(named_calls: dict[str, Callable[[], object]], steps: int, warmup: int, device: torch.device) -> dict[str, float]:
+def interleaved_medians(
+    named_calls: dict[str, Callable[[], object]], steps: int, warmup: int, device: torch.device
+) -> dict[str, float]:
     """Median seconds per call of each function, the calls interleaved round-robin so that
     drift in the machine's speed hits every variant alike."""
     for _ in range(warmup):

@@ -51,10 +51,10 @@ def stage2_assets(tmp_path_factory, mnist_dir):
     """A tiny saved quantizer and a TextMNIST tokenised by it (seconds to build, shared by the
     stage-2 tests): `(vqmodel_dir, tokenized_dir, datasets_cache)`."""
     import torch
+    from tiny_configs import TINY_MODEL_CONFIG
 
     from te_vqgan import TEVQModel
     from te_vqgan.data.tokenized import load_source_dataset, tokenize_dataset
-    from tiny_configs import TINY_MODEL_CONFIG
 
     root = tmp_path_factory.mktemp("stage2")
     config = {k: v for k, v in TINY_MODEL_CONFIG.items() if not k.startswith("_")}
@@ -64,8 +64,11 @@ def stage2_assets(tmp_path_factory, mnist_dir):
     vqmodel.save_pretrained(root / "vqmodel")
     cache = root / "datasets-cache"
     source = load_source_dataset(
-        "textmnist", cache_dir=str(cache),
-        builder_options=dict(num_train=96, num_validation=24, num_test=24, num_shift_groups=0, data_dir=str(mnist_dir)),
+        "textmnist",
+        cache_dir=str(cache),
+        builder_options=dict(
+            num_train=96, num_validation=24, num_test=24, num_shift_groups=0, data_dir=str(mnist_dir)
+        ),
     )
     tokenize_dataset(vqmodel, source, root / "tokens", source=str(root / "vqmodel"), batch_size=32)
     return root / "vqmodel", root / "tokens", cache

@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_helpers import load_training_script, state_digest  # noqa: E402
 

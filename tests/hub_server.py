@@ -852,10 +852,10 @@ _UNSET_VARIABLES = (
 def _library_settings(endpoint: str, hf_home: Path) -> dict[str, Any]:
     """Attribute name -> value while the local hub is in use (paths are converted to the type found)."""
     return {
-        **{name: endpoint for name in _ENDPOINT_NAMES},
+        **dict.fromkeys(_ENDPOINT_NAMES, endpoint),
         "HUGGINGFACE_CO_URL_TEMPLATE": endpoint + "/{repo_id}/resolve/{revision}/{filename}",
         "HUB_DATASETS_URL": endpoint + "/datasets/{repo_id}/resolve/{revision}/{path}",  # datasets.config
-        **{name: False for name in _OFFLINE_NAMES},
+        **dict.fromkeys(_OFFLINE_NAMES, False),
         # huggingface_hub.constants (and a copy in diffusers.utils.constants)
         "HF_HOME": hf_home,
         "HF_HUB_CACHE": hf_home / "hub",

@@ -58,11 +58,32 @@ def test_the_command_measures_a_folder_of_images(tmp_path, capsys):
 
     rng = np.random.default_rng(1)
     for i in range(3):  # other sizes and modes: resized on the shorter side, centre-cropped, converted to RGB
-        Image.fromarray(rng.integers(0, 256, (40 + i, 50, 3), dtype=np.uint8)).convert("L" if i == 2 else "RGB").save(tmp_path / f"{i}.png")
+        Image.fromarray(rng.integers(0, 256, (40 + i, 50, 3), dtype=np.uint8)).convert("L" if i == 2 else "RGB").save(
+            tmp_path / f"{i}.png"
+        )
     torch.manual_seed(0)
-    TEVQModel(block_out_channels=(8, 16, 16), latent_channels=8, vq_embed_dim=8, num_vq_embeddings=16, norm_num_groups=4,
-              sample_size=32).save_pretrained(tmp_path / "model")
-    assert cli(["equivariance", "--vqmodel", str(tmp_path / "model"), "--images", str(tmp_path), "--json", str(tmp_path / "e.json")]) == 0
+    TEVQModel(
+        block_out_channels=(8, 16, 16),
+        latent_channels=8,
+        vq_embed_dim=8,
+        num_vq_embeddings=16,
+        norm_num_groups=4,
+        sample_size=32,
+    ).save_pretrained(tmp_path / "model")
+    assert (
+        cli(
+            [
+                "equivariance",
+                "--vqmodel",
+                str(tmp_path / "model"),
+                "--images",
+                str(tmp_path),
+                "--json",
+                str(tmp_path / "e.json"),
+            ]
+        )
+        == 0
+    )
     report = json.loads((tmp_path / "e.json").read_text())
     assert report["num_images"] == 3 and 0 <= report["image_shift_equivariance"] <= 1 and len(report["per_shift"]) == 6
     assert "shift equivariance on 3 images" in capsys.readouterr().out
@@ -82,10 +103,34 @@ def _image_folder(folder, n=24):
 def _train_args(tmp_path, data, *extra):
     from train_helpers import write_tiny_config
 
-    return ["--model_config", str(write_tiny_config(tmp_path)), "--output_dir", str(tmp_path / "run"), "--dataset", str(data),
-            "--cache_dir", str(tmp_path / "cache"), "--train_batch_size", "4", "--max_train_steps", "2", "--perceptual_weight", "0",
-            "--disc_start", "100", "--checkpointing_steps", "2", "--validation_steps", "2", "--num_validation_images", "6",
-            "--report_to", "none", "--cpu", *extra]
+    return [
+        "--model_config",
+        str(write_tiny_config(tmp_path)),
+        "--output_dir",
+        str(tmp_path / "run"),
+        "--dataset",
+        str(data),
+        "--cache_dir",
+        str(tmp_path / "cache"),
+        "--train_batch_size",
+        "4",
+        "--max_train_steps",
+        "2",
+        "--perceptual_weight",
+        "0",
+        "--disc_start",
+        "100",
+        "--checkpointing_steps",
+        "2",
+        "--validation_steps",
+        "2",
+        "--num_validation_images",
+        "6",
+        "--report_to",
+        "none",
+        "--cpu",
+        *extra,
+    ]
 
 
 @pytest.mark.slow
@@ -94,20 +139,39 @@ def test_train_vqgan_on_a_plain_image_folder(tmp_path):
 
     script = load_training_script("train_vqgan")
     data = _image_folder(tmp_path / "photos")
-    result = script.main(script.parse_args(_train_args(tmp_path, data, "--resolution", "32", "--validation_fraction", "0.25",
-                                                       "--random_flip", "--max_train_samples", "20")))
+    result = script.main(
+        script.parse_args(
+            _train_args(
+                tmp_path,
+                data,
+                "--resolution",
+                "32",
+                "--validation_fraction",
+                "0.25",
+                "--random_flip",
+                "--max_train_samples",
+                "20",
+            )
+        )
+    )
     assert result.global_step == 2
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["sample_size"] == 32  # follows --resolution
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert 0 <= metrics["image_shift_equivariance"] <= 1 and "image_shift_equivariance_0_1" in metrics
-    assert "sample_size" not in (tmp_path / "run" / "README.md").read_text() or "32" in (tmp_path / "run" / "README.md").read_text()
+    assert (
+        "sample_size" not in (tmp_path / "run" / "README.md").read_text()
+        or "32" in (tmp_path / "run" / "README.md").read_text()
+    )
 
 
-@pytest.mark.parametrize("extra, message", [
-    (("--resolution", "30"), "not a multiple of the model's downsampling factor f = 4"),
-    (("--resolution", "32"), "no 'validation' split for validation"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (("--resolution", "30"), "not a multiple of the model's downsampling factor f = 4"),
+        (("--resolution", "32"), "no 'validation' split for validation"),
+    ],
+)
 def test_bad_image_training_options_are_one_line_errors(tmp_path, extra, message):
     from train_helpers import load_training_script
 

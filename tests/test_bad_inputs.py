@@ -90,8 +90,20 @@ def stage1(ctx, *extra):
 
     script = load_training_script("train_vqgan")
     config = ctx.json_config(TINY_MODEL_CONFIG, "tiny.json")
-    argv = ["--model_config", str(config), "--output_dir", str(ctx.tmp / "run"), "--mnist_dir", str(ctx.mnist_dir),
-            "--perceptual_weight", "0", "--report_to", "none", "--cpu", *extra]
+    argv = [
+        "--model_config",
+        str(config),
+        "--output_dir",
+        str(ctx.tmp / "run"),
+        "--mnist_dir",
+        str(ctx.mnist_dir),
+        "--perceptual_weight",
+        "0",
+        "--report_to",
+        "none",
+        "--cpu",
+        *extra,
+    ]
     return script.main(script.parse_args(argv))
 
 
@@ -100,8 +112,18 @@ def stage2(ctx, *extra):
 
     script = load_training_script("train_generator")
     (ctx.tmp / "tokens").mkdir(exist_ok=True)
-    argv = ["--tokenized_dataset", str(ctx.tmp / "tokens"), "--vqmodel", str(ctx.saved_model()),
-            "--output_dir", str(ctx.tmp / "run"), "--report_to", "none", "--cpu", *extra]
+    argv = [
+        "--tokenized_dataset",
+        str(ctx.tmp / "tokens"),
+        "--vqmodel",
+        str(ctx.saved_model()),
+        "--output_dir",
+        str(ctx.tmp / "run"),
+        "--report_to",
+        "none",
+        "--cpu",
+        *extra,
+    ]
     return script.main(script.parse_args(argv))
 
 
@@ -109,6 +131,7 @@ def toy_run(ctx, damage: str) -> None:
     """Setup of the resume rows: a toy stage trained 2 steps (checkpoint-2 and a final
     folder), then damaged."""
     from test_training_engine import ToyStage, engine_args
+
     from te_vqgan.training.engine import TrainingEngine
 
     out = ctx.tmp / "run"
@@ -123,6 +146,7 @@ def toy_run(ctx, damage: str) -> None:
 
 def resume_toy(ctx, checkpoint: str = "latest", wider: bool = False):
     from test_training_engine import ToyStage, engine_args
+
     from te_vqgan.training.engine import TrainingEngine
 
     class Wider(ToyStage):
@@ -159,150 +183,548 @@ CASES = [
     Case("model/level lists differ", lambda c: c.model(block_out_channels=(8, 16)), ValueError, "got 3, 3 and 2"),
     Case("model/images not a tensor", lambda c: c.model().encode_to_indices([[0.0]]), ValueError, "list"),
     Case("model/images 3-D", lambda c: c.model().encode_to_indices(torch.zeros(3, 16, 16)), ValueError, "(3, 16, 16)"),
-    Case("model/images 1 channel", lambda c: c.model().encode_to_indices(torch.zeros(1, 1, 16, 16)), ValueError, "got 1"),
-    Case("model/size not divisible by f", lambda c: c.model().encode_to_indices(torch.zeros(1, 3, 18, 18)), ValueError, "18x18"),
-    Case("model/uint8 images", lambda c: c.model().encode_to_indices(IMAGES(dtype=torch.uint8)), ValueError, "torch.uint8"),
+    Case(
+        "model/images 1 channel", lambda c: c.model().encode_to_indices(torch.zeros(1, 1, 16, 16)), ValueError, "got 1"
+    ),
+    Case(
+        "model/size not divisible by f",
+        lambda c: c.model().encode_to_indices(torch.zeros(1, 3, 18, 18)),
+        ValueError,
+        "18x18",
+    ),
+    Case(
+        "model/uint8 images",
+        lambda c: c.model().encode_to_indices(IMAGES(dtype=torch.uint8)),
+        ValueError,
+        "torch.uint8",
+    ),
     Case("model/NaN images", lambda c: c.model()(IMAGES() * float("nan")), ValueError, "NaN or Inf"),
     Case("model/float64 images", lambda c: c.model()(IMAGES(dtype=torch.float64)), ValueError, "torch.float64"),
-    Case("model/bf16 images", lambda c: c.model().encode_to_indices(IMAGES(dtype=torch.bfloat16)), ValueError, "torch.bfloat16"),
-    Case("model/empty batch", lambda c: c.model().encode_to_indices(torch.zeros(0, 3, 16, 16)), ValueError, "(0, 3, 16, 16)"),
-    Case("model/indices out of range", lambda c: c.model().decode_indices(torch.full((1, 4, 4), 16)), ValueError, "max 16"),
-    Case("model/negative indices", lambda c: c.model().decode_indices(torch.full((1, 4, 4), -1)), ValueError, "min -1"),
+    Case(
+        "model/bf16 images",
+        lambda c: c.model().encode_to_indices(IMAGES(dtype=torch.bfloat16)),
+        ValueError,
+        "torch.bfloat16",
+    ),
+    Case(
+        "model/empty batch",
+        lambda c: c.model().encode_to_indices(torch.zeros(0, 3, 16, 16)),
+        ValueError,
+        "(0, 3, 16, 16)",
+    ),
+    Case(
+        "model/indices out of range",
+        lambda c: c.model().decode_indices(torch.full((1, 4, 4), 16)),
+        ValueError,
+        "max 16",
+    ),
+    Case(
+        "model/negative indices", lambda c: c.model().decode_indices(torch.full((1, 4, 4), -1)), ValueError, "min -1"
+    ),
     Case("model/float indices", lambda c: c.model().decode_indices(torch.zeros(1, 4, 4)), ValueError, "torch.float32"),
-    Case("model/indices 2-D", lambda c: c.model().decode_indices(torch.zeros(4, 4, dtype=torch.long)), ValueError, "(4, 4)"),
+    Case(
+        "model/indices 2-D",
+        lambda c: c.model().decode_indices(torch.zeros(4, 4, dtype=torch.long)),
+        ValueError,
+        "(4, 4)",
+    ),
     # ---------------------------------------------------------------- loading
-    Case("load/config typo", lambda c: __import__("te_vqgan.loading").loading.load_vq_model(
-        str(c.json_config({**TINY_TEVQ, "orthogonal_reg_wieght": 1.0}))), ValueError, "'orthogonal_reg_wieght'"),
-    Case("load/config typo names the nearest key", lambda c: __import__("te_vqgan.loading").loading.load_vq_model(
-        str(c.json_config({**TINY_TEVQ, "orthogonal_reg_wieght": 1.0}))), ValueError, "did you mean 'orthogonal_reg_weight'"),
-    Case("load/unknown class", lambda c: __import__("te_vqgan.loading").loading.load_vq_model(
-        str(c.json_config({**TINY_TEVQ, "_class_name": "UNet2DModel"}))), ValueError, "'UNet2DModel'"),
+    Case(
+        "load/config typo",
+        lambda c: __import__("te_vqgan.loading").loading.load_vq_model(
+            str(c.json_config({**TINY_TEVQ, "orthogonal_reg_wieght": 1.0}))
+        ),
+        ValueError,
+        "'orthogonal_reg_wieght'",
+    ),
+    Case(
+        "load/config typo names the nearest key",
+        lambda c: __import__("te_vqgan.loading").loading.load_vq_model(
+            str(c.json_config({**TINY_TEVQ, "orthogonal_reg_wieght": 1.0}))
+        ),
+        ValueError,
+        "did you mean 'orthogonal_reg_weight'",
+    ),
+    Case(
+        "load/unknown class",
+        lambda c: __import__("te_vqgan.loading").loading.load_vq_model(
+            str(c.json_config({**TINY_TEVQ, "_class_name": "UNet2DModel"}))
+        ),
+        ValueError,
+        "'UNet2DModel'",
+    ),
     Case("load/stock VQModel folder as TEVQModel", lambda c: _stock_as_te(c), ValueError, "'VQModel'"),
-    Case("load/TEVQModel.from_config typo", lambda c: __import__("te_vqgan").TEVQModel.from_config(
-        {**TINY_TEVQ, "paddingmode": "zeros"}), ValueError, "'paddingmode'"),
-    Case("load/folder without config.json", lambda c: __import__("te_vqgan.loading").loading.load_vq_model(
-        str(c.tmp)), FileNotFoundError, "without config.json"),
-    Case("load/nothing there", lambda c: __import__("te_vqgan.loading").loading.load_vq_model(
-        str(c.tmp / "nope.json")), FileNotFoundError, "nope.json"),
-    Case("load/invalid JSON", lambda c: __import__("te_vqgan.loading").loading.load_model_config(
-        c.file("bad.json", b"{oops")), ValueError, "bad.json"),
-    Case("load/JSON not an object", lambda c: __import__("te_vqgan.loading").loading.load_model_config(
-        c.file("list.json", b"[1, 2]")), ValueError, "list"),
-    Case("load/device bogus", lambda c: __import__("te_vqgan.loading").loading.resolve_device("bogus"), ValueError, "'bogus'"),
-    Case("load/device unavailable", lambda c: __import__("te_vqgan.loading").loading.resolve_device("cuda:7"), ValueError, "'cuda:7'"),
+    Case(
+        "load/TEVQModel.from_config typo",
+        lambda c: __import__("te_vqgan").TEVQModel.from_config({**TINY_TEVQ, "paddingmode": "zeros"}),
+        ValueError,
+        "'paddingmode'",
+    ),
+    Case(
+        "load/folder without config.json",
+        lambda c: __import__("te_vqgan.loading").loading.load_vq_model(str(c.tmp)),
+        FileNotFoundError,
+        "without config.json",
+    ),
+    Case(
+        "load/nothing there",
+        lambda c: __import__("te_vqgan.loading").loading.load_vq_model(str(c.tmp / "nope.json")),
+        FileNotFoundError,
+        "nope.json",
+    ),
+    Case(
+        "load/invalid JSON",
+        lambda c: __import__("te_vqgan.loading").loading.load_model_config(c.file("bad.json", b"{oops")),
+        ValueError,
+        "bad.json",
+    ),
+    Case(
+        "load/JSON not an object",
+        lambda c: __import__("te_vqgan.loading").loading.load_model_config(c.file("list.json", b"[1, 2]")),
+        ValueError,
+        "list",
+    ),
+    Case(
+        "load/device bogus",
+        lambda c: __import__("te_vqgan.loading").loading.resolve_device("bogus"),
+        ValueError,
+        "'bogus'",
+    ),
+    Case(
+        "load/device unavailable",
+        lambda c: __import__("te_vqgan.loading").loading.resolve_device("cuda:7"),
+        ValueError,
+        "'cuda:7'",
+    ),
     # ---------------------------------------------------------------- metrics and losses
-    Case("metrics/usage out of range", lambda c: __import__("te_vqgan").codebook_usage(torch.tensor([0, 5]), 4), ValueError, "max 5"),
-    Case("metrics/usage empty", lambda c: __import__("te_vqgan").codebook_usage(torch.tensor([], dtype=torch.long), 4), ValueError, "empty"),
-    Case("metrics/usage float", lambda c: __import__("te_vqgan").codebook_usage(torch.tensor([0.5]), 4), ValueError, "torch.float32"),
-    Case("metrics/usage num_codes=0", lambda c: __import__("te_vqgan").codebook_usage(torch.tensor([0]), 0), ValueError, "got 0"),
-    Case("metrics/digits out of [0, 1]", lambda c: __import__("te_vqgan").shift_equivariance(
-        c.model(), torch.full((1, 28, 28), 3.0).numpy()), ValueError, "[0, 1]"),
-    Case("metrics/not a model", lambda c: __import__("te_vqgan").shift_equivariance(
-        object(), torch.zeros(1, 28, 28, dtype=torch.uint8).numpy()), TypeError, "object"),
-    Case("losses/NaN codebook", lambda c: __import__("te_vqgan").orthogonal_loss(torch.full((4, 4), float("nan"))), ValueError, "16 NaN"),
-    Case("losses/empty codebook", lambda c: __import__("te_vqgan").orthogonal_loss(torch.zeros(0, 4)), ValueError, "(0, 4)"),
+    Case(
+        "metrics/usage out of range",
+        lambda c: __import__("te_vqgan").codebook_usage(torch.tensor([0, 5]), 4),
+        ValueError,
+        "max 5",
+    ),
+    Case(
+        "metrics/usage empty",
+        lambda c: __import__("te_vqgan").codebook_usage(torch.tensor([], dtype=torch.long), 4),
+        ValueError,
+        "empty",
+    ),
+    Case(
+        "metrics/usage float",
+        lambda c: __import__("te_vqgan").codebook_usage(torch.tensor([0.5]), 4),
+        ValueError,
+        "torch.float32",
+    ),
+    Case(
+        "metrics/usage num_codes=0",
+        lambda c: __import__("te_vqgan").codebook_usage(torch.tensor([0]), 0),
+        ValueError,
+        "got 0",
+    ),
+    Case(
+        "metrics/digits out of [0, 1]",
+        lambda c: __import__("te_vqgan").shift_equivariance(c.model(), torch.full((1, 28, 28), 3.0).numpy()),
+        ValueError,
+        "[0, 1]",
+    ),
+    Case(
+        "metrics/not a model",
+        lambda c: __import__("te_vqgan").shift_equivariance(
+            object(), torch.zeros(1, 28, 28, dtype=torch.uint8).numpy()
+        ),
+        TypeError,
+        "object",
+    ),
+    Case(
+        "losses/NaN codebook",
+        lambda c: __import__("te_vqgan").orthogonal_loss(torch.full((4, 4), float("nan"))),
+        ValueError,
+        "16 NaN",
+    ),
+    Case(
+        "losses/empty codebook",
+        lambda c: __import__("te_vqgan").orthogonal_loss(torch.zeros(0, 4)),
+        ValueError,
+        "(0, 4)",
+    ),
     Case("losses/1-D codebook", lambda c: __import__("te_vqgan").orthogonal_loss(torch.zeros(4)), ValueError, "(4,)"),
-    Case("losses/unknown reconstruction", lambda c: __import__("te_vqgan.losses").losses.reconstruction_loss(
-        IMAGES(), IMAGES(), "l3"), ValueError, "'l3'"),
+    Case(
+        "losses/unknown reconstruction",
+        lambda c: __import__("te_vqgan.losses").losses.reconstruction_loss(IMAGES(), IMAGES(), "l3"),
+        ValueError,
+        "'l3'",
+    ),
     # ---------------------------------------------------------------- captions and parser
     Case("captions/parse None", lambda c: __import__("te_vqgan.data").data.parse_caption(None), TypeError, "NoneType"),
-    Case("captions/parse bytes", lambda c: __import__("te_vqgan.data").data.parse_caption(b"red 3"), TypeError, "bytes"),
-    Case("captions/strict unknown word", lambda c: __import__("te_vqgan.data").data.parse_caption(
-        "the purple 3 is on the upper left.", strict=True), ValueError, "'purple'"),
-    Case("captions/unknown variant", lambda c: __import__("te_vqgan.data").data.parse_caption("red 3", variant="emnist"),
-         ValueError, "'emnist'"),
+    Case(
+        "captions/parse bytes", lambda c: __import__("te_vqgan.data").data.parse_caption(b"red 3"), TypeError, "bytes"
+    ),
+    Case(
+        "captions/strict unknown word",
+        lambda c: __import__("te_vqgan.data").data.parse_caption("the purple 3 is on the upper left.", strict=True),
+        ValueError,
+        "'purple'",
+    ),
+    Case(
+        "captions/unknown variant",
+        lambda c: __import__("te_vqgan.data").data.parse_caption("red 3", variant="emnist"),
+        ValueError,
+        "'emnist'",
+    ),
     Case("captions/bad colour", lambda c: _render(("upper_left", "purple", 3)), ValueError, "'purple'"),
     Case("captions/bad location", lambda c: _render(("middle", "red", 3)), ValueError, "'middle'"),
     Case("captions/digit 10", lambda c: _render(("upper_left", "red", 10)), ValueError, "10"),
     Case("captions/no objects", lambda c: _render(), ValueError, "got none"),
     # ---------------------------------------------------------------- the builder
     Case("builder/negative size", lambda c: _builder(c, num_train=-5), ValueError, "-5"),
-    Case("builder/every size 0", lambda c: _builder(c, num_train=0, num_validation=0, num_test=0, num_test_seen=0,
-                                                    num_shift_groups=0), ValueError, "Every split size is 0"),
+    Case(
+        "builder/every size 0",
+        lambda c: _builder(c, num_train=0, num_validation=0, num_test=0, num_test_seen=0, num_shift_groups=0),
+        ValueError,
+        "Every split size is 0",
+    ),
     Case("builder/captions_per_image 0", lambda c: _builder(c, captions_per_image=0), ValueError, "got 0"),
     Case("builder/shift colour", lambda c: _builder(c, shift_colour="pink"), ValueError, "'pink'"),
     Case("builder/variant", lambda c: _builder(c, variant="kmnist"), ValueError, "'kmnist'"),
     # ---------------------------------------------------------------- the MNIST reader
-    Case("mnist/truncated gzip", lambda c: _read_idx(c.file("t.gz", _gz(b"\x00\x00\x08\x01" + b"\x00" * 100)[:30])), ValueError, "t.gz"),
+    Case(
+        "mnist/truncated gzip",
+        lambda c: _read_idx(c.file("t.gz", _gz(b"\x00\x00\x08\x01" + b"\x00" * 100)[:30])),
+        ValueError,
+        "t.gz",
+    ),
     Case("mnist/not gzip", lambda c: _read_idx(c.file("plain.gz", b"not a gzip file at all")), ValueError, "plain.gz"),
-    Case("mnist/wrong magic", lambda c: _read_idx(c.file("m.gz", _gz(b"\x01\x02\x03\x04" + b"\x00" * 8))), ValueError, "01020304"),
+    Case(
+        "mnist/wrong magic",
+        lambda c: _read_idx(c.file("m.gz", _gz(b"\x01\x02\x03\x04" + b"\x00" * 8))),
+        ValueError,
+        "01020304",
+    ),
     Case("mnist/too short", lambda c: _read_idx(c.file("s.gz", _gz(b"\x00"))), ValueError, "1 bytes"),
-    Case("mnist/size mismatch", lambda c: _read_idx(c.file("z.gz", _gz(b"\x00\x00\x08\x01\x00\x00\x00\x05" + b"\x00" * 2))), ValueError, "(5,)"),
-    Case("mnist/missing folder file", lambda c: __import__("te_vqgan.data").data.resolve_mnist_files(
-        data_dir=c.tmp), FileNotFoundError, "train-images-idx3-ubyte.gz"),
+    Case(
+        "mnist/size mismatch",
+        lambda c: _read_idx(c.file("z.gz", _gz(b"\x00\x00\x08\x01\x00\x00\x00\x05" + b"\x00" * 2))),
+        ValueError,
+        "(5,)",
+    ),
+    Case(
+        "mnist/missing folder file",
+        lambda c: __import__("te_vqgan.data").data.resolve_mnist_files(data_dir=c.tmp),
+        FileNotFoundError,
+        "train-images-idx3-ubyte.gz",
+    ),
     Case("mnist/corrupt file", lambda c: _corrupt_mnist(c), ValueError, "SHA-256"),
     # ---------------------------------------------------------------- stage 2 pieces
     Case("tokenizer/codebook 0", lambda c: __import__("te_vqgan").TextImageTokenizer.build(0), ValueError, "got 0"),
-    Case("tokenizer/unknown words", lambda c: c.tokenizer().encode_caption("the purple 3 is zorp."), ValueError, "['purple', 'zorp']"),
-    Case("tokenizer/too long", lambda c: __import__("te_vqgan").TextImageTokenizer.build(16, text_length=6).encode_caption(
-        "the red 3 is on the upper left."), ValueError, "6"),
-    Case("tokenizer/code out of range", lambda c: c.tokenizer().encode_image_indices(torch.full((1, 4, 4), 16)), ValueError, "16"),
-    Case("tokenizer/not image ids", lambda c: c.tokenizer().decode_image_indices(torch.zeros(1, 4, dtype=torch.long)), ValueError, "0"),
-    Case("layout/direction", lambda c: __import__("te_vqgan.generation").generation.SequenceLayout.from_tokenizer(
-        c.tokenizer(), (4, 4)).allowed_tokens("x2y"), ValueError, "'x2y'"),
-    Case("sampling/top-k fraction", lambda c: __import__("te_vqgan.generation").generation.top_k_from_fraction(100, 0.0),
-         ValueError, "0.0"),
-    Case("tokenized/not a cache", lambda c: __import__("te_vqgan.data.tokenized").data.tokenized.load_tokenized_dataset(c.tmp),
-         ValueError, "quantizer.json"),
+    Case(
+        "tokenizer/unknown words",
+        lambda c: c.tokenizer().encode_caption("the purple 3 is zorp."),
+        ValueError,
+        "['purple', 'zorp']",
+    ),
+    Case(
+        "tokenizer/too long",
+        lambda c: (
+            __import__("te_vqgan")
+            .TextImageTokenizer.build(16, text_length=6)
+            .encode_caption("the red 3 is on the upper left.")
+        ),
+        ValueError,
+        "6",
+    ),
+    Case(
+        "tokenizer/code out of range",
+        lambda c: c.tokenizer().encode_image_indices(torch.full((1, 4, 4), 16)),
+        ValueError,
+        "16",
+    ),
+    Case(
+        "tokenizer/not image ids",
+        lambda c: c.tokenizer().decode_image_indices(torch.zeros(1, 4, dtype=torch.long)),
+        ValueError,
+        "0",
+    ),
+    Case(
+        "layout/direction",
+        lambda c: (
+            __import__("te_vqgan.generation")
+            .generation.SequenceLayout.from_tokenizer(c.tokenizer(), (4, 4))
+            .allowed_tokens("x2y")
+        ),
+        ValueError,
+        "'x2y'",
+    ),
+    Case(
+        "sampling/top-k fraction",
+        lambda c: __import__("te_vqgan.generation").generation.top_k_from_fraction(100, 0.0),
+        ValueError,
+        "0.0",
+    ),
+    Case(
+        "tokenized/not a cache",
+        lambda c: __import__("te_vqgan.data.tokenized").data.tokenized.load_tokenized_dataset(c.tmp),
+        ValueError,
+        "quantizer.json",
+    ),
     # ---------------------------------------------------------------- the CLI (exit 2, one line)
-    Case("cli/equivariance --num-digits 0", lambda c: cli("equivariance", "--model", REPO_ROOT / "hub_configs" / "te-vqgan-mnist-small.json",
-                                                          "--mnist-dir", c.mnist_dir, "--num-digits", "0", "--output", c.tmp / "o" / "e.png"),
-         SCRIPT_EXIT, "--num-digits must be >= 1 (got 0)", output="o"),
-    Case("cli/equivariance --device bogus", lambda c: cli("equivariance", "--model", REPO_ROOT / "hub_configs" / "te-vqgan-mnist-small.json",
-                                                          "--device", "bogus", "--output", c.tmp / "o" / "e.png"),
-         SCRIPT_EXIT, "'bogus'", output="o"),
-    Case("cli/equivariance --device cuda:7", lambda c: cli("equivariance", "--model", REPO_ROOT / "hub_configs" / "te-vqgan-mnist-small.json",
-                                                           "--device", "cuda:7", "--output", c.tmp / "o" / "e.png"),
-         SCRIPT_EXIT, "'cuda:7'", output="o"),
-    Case("cli/equivariance config typo", lambda c: cli("equivariance", "--model", c.json_config({**TINY_TEVQ, "num_vq_embedding": 8}),
-                                                       "--output", c.tmp / "o" / "e.png"), SCRIPT_EXIT, "'num_vq_embedding'", output="o"),
-    Case("cli/build-dataset --num-proc 0", lambda c: cli("build-dataset", "--output", c.tmp / "o", "--num-proc", "0"),
-         SCRIPT_EXIT, "--num-proc must be at least 1 (got 0)", output="o"),
-    Case("cli/tokenize-dataset config file", lambda c: cli("tokenize-dataset", "--vqmodel", c.json_config(TINY_TEVQ),
-                                                           "--output", c.tmp / "o"), SCRIPT_EXIT, "config.json", output="o"),
-    Case("cli/tokenize-dataset batch 0", lambda c: cli("tokenize-dataset", "--vqmodel", c.saved_model(), "--batch-size", "0",
-                                                       "--output", c.tmp / "o"), SCRIPT_EXIT, "--batch-size must be >= 1 (got 0)", output="o"),
-    Case("cli/train-classifier --epochs 0", lambda c: cli("train-classifier", "--output", c.tmp / "o", "--epochs", "0"),
-         SCRIPT_EXIT, "--epochs must be >= 1 (got 0)", output="o"),
-    Case("cli/train-classifier --channels 16,x,64", lambda c: cli("train-classifier", "--output", c.tmp / "o", "--channels", "16,x,64"),
-         SCRIPT_EXIT, "--channels must be three positive integers separated by commas, e.g. 16,32,64 (got '16,x,64')", output="o"),
-    Case("cli/train-classifier --test-time-shift 9", lambda c: cli("train-classifier", "--output", c.tmp / "o", "--test-time-shift", "9"),
-         SCRIPT_EXIT, "--test-time-shift must be in [0, 4] pixels (got 9)", output="o"),
-    Case("cli/train-classifier --max-rotation 90", lambda c: cli("train-classifier", "--output", c.tmp / "o", "--max-rotation", "90"),
-         SCRIPT_EXIT, "--max-rotation must be in [0, 45] degrees (got 90.0)", output="o"),
-    Case("cli/evaluate no pipeline", lambda c: cli("evaluate", "--pipeline", c.tmp / "absent", "--classifier", c.tmp / "absent",
-                                                   "--output", c.tmp / "o", "--device", "cpu"), SCRIPT_EXIT, "absent", output="o"),
-    Case("cli/evaluate --top-k-fraction 0", lambda c: cli("evaluate", "--pipeline", c.tmp / "absent", "--classifier", c.tmp / "absent",
-                                                          "--output", c.tmp / "o", "--top-k-fraction", "0"),
-         SCRIPT_EXIT, "`top_k_fraction` must be in (0, 1] (got 0.0)", output="o"),
-    Case("cli/reproduce --jobs 0", lambda c: cli("reproduce", "--jobs", "0", "--output", c.tmp / "o"),
-         SCRIPT_EXIT, "--jobs must be >= 1 (got 0)", output="o"),
-    Case("cli/reproduce --quantizers xx", lambda c: cli("reproduce", "--quantizers", "te,xx", "--output", c.tmp / "o"),
-         SCRIPT_EXIT, "unknown ['xx']", output="o"),
-    Case("cli/reproduce --classifier not one", lambda c: cli("reproduce", "--classifier", c.tmp, "--output", c.tmp / "o"),
-         SCRIPT_EXIT, "not a `te-vqgan train-classifier` folder", output="o"),
+    Case(
+        "cli/equivariance --num-digits 0",
+        lambda c: cli(
+            "equivariance",
+            "--model",
+            REPO_ROOT / "hub_configs" / "te-vqgan-mnist-small.json",
+            "--mnist-dir",
+            c.mnist_dir,
+            "--num-digits",
+            "0",
+            "--output",
+            c.tmp / "o" / "e.png",
+        ),
+        SCRIPT_EXIT,
+        "--num-digits must be >= 1 (got 0)",
+        output="o",
+    ),
+    Case(
+        "cli/equivariance --device bogus",
+        lambda c: cli(
+            "equivariance",
+            "--model",
+            REPO_ROOT / "hub_configs" / "te-vqgan-mnist-small.json",
+            "--device",
+            "bogus",
+            "--output",
+            c.tmp / "o" / "e.png",
+        ),
+        SCRIPT_EXIT,
+        "'bogus'",
+        output="o",
+    ),
+    Case(
+        "cli/equivariance --device cuda:7",
+        lambda c: cli(
+            "equivariance",
+            "--model",
+            REPO_ROOT / "hub_configs" / "te-vqgan-mnist-small.json",
+            "--device",
+            "cuda:7",
+            "--output",
+            c.tmp / "o" / "e.png",
+        ),
+        SCRIPT_EXIT,
+        "'cuda:7'",
+        output="o",
+    ),
+    Case(
+        "cli/equivariance config typo",
+        lambda c: cli(
+            "equivariance",
+            "--model",
+            c.json_config({**TINY_TEVQ, "num_vq_embedding": 8}),
+            "--output",
+            c.tmp / "o" / "e.png",
+        ),
+        SCRIPT_EXIT,
+        "'num_vq_embedding'",
+        output="o",
+    ),
+    Case(
+        "cli/build-dataset --num-proc 0",
+        lambda c: cli("build-dataset", "--output", c.tmp / "o", "--num-proc", "0"),
+        SCRIPT_EXIT,
+        "--num-proc must be at least 1 (got 0)",
+        output="o",
+    ),
+    Case(
+        "cli/tokenize-dataset config file",
+        lambda c: cli("tokenize-dataset", "--vqmodel", c.json_config(TINY_TEVQ), "--output", c.tmp / "o"),
+        SCRIPT_EXIT,
+        "config.json",
+        output="o",
+    ),
+    Case(
+        "cli/tokenize-dataset batch 0",
+        lambda c: cli("tokenize-dataset", "--vqmodel", c.saved_model(), "--batch-size", "0", "--output", c.tmp / "o"),
+        SCRIPT_EXIT,
+        "--batch-size must be >= 1 (got 0)",
+        output="o",
+    ),
+    Case(
+        "cli/train-classifier --epochs 0",
+        lambda c: cli("train-classifier", "--output", c.tmp / "o", "--epochs", "0"),
+        SCRIPT_EXIT,
+        "--epochs must be >= 1 (got 0)",
+        output="o",
+    ),
+    Case(
+        "cli/train-classifier --channels 16,x,64",
+        lambda c: cli("train-classifier", "--output", c.tmp / "o", "--channels", "16,x,64"),
+        SCRIPT_EXIT,
+        "--channels must be three positive integers separated by commas, e.g. 16,32,64 (got '16,x,64')",
+        output="o",
+    ),
+    Case(
+        "cli/train-classifier --test-time-shift 9",
+        lambda c: cli("train-classifier", "--output", c.tmp / "o", "--test-time-shift", "9"),
+        SCRIPT_EXIT,
+        "--test-time-shift must be in [0, 4] pixels (got 9)",
+        output="o",
+    ),
+    Case(
+        "cli/train-classifier --max-rotation 90",
+        lambda c: cli("train-classifier", "--output", c.tmp / "o", "--max-rotation", "90"),
+        SCRIPT_EXIT,
+        "--max-rotation must be in [0, 45] degrees (got 90.0)",
+        output="o",
+    ),
+    Case(
+        "cli/evaluate no pipeline",
+        lambda c: cli(
+            "evaluate",
+            "--pipeline",
+            c.tmp / "absent",
+            "--classifier",
+            c.tmp / "absent",
+            "--output",
+            c.tmp / "o",
+            "--device",
+            "cpu",
+        ),
+        SCRIPT_EXIT,
+        "absent",
+        output="o",
+    ),
+    Case(
+        "cli/evaluate --top-k-fraction 0",
+        lambda c: cli(
+            "evaluate",
+            "--pipeline",
+            c.tmp / "absent",
+            "--classifier",
+            c.tmp / "absent",
+            "--output",
+            c.tmp / "o",
+            "--top-k-fraction",
+            "0",
+        ),
+        SCRIPT_EXIT,
+        "`top_k_fraction` must be in (0, 1] (got 0.0)",
+        output="o",
+    ),
+    Case(
+        "cli/reproduce --jobs 0",
+        lambda c: cli("reproduce", "--jobs", "0", "--output", c.tmp / "o"),
+        SCRIPT_EXIT,
+        "--jobs must be >= 1 (got 0)",
+        output="o",
+    ),
+    Case(
+        "cli/reproduce --quantizers xx",
+        lambda c: cli("reproduce", "--quantizers", "te,xx", "--output", c.tmp / "o"),
+        SCRIPT_EXIT,
+        "unknown ['xx']",
+        output="o",
+    ),
+    Case(
+        "cli/reproduce --classifier not one",
+        lambda c: cli("reproduce", "--classifier", c.tmp, "--output", c.tmp / "o"),
+        SCRIPT_EXIT,
+        "not a `te-vqgan train-classifier` folder",
+        output="o",
+    ),
     # ---------------------------------------------------------------- the training scripts
-    Case("train_vqgan/--learning_rate inf", lambda c: stage1(c, "--learning_rate", "inf"), SCRIPT_EXIT, "'inf'", output="run"),
-    Case("train_vqgan/--disc_weight nan", lambda c: stage1(c, "--disc_weight", "nan"), SCRIPT_EXIT, "'nan'", output="run"),
-    Case("train_vqgan/--adam_beta1 1", lambda c: stage1(c, "--adam_beta1", "1.0"), SCRIPT_EXIT, "(got 1.0)", output="run"),
+    Case(
+        "train_vqgan/--learning_rate inf",
+        lambda c: stage1(c, "--learning_rate", "inf"),
+        SCRIPT_EXIT,
+        "'inf'",
+        output="run",
+    ),
+    Case(
+        "train_vqgan/--disc_weight nan",
+        lambda c: stage1(c, "--disc_weight", "nan"),
+        SCRIPT_EXIT,
+        "'nan'",
+        output="run",
+    ),
+    Case(
+        "train_vqgan/--adam_beta1 1",
+        lambda c: stage1(c, "--adam_beta1", "1.0"),
+        SCRIPT_EXIT,
+        "(got 1.0)",
+        output="run",
+    ),
     Case("train_vqgan/--output_dir a file", lambda c: _output_file(c, stage1), SCRIPT_EXIT, "is a file"),
-    Case("train_vqgan/--pretrained_model missing", lambda c: _stage1_pretrained(c), SCRIPT_EXIT, "'missing/folder/x'", output="run"),
-    Case("train_vqgan/--model_config typo", lambda c: _stage1_config(c, {**TINY_TEVQ, "orthogonal_reg_wieght": 2.0}),
-         SCRIPT_EXIT, "did you mean 'orthogonal_reg_weight'", output="run"),
-    Case("train_vqgan/--model_config of a VQModel", lambda c: _stage1_config(c, {**TINY_STOCK_VQ, "_class_name": "VQModel"}),
-         SCRIPT_EXIT, "'VQModel'", output="run"),
-    Case("train_vqgan/--reconstruction_loss l3", lambda c: stage1(c, "--reconstruction_loss", "l3"), SCRIPT_EXIT, "'l3'", output="run"),
-    Case("train_generator/--directions", lambda c: stage2(c, "--directions", "t2x"), SCRIPT_EXIT, "'t2x'", output="run"),
-    Case("train_generator/--temperature nan", lambda c: stage2(c, "--temperature", "nan"), SCRIPT_EXIT, "'nan'", output="run"),
-    Case("train_generator/--n_embd", lambda c: stage2(c, "--n_embd", "30", "--n_head", "4"), SCRIPT_EXIT, "(got 30 and 4)", output="run"),
+    Case(
+        "train_vqgan/--pretrained_model missing",
+        lambda c: _stage1_pretrained(c),
+        SCRIPT_EXIT,
+        "'missing/folder/x'",
+        output="run",
+    ),
+    Case(
+        "train_vqgan/--model_config typo",
+        lambda c: _stage1_config(c, {**TINY_TEVQ, "orthogonal_reg_wieght": 2.0}),
+        SCRIPT_EXIT,
+        "did you mean 'orthogonal_reg_weight'",
+        output="run",
+    ),
+    Case(
+        "train_vqgan/--model_config of a VQModel",
+        lambda c: _stage1_config(c, {**TINY_STOCK_VQ, "_class_name": "VQModel"}),
+        SCRIPT_EXIT,
+        "'VQModel'",
+        output="run",
+    ),
+    Case(
+        "train_vqgan/--reconstruction_loss l3",
+        lambda c: stage1(c, "--reconstruction_loss", "l3"),
+        SCRIPT_EXIT,
+        "'l3'",
+        output="run",
+    ),
+    Case(
+        "train_generator/--directions", lambda c: stage2(c, "--directions", "t2x"), SCRIPT_EXIT, "'t2x'", output="run"
+    ),
+    Case(
+        "train_generator/--temperature nan",
+        lambda c: stage2(c, "--temperature", "nan"),
+        SCRIPT_EXIT,
+        "'nan'",
+        output="run",
+    ),
+    Case(
+        "train_generator/--n_embd",
+        lambda c: stage2(c, "--n_embd", "30", "--n_head", "4"),
+        SCRIPT_EXIT,
+        "(got 30 and 4)",
+        output="run",
+    ),
     Case("train_generator/not a cache", lambda c: stage2(c), ValueError, "quantizer.json", output="run"),
     # ---------------------------------------------------------------- resume
-    Case("resume/empty checkpoint named", lambda c: resume_toy(c, "checkpoint-9"), ValueError, "training_state.json",
-         output="run", setup=lambda c: toy_run(c, "empty")),
-    Case("resume/truncated weights", lambda c: resume_toy(c), ValueError, "model.safetensors",
-         output="run", setup=lambda c: toy_run(c, "truncate")),
-    Case("resume/another model", lambda c: resume_toy(c, wider=True), ValueError, "Linear.bias has shape (1,) there but (3,)",
-         output="run", setup=lambda c: toy_run(c, "none")),
+    Case(
+        "resume/empty checkpoint named",
+        lambda c: resume_toy(c, "checkpoint-9"),
+        ValueError,
+        "training_state.json",
+        output="run",
+        setup=lambda c: toy_run(c, "empty"),
+    ),
+    Case(
+        "resume/truncated weights",
+        lambda c: resume_toy(c),
+        ValueError,
+        "model.safetensors",
+        output="run",
+        setup=lambda c: toy_run(c, "truncate"),
+    ),
+    Case(
+        "resume/another model",
+        lambda c: resume_toy(c, wider=True),
+        ValueError,
+        "Linear.bias has shape (1,) there but (3,)",
+        output="run",
+        setup=lambda c: toy_run(c, "none"),
+    ),
 ]
 
 
@@ -362,7 +784,9 @@ def _stage1_config(ctx, config):
     from train_helpers import load_training_script
 
     script = load_training_script("train_vqgan")
-    return script.parse_args(["--model_config", str(ctx.json_config(config, "model.json")), "--output_dir", str(ctx.tmp / "run")])
+    return script.parse_args(
+        ["--model_config", str(ctx.json_config(config, "model.json")), "--output_dir", str(ctx.tmp / "run")]
+    )
 
 
 def classify(case: Case, ctx: Context, capsys=None) -> tuple[str, str]:
@@ -396,15 +820,19 @@ def check_row(case: Case, tmp_path: Path, mnist_dir, capsys, nothing_left: bool 
     ctx = Context(tmp_path, Path(mnist_dir).resolve())
     if case.setup is not None:
         case.setup(ctx)
-    before = {p for p in (tmp_path / case.output).rglob("*")} if case.output and (tmp_path / case.output).is_dir() else set()
+    before = set((tmp_path / case.output).rglob("*")) if case.output and (tmp_path / case.output).is_dir() else set()
     verdict, message = classify(case, ctx, capsys)
     assert verdict == "clear", f"{case.id}: {verdict}: {message}"
     if case.output:
         folder = tmp_path / case.output
         if folder.is_dir():
-            left = {p for p in folder.rglob("*")} - before
+            left = set(folder.rglob("*")) - before
             if not nothing_left:
-                left = {p for p in left if p.suffix in (".tmp", ".partial") or p.name in ("README.md", "metrics.json", "model_index.json")}
+                left = {
+                    p
+                    for p in left
+                    if p.suffix in (".tmp", ".partial") or p.name in ("README.md", "metrics.json", "model_index.json")
+                }
             assert not left, f"{case.id} left {sorted(p.name for p in left)} in {folder}"
 
 
@@ -458,7 +886,9 @@ if __name__ == "__main__":
                 os.chdir(cwd)
         # A row whose API does not exist in the code under test (an older checkout) is not counted.
         missing_api = ("module 'te_vqgan", "train_generator")  # te_vqgan names or the stage-2 script, absent there
-        if verdict == "raw" and (message.startswith(("ModuleNotFoundError", "ImportError")) or any(m in message for m in missing_api)):
+        if verdict == "raw" and (
+            message.startswith(("ModuleNotFoundError", "ImportError")) or any(m in message for m in missing_api)
+        ):
             verdict = "n/a"
         counts[verdict] = counts.get(verdict, 0) + 1
         if verdict != "clear":
@@ -474,10 +904,27 @@ def test_training_script_errors_are_one_line_and_exit_2(tmp_path):
     config = tmp_path / "tiny.json"
     config.write_text(json.dumps({**TINY_TEVQ, "sample_size": 64}))
     completed = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "training" / "train_vqgan.py"), "--model_config", str(config),
-         "--mnist_dir", str(tmp_path / "no-mnist"), "--perceptual_weight", "0", "--output_dir", str(tmp_path / "run"),
-         "--report_to", "none", "--cpu", "--num_train", "16"],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        [
+            sys.executable,
+            str(REPO_ROOT / "training" / "train_vqgan.py"),
+            "--model_config",
+            str(config),
+            "--mnist_dir",
+            str(tmp_path / "no-mnist"),
+            "--perceptual_weight",
+            "0",
+            "--output_dir",
+            str(tmp_path / "run"),
+            "--report_to",
+            "none",
+            "--cpu",
+            "--num_train",
+            "16",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
     )
     assert completed.returncode == 2
     errors = [line for line in completed.stderr.splitlines() if "error" in line.lower()]

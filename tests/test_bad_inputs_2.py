@@ -150,7 +150,9 @@ def locked(ctx) -> Path:
     """An output folder whose lock is held by a live process (pid 1 on this host)."""
     folder = ctx.tmp / "run"
     folder.mkdir(exist_ok=True)
-    (folder / ".lock").write_text(json.dumps({"pid": 1, "host": socket.gethostname(), "command": "te-vqgan reproduce"}))
+    (folder / ".lock").write_text(
+        json.dumps({"pid": 1, "host": socket.gethostname(), "command": "te-vqgan reproduce"})
+    )
     return folder
 
 
@@ -172,10 +174,16 @@ CASES = [
     Case("t2i/prompt with a number", lambda c: t2i(c, prompt=[PROMPT, 3]), ValueError, "`prompt` must be a caption"),
     Case("t2i/empty prompt", lambda c: t2i(c, prompt=""), ValueError, "has no words"),
     Case("t2i/num_images_per_prompt 2.5", lambda c: t2i(c, num_images_per_prompt=2.5), ValueError, "2.5"),
-    Case("t2i/num_images_per_prompt 0", lambda c: t2i(c, num_images_per_prompt=0), ValueError, "`num_images_per_prompt`"),
+    Case(
+        "t2i/num_images_per_prompt 0", lambda c: t2i(c, num_images_per_prompt=0), ValueError, "`num_images_per_prompt`"
+    ),
     Case("t2i/generator 0", lambda c: t2i(c, generator=0), ValueError, "`generator` must be a torch.Generator"),
-    Case("t2i/generator list too short", lambda c: t2i(c, num_images_per_prompt=3, generator=[torch.Generator()]), ValueError,
-         "1 generators for 3 samples"),
+    Case(
+        "t2i/generator list too short",
+        lambda c: t2i(c, num_images_per_prompt=3, generator=[torch.Generator()]),
+        ValueError,
+        "1 generators for 3 samples",
+    ),
     Case("t2i/generator list of ints", lambda c: t2i(c, generator=[1]), ValueError, "['int']"),
     Case("t2i/output_type latents", lambda c: t2i(c, output_type="latents"), ValueError, "'latents'"),
     Case("t2i/temperature 1e39", lambda c: t2i(c, temperature=1e39), ValueError, "1e+39"),
@@ -186,108 +194,359 @@ CASES = [
     Case("t2i/top_k_fraction 1.5", lambda c: t2i(c, top_k_fraction=1.5), ValueError, "1.5"),
     Case("t2i/batch_size 0", lambda c: t2i(c, batch_size=0), ValueError, "`batch_size`"),
     Case("t2i/batch_size 1.5", lambda c: t2i(c, batch_size=1.5), ValueError, "1.5"),
-    Case("t2i/60000 images in one batch", lambda c: t2i(c, num_images_per_prompt=60_000), ValueError, "pass `batch_size`"),
-    Case("t2i/callback not callable", lambda c: t2i(c, callback_on_step_end="print"), ValueError, "`callback_on_step_end`"),
-    Case("t2i/callback tensor input unknown", lambda c: t2i(c, callback_on_step_end=lambda *a: {},
-                                                          callback_on_step_end_tensor_inputs=["latents"]), ValueError, "['latents']"),
+    Case(
+        "t2i/60000 images in one batch",
+        lambda c: t2i(c, num_images_per_prompt=60_000),
+        ValueError,
+        "pass `batch_size`",
+    ),
+    Case(
+        "t2i/callback not callable",
+        lambda c: t2i(c, callback_on_step_end="print"),
+        ValueError,
+        "`callback_on_step_end`",
+    ),
+    Case(
+        "t2i/callback tensor input unknown",
+        lambda c: t2i(c, callback_on_step_end=lambda *a: {}, callback_on_step_end_tensor_inputs=["latents"]),
+        ValueError,
+        "['latents']",
+    ),
     Case("i2t/image None", lambda c: i2t(c, image=None), ValueError, "NoneType"),
     Case("i2t/image a path string", lambda c: i2t(c, image="cat.png"), ValueError, "str"),
-    Case("i2t/float image in [0, 255]", lambda c: i2t(c, image=torch.full((1, 3, 16, 16), 200.0)), ValueError, "in [-1, 1]"),
+    Case(
+        "i2t/float image in [0, 255]",
+        lambda c: i2t(c, image=torch.full((1, 3, 16, 16), 200.0)),
+        ValueError,
+        "in [-1, 1]",
+    ),
     Case("i2t/NaN image", lambda c: i2t(c, image=torch.full((1, 3, 16, 16), float("nan"))), ValueError, "NaN"),
-    Case("i2t/generator list too long", lambda c: i2t(c, generator=[torch.Generator(), torch.Generator()]), ValueError,
-         "2 generators for 1 samples"),
+    Case(
+        "i2t/generator list too long",
+        lambda c: i2t(c, generator=[torch.Generator(), torch.Generator()]),
+        ValueError,
+        "2 generators for 1 samples",
+    ),
     Case("i2t/generator a seed", lambda c: i2t(c, generator=7), ValueError, "`generator` must be a torch.Generator"),
     Case("i2t/temperature -1", lambda c: i2t(c, temperature=-1), ValueError, "-1"),
     Case("i2t/top_k_fraction 2", lambda c: i2t(c, top_k_fraction=2), ValueError, "2"),
     Case("i2t/batch_size -3", lambda c: i2t(c, batch_size=-3), ValueError, "-3"),
-    Case("i2t/callback tensor input unknown", lambda c: i2t(c, callback_on_step_end=lambda *a: {},
-                                                          callback_on_step_end_tensor_inputs=["logits"]), ValueError, "['logits']"),
+    Case(
+        "i2t/callback tensor input unknown",
+        lambda c: i2t(c, callback_on_step_end=lambda *a: {}, callback_on_step_end_tensor_inputs=["logits"]),
+        ValueError,
+        "['logits']",
+    ),
     # ---------------------------------------------------------------- pipelines: damaged, partial and mixed folders
-    Case("pipeline/no tokenizer/", lambda c: load(c, lambda f: shutil.rmtree(f / "tokenizer")), FileNotFoundError,
-         "tokenizer/tokenizer.json"),
-    Case("pipeline/no generator/config.json", lambda c: load(c, lambda f: (f / "generator" / "config.json").unlink()),
-         FileNotFoundError, "generator/config.json"),
-    Case("pipeline/truncated generator weights", lambda c: load(c, lambda f: _truncate(f / "generator" / "model.safetensors")),
-         ValueError, "model.safetensors"),
-    Case("pipeline/truncated vqmodel weights", lambda c: load(
-        c, lambda f: _truncate(f / "vqmodel" / "diffusion_pytorch_model.safetensors")), ValueError, "diffusion_pytorch_model.safetensors"),
-    Case("pipeline/.bin-only generator", lambda c: load(c, _to_bin), FileNotFoundError, "pickled weights are never loaded"),
-    Case("pipeline/model_index.json a list", lambda c: load(c, lambda f: (f / "model_index.json").write_text("[1, 2]")),
-         ValueError, "JSON object"),
-    Case("pipeline/model_index.json not JSON", lambda c: load(c, lambda f: (f / "model_index.json").write_text("{oops")),
-         ValueError, "not valid JSON"),
-    Case("pipeline/model_index.json without the tokenizer", lambda c: load(c, lambda f: (f / "model_index.json").write_text(
-        json.dumps({k: v for k, v in json.loads((f / "model_index.json").read_text()).items() if k != "tokenizer"}))),
-         ValueError, "['tokenizer']"),
-    Case("pipeline/no model_index.json", lambda c: load(c, lambda f: (f / "model_index.json").unlink()), FileNotFoundError,
-         "no model_index.json"),
-    Case("pipeline/vqmodel swapped for another quantizer", lambda c: load(c, _swap_vqmodel), ValueError, "was `vqmodel/` replaced"),
+    Case(
+        "pipeline/no tokenizer/",
+        lambda c: load(c, lambda f: shutil.rmtree(f / "tokenizer")),
+        FileNotFoundError,
+        "tokenizer/tokenizer.json",
+    ),
+    Case(
+        "pipeline/no generator/config.json",
+        lambda c: load(c, lambda f: (f / "generator" / "config.json").unlink()),
+        FileNotFoundError,
+        "generator/config.json",
+    ),
+    Case(
+        "pipeline/truncated generator weights",
+        lambda c: load(c, lambda f: _truncate(f / "generator" / "model.safetensors")),
+        ValueError,
+        "model.safetensors",
+    ),
+    Case(
+        "pipeline/truncated vqmodel weights",
+        lambda c: load(c, lambda f: _truncate(f / "vqmodel" / "diffusion_pytorch_model.safetensors")),
+        ValueError,
+        "diffusion_pytorch_model.safetensors",
+    ),
+    Case(
+        "pipeline/.bin-only generator",
+        lambda c: load(c, _to_bin),
+        FileNotFoundError,
+        "pickled weights are never loaded",
+    ),
+    Case(
+        "pipeline/model_index.json a list",
+        lambda c: load(c, lambda f: (f / "model_index.json").write_text("[1, 2]")),
+        ValueError,
+        "JSON object",
+    ),
+    Case(
+        "pipeline/model_index.json not JSON",
+        lambda c: load(c, lambda f: (f / "model_index.json").write_text("{oops")),
+        ValueError,
+        "not valid JSON",
+    ),
+    Case(
+        "pipeline/model_index.json without the tokenizer",
+        lambda c: load(
+            c,
+            lambda f: (f / "model_index.json").write_text(
+                json.dumps(
+                    {k: v for k, v in json.loads((f / "model_index.json").read_text()).items() if k != "tokenizer"}
+                )
+            ),
+        ),
+        ValueError,
+        "['tokenizer']",
+    ),
+    Case(
+        "pipeline/no model_index.json",
+        lambda c: load(c, lambda f: (f / "model_index.json").unlink()),
+        FileNotFoundError,
+        "no model_index.json",
+    ),
+    Case(
+        "pipeline/vqmodel swapped for another quantizer",
+        lambda c: load(c, _swap_vqmodel),
+        ValueError,
+        "was `vqmodel/` replaced",
+    ),
     Case("pipeline/NaN weights in vqmodel", lambda c: load(c, _nan_vqmodel), ValueError, "NaN or Inf weights"),
-    Case("pipeline/a folder that is not there", lambda c: __import__("te_vqgan").TextToImagePipeline.from_pretrained(
-        str(c.tmp / "nope")), FileNotFoundError, "nope"),
-    Case("cli/generate from a damaged pipeline", lambda c: cli("generate", "--pipeline", damaged(
-        c, lambda f: shutil.rmtree(f / "tokenizer")), "--prompt", PROMPT, "--output-dir", c.tmp / "out"), SCRIPT_EXIT,
-         "tokenizer/tokenizer.json", output="out"),
+    Case(
+        "pipeline/a folder that is not there",
+        lambda c: __import__("te_vqgan").TextToImagePipeline.from_pretrained(str(c.tmp / "nope")),
+        FileNotFoundError,
+        "nope",
+    ),
+    Case(
+        "cli/generate from a damaged pipeline",
+        lambda c: cli(
+            "generate",
+            "--pipeline",
+            damaged(c, lambda f: shutil.rmtree(f / "tokenizer")),
+            "--prompt",
+            PROMPT,
+            "--output-dir",
+            c.tmp / "out",
+        ),
+        SCRIPT_EXIT,
+        "tokenizer/tokenizer.json",
+        output="out",
+    ),
     # ---------------------------------------------------------------- the evaluation classifier
-    Case("classifier/a folder of another model", lambda c: load_classifier(c, _other_model_config), ValueError, "hidden_size"),
-    Case("classifier/no weights", lambda c: load_classifier(c, lambda f: (f / "model.safetensors").unlink()), FileNotFoundError,
-         "model.safetensors"),
-    Case("classifier/a weight missing", lambda c: load_classifier(c, _drop_a_weight), ValueError, "do not fit a DigitColourClassifier"),
-    Case("classifier/config not JSON", lambda c: load_classifier(c, lambda f: (f / "config.json").write_text("{")), ValueError,
-         "not valid JSON"),
-    Case("cli/evaluate with another model's folder as classifier", lambda c: cli(
-        "evaluate", "--pipeline", pipeline_folder(c), "--classifier", classifier_folder(c, _other_model_config),
-        "--output-dir", c.tmp / "eval"), SCRIPT_EXIT, "hidden_size", output="eval"),
+    Case(
+        "classifier/a folder of another model",
+        lambda c: load_classifier(c, _other_model_config),
+        ValueError,
+        "hidden_size",
+    ),
+    Case(
+        "classifier/no weights",
+        lambda c: load_classifier(c, lambda f: (f / "model.safetensors").unlink()),
+        FileNotFoundError,
+        "model.safetensors",
+    ),
+    Case(
+        "classifier/a weight missing",
+        lambda c: load_classifier(c, _drop_a_weight),
+        ValueError,
+        "do not fit a DigitColourClassifier",
+    ),
+    Case(
+        "classifier/config not JSON",
+        lambda c: load_classifier(c, lambda f: (f / "config.json").write_text("{")),
+        ValueError,
+        "not valid JSON",
+    ),
+    Case(
+        "cli/evaluate with another model's folder as classifier",
+        lambda c: cli(
+            "evaluate",
+            "--pipeline",
+            pipeline_folder(c),
+            "--classifier",
+            classifier_folder(c, _other_model_config),
+            "--output-dir",
+            c.tmp / "eval",
+        ),
+        SCRIPT_EXIT,
+        "hidden_size",
+        output="eval",
+    ),
     # ---------------------------------------------------------------- generate and caption
-    Case("cli/generate --seed 10**23", lambda c: cli("generate", "--pipeline", pipeline_folder(c), "--prompt", PROMPT,
-                                                     "--seed", str(10**23), "--output-dir", c.tmp / "out"), SCRIPT_EXIT,
-         str(10**23), output="out"),
-    Case("cli/generate --temperature 1e39", lambda c: cli("generate", "--pipeline", pipeline_folder(c), "--prompt", PROMPT,
-                                                          "--temperature", "1e39", "--output-dir", c.tmp / "out"), SCRIPT_EXIT,
-         "1e+39", output="out"),
-    Case("cli/generate --num-images-per-prompt 60000", lambda c: cli(
-        "generate", "--pipeline", pipeline_folder(c), "--prompt", PROMPT, "--num-images-per-prompt", "60000",
-        "--output-dir", c.tmp / "out"), SCRIPT_EXIT, "pass `batch_size`", output="out"),
-    Case("cli/generate into an occupied folder", lambda c: cli("generate", "--pipeline", pipeline_folder(c), "--prompt", PROMPT,
-                                                               "--output-dir", c.tmp / "out"), SCRIPT_EXIT, "not empty",
-         output="out", setup=lambda c: ((c.tmp / "out").mkdir(), (c.tmp / "out" / "00-00.png").write_bytes(b"old"))),
-    Case("cli/generate into the pipeline folder", lambda c: cli("generate", "--pipeline", pipeline_folder(c), "--prompt", PROMPT,
-                                                                "--output-dir", pipeline_folder(c), "--overwrite"), SCRIPT_EXIT,
-         "would write over --pipeline"),
-    Case("cli/caption a decompression bomb", lambda c: cli("caption", "--pipeline", pipeline_folder(c), bomb(c)), SCRIPT_EXIT,
-         "bomb.png"),
+    Case(
+        "cli/generate --seed 10**23",
+        lambda c: cli(
+            "generate",
+            "--pipeline",
+            pipeline_folder(c),
+            "--prompt",
+            PROMPT,
+            "--seed",
+            str(10**23),
+            "--output-dir",
+            c.tmp / "out",
+        ),
+        SCRIPT_EXIT,
+        str(10**23),
+        output="out",
+    ),
+    Case(
+        "cli/generate --temperature 1e39",
+        lambda c: cli(
+            "generate",
+            "--pipeline",
+            pipeline_folder(c),
+            "--prompt",
+            PROMPT,
+            "--temperature",
+            "1e39",
+            "--output-dir",
+            c.tmp / "out",
+        ),
+        SCRIPT_EXIT,
+        "1e+39",
+        output="out",
+    ),
+    Case(
+        "cli/generate --num-images-per-prompt 60000",
+        lambda c: cli(
+            "generate",
+            "--pipeline",
+            pipeline_folder(c),
+            "--prompt",
+            PROMPT,
+            "--num-images-per-prompt",
+            "60000",
+            "--output-dir",
+            c.tmp / "out",
+        ),
+        SCRIPT_EXIT,
+        "pass `batch_size`",
+        output="out",
+    ),
+    Case(
+        "cli/generate into an occupied folder",
+        lambda c: cli("generate", "--pipeline", pipeline_folder(c), "--prompt", PROMPT, "--output-dir", c.tmp / "out"),
+        SCRIPT_EXIT,
+        "not empty",
+        output="out",
+        setup=lambda c: ((c.tmp / "out").mkdir(), (c.tmp / "out" / "00-00.png").write_bytes(b"old")),
+    ),
+    Case(
+        "cli/generate into the pipeline folder",
+        lambda c: cli(
+            "generate",
+            "--pipeline",
+            pipeline_folder(c),
+            "--prompt",
+            PROMPT,
+            "--output-dir",
+            pipeline_folder(c),
+            "--overwrite",
+        ),
+        SCRIPT_EXIT,
+        "would write over --pipeline",
+    ),
+    Case(
+        "cli/caption a decompression bomb",
+        lambda c: cli("caption", "--pipeline", pipeline_folder(c), bomb(c)),
+        SCRIPT_EXIT,
+        "bomb.png",
+    ),
     # ---------------------------------------------------------------- tokenize-dataset
-    Case("cli/tokenize-dataset over its own --vqmodel", lambda c: cli(
-        "tokenize-dataset", "--vqmodel", c.saved_model(), "--output-dir", c.saved_model(), "--overwrite"), SCRIPT_EXIT,
-         "would write over --vqmodel"),
-    Case("cli/tokenize-dataset inside its --vqmodel", lambda c: cli(
-        "tokenize-dataset", "--vqmodel", c.saved_model(), "--output-dir", c.saved_model() / "tokens"), SCRIPT_EXIT,
-         "would write over --vqmodel"),
-    Case("cli/tokenize-dataset on images without captions", lambda c: cli(
-        "tokenize-dataset", "--vqmodel", c.saved_model(), "--dataset", images_only(c), "--output-dir", c.tmp / "tokens"),
-         SCRIPT_EXIT, "['captions', 'objects']", output="tokens"),
+    Case(
+        "cli/tokenize-dataset over its own --vqmodel",
+        lambda c: cli(
+            "tokenize-dataset", "--vqmodel", c.saved_model(), "--output-dir", c.saved_model(), "--overwrite"
+        ),
+        SCRIPT_EXIT,
+        "would write over --vqmodel",
+    ),
+    Case(
+        "cli/tokenize-dataset inside its --vqmodel",
+        lambda c: cli("tokenize-dataset", "--vqmodel", c.saved_model(), "--output-dir", c.saved_model() / "tokens"),
+        SCRIPT_EXIT,
+        "would write over --vqmodel",
+    ),
+    Case(
+        "cli/tokenize-dataset on images without captions",
+        lambda c: cli(
+            "tokenize-dataset",
+            "--vqmodel",
+            c.saved_model(),
+            "--dataset",
+            images_only(c),
+            "--output-dir",
+            c.tmp / "tokens",
+        ),
+        SCRIPT_EXIT,
+        "['captions', 'objects']",
+        output="tokens",
+    ),
     # ---------------------------------------------------------------- reproduce
-    Case("cli/reproduce --seeds 0,0", lambda c: reproduce(c, "--seeds", "0,0", "--output-dir", c.tmp / "run"), SCRIPT_EXIT,
-         "[0] more than once", output="run"),
-    Case("cli/reproduce --quantizers te,te", lambda c: reproduce(c, "--quantizers", "te,te", "--output-dir", c.tmp / "run"),
-         SCRIPT_EXIT, "['te'] more than once", output="run"),
-    Case("cli/reproduce --train-sizes 100,100", lambda c: reproduce(c, "--train-sizes", "100,100", "--output-dir", c.tmp / "run"),
-         SCRIPT_EXIT, "[100] more than once", output="run"),
-    Case("cli/reproduce --seeds ''", lambda c: reproduce(c, "--seeds", "", "--output-dir", c.tmp / "run"), SCRIPT_EXIT,
-         "--seeds must be integers", output="run"),
-    Case("cli/reproduce --seeds -1", lambda c: reproduce(c, "--seeds=-1", "--output-dir", c.tmp / "run"), SCRIPT_EXIT,
-         "[-1]", output="run"),
-    Case("cli/reproduce --train-sizes 5", lambda c: reproduce(c, "--train-sizes", "5", "--output-dir", c.tmp / "run"), SCRIPT_EXIT,
-         "at least one stage-2 batch", output="run"),
-    Case("cli/reproduce --device cuda without a GPU", lambda c: reproduce(c, "--device", "cuda:7", "--output-dir", c.tmp / "run"),
-         SCRIPT_EXIT, "'cuda:7'", output="run"),
+    Case(
+        "cli/reproduce --seeds 0,0",
+        lambda c: reproduce(c, "--seeds", "0,0", "--output-dir", c.tmp / "run"),
+        SCRIPT_EXIT,
+        "[0] more than once",
+        output="run",
+    ),
+    Case(
+        "cli/reproduce --quantizers te,te",
+        lambda c: reproduce(c, "--quantizers", "te,te", "--output-dir", c.tmp / "run"),
+        SCRIPT_EXIT,
+        "['te'] more than once",
+        output="run",
+    ),
+    Case(
+        "cli/reproduce --train-sizes 100,100",
+        lambda c: reproduce(c, "--train-sizes", "100,100", "--output-dir", c.tmp / "run"),
+        SCRIPT_EXIT,
+        "[100] more than once",
+        output="run",
+    ),
+    Case(
+        "cli/reproduce --seeds ''",
+        lambda c: reproduce(c, "--seeds", "", "--output-dir", c.tmp / "run"),
+        SCRIPT_EXIT,
+        "--seeds must be integers",
+        output="run",
+    ),
+    Case(
+        "cli/reproduce --seeds -1",
+        lambda c: reproduce(c, "--seeds=-1", "--output-dir", c.tmp / "run"),
+        SCRIPT_EXIT,
+        "[-1]",
+        output="run",
+    ),
+    Case(
+        "cli/reproduce --train-sizes 5",
+        lambda c: reproduce(c, "--train-sizes", "5", "--output-dir", c.tmp / "run"),
+        SCRIPT_EXIT,
+        "at least one stage-2 batch",
+        output="run",
+    ),
+    Case(
+        "cli/reproduce --device cuda without a GPU",
+        lambda c: reproduce(c, "--device", "cuda:7", "--output-dir", c.tmp / "run"),
+        SCRIPT_EXIT,
+        "'cuda:7'",
+        output="run",
+    ),
     Case("cli/reproduce --output-dir .", lambda c: reproduce(c, "--output-dir", "."), SCRIPT_EXIT, "current folder"),
-    Case("cli/reproduce on a folder another run holds", lambda c: reproduce(c, "--output-dir", locked(c)), SCRIPT_EXIT,
-         "is in use by"),
-    Case("cli/reproduce with a damaged state.json", lambda c: reproduce(c, "--output-dir", _state(c, "{not json")), SCRIPT_EXIT,
-         "state.json"),
-    Case("cli/reproduce with a state.json list", lambda c: reproduce(c, "--output-dir", _state(c, "[]")), SCRIPT_EXIT,
-         "JSON object"),
+    Case(
+        "cli/reproduce on a folder another run holds",
+        lambda c: reproduce(c, "--output-dir", locked(c)),
+        SCRIPT_EXIT,
+        "is in use by",
+    ),
+    Case(
+        "cli/reproduce with a damaged state.json",
+        lambda c: reproduce(c, "--output-dir", _state(c, "{not json")),
+        SCRIPT_EXIT,
+        "state.json",
+    ),
+    Case(
+        "cli/reproduce with a state.json list",
+        lambda c: reproduce(c, "--output-dir", _state(c, "[]")),
+        SCRIPT_EXIT,
+        "JSON object",
+    ),
 ]
 
 
@@ -311,7 +570,9 @@ if __name__ == "__main__":
     # A row still running after this many seconds went on to real work with the bad input: silent.
     signal.signal(signal.SIGALRM, _alarm)
     counts = {"clear": 0, "raw": 0, "silent": 0}
-    mnist = Path(os.environ.get("TE_VQGAN_MNIST_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"))
+    mnist = Path(
+        os.environ.get("TE_VQGAN_MNIST_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist")
+    )
     for case in CASES:
         with tempfile.TemporaryDirectory() as tmp:
             cwd = os.getcwd()

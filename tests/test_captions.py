@@ -111,7 +111,17 @@ def test_fashion_captions_name_the_classes():
 
 def test_tokenize():
     assert tokenize_caption("The upper left is Blue 9, and red two.") == [
-        "the", "upper", "left", "is", "blue", "9", ",", "and", "red", "two", ".",
+        "the",
+        "upper",
+        "left",
+        "is",
+        "blue",
+        "9",
+        ",",
+        "and",
+        "red",
+        "two",
+        ".",
     ]
     assert tokenize_caption("  ankle   boot  ") == ["ankle", "boot"]
 

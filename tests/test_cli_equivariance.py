@@ -7,10 +7,10 @@ import pytest
 import torch
 from diffusers import VQModel
 from PIL import Image
+from tiny_configs import TINY_STOCK_VQ, TINY_TEVQ
 
 from te_vqgan import TEVQModel
 from te_vqgan.cli import main
-from tiny_configs import TINY_STOCK_VQ, TINY_TEVQ
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -18,10 +18,24 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 def run_cli(model, mnist_dir, tmp_path, *extra):
     png, report = tmp_path / "eq.png", tmp_path / "eq.json"
-    code = main([
-        "equivariance", "--model", str(model), "--mnist-dir", str(mnist_dir), "--num-digits", "4",
-        "--output", str(png), "--json", str(report), "--device", "cpu", *extra,
-    ])
+    code = main(
+        [
+            "equivariance",
+            "--model",
+            str(model),
+            "--mnist-dir",
+            str(mnist_dir),
+            "--num-digits",
+            "4",
+            "--output",
+            str(png),
+            "--json",
+            str(report),
+            "--device",
+            "cpu",
+            *extra,
+        ]
+    )
     return code, png, report
 
 
@@ -57,7 +71,9 @@ def test_equivariance_on_a_saved_model_matches_the_in_memory_metric(mnist_dir, t
     assert code == 0
     figures = check_outputs(png, report)
     images, labels = mnist_test_digits
-    assert figures["shift_equivariance"] == pytest.approx(shift_equivariance(model, select_digits(images, labels, 4)).score)
+    assert figures["shift_equivariance"] == pytest.approx(
+        shift_equivariance(model, select_digits(images, labels, 4)).score
+    )
 
 
 @pytest.mark.slow
@@ -113,4 +129,7 @@ def test_equivariance_reports_three_ways_and_one_colour(mnist_dir, tmp_path, cap
     assert "digit tokens" in out and "blue" in out and "mean" in out
     code, png, report = run_cli(tmp_path / "model", mnist_dir, tmp_path, "--colour", "red")
     figures = json.loads(report.read_text())
-    assert list(figures["per_colour"]) == ["red"] and figures["shift_equivariance"] == figures["per_colour"]["red"]["score"]
+    assert (
+        list(figures["per_colour"]) == ["red"]
+        and figures["shift_equivariance"] == figures["per_colour"]["red"]["score"]
+    )

@@ -4,12 +4,12 @@ import json
 
 import pytest
 import torch
+from tiny_configs import TINY_TEVQ
+from train_helpers import load_training_script, tiny_train_args, write_tiny_config
 
 from te_vqgan import TEVQModel
 from te_vqgan.losses import orthogonal_loss
 from te_vqgan.training.codebook import init_codebook_kmeans, kmeans, restart_dead_codes
-from tiny_configs import TINY_TEVQ
-from train_helpers import load_training_script, tiny_train_args, write_tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +18,11 @@ def dataset_cache(tmp_path_factory):
 
 
 def _latents(model, images):
-    return model.quantize.prepare_latents(model.encode(images).latents).permute(0, 2, 3, 1).reshape(-1, model.quantize.embedding_dim)
+    return (
+        model.quantize.prepare_latents(model.encode(images).latents)
+        .permute(0, 2, 3, 1)
+        .reshape(-1, model.quantize.embedding_dim)
+    )
 
 
 def test_kmeans_finds_separated_clusters():
@@ -110,7 +114,9 @@ def test_simvq_trains_every_code_through_one_linear_map():
 
 
 def test_new_config_keys_round_trip_and_bad_values(tmp_path):
-    model = TEVQModel(**TINY_TEVQ, codebook_lookup="cosine", codebook_parametrization="simvq", orthogonal_reg_active_codes_only=True)
+    model = TEVQModel(
+        **TINY_TEVQ, codebook_lookup="cosine", codebook_parametrization="simvq", orthogonal_reg_active_codes_only=True
+    )
     model.save_pretrained(tmp_path)
     loaded = TEVQModel.from_pretrained(tmp_path)
     assert loaded.config.codebook_lookup == "cosine" and loaded.quantize.projection is not None
@@ -126,14 +132,29 @@ def test_training_script_runs_the_remedies_and_records_them(tmp_path, mnist_dir,
     train = load_training_script()
     config = write_tiny_config(tmp_path)
     output = tmp_path / "run"
-    args = train.parse_args(tiny_train_args(
-        config, output, mnist_dir, dataset_cache, "--kmeans_init_step", "2", "--dead_code_restart_steps", "4",
-    ))
+    args = train.parse_args(
+        tiny_train_args(
+            config,
+            output,
+            mnist_dir,
+            dataset_cache,
+            "--kmeans_init_step",
+            "2",
+            "--dead_code_restart_steps",
+            "4",
+        )
+    )
     train.main(args)
     metrics = json.loads((output / "metrics.json").read_text())
     assert metrics["kmeans_init_step"] == 2 and metrics["dead_code_restart_steps"] == 4
     assert metrics["reconstruction_loss"] == "l2"  # no perceptual term: the colour-keeping default
-    for key in ("colour_fidelity", "shape_iou", "shift_equivariance_foreground", "shift_equivariance_red", "shift_equivariance_all_colours"):
+    for key in (
+        "colour_fidelity",
+        "shape_iou",
+        "shift_equivariance_foreground",
+        "shift_equivariance_red",
+        "shift_equivariance_all_colours",
+    ):
         assert 0.0 <= metrics[key] <= 1.0, key
     card = (output / "README.md").read_text()
     assert "k-means centroids" in card and "restarted every 4 steps" in card and "colour_fidelity" in card
@@ -145,11 +166,15 @@ def test_training_script_runs_the_remedies_and_records_them(tmp_path, mnist_dir,
 def test_remedies_refuse_a_simvq_codebook_and_bad_steps(tmp_path, mnist_dir, dataset_cache, capsys):
     train = load_training_script()
     config = write_tiny_config(tmp_path, codebook_parametrization="simvq")
-    args = train.parse_args(tiny_train_args(config, tmp_path / "run", mnist_dir, dataset_cache, "--kmeans_init_step", "1"))
+    args = train.parse_args(
+        tiny_train_args(config, tmp_path / "run", mnist_dir, dataset_cache, "--kmeans_init_step", "1")
+    )
     with pytest.raises(ValueError, match="'simvq'"):
         train.main(args)
     with pytest.raises(SystemExit):
-        train.parse_args(tiny_train_args(config, tmp_path / "run", mnist_dir, dataset_cache, "--dead_code_restart_steps", "-1"))
+        train.parse_args(
+            tiny_train_args(config, tmp_path / "run", mnist_dir, dataset_cache, "--dead_code_restart_steps", "-1")
+        )
     assert "--dead_code_restart_steps must be >= 0 (got -1)" in capsys.readouterr().err
 
 

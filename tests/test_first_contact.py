@@ -36,11 +36,29 @@ def built(tmp_path_factory, mnist_dir):
     """`(root, output)`: a tiny build-dataset folder named `textmnist`, as in the docs' examples."""
     root = tmp_path_factory.mktemp("first_contact")
     output = root / "textmnist"
-    code = main([
-        "build-dataset", "--output", str(output), "--data-dir", str(mnist_dir),
-        "--num-train", "20", "--num-validation", "6", "--num-test", "5", "--num-test-seen", "7",
-        "--num-shift-groups", "2", "--num-proc", "1", "--cache-dir", str(root / "build-cache"),
-    ])
+    code = main(
+        [
+            "build-dataset",
+            "--output",
+            str(output),
+            "--data-dir",
+            str(mnist_dir),
+            "--num-train",
+            "20",
+            "--num-validation",
+            "6",
+            "--num-test",
+            "5",
+            "--num-test-seen",
+            "7",
+            "--num-shift-groups",
+            "2",
+            "--num-proc",
+            "1",
+            "--cache-dir",
+            str(root / "build-cache"),
+        ]
+    )
     assert code == 0
     return root, output
 
@@ -90,7 +108,7 @@ def test_command_help_loading_lines(built, in_folder, capsys):
         elif calls and line.startswith("      ") and calls[-1].count("(") > calls[-1].count(")"):
             calls[-1] += " " + line.strip()
     assert len(calls) == 2, help_text
-    assert 'data_dir=' not in " ".join(calls)
+    assert "data_dir=" not in " ".join(calls)
     in_folder(root)
     for call in calls:
         loaded = eval(call.replace("OUTPUT", "./textmnist"), {"datasets": datasets})
@@ -154,28 +172,64 @@ def render(template: str, **kwargs) -> str:
 def stage1_card_kwargs() -> dict:
     """The keyword arguments `VQGANStage.save_final` (training/train_vqgan.py) passes."""
     return dict(
-        model_name="demo", description="TE-VQGAN (strided_conv) image quantizer.",
-        repo_url=AUTHORS_STAGE1_URL, repo_id="outputs/demo", resolution=64, token_grid=16, num_codes=128,
-        orthogonal=True, orthogonal_weight=10.0, downsample_type="strided_conv", commitment_beta=0.25,
-        global_step=200, scaled_down=None,
+        model_name="demo",
+        description="TE-VQGAN (strided_conv) image quantizer.",
+        repo_url=AUTHORS_STAGE1_URL,
+        repo_id="outputs/demo",
+        resolution=64,
+        token_grid=16,
+        num_codes=128,
+        orthogonal=True,
+        orthogonal_weight=10.0,
+        downsample_type="strided_conv",
+        commitment_beta=0.25,
+        global_step=200,
+        scaled_down=None,
         metrics={"codes_used": 17, "orthogonal_loss": "0.0078", "shift_equivariance": "0.9322"},
-        dataset="textmnist-mnist", total_batch_size=16, learning_rate="0.000128", mixed_precision="no",
-        perceptual_weight=0.0, reconstruction_loss="L2", disc_weight=0.8, disc_start=30001,
-        training_command="accelerate launch training/train_vqgan.py ...", config_json="{}",
+        dataset="textmnist-mnist",
+        total_batch_size=16,
+        learning_rate="0.000128",
+        mixed_precision="no",
+        perceptual_weight=0.0,
+        reconstruction_loss="L2",
+        disc_weight=0.8,
+        disc_start=30001,
+        training_command="accelerate launch training/train_vqgan.py ...",
+        config_json="{}",
     )
 
 
 def stage2_card_kwargs() -> dict:
     """The keyword arguments `GeneratorStage.save_final` (training/train_generator.py) passes."""
     return dict(
-        model_name="demo", repo_id="outputs/generator", quantizer_description="TEVQModel from `outputs/te-small`",
-        num_codes=128, grid="16x16", n_layer=4, n_embd=128, n_head=4, num_parameters="0.90M", vocab_size=175,
-        directions="i2t then t2i", num_image_tokens=256, top_k_percent="10 (k = 17)", global_step=120,
-        scaled_down="5k images, 120 steps", metrics={"i2t_accuracy_test": "0.0020"},
-        dataset="TextMNIST (mnist) tokenised at `outputs/textmnist-tokens`", num_train=5000, train_subset_size=None,
-        fingerprint="0123456789ab", target_weight="7", target_weight_plus_one="8", total_batch_size=32,
-        learning_rate="0.001", lr_scheduler="cosine_with_restarts, 6 cycle(s)", max_grad_norm=1.0,
-        mixed_precision="no", training_command="accelerate launch training/train_generator.py ...",
+        model_name="demo",
+        repo_id="outputs/generator",
+        quantizer_description="TEVQModel from `outputs/te-small`",
+        num_codes=128,
+        grid="16x16",
+        n_layer=4,
+        n_embd=128,
+        n_head=4,
+        num_parameters="0.90M",
+        vocab_size=175,
+        directions="i2t then t2i",
+        num_image_tokens=256,
+        top_k_percent="10 (k = 17)",
+        global_step=120,
+        scaled_down="5k images, 120 steps",
+        metrics={"i2t_accuracy_test": "0.0020"},
+        dataset="TextMNIST (mnist) tokenised at `outputs/textmnist-tokens`",
+        num_train=5000,
+        train_subset_size=None,
+        fingerprint="0123456789ab",
+        target_weight="7",
+        target_weight_plus_one="8",
+        total_batch_size=32,
+        learning_rate="0.001",
+        lr_scheduler="cosine_with_restarts, 6 cycle(s)",
+        max_grad_norm=1.0,
+        mixed_precision="no",
+        training_command="accelerate launch training/train_generator.py ...",
     )
 
 
@@ -201,7 +255,7 @@ def test_stage1_card_does_not_present_repo_url_as_the_toolkit():
 def test_stage1_card_says_which_orthogonal_figure_is_which():
     text = render("te_vqgan_model_card.md", **stage1_card_kwargs())
     assert "`orthogonal_loss`" in text and "`final_orthogonal_loss`" in text
-    explanation = text[text.index("- `orthogonal_loss`"):]
+    explanation = text[text.index("- `orthogonal_loss`") :]
     assert "not** multiplied by lambda" in explanation and "already multiplied by\n  lambda" in explanation
 
 
@@ -209,7 +263,9 @@ def test_stage1_card_says_which_orthogonal_figure_is_which():
 def load_bench_quantizer():
     sys.path.insert(0, str(REPO_ROOT / "benchmarks"))  # the script imports its sibling `common`
     try:
-        spec = importlib.util.spec_from_file_location("bench_quantizer", REPO_ROOT / "benchmarks" / "bench_quantizer.py")
+        spec = importlib.util.spec_from_file_location(
+            "bench_quantizer", REPO_ROOT / "benchmarks" / "bench_quantizer.py"
+        )
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
     finally:
@@ -234,7 +290,11 @@ def test_bench_quantizer_prints_each_figure_as_it_is_measured():
     env["OMP_NUM_THREADS"] = "1"
     process = subprocess.Popen(
         [sys.executable, "benchmarks/bench_quantizer.py", "--quick", "--steps", "1", "--warmup", "0"],
-        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     try:
         first_figure = None
@@ -265,10 +325,29 @@ def test_train_vqgan_reads_a_relative_folder_named_textmnist(built, in_folder, t
         sys.path.remove(str(REPO_ROOT / "training"))
     root, _ = built
     in_folder(root)
-    args = train_vqgan.parse_args(["--dataset", "textmnist", "--model_config", str(REPO_ROOT / "hub_configs" / "te-vqgan-mnist-cpu.json"), "--output_dir", str(tmp_path / "out"), "--cache_dir", str(tmp_path / "cache")])
+    args = train_vqgan.parse_args(
+        [
+            "--dataset",
+            "textmnist",
+            "--model_config",
+            str(REPO_ROOT / "hub_configs" / "te-vqgan-mnist-cpu.json"),
+            "--output_dir",
+            str(tmp_path / "out"),
+            "--cache_dir",
+            str(tmp_path / "cache"),
+        ]
+    )
     train, validation, shift_groups = train_vqgan.load_image_datasets(args)
     assert (len(train), len(validation), len(shift_groups)) == (SPLIT_SIZES["train"], SPLIT_SIZES["validation"], 2)
     # the builder spec every command takes: the config after the colon
-    args = train_vqgan.parse_args(["--dataset", "textmnist:fashion_mnist", "--model_config", str(REPO_ROOT / "hub_configs" / "te-vqgan-mnist-cpu.json"),
-                                   "--output_dir", str(tmp_path / "out")])
+    args = train_vqgan.parse_args(
+        [
+            "--dataset",
+            "textmnist:fashion_mnist",
+            "--model_config",
+            str(REPO_ROOT / "hub_configs" / "te-vqgan-mnist-cpu.json"),
+            "--output_dir",
+            str(tmp_path / "out"),
+        ]
+    )
     assert args.dataset_config == "fashion_mnist"

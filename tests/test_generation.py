@@ -5,10 +5,10 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from diffusers import VQModel
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tiny_configs import TINY_STOCK_VQ, TINY_TEVQ
 from transformers import GPT2Config, GPT2LMHeadModel, LogitsProcessorList
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper
 
@@ -30,7 +30,6 @@ from te_vqgan.generation import (
     layout_from_config,
     top_k_from_fraction,
 )
-from tiny_configs import TINY_STOCK_VQ, TINY_TEVQ
 
 
 K = 16  # the tiny VQ models' codebook
@@ -112,7 +111,10 @@ def test_vocabulary_order(tokenizer):
     )
     assert tokenizer.boi_token_id == vocab["<boi>"]
     # An image token survives decode -> encode; the template adds <bot>/<eot> only when asked to.
-    assert tokenizer("<img_3> <img_15>", add_special_tokens=False)["input_ids"] == [vocab["<img_3>"], vocab["<img_15>"]]
+    assert tokenizer("<img_3> <img_15>", add_special_tokens=False)["input_ids"] == [
+        vocab["<img_3>"],
+        vocab["<img_15>"],
+    ]
     assert tokenizer("<img_3>")["input_ids"] == [vocab["<bot>"], vocab["<img_3>"], vocab["<eot>"]]
     assert tokenizer.decode([vocab["<img_3>"]]) == "<img_3>"
 
@@ -597,7 +599,9 @@ def test_generation_validates(tokenizer, layout):
     with pytest.raises(ValueError, match=r"`text_ids` of shape \(batch, "):
         generate_image_indices(model, tokenizer, text_ids[:, :-1])
     with torch.no_grad():
-        assert math.isfinite(generator_loss(model, layout.t2i_sequence(text_ids, image_ids), layout, "t2i").loss.item())
+        assert math.isfinite(
+            generator_loss(model, layout.t2i_sequence(text_ids, image_ids), layout, "t2i").loss.item()
+        )
 
 
 # ---------------------------------------------------------------------------- position schemes
@@ -611,7 +615,9 @@ def test_modality_positions_are_shared_by_both_directions(layout):
     assert (t2i[0], i2t[0]) == (0, 1)  # the task tokens keep rows of their own
     assert sorted(set(t2i.tolist()) | set(i2t.tolist())) == list(range(layout.num_position_rows("modality")))
     assert torch.equal(layout.position_ids("i2t"), torch.arange(layout.sequence_length))  # index: GPT-2's own
-    with pytest.raises(ValueError, match="`position_scheme` must be one of \\('index', 'modality'\\) \\(got 'rope'\\)"):
+    with pytest.raises(
+        ValueError, match="`position_scheme` must be one of \\('index', 'modality'\\) \\(got 'rope'\\)"
+    ):
         layout.position_ids("t2i", "rope")
 
 
@@ -628,7 +634,9 @@ def test_generation_uses_the_positions_the_model_trained_with(tokenizer, layout,
     greedy = dict(top_k_fraction=1e-3, generator=torch.Generator().manual_seed(0))
     if direction == "t2i":
         codes = generate_image_indices(model, tokenizer, text_ids, **greedy)
-        with pytest.raises(ValueError, match="`use_cache=False` is not supported for a generator with `position_scheme='modality'`"):
+        with pytest.raises(
+            ValueError, match="`use_cache=False` is not supported for a generator with `position_scheme='modality'`"
+        ):
             generate_image_indices(model, tokenizer, text_ids, use_cache=False, **greedy)
         sequence = layout.t2i_sequence(text_ids, tokenizer.encode_image_indices(codes))
         targets = layout.image_positions("t2i")

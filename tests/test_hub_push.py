@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hub_server import local_hub  # noqa: F401  (pytest fixture)
 from huggingface_hub import (
     HfApi,
     ModelCard,
@@ -24,10 +25,9 @@ from huggingface_hub import (
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 from huggingface_hub.utils import get_session
 from safetensors.torch import load as load_safetensors
-
-from hub_server import local_hub  # noqa: F401  (pytest fixture)
-from te_vqgan import TEVQModel
 from tiny_configs import TINY_TEVQ
+
+from te_vqgan import TEVQModel
 
 
 FOLDER = {

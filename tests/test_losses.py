@@ -81,5 +81,7 @@ def test_reconstruction_loss_choices():
     assert reconstruction_loss(images, recon, "l1").item() == pytest.approx(0.5)
     assert reconstruction_loss(images, recon, "l2").item() == pytest.approx(0.25)
     assert reconstruction_loss(images, recon, "l1+l2").item() == pytest.approx(0.75)
-    with pytest.raises(ValueError, match=r"Unknown reconstruction loss 'l3'; expected one of \('l1', 'l2', 'l1\+l2'\)"):
+    with pytest.raises(
+        ValueError, match=r"Unknown reconstruction loss 'l3'; expected one of \('l1', 'l2', 'l1\+l2'\)"
+    ):
         reconstruction_loss(images, recon, "l3")

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
+from test_train_vqgan import dataset_cache, tiny_config  # noqa: F401  (pytest fixtures)
+from train_helpers import load_training_script, tiny_train_args
 
 from te_vqgan.files import (
     COMPLETION_MARKER,
@@ -20,8 +22,6 @@ from te_vqgan.files import (
     folder_lock,
     write_completion_marker,
 )
-from test_train_vqgan import dataset_cache, tiny_config  # noqa: F401  (pytest fixtures)
-from train_helpers import load_training_script, tiny_train_args
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -43,24 +43,36 @@ runpy.run_path(script, run_name="__main__")
 
 
 @pytest.mark.slow
-def test_a_run_killed_at_its_final_save_is_not_done_and_the_rerun_finishes_it(tiny_config, tmp_path, mnist_dir, dataset_cache):
+def test_a_run_killed_at_its_final_save_is_not_done_and_the_rerun_finishes_it(
+    tiny_config, tmp_path, mnist_dir, dataset_cache
+):
     from te_vqgan.reproduce import Step
 
     out = tmp_path / "run"
     args = tiny_train_args(tiny_config, out, mnist_dir, dataset_cache)
-    killed = subprocess.run([sys.executable, "-c", KILL_AT_FINAL_SAVE, str(REPO_ROOT / "training" / "train_vqgan.py"), *args],
-                            capture_output=True, text=True, timeout=600)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_AT_FINAL_SAVE, str(REPO_ROOT / "training" / "train_vqgan.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert (out / "metrics.json").is_file() and not (out / COMPLETION_MARKER).exists()  # the bug's moment
     step = Step("stage1/x", "stage1", out, "metrics.json", command=[], resumable=True)
     assert not folder_is_complete(out) and not step.done  # reproduce would redo it, not skip it
 
-    rerun = subprocess.run([sys.executable, str(REPO_ROOT / "training" / "train_vqgan.py"), *args,
-                            "--resume_from_checkpoint", "latest"], capture_output=True, text=True, timeout=600)
+    rerun = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "training" / "train_vqgan.py"), *args, "--resume_from_checkpoint", "latest"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert rerun.returncode == 0, rerun.stderr[-2000:]  # the killed run's stale lock did not block it
     assert folder_is_complete(out) and step.done
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["global_step"] == 6 and "final_loss" in metrics  # the last step's figures came back from checkpoint-6
+    assert (
+        metrics["global_step"] == 6 and "final_loss" in metrics
+    )  # the last step's figures came back from checkpoint-6
     listed = json.loads((out / COMPLETION_MARKER).read_text())["files"]
     assert {"metrics.json", "README.md", "config.json", "diffusion_pytorch_model.safetensors"} <= set(listed)
     assert (out / "diffusion_pytorch_model.safetensors").stat().st_mode & 0o044  # published readable, not 0600
@@ -71,17 +83,30 @@ def test_a_run_killed_at_its_final_save_is_not_done_and_the_rerun_finishes_it(ti
 def test_two_runs_on_one_folder_cannot_run_at_once(tiny_config, tmp_path, mnist_dir, dataset_cache):
     out = tmp_path / "run"
     script = REPO_ROOT / "training" / "train_vqgan.py"
-    first = subprocess.Popen([sys.executable, str(script), *tiny_train_args(tiny_config, out, mnist_dir, dataset_cache,
-                                                                             "--max_train_steps", "400")],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    first = subprocess.Popen(
+        [
+            sys.executable,
+            str(script),
+            *tiny_train_args(tiny_config, out, mnist_dir, dataset_cache, "--max_train_steps", "400"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 240
         while not (out / ".lock").is_file():
             assert first.poll() is None and time.time() < deadline
             time.sleep(0.05)
-        second = subprocess.run([sys.executable, str(script), *tiny_train_args(tiny_config, out, mnist_dir, dataset_cache)],
-                                capture_output=True, text=True, timeout=600)
-        assert second.returncode == 2 and "is in use by training" in second.stderr and f"pid {first.pid}" in second.stderr
+        second = subprocess.run(
+            [sys.executable, str(script), *tiny_train_args(tiny_config, out, mnist_dir, dataset_cache)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert (
+            second.returncode == 2 and "is in use by training" in second.stderr and f"pid {first.pid}" in second.stderr
+        )
     finally:
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
@@ -124,15 +149,23 @@ def test_a_checkpoint_of_other_tokens_is_refused(tmp_path):
     assert stage.checkpoint_state() == {"quantizer_fingerprint": "b" * 64}
     stage.check_resume_state({"quantizer_fingerprint": "b" * 64}, tmp_path)
     stage.check_resume_state({}, tmp_path)  # a checkpoint saved before fingerprints: accepted
-    with pytest.raises(ValueError, match=r"another quantizer \(fingerprint aaaaaaaaaaaa\).*'tokens-b' \(bbbbbbbbbbbb\)"):
+    with pytest.raises(
+        ValueError, match=r"another quantizer \(fingerprint aaaaaaaaaaaa\).*'tokens-b' \(bbbbbbbbbbbb\)"
+    ):
         stage.check_resume_state({"quantizer_fingerprint": "a" * 64}, tmp_path / "checkpoint-4")
 
 
 def test_a_new_run_into_a_folder_with_checkpoints_is_refused(tmp_path):
-    from te_vqgan.training.engine import TrainingEngine
     from test_training_engine import ToyStage, engine_args
 
+    from te_vqgan.training.engine import TrainingEngine
+
     TrainingEngine(engine_args(tmp_path / "run")).fit(ToyStage())
-    with pytest.raises(ValueError, match=r"holds checkpoints of an earlier run \(checkpoint-2, checkpoint-4, checkpoint-5\)"):
+    with pytest.raises(
+        ValueError, match=r"holds checkpoints of an earlier run \(checkpoint-2, checkpoint-4, checkpoint-5\)"
+    ):
         TrainingEngine(engine_args(tmp_path / "run")).fit(ToyStage())
-    assert TrainingEngine(engine_args(tmp_path / "run", "--resume_from_checkpoint", "latest")).fit(ToyStage()).global_step == 5
+    assert (
+        TrainingEngine(engine_args(tmp_path / "run", "--resume_from_checkpoint", "latest")).fit(ToyStage()).global_step
+        == 5
+    )

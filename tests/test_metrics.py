@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 import torch
 from diffusers import VQModel
+from tiny_configs import TINY_STOCK_VQ, TINY_TEVQ
 
 from te_vqgan import TEVQModel, codebook_usage, shift_equivariance
 from te_vqgan.data.layout import LOCATIONS, index_cell, render_canvas
 from te_vqgan.metrics import VQModelTokenizer, as_tokenizer, render_shift_group
-from tiny_configs import TINY_STOCK_VQ, TINY_TEVQ
 
 
 class PatchifyQuantizer:
@@ -69,9 +69,7 @@ def test_position_dependent_tokenizer_scores_below_one(digits):
 def test_score_is_the_mean_of_identical_fractions_over_pairs(digits):
     result = shift_equivariance(PatchifyQuantizer(position_dependent=True), digits)
     cells = [result.index_maps[:, i][(slice(None), *index_cell(loc, 4))] for i, loc in enumerate(LOCATIONS)]
-    fractions = [
-        (cells[i] == cells[j]).float().mean().item() for i in range(5) for j in range(i + 1, 5)
-    ]
+    fractions = [(cells[i] == cells[j]).float().mean().item() for i in range(5) for j in range(i + 1, 5)]
     assert result.score == pytest.approx(np.mean(fractions))
     assert result.score == pytest.approx(np.mean(list(result.per_pair.values())))
     assert result.score == pytest.approx(result.per_digit.mean())
@@ -167,7 +165,9 @@ def test_foreground_score_counts_only_the_digit_tokens(digits):
         # Equivariant on the digit, but background tokens carry their position.
         def encode_to_indices(self, images):
             indices = super().encode_to_indices(images)
-            background = torch.nn.functional.max_pool2d(images.amax(1, keepdim=True), self.f)[:, 0] <= -1  # all-black patch
+            background = (
+                torch.nn.functional.max_pool2d(images.amax(1, keepdim=True), self.f)[:, 0] <= -1
+            )  # all-black patch
             rows = torch.arange(indices.shape[1])[:, None].expand_as(indices[0])
             return torch.where(background, 16 + rows, indices)
 

@@ -159,7 +159,12 @@ def test_textmnist_downloads_into_the_builder_cache(tmp_path, mirror, mirrors_at
 
     mirrors_at(f"{mirror}/good/")
     builder = TextMNIST(
-        config_name="mnist", num_train=8, num_validation=0, num_test=4, num_test_seen=0, num_shift_groups=0,
+        config_name="mnist",
+        num_train=8,
+        num_validation=0,
+        num_test=4,
+        num_test_seen=0,
+        num_shift_groups=0,
         cache_dir=str(tmp_path),
     )
     builder.download_and_prepare()

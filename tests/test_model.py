@@ -6,10 +6,10 @@ import torch
 from diffusers import ModelMixin
 from diffusers.configuration_utils import ConfigMixin
 from safetensors.torch import load_file
+from tiny_configs import TINY_TEVQ
 
 from te_vqgan import TEVQModel, TEVQModelOutput, orthogonal_loss, vq_loss
 from te_vqgan.models import DOWNSAMPLE_TYPES, BlurPool2d, Downsample, binomial_filter
-from tiny_configs import TINY_TEVQ
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +28,9 @@ def images(batch=2, size=16, channels=3, seed=0):
 def test_default_config_is_the_authors_stage1_model():
     model = TEVQModel()
     config = model.config
-    assert isinstance(model, ModelMixin) and isinstance(model, ConfigMixin)  # a diffusers model (no longer a VQModel subclass)
+    assert isinstance(model, ModelMixin) and isinstance(
+        model, ConfigMixin
+    )  # a diffusers model (no longer a VQModel subclass)
     assert config.sample_size == 64 and config.num_vq_embeddings == 128 and config.vq_embed_dim == 256
     assert tuple(config.block_out_channels) == (128, 256, 256) and config.layers_per_block == 1
     assert config.downsample_type == "strided_conv" and config.padding_mode == "replicate"
@@ -105,7 +107,8 @@ def test_replicate_padding_in_every_padded_conv():
     for mode in ("replicate", "zeros"):
         model = tiny_model(padding_mode=mode)
         padded = [
-            m for m in list(model.encoder.modules()) + list(model.decoder.modules())
+            m
+            for m in list(model.encoder.modules()) + list(model.decoder.modules())
             if isinstance(m, torch.nn.Conv2d) and any(p > 0 for p in m.padding)
         ]
         assert padded and all(m.padding_mode == mode for m in padded)
@@ -138,6 +141,7 @@ def test_save_pretrained_writes_config_and_safetensors(tmp_path):
     state = load_file(weights[0])
     assert torch.equal(state["quantize.embedding.weight"], model.codebook.detach())
     loaded = TEVQModel.from_pretrained(tmp_path)
+
     def public(config):  # JSON turns tuples into lists; private keys record where it was loaded from
         return {k: v for k, v in json.loads(json.dumps(dict(config), default=str)).items() if not k.startswith("_")}
 

@@ -6,14 +6,14 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from hub_server import local_hub  # noqa: F401  (pytest fixture)
+from PIL import Image
+from tiny_configs import TINY_MODEL_CONFIG
+from train_helpers import state_digest
+
 from te_vqgan import ImageToTextPipeline, TEVQModel, TextImageTokenizer, TextToImagePipeline
 from te_vqgan.cli import main as cli
 from te_vqgan.generation import build_generator_config
-from tiny_configs import TINY_MODEL_CONFIG
-from train_helpers import state_digest
 
 
 PROMPT = "the red 3 is on the upper left, and white 7 on the bottom right."
@@ -123,8 +123,24 @@ def test_push_and_load_from_the_hub(pipeline_dir, local_hub):
 
 def test_generate_and_caption_commands(pipeline_dir, tmp_path, capsys):
     out = tmp_path / "samples"
-    assert cli(["generate", "--pipeline", str(pipeline_dir), "--prompt", PROMPT, "--num-images", "2", "--seed", "0",
-                "--output", str(out)]) == 0
+    assert (
+        cli(
+            [
+                "generate",
+                "--pipeline",
+                str(pipeline_dir),
+                "--prompt",
+                PROMPT,
+                "--num-images",
+                "2",
+                "--seed",
+                "0",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert pngs == ["00-00.png", "00-01.png", "grid.png"]
     capsys.readouterr()
@@ -133,7 +149,10 @@ def test_generate_and_caption_commands(pipeline_dir, tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split("\t")[0] for line in lines] == files
 
-    assert cli(["generate", "--pipeline", str(pipeline_dir), "--prompt", "the purple 3", "--output", str(tmp_path / "x")]) == 2
+    assert (
+        cli(["generate", "--pipeline", str(pipeline_dir), "--prompt", "the purple 3", "--output", str(tmp_path / "x")])
+        == 2
+    )
     assert "outside the vocabulary: ['purple']" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
     Image.new("RGB", (32, 32)).save(tmp_path / "small.png")
@@ -151,13 +170,35 @@ def test_tokenize_dataset_command_and_its_refusals(stage2_assets, mnist_dir, tmp
 
     vqmodel_dir, _, cache = stage2_assets
     out = tmp_path / "tokens"
-    argv = ["tokenize-dataset", "--vqmodel", str(vqmodel_dir), "--mnist-dir", str(mnist_dir), "--num-train", "40",
-            "--num-validation", "8", "--num-test", "8", "--cache-dir", str(cache), "--batch-size", "16", "--output", str(out)]
+    argv = [
+        "tokenize-dataset",
+        "--vqmodel",
+        str(vqmodel_dir),
+        "--mnist-dir",
+        str(mnist_dir),
+        "--num-train",
+        "40",
+        "--num-validation",
+        "8",
+        "--num-test",
+        "8",
+        "--cache-dir",
+        str(cache),
+        "--batch-size",
+        "16",
+        "--output",
+        str(out),
+    ]
     assert cli(argv) == 0
     vqmodel = TEVQModel.from_pretrained(vqmodel_dir)
     dataset, info = load_tokenized_dataset(out, vqmodel=vqmodel)
     assert info.fingerprint == quantizer_fingerprint(vqmodel) and info.image_grid == (16, 16) and info.num_codes == 16
-    assert {name: len(split) for name, split in dataset.items()} == {"train": 40, "validation": 8, "test": 8, "test_seen": 8}
+    assert {name: len(split) for name, split in dataset.items()} == {
+        "train": 40,
+        "validation": 8,
+        "test": 8,
+        "test_seen": 8,
+    }
     train = dataset["train"]
     assert "image" not in train.column_names and {"captions", "objects", "indices"} <= set(train.column_names)
     assert isinstance(train.features["indices"], datasets.Array2D)
@@ -165,8 +206,11 @@ def test_tokenize_dataset_command_and_its_refusals(stage2_assets, mnist_dir, tmp
     from te_vqgan.data.tokenized import load_source_dataset
     from te_vqgan.metrics import images_to_tensor
 
-    source = load_source_dataset("textmnist", cache_dir=str(cache), builder_options=dict(
-        num_train=40, num_validation=8, num_test=8, data_dir=str(mnist_dir)))
+    source = load_source_dataset(
+        "textmnist",
+        cache_dir=str(cache),
+        builder_options=dict(num_train=40, num_validation=8, num_test=8, data_dir=str(mnist_dir)),
+    )
     pixels = images_to_tensor(np.stack([np.asarray(im.convert("RGB")) for im in source["train"][:4]["image"]]))
     assert torch.equal(torch.as_tensor(np.asarray(train[:4]["indices"])).long(), vqmodel.encode_to_indices(pixels))
 
@@ -185,10 +229,37 @@ def test_a_build_dataset_folder_keeps_test_and_test_seen_apart(stage2_assets, mn
 
     _, _, cache = stage2_assets
     built = tmp_path / "built"
-    assert cli(["build-dataset", "--output", str(built), "--data-dir", str(mnist_dir), "--num-train", "20",
-                "--num-validation", "6", "--num-test", "5", "--num-test-seen", "7", "--num-shift-groups", "2",
-                "--cache-dir", str(cache), "--num-proc", "1"]) == 0
+    assert (
+        cli(
+            [
+                "build-dataset",
+                "--output",
+                str(built),
+                "--data-dir",
+                str(mnist_dir),
+                "--num-train",
+                "20",
+                "--num-validation",
+                "6",
+                "--num-test",
+                "5",
+                "--num-test-seen",
+                "7",
+                "--num-shift-groups",
+                "2",
+                "--cache-dir",
+                str(cache),
+                "--num-proc",
+                "1",
+            ]
+        )
+        == 0
+    )
     dataset = load_source_dataset(str(built), cache_dir=str(cache))
     assert {name: len(split) for name, split in dataset.items()} == {
-        "train": 20, "validation": 6, "test": 5, "test_seen": 7, "shift": 10,
+        "train": 20,
+        "validation": 6,
+        "test": 5,
+        "test_seen": 7,
+        "shift": 10,
     }

@@ -1,12 +1,20 @@
 """`te-vqgan reproduce`: the plan, resumption (finished stages are skipped) and the report."""
 
 import json
-from pathlib import Path
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
-from te_vqgan.reproduce import PRESETS, ReproducePlan, StageFailed, preset_with, render_report, summarise_results, what_to_see
+from te_vqgan.reproduce import (
+    PRESETS,
+    ReproducePlan,
+    StageFailed,
+    preset_with,
+    render_report,
+    summarise_results,
+    what_to_see,
+)
 
 
 def finish(step):
@@ -22,18 +30,25 @@ def finish(step):
         write_completion_marker(step.folder, [step.marker, "README.md"])
 
 
-
 def test_the_plan_has_every_stage_in_order(tmp_path):
     preset = replace(PRESETS["cpu"], quantizers=("te", "sc"), seeds=(0, 1), train_sizes=(100, 50))
     plan = ReproducePlan(preset, tmp_path, mnist_dir="mnist")
     keys = [step.key for step in plan.steps]
     assert keys[:2] == ["data", "classifier"]
     # per quantizer and seed: stage 1, tokens, then stage 2 and evaluation per train size
-    assert keys[2:8] == ["stage1/te-seed0", "tokenize/te-seed0", "stage2/te-seed0-n100", "evaluate/te-seed0-n100",
-                         "stage2/te-seed0-n50", "evaluate/te-seed0-n50"]
+    assert keys[2:8] == [
+        "stage1/te-seed0",
+        "tokenize/te-seed0",
+        "stage2/te-seed0-n100",
+        "evaluate/te-seed0-n100",
+        "stage2/te-seed0-n50",
+        "evaluate/te-seed0-n50",
+    ]
     assert len(keys) == 2 + 2 * 2 * (2 + 2 * 2)
     stage1 = plan.steps[2]
-    assert stage1.command[1].endswith("training/train_vqgan.py") and stage1.settings.model_config.endswith("te-vqgan-mnist-cpu-f8.json")
+    assert stage1.command[1].endswith("training/train_vqgan.py") and stage1.settings.model_config.endswith(
+        "te-vqgan-mnist-cpu-f8.json"
+    )
     # A training stage runs `SCRIPT --config OUTPUT/runs/<stage>.json`, the file holding its typed settings.
     assert stage1.command[2:] == ["--config", str(tmp_path.resolve() / "runs" / "stage1" / "te-seed0.json")]
     stage2 = plan.steps[4]
@@ -100,13 +115,38 @@ def test_preset_overrides_are_checked():
 
 def _run(q, seed, size, t2i, i2t, codes):
     buckets = lambda a: {"accuracy": a, "Quad1": a, "Quad2": a, "Quad3": a, "Quad4": a, "Centre": a, "clauses": {}}  # noqa: E731
-    split = {"t2i": buckets(t2i), "i2t": buckets(i2t),
-             "sanity": {"t2i_ground_truth": 1.0, "i2t_ground_truth": 1.0, "t2i_reconstructions": 0.9, "passed": True,
-                        "t2i_prompt_ignored": 0.02, "i2t_image_ignored": 0.04}}
-    stage1 = {"codes_used": codes, "perplexity": 5.0, "recon_l1": 0.03, "recon_l2": 0.02, "colour_fidelity": 0.99, "shape_iou": 0.7,
-              "shift_equivariance": 0.9, "shift_equivariance_foreground": 0.98, "shift_equivariance_all_colours": 0.9,
-              "shift_equivariance_foreground_all_colours": 0.97, **{f"shift_equivariance_foreground_{c}": 0.97 for c in ("white", "red", "green", "blue")}}
-    return {"quantizer": q, "seed": seed, "train_size": size, "stage1": stage1, "evaluation": {"test": split, "test_seen": split}}
+    split = {
+        "t2i": buckets(t2i),
+        "i2t": buckets(i2t),
+        "sanity": {
+            "t2i_ground_truth": 1.0,
+            "i2t_ground_truth": 1.0,
+            "t2i_reconstructions": 0.9,
+            "passed": True,
+            "t2i_prompt_ignored": 0.02,
+            "i2t_image_ignored": 0.04,
+        },
+    }
+    stage1 = {
+        "codes_used": codes,
+        "perplexity": 5.0,
+        "recon_l1": 0.03,
+        "recon_l2": 0.02,
+        "colour_fidelity": 0.99,
+        "shape_iou": 0.7,
+        "shift_equivariance": 0.9,
+        "shift_equivariance_foreground": 0.98,
+        "shift_equivariance_all_colours": 0.9,
+        "shift_equivariance_foreground_all_colours": 0.97,
+        **{f"shift_equivariance_foreground_{c}": 0.97 for c in ("white", "red", "green", "blue")},
+    }
+    return {
+        "quantizer": q,
+        "seed": seed,
+        "train_size": size,
+        "stage1": stage1,
+        "evaluation": {"test": split, "test_seen": split},
+    }
 
 
 def test_report_renders_tables_from_a_results_file():
@@ -115,9 +155,17 @@ def test_report_renders_tables_from_a_results_file():
 
     results = {
         "preset": asdict(preset),
-        "runs": [_run("te", 0, 100, 0.5, 0.3, 80), _run("te", 1, 100, 0.7, 0.5, 90), _run("sc", 0, 100, 0.2, 0.1, 100),
-                 _run("te", 0, 50, 0.4, 0.2, 80), _run("sc", 0, 50, 0.1, 0.1, 100)],
-        "classifier": {"accuracy": {"test": {"colour_accuracy": 1.0, "digit_accuracy": 0.996, "windows": 7500}}, "meets_target": True},
+        "runs": [
+            _run("te", 0, 100, 0.5, 0.3, 80),
+            _run("te", 1, 100, 0.7, 0.5, 90),
+            _run("sc", 0, 100, 0.2, 0.1, 100),
+            _run("te", 0, 50, 0.4, 0.2, 80),
+            _run("sc", 0, 50, 0.1, 0.1, 100),
+        ],
+        "classifier": {
+            "accuracy": {"test": {"colour_accuracy": 1.0, "digit_accuracy": 0.996, "windows": 7500}},
+            "meets_target": True,
+        },
         "seconds": {"data": 10.0, "stage1/te-seed0": 100.0, "stage1/sc-seed0": 120.0},
         "commands": {"data": "te-vqgan build-dataset ..."},
         "versions": {"torch": "2.13.0"},
@@ -134,13 +182,18 @@ def test_report_renders_tables_from_a_results_file():
     assert "| **all stage1** | 220 |" in report and "| **total** | 230 |" in report
     assert "test colour 1.0000, digit 0.9960 (7,500 windows) (met)" in report
     # one sentence on what the figures show, from how far the best generator is above chance on test_seen
-    assert "What to look at: in the text-to-image samples most digits have the colour and the place their prompt names" in report
+    assert (
+        "What to look at: in the text-to-image samples most digits have the colour and the place their prompt names"
+        in report
+    )
     assert "TE (SC + orth.): text-to-image 0.60 and image-to-text 0.40 on `test_seen`" in report
     weak = {**summary, "seen": {q: {"t2i_accuracy": (0.05, 0.0), "i2t_accuracy": (0.3, 0.0)} for q in ("te", "sc")}}
     assert "does not yet follow its prompt" in what_to_see(weak, ("te", "sc"))
     # the chance rows: the generator's all-bucket accuracy beside another example's ground truth
     assert summary["chance"]["te"]["t2i_prompt_ignored_test"] == pytest.approx((0.02, 0.0))
-    assert "| TE (SC + orth.) | 0.600 (0.100) | 0.020 (0.000) | 0.400 (0.100) | 0.040 (0.000) | 0.600 (0.100) |" in report
+    assert (
+        "| TE (SC + orth.) | 0.600 (0.100) | 0.020 (0.000) | 0.400 (0.100) | 0.040 (0.000) | 0.600 (0.100) |" in report
+    )
     assert "text-to-image on `test` (chance 0.020): TE (SC + orth.) 0.600 is above it, SC 0.200 is above it" in report
     # a results file from before the chance rows renders without them
     for run in results["runs"]:
@@ -218,7 +271,10 @@ def test_a_classifier_settings_change_retrains_the_classifier_and_reevaluates_on
     ran.clear()
     retrained.run(log=lambda line: None)
     assert ran == []
-    assert json.loads((tmp_path / "state.json").read_text())["settings"]["classifier_epochs"] == preset.classifier_epochs + 4
+    assert (
+        json.loads((tmp_path / "state.json").read_text())["settings"]["classifier_epochs"]
+        == preset.classifier_epochs + 4
+    )
     with pytest.raises(ValueError, match=r"stage1_steps: 800 -> 900.*only classifier_train"):
         ReproducePlan(replace(preset, classifier_epochs=1, stage1_steps=900), tmp_path).run(log=lambda line: None)
 
@@ -242,12 +298,21 @@ def test_library_stages_replace_what_an_interrupted_run_left(tmp_path):
     plan = ReproducePlan(replace(PRESETS["smoke"], quantizers=("te",), seeds=(0,), train_sizes=(100,)), tmp_path)
     # The stages that write a folder whole take overwrite=True for leftovers; the evaluation rewrites its own files.
     assert [s.kind for s in plan.steps if s.replaces_folder] == ["data", "classifier", "tokenize"]
-    step = Step("lib", "data", tmp_path / "lib", "done", call=functools.partial(record_call, str(tmp_path / "lib")), replaces_folder=True)
+    step = Step(
+        "lib",
+        "data",
+        tmp_path / "lib",
+        "done",
+        call=functools.partial(record_call, str(tmp_path / "lib")),
+        replaces_folder=True,
+    )
     step.run_call()
     assert json.loads((tmp_path / "lib" / "done").read_text())["overwrite"] is False  # nothing was there
     step.run_call()
     assert json.loads((tmp_path / "lib" / "done").read_text())["overwrite"] is True
-    failing = Step("bad", "data", tmp_path / "bad", "done", call=functools.partial(record_call, str(tmp_path / "bad"), fail=True))
+    failing = Step(
+        "bad", "data", tmp_path / "bad", "done", call=functools.partial(record_call, str(tmp_path / "bad"), fail=True)
+    )
     with pytest.raises(StageFailed, match="Stage bad failed: bad input, named"):
         plan._run_step(failing)
 
@@ -260,8 +325,21 @@ def test_jobs_run_library_stages_in_worker_processes_with_their_logs(tmp_path):
 
     plan = fake_plan(tmp_path, [("train", (), 0, 0, False)])
     plan.steps += [
-        Step("lib", "evaluate", tmp_path / "lib", "done", call=functools.partial(record_call, str(tmp_path / "lib")), needs=("train",)),
-        Step("bad", "evaluate", tmp_path / "bad", "done", call=functools.partial(record_call, str(tmp_path / "bad"), fail=True)),
+        Step(
+            "lib",
+            "evaluate",
+            tmp_path / "lib",
+            "done",
+            call=functools.partial(record_call, str(tmp_path / "lib")),
+            needs=("train",),
+        ),
+        Step(
+            "bad",
+            "evaluate",
+            tmp_path / "bad",
+            "done",
+            call=functools.partial(record_call, str(tmp_path / "bad"), fail=True),
+        ),
     ]
     with pytest.raises(StageFailed, match=r"1 stage\(s\) failed: bad \(exited with 1"):
         plan.run(log=lambda line: None, jobs=2)
@@ -300,9 +378,23 @@ def fake_plan(tmp_path, specs):
 
     plan = ReproducePlan(replace(PRESETS["smoke"], quantizers=("te",), seeds=(0,), train_sizes=(100,)), tmp_path)
     plan.steps = [
-        Step(key, "stage2", tmp_path / key, "done", [sys.executable, "-c", FAKE_STAGE, str(tmp_path / key), str(seconds), str(code),
-                                                     *(["resumable"] if resumable else [])],
-             resumable=resumable, needs=needs)
+        Step(
+            key,
+            "stage2",
+            tmp_path / key,
+            "done",
+            [
+                sys.executable,
+                "-c",
+                FAKE_STAGE,
+                str(tmp_path / key),
+                str(seconds),
+                str(code),
+                *(["resumable"] if resumable else []),
+            ],
+            resumable=resumable,
+            needs=needs,
+        )
         for key, needs, seconds, code, resumable in specs
     ]
     return plan
@@ -326,9 +418,14 @@ def test_jobs_run_independent_stages_together_and_dependent_ones_after(tmp_path)
 
 
 def test_jobs_report_a_failing_stage_while_the_others_finish(tmp_path):
-    plan = fake_plan(tmp_path, [("bad", (), 0.2, 3, False), ("after_bad", ("bad",), 0, 0, False), ("good", (), 1.0, 0, False)])
-    with pytest.raises(StageFailed, match=r"1 stage\(s\) failed: bad \(exited with 3; log: .*bad.log\); "
-                                          r"not run because a stage they need failed: after_bad"):
+    plan = fake_plan(
+        tmp_path, [("bad", (), 0.2, 3, False), ("after_bad", ("bad",), 0, 0, False), ("good", (), 1.0, 0, False)]
+    )
+    with pytest.raises(
+        StageFailed,
+        match=r"1 stage\(s\) failed: bad \(exited with 3; log: .*bad.log\); "
+        r"not run because a stage they need failed: after_bad",
+    ):
         plan.run(log=lambda line: None, jobs=2)
     assert (tmp_path / "good" / "done").is_file() and not (tmp_path / "after_bad").exists()
     state = json.loads((tmp_path / "state.json").read_text())
@@ -343,7 +440,9 @@ def test_a_job_killed_mid_stage_is_resumed_by_the_rerun(tmp_path):
 
     plan = fake_plan(tmp_path, [("train", (), 60, 0, True), ("evaluate", ("train",), 0, 0, False)])
     errors = []
-    runner = threading.Thread(target=lambda: errors.append(pytest.raises(StageFailed, plan.run, log=lambda line: None, jobs=2)))
+    runner = threading.Thread(
+        target=lambda: errors.append(pytest.raises(StageFailed, plan.run, log=lambda line: None, jobs=2))
+    )
     runner.start()
     pid_file = tmp_path / "train" / "pid"
     deadline = time.time() + 30
@@ -352,7 +451,9 @@ def test_a_job_killed_mid_stage_is_resumed_by_the_rerun(tmp_path):
     os.kill(int(pid_file.read_text()), signal.SIGKILL)  # the trainer dies mid-stage, after its first checkpoint
     runner.join(timeout=30)
     assert errors and "train (exited with -9" in str(errors[0].value) and not (tmp_path / "train" / "done").exists()
-    state = plan.run(log=lambda line: None, jobs=2)  # the same command again: the training continues from its checkpoint
+    state = plan.run(
+        log=lambda line: None, jobs=2
+    )  # the same command again: the training continues from its checkpoint
     assert (tmp_path / "train" / "done").is_file() and (tmp_path / "evaluate" / "done").is_file()
     assert state["seconds"]["train"] < 30  # resumed (the fake skips its sleep), not started over
     assert plan.subprocess_command(plan.steps[0])[-2:] == ["--resume_from_checkpoint", "latest"]

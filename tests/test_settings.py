@@ -18,13 +18,52 @@ STAGE2 = ["--tokenized_dataset", "tokens", "--vqmodel", "quantizer", "--output_d
 STAGE1 = ["--model_config", "config.json", "--output_dir", "run"]
 
 
-@pytest.mark.parametrize("cls, argv", [
-    (GeneratorTrainingSettings, STAGE2 + ["--dropout", "0", "--lr_num_cycles", "1", "--text_length", "45", "--directions", "t2i",
-                                          "--position_scheme", "modality", "--max_grad_norm", "0.5", "--cpu", "--seed", "7"]),
-    (VQGANTrainingSettings, STAGE1 + ["--no-scale_lr", "--perceptual_weight", "0", "--kmeans_init_step", "300",
-                                      "--center_crop", "--dataset", "textmnist:fashion_mnist", "--learning_rate", "3e-4"]),
-    (TrainingSettings, ["--output_dir", "run", "--max_train_steps", "5", "--lr_scheduler", "cosine", "--mixed_precision", "bf16"]),
-])
+@pytest.mark.parametrize(
+    "cls, argv",
+    [
+        (
+            GeneratorTrainingSettings,
+            STAGE2
+            + [
+                "--dropout",
+                "0",
+                "--lr_num_cycles",
+                "1",
+                "--text_length",
+                "45",
+                "--directions",
+                "t2i",
+                "--position_scheme",
+                "modality",
+                "--max_grad_norm",
+                "0.5",
+                "--cpu",
+                "--seed",
+                "7",
+            ],
+        ),
+        (
+            VQGANTrainingSettings,
+            STAGE1
+            + [
+                "--no-scale_lr",
+                "--perceptual_weight",
+                "0",
+                "--kmeans_init_step",
+                "300",
+                "--center_crop",
+                "--dataset",
+                "textmnist:fashion_mnist",
+                "--learning_rate",
+                "3e-4",
+            ],
+        ),
+        (
+            TrainingSettings,
+            ["--output_dir", "run", "--max_train_steps", "5", "--lr_scheduler", "cosine", "--mixed_precision", "bf16"],
+        ),
+    ],
+)
 def test_flags_and_config_file_round_trip(tmp_path, cls, argv):
     settings = parse_settings(cls, argv, check_inputs=False)
     path = settings.to_json(tmp_path / "run.json")
@@ -32,13 +71,18 @@ def test_flags_and_config_file_round_trip(tmp_path, cls, argv):
     assert parse_settings(cls, settings.to_flags(), check_inputs=False) == settings
     assert cls.from_dict(json.loads(path.read_text())) == settings
     # Flags after the file override it, and only what they name.
-    changed = parse_settings(cls, ["--config", str(path), "--resume_from_checkpoint", "latest", "--seed", "3"], check_inputs=False)
+    changed = parse_settings(
+        cls, ["--config", str(path), "--resume_from_checkpoint", "latest", "--seed", "3"], check_inputs=False
+    )
     assert changed == settings.replace(resume_from_checkpoint="latest", seed=3)
 
 
 def test_derived_values_are_settled_once():
-    stage1 = parse_settings(VQGANTrainingSettings, STAGE1 + ["--perceptual_weight", "0", "--dataset", "textmnist:fashion_mnist"],
-                            check_inputs=False)
+    stage1 = parse_settings(
+        VQGANTrainingSettings,
+        STAGE1 + ["--perceptual_weight", "0", "--dataset", "textmnist:fashion_mnist"],
+        check_inputs=False,
+    )
     assert stage1.reconstruction_loss == "l2" and stage1.dataset_config == "fashion_mnist" and stage1.scale_lr is True
     assert parse_settings(VQGANTrainingSettings, STAGE1, check_inputs=False).reconstruction_loss == "l1"
     stage2 = parse_settings(GeneratorTrainingSettings, STAGE2 + ["--directions", "t2i,i2t"], check_inputs=False)
@@ -49,13 +93,16 @@ def test_derived_values_are_settled_once():
     assert (stage1.seed, stage1.train_batch_size, stage2.seed, stage2.train_batch_size) == (23, 96, 42, 100)
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--dropout", "1.5"], "--dropout must be in [0, 1) (got 1.5)"),
-    (["--n_head", "3"], "--n_embd must be divisible by --n_head (got 256 and 3)"),
-    (["--learning_rate", "nan"], "--learning_rate: expected a finite number (got 'nan')"),
-    (["--directions", "t2x"], "--directions must name t2i and/or i2t (got 't2x')"),
-    (["--lr_scheduler", "cosine_forever"], "invalid choice: 'cosine_forever'"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--dropout", "1.5"], "--dropout must be in [0, 1) (got 1.5)"),
+        (["--n_head", "3"], "--n_embd must be divisible by --n_head (got 256 and 3)"),
+        (["--learning_rate", "nan"], "--learning_rate: expected a finite number (got 'nan')"),
+        (["--directions", "t2x"], "--directions must name t2i and/or i2t (got 't2x')"),
+        (["--lr_scheduler", "cosine_forever"], "invalid choice: 'cosine_forever'"),
+    ],
+)
 def test_bad_values_are_one_line_errors(extra, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         parse_settings(GeneratorTrainingSettings, STAGE2 + extra, check_inputs=False)
@@ -82,7 +129,9 @@ def test_bad_config_files(tmp_path, capsys):
 
 
 def test_inputs_are_checked_when_the_run_starts(tmp_path, capsys):
-    settings = GeneratorTrainingSettings(tokenized_dataset=str(tmp_path / "none"), vqmodel="q", output_dir=str(tmp_path / "run"))
+    settings = GeneratorTrainingSettings(
+        tokenized_dataset=str(tmp_path / "none"), vqmodel="q", output_dir=str(tmp_path / "run")
+    )
     with pytest.raises(ValueError, match="is not a folder"):
         settings.check_inputs()
     with pytest.raises(SystemExit):

@@ -4,10 +4,10 @@ call conventions (a list of generators, progress bar, `callback_on_step_end`, `o
 
 import pytest
 import torch
-
 from hub_server import local_hub  # noqa: F401  (pytest fixture)
-from te_vqgan import ImageToTextPipeline, TextImageTokenizer, TextToImagePipeline
 from test_pipelines import PROMPT, make_pipeline
+
+from te_vqgan import ImageToTextPipeline, TextImageTokenizer, TextToImagePipeline
 
 
 CAPTIONS = [PROMPT, "the upper left is blue 9.", "white 7."]
@@ -54,22 +54,32 @@ def test_generation_configs_drive_the_stock_generate(folder, t2i):
     tokenizer = TextImageTokenizer.from_pretrained(folder / "tokenizer")
     layout = SequenceLayout.from_tokenizer(tokenizer, tuple(model.config.image_grid))
     n = layout.num_image_tokens
-    configs = {d: GenerationConfig.from_pretrained(folder / "generator", name) for d, name in GENERATION_CONFIG_FILES.items()}
+    configs = {
+        d: GenerationConfig.from_pretrained(folder / "generator", name) for d, name in GENERATION_CONFIG_FILES.items()
+    }
     k = max(int(0.05 * model.config.vocab_size), 1)
     assert (configs["t2i"].do_sample, configs["t2i"].top_k, configs["t2i"].temperature) == (True, k, 0.8)
-    assert (configs["t2i"].max_new_tokens, configs["t2i"].min_new_tokens, configs["t2i"].eos_token_id) == (n + 1, n, layout.eoi_id)
+    assert (configs["t2i"].max_new_tokens, configs["t2i"].min_new_tokens, configs["t2i"].eos_token_id) == (
+        n + 1,
+        n,
+        layout.eoi_id,
+    )
     assert (configs["i2t"].max_new_tokens, configs["i2t"].eos_token_id) == (layout.text_length - 1, layout.eot_id)
     assert model.generation_config.do_sample and model.generation_config.top_k == k  # a plain generate() samples
 
     text = AutoTokenizer.from_pretrained(folder / "tokenizer")(CAPTIONS[:2], padding="max_length", return_tensors="pt")
     prompt = layout.t2i_prompt(text.input_ids)
     torch.manual_seed(0)
-    out = model.generate(prompt, attention_mask=torch.ones_like(prompt), generation_config=configs["t2i"],
-                         logits_processor=[ModalityMaskLogitsProcessor.from_layout(layout, "t2i")])  # as the README
-    new = out[:, prompt.shape[1]:]
+    out = model.generate(
+        prompt,
+        attention_mask=torch.ones_like(prompt),
+        generation_config=configs["t2i"],
+        logits_processor=[ModalityMaskLogitsProcessor.from_layout(layout, "t2i")],
+    )  # as the README
+    new = out[:, prompt.shape[1] :]
     assert new.shape == (2, n + 1) and (new[:, n] == layout.eoi_id).all()
     codes = tokenizer.decode_image_indices(new[:, :n], grid=layout.image_grid)  # exactly H*W in-range codes
-    assert torch.equal(codes.flatten(1), out[:, prompt.shape[1]:-1] - layout.image_token_offset)
+    assert torch.equal(codes.flatten(1), out[:, prompt.shape[1] : -1] - layout.image_token_offset)
     assert codes.shape == (2, *layout.image_grid) and 0 <= codes.min() and codes.max() < tokenizer.codebook_size
     assert t2i.config.top_k_fraction == 0.05 and t2i.config.temperature == 0.8  # the pipeline reads them back
 
@@ -79,7 +89,11 @@ def test_diffusion_pipeline_from_pretrained_returns_ours(folder):
 
     pipe = DiffusionPipeline.from_pretrained(folder)
     assert type(pipe) is TextToImagePipeline
-    assert pipe("white 7.", output_type="latent", generator=torch.Generator().manual_seed(0)).images.shape == (1, 16, 16)
+    assert pipe("white 7.", output_type="latent", generator=torch.Generator().manual_seed(0)).images.shape == (
+        1,
+        16,
+        16,
+    )
 
 
 @pytest.mark.slow
@@ -126,8 +140,13 @@ def test_progress_bar_and_callback_on_step_end(t2i, capsys):
         return {}
 
     t2i.set_progress_bar_config(disable=False, desc="sampling")
-    out = t2i(CAPTIONS[:2], generator=torch.Generator().manual_seed(0), output_type="latent",
-              callback_on_step_end=callback, callback_on_step_end_tensor_inputs=["input_ids", "scores"])
+    out = t2i(
+        CAPTIONS[:2],
+        generator=torch.Generator().manual_seed(0),
+        output_type="latent",
+        callback_on_step_end=callback,
+        callback_on_step_end_tensor_inputs=["input_ids", "scores"],
+    )
     assert "sampling" in capsys.readouterr().err  # set_progress_bar_config reaches the bar
     assert [s for s, _, _ in seen] == list(range(n + 1)) and seen[0][2] == ("input_ids", "scores")
     assert (out.images.flatten(1)[:, 0] == 1).all()
@@ -185,15 +204,27 @@ def test_call_arguments_are_checked_first(t2i, kwargs, message):
         t2i("white 7.", **kwargs)
 
 
-SMALL_VQ = dict(block_out_channels=(32, 64, 64), latent_channels=32, vq_embed_dim=32, num_vq_embeddings=16,
-                norm_num_groups=8, sample_size=32)
+SMALL_VQ = dict(
+    block_out_channels=(32, 64, 64),
+    latent_channels=32,
+    vq_embed_dim=32,
+    num_vq_embeddings=16,
+    norm_num_groups=8,
+    sample_size=32,
+)
 
 
-@pytest.mark.parametrize("layout", [
-    dict(down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3),
-    dict(down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D", "AttnDownEncoderBlock2D"),
-         up_block_types=("AttnUpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"), layers_per_block=2),
-])
+@pytest.mark.parametrize(
+    "layout",
+    [
+        dict(down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3),
+        dict(
+            down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D", "AttnDownEncoderBlock2D"),
+            up_block_types=("AttnUpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"),
+            layers_per_block=2,
+        ),
+    ],
+)
 def test_a_stock_vqmodel_refuses_a_te_folder_and_matches_a_stock_layout(tmp_path, layout):
     from diffusers import VQModel
 
@@ -201,7 +232,9 @@ def test_a_stock_vqmodel_refuses_a_te_folder_and_matches_a_stock_layout(tmp_path
 
     torch.manual_seed(0)
     te = TEVQModel(**SMALL_VQ, **layout).eval()  # replicate padding: not diffusers' network
-    assert not te.computes_stock_network and te.config.down_block_types[0] == "TEVQModel." + layout["down_block_types"][0]
+    assert (
+        not te.computes_stock_network and te.config.down_block_types[0] == "TEVQModel." + layout["down_block_types"][0]
+    )
     te.save_pretrained(tmp_path / "te")
     with pytest.raises(ValueError, match=r"TEVQModel\.DownEncoderBlock2D does not exist"):
         VQModel.from_pretrained(tmp_path / "te")
@@ -218,7 +251,9 @@ def test_a_stock_vqmodel_refuses_a_te_folder_and_matches_a_stock_layout(tmp_path
         _, _, (_, _, indices) = stock.quantize(latents)
         ours = stock_layout.encode_to_indices(x)
         assert torch.equal(indices.reshape(ours.shape), ours)
-        torch.testing.assert_close(stock.decode(latents).sample, stock_layout.decode_indices(ours), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            stock.decode(latents).sample, stock_layout.decode_indices(ours), atol=1e-5, rtol=1e-5
+        )
 
 
 def test_folders_saved_with_diffusers_block_names_still_load_with_their_fingerprint(tmp_path):
@@ -228,7 +263,9 @@ def test_folders_saved_with_diffusers_block_names_still_load_with_their_fingerpr
     from te_vqgan.data.tokenized import quantizer_fingerprint
 
     torch.manual_seed(0)
-    model = TEVQModel(**SMALL_VQ, down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3)
+    model = TEVQModel(
+        **SMALL_VQ, down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3
+    )
     model.save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     config["down_block_types"] = [name.removeprefix("TEVQModel.") for name in config["down_block_types"]]
@@ -244,8 +281,11 @@ def test_the_forward_compiles_as_one_graph():
     from te_vqgan import TEVQModel
     from te_vqgan.losses import orthogonal_loss
 
-    model = TEVQModel(**{**SMALL_VQ, "sample_size": 16}, down_block_types=("DownEncoderBlock2D",) * 3,
-                      up_block_types=("UpDecoderBlock2D",) * 3)
+    model = TEVQModel(
+        **{**SMALL_VQ, "sample_size": 16},
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+    )
     compiled = torch.compile(lambda x: model(x, check_finite=False).orthogonal_loss, fullgraph=True, backend="eager")
     x = torch.rand(2, 3, 16, 16) * 2 - 1
     torch.testing.assert_close(compiled(x), model(x).orthogonal_loss)
@@ -265,7 +305,11 @@ def test_load_vq_model_returns_the_model(tmp_path):
     model = load_vq_model(str(config), seed=1)
     assert isinstance(model, TEVQModel) and not model.training
     again, description = load_vq_model(str(config), seed=1, output_loading_info=True)
-    assert torch.equal(again.codebook, model.codebook) and "randomly initialised" in description and "seed 1" in description
+    assert (
+        torch.equal(again.codebook, model.codebook)
+        and "randomly initialised" in description
+        and "seed 1" in description
+    )
 
 
 def test_python_save_and_push_write_our_cards(folder, tmp_path, local_hub):
@@ -273,7 +317,9 @@ def test_python_save_and_push_write_our_cards(folder, tmp_path, local_hub):
 
     from te_vqgan import TEVQModel
 
-    model = TEVQModel(**SMALL_VQ, down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3)
+    model = TEVQModel(
+        **SMALL_VQ, down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3
+    )
     model.save_pretrained(tmp_path / "vq")
     card = ModelCard.load(tmp_path / "vq" / "README.md")
     assert "te-vqgan" in card.data.tags and "More Information Needed" not in card.text and "TEVQModel" in card.text
@@ -283,7 +329,9 @@ def test_python_save_and_push_write_our_cards(folder, tmp_path, local_hub):
     ModelCard(pushed).validate()  # the local hub's /api/validate-yaml
 
     # A loaded pipeline keeps the folder's card; without one it writes ours, with the quantizer as base_model.
-    (folder / "README.md").write_text("---\nlibrary_name: diffusers\ntags: [te-vqgan, trained-run]\n---\n# a trained run\n")
+    (folder / "README.md").write_text(
+        "---\nlibrary_name: diffusers\ntags: [te-vqgan, trained-run]\n---\n# a trained run\n"
+    )
     TextToImagePipeline.from_pretrained(folder).push_to_hub("user/tiny-pipe")
     assert "a trained run" in local_hub.files("user/tiny-pipe")["README.md"].decode()
     (folder / "README.md").unlink()
@@ -294,7 +342,11 @@ def test_python_save_and_push_write_our_cards(folder, tmp_path, local_hub):
     assert data.base_model == "user/tiny-vq" and data.pipeline_tag == "text-to-image" and data.datasets is None
     from te_vqgan.hub import hub_repo_id
 
-    assert hub_repo_id(str(tmp_path)) is None and hub_repo_id("textmnist-mnist") is None and hub_repo_id("org/name") == "org/name"
+    assert (
+        hub_repo_id(str(tmp_path)) is None
+        and hub_repo_id("textmnist-mnist") is None
+        and hub_repo_id("org/name") == "org/name"
+    )
 
 
 def test_one_flag_vocabulary_with_the_old_spellings_deprecated(capsys):
@@ -304,16 +356,45 @@ def test_one_flag_vocabulary_with_the_old_spellings_deprecated(capsys):
     from te_vqgan.options import resolve_hub_push
 
     parser = build_parser()
-    new = parser.parse_args(["build-dataset", "--dataset-config", "fashion_mnist", "--output-dir", "out", "--mnist-dir", "d",
-                             "--push-to-hub", "--hub-model-id", "org/x", "--hub-private-repo"])
+    new = parser.parse_args(
+        [
+            "build-dataset",
+            "--dataset-config",
+            "fashion_mnist",
+            "--output-dir",
+            "out",
+            "--mnist-dir",
+            "d",
+            "--push-to-hub",
+            "--hub-model-id",
+            "org/x",
+            "--hub-private-repo",
+        ]
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        old = parser.parse_args(["build-dataset", "--config", "fashion_mnist", "--output", "out", "--data-dir", "d",
-                                 "--push-to-hub", "org/x", "--private"])
+        old = parser.parse_args(
+            [
+                "build-dataset",
+                "--config",
+                "fashion_mnist",
+                "--output",
+                "out",
+                "--data-dir",
+                "d",
+                "--push-to-hub",
+                "org/x",
+                "--private",
+            ]
+        )
         assert resolve_hub_push(old) == "org/x"
     said = " ".join(str(w.message) for w in caught if issubclass(w.category, FutureWarning))
-    for old_flag, new_flag in (("--config", "--dataset-config"), ("--output", "--output-dir"), ("--data-dir", "--mnist-dir"),
-                               ("--private", "--hub-private-repo")):
+    for old_flag, new_flag in (
+        ("--config", "--dataset-config"),
+        ("--output", "--output-dir"),
+        ("--data-dir", "--mnist-dir"),
+        ("--private", "--hub-private-repo"),
+    ):
         assert f"{old_flag} is deprecated" in said and f"use {new_flag}" in said
     assert "--push-to-hub REPO is deprecated" in said
     for key in ("config", "output", "data_dir", "hub_private_repo"):
@@ -325,8 +406,12 @@ def test_one_flag_vocabulary_with_the_old_spellings_deprecated(capsys):
 
     other = parser.parse_args(["equivariance", "--vqmodel", "m"]), parser.parse_args(["equivariance", "--model", "m"])
     assert other[0].model == other[1].model == "m"
-    assert parser.parse_args(["generate", "--pipeline", "p", "--prompt", "x", "--num-images-per-prompt", "3",
-                              "--output-dir", "o"]).num_images == 3
+    assert (
+        parser.parse_args(
+            ["generate", "--pipeline", "p", "--prompt", "x", "--num-images-per-prompt", "3", "--output-dir", "o"]
+        ).num_images
+        == 3
+    )
     with pytest.raises(SystemExit):
         main(["generate", "--pipeline", "p", "--prompt", "x"])
     assert "required: --output-dir" in capsys.readouterr().err

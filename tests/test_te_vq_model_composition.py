@@ -10,10 +10,10 @@ import torch
 import torch.nn as nn
 from diffusers import ModelMixin, VQModel
 from diffusers.configuration_utils import ConfigMixin
-from diffusers.models.autoencoders import vae as diffusers_vae
 from diffusers.models import downsampling as diffusers_downsampling
 from diffusers.models import resnet as diffusers_resnet
 from diffusers.models import upsampling as diffusers_upsampling
+from diffusers.models.autoencoders import vae as diffusers_vae
 from safetensors import safe_open
 from safetensors.torch import load_file
 
@@ -26,10 +26,18 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures" / "te_vq_model"
 LAYOUTS = ("te_default", "te_conv_blurpool", "te_max_blurpool_simvq", "te_maxpool_no_attention", "stock_zeros")
 FIXTURE_COMMIT = "d797ee26223b8a3d507cdfd624e7b21ae59418eb"  # see tests/fixtures/make_te_vq_model_fixtures.py
 
-TINY = dict(block_out_channels=(2, 4, 4), norm_num_groups=2, latent_channels=4, vq_embed_dim=4, num_vq_embeddings=16,
-            sample_size=16)
-TE_BLOCKS = dict(down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D", "AttnDownEncoderBlock2D"),
-                 up_block_types=("AttnUpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"))
+TINY = dict(
+    block_out_channels=(2, 4, 4),
+    norm_num_groups=2,
+    latent_channels=4,
+    vq_embed_dim=4,
+    num_vq_embeddings=16,
+    sample_size=16,
+)
+TE_BLOCKS = dict(
+    down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D", "AttnDownEncoderBlock2D"),
+    up_block_types=("AttnUpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"),
+)
 
 
 def expected_outputs(name: str) -> dict[str, torch.Tensor]:
@@ -72,8 +80,12 @@ def test_a_fixture_folder_loads_every_weight_and_computes_the_same(name, tmp_pat
         reconstruction = model.decode_indices(indices)
         out = model(x)
     assert torch.equal(indices, expected["indices"])
-    torch.testing.assert_close(latents, expected["latents"], atol=1e-4, rtol=1e-4)  # float32 sums reorder with the thread count
-    torch.testing.assert_close(reconstruction, expected["reconstruction"], atol=1e-4, rtol=1e-4)  # float32 sums reorder with the thread count
+    torch.testing.assert_close(
+        latents, expected["latents"], atol=1e-4, rtol=1e-4
+    )  # float32 sums reorder with the thread count
+    torch.testing.assert_close(
+        reconstruction, expected["reconstruction"], atol=1e-4, rtol=1e-4
+    )  # float32 sums reorder with the thread count
     assert torch.equal(out.indices, indices) and torch.equal(out.sample, reconstruction)
 
     # Saved again, the folder is the same: config (block type names included) and weights.
@@ -93,8 +105,12 @@ def test_the_stock_layout_fixture_still_loads_in_diffusers_vqmodel():
         _, _, (_, _, indices) = stock.quantize(latents)
         sample = stock.decode(latents).sample
     assert torch.equal(indices.reshape(expected["indices"].shape), expected["indices"])
-    torch.testing.assert_close(latents, expected["latents"], atol=1e-4, rtol=1e-4)  # float32 sums reorder with the thread count
-    torch.testing.assert_close(sample, expected["reconstruction"], atol=1e-4, rtol=1e-4)  # float32 sums reorder with the thread count
+    torch.testing.assert_close(
+        latents, expected["latents"], atol=1e-4, rtol=1e-4
+    )  # float32 sums reorder with the thread count
+    torch.testing.assert_close(
+        sample, expected["reconstruction"], atol=1e-4, rtol=1e-4
+    )  # float32 sums reorder with the thread count
 
 
 def test_a_te_fixture_is_still_refused_by_diffusers_vqmodel():
@@ -104,8 +120,12 @@ def test_a_te_fixture_is_still_refused_by_diffusers_vqmodel():
 
 # ------------------------------------------------------------------ built, not patched
 DIFFUSERS_PADDED_BLOCKS = (
-    diffusers_downsampling.Downsample2D, diffusers_upsampling.Upsample2D, diffusers_resnet.ResnetBlock2D,
-    diffusers_resnet.ResnetBlockCondNorm2D, diffusers_vae.Encoder, diffusers_vae.Decoder,
+    diffusers_downsampling.Downsample2D,
+    diffusers_upsampling.Upsample2D,
+    diffusers_resnet.ResnetBlock2D,
+    diffusers_resnet.ResnetBlockCondNorm2D,
+    diffusers_vae.Encoder,
+    diffusers_vae.Decoder,
 )
 
 
@@ -145,14 +165,25 @@ def test_an_unknown_block_type_is_refused_with_its_name():
 # ------------------------------------------------------------------ the copies against diffusers' blocks
 SYNC_LAYOUTS = {
     "attention": dict(TINY, **TE_BLOCKS),
-    "two_layers_no_mid_attention": dict(TINY, down_block_types=("DownEncoderBlock2D",) * 3,
-                                        up_block_types=("UpDecoderBlock2D",) * 3, layers_per_block=2,
-                                        mid_block_add_attention=False),
+    "two_layers_no_mid_attention": dict(
+        TINY,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        layers_per_block=2,
+        mid_block_add_attention=False,
+    ),
     # SpatialNorm has 32 groups of its own, hence the wider channels.
-    "spatial_norm": dict(block_out_channels=(32, 64), norm_num_groups=8, latent_channels=4, vq_embed_dim=4,
-                         num_vq_embeddings=8, sample_size=8, norm_type="spatial",
-                         down_block_types=("DownEncoderBlock2D", "AttnDownEncoderBlock2D"),
-                         up_block_types=("AttnUpDecoderBlock2D", "UpDecoderBlock2D")),
+    "spatial_norm": dict(
+        block_out_channels=(32, 64),
+        norm_num_groups=8,
+        latent_channels=4,
+        vq_embed_dim=4,
+        num_vq_embeddings=8,
+        sample_size=8,
+        norm_type="spatial",
+        down_block_types=("DownEncoderBlock2D", "AttnDownEncoderBlock2D"),
+        up_block_types=("AttnUpDecoderBlock2D", "UpDecoderBlock2D"),
+    ),
 }
 
 
@@ -170,8 +201,9 @@ def test_the_copied_blocks_compute_what_diffusers_blocks_compute(layout):
             latents = stock.encode(x).latents
             assert torch.equal(ours.encode(x).latents, latents)
             quant = ours.quantize.embed(ours.quantize.nearest_indices(latents))
-            assert torch.equal(ours.decode(quant, force_not_quantize=True).sample,
-                               stock.decode(quant, force_not_quantize=True).sample)
+            assert torch.equal(
+                ours.decode(quant, force_not_quantize=True).sample, stock.decode(quant, force_not_quantize=True).sample
+            )
 
 
 def test_decode_takes_latents_quantized_or_not_as_diffusers_vqmodel_does():

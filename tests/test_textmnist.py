@@ -72,7 +72,13 @@ def test_geometry_and_tint_by_hand(tiny, mnist_arrays):
     # Independent of render_canvas: a centre digit at rows/cols 18-45, a quadrant digit 2 px
     # inside its 32x32 cell, the stroke in the colour's channels only.
     _, splits = tiny
-    origins = {"centre": (18, 18), "upper_left": (2, 2), "upper_right": (2, 34), "lower_left": (34, 2), "lower_right": (34, 34)}
+    origins = {
+        "centre": (18, 18),
+        "upper_left": (2, 2),
+        "upper_right": (2, 34),
+        "lower_left": (34, 2),
+        "lower_right": (34, 34),
+    }
     channels = {"white": (0, 1, 2), "red": (0,), "green": (1,), "blue": (2,)}
     images, _ = mnist_arrays["train"]
     checked = set()
@@ -173,14 +179,31 @@ def test_same_config_same_bytes_across_runs_and_num_proc(tiny, tmp_path, mnist_d
         assert other._fingerprint == ds._fingerprint
         assert other.data.table.equals(ds.data.table), split
     # and a different seed gives different images
-    reseeded = build(tmp_path / "reseeded", config_name="mnist", data_dir=str(mnist_dir), seed=8, num_train=8,
-                     num_validation=0, num_test=0, num_test_seen=0, num_shift_groups=0)
+    reseeded = build(
+        tmp_path / "reseeded",
+        config_name="mnist",
+        data_dir=str(mnist_dir),
+        seed=8,
+        num_train=8,
+        num_validation=0,
+        num_test=0,
+        num_test_seen=0,
+        num_shift_groups=0,
+    )
     assert reseeded.as_dataset(split="train")["captions"] != splits["train"].select(range(8))["captions"]
 
 
 def test_fashion_mnist(tmp_path, fashion_mnist_dir):
-    builder = build(tmp_path, config_name="fashion_mnist", data_dir=str(fashion_mnist_dir), num_train=24,
-                    num_validation=0, num_test=8, num_test_seen=0, num_shift_groups=1)
+    builder = build(
+        tmp_path,
+        config_name="fashion_mnist",
+        data_dir=str(fashion_mnist_dir),
+        num_train=24,
+        num_validation=0,
+        num_test=8,
+        num_test_seen=0,
+        num_shift_groups=1,
+    )
     assert set(builder.info.splits) == {"train", "test", "shift"}
     train = builder.as_dataset(split="train")
     names = MNIST_VARIANTS["fashion_mnist"].class_names
@@ -189,7 +212,9 @@ def test_fashion_mnist(tmp_path, fashion_mnist_dir):
     assert any(name in words for name in names) and "number" not in words
     for example in train:
         for caption in example["captions"]:
-            assert parse_caption(caption, variant="fashion_mnist", strict=True) == frozenset(triplets(example, train.features))
+            assert parse_caption(caption, variant="fashion_mnist", strict=True) == frozenset(
+                triplets(example, train.features)
+            )
 
 
 def test_corrupt_file_in_data_dir(tmp_path, mnist_dir):
@@ -221,7 +246,10 @@ def test_corrupt_file_in_data_dir(tmp_path, mnist_dir):
         (dict(held_out=[("upper_left", "white", 10)]), r"\('upper_left', 'white', 10\)"),
         (dict(held_out=[("middle", "white", 0)]), "'middle'"),
         (dict(held_out=[("upper_left", "white", 0)] * 2), "twice"),
-        (dict(held_out=[("upper_left", "white", 0)]), r"no combination at \['upper_right', 'lower_left', 'lower_right'\]"),
+        (
+            dict(held_out=[("upper_left", "white", 0)]),
+            r"no combination at \['upper_right', 'lower_left', 'lower_right'\]",
+        ),
         (dict(held_out=[("centre", c, d) for c in COLOURS for d in range(10)], num_test=0), r"\['centre'\]"),
         (dict(variant="fashion_mnist"), "'mnist'"),
     ],
@@ -234,7 +262,13 @@ def test_config_validation_names_the_bad_value(overrides, match):
 
 def test_config_defaults_and_custom_held_out():
     config = TextMNISTConfig(name="custom")
-    assert config.split_sizes == {"train": 300_000, "validation": 3_000, "test": 3_000, "test_seen": 3_000, "shift": 500}
+    assert config.split_sizes == {
+        "train": 300_000,
+        "validation": 3_000,
+        "test": 3_000,
+        "test_seen": 3_000,
+        "shift": 500,
+    }
     assert set(config.held_out) == set(HELD_OUT_COMBINATIONS)
     # Every quadrant has a held-out combination, so test images can hold four digits.
     assert {t.location for t in HELD_OUT_COMBINATIONS} == set(QUADRANTS)

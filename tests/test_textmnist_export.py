@@ -3,16 +3,28 @@
 import datasets
 import PIL.Image
 import pytest
+from hub_server import local_hub  # noqa: F401  (pytest fixture)
 from huggingface_hub import DatasetCard
 
-from hub_server import local_hub  # noqa: F401  (pytest fixture)
 from te_vqgan.cli import main
 from te_vqgan.data import export as export_module
 
 
 TINY_ARGS = [
-    "--num-train", "24", "--num-validation", "8", "--num-test", "8", "--num-test-seen", "4",
-    "--num-shift-groups", "2", "--seed", "3", "--num-proc", "1",
+    "--num-train",
+    "24",
+    "--num-validation",
+    "8",
+    "--num-test",
+    "8",
+    "--num-test-seen",
+    "4",
+    "--num-shift-groups",
+    "2",
+    "--seed",
+    "3",
+    "--num-proc",
+    "1",
 ]
 
 
@@ -20,15 +32,42 @@ TINY_ARGS = [
 def exported(tmp_path_factory, mnist_dir):
     root = tmp_path_factory.mktemp("export")
     output = root / "textmnist"
-    code = main(["build-dataset", "--config", "mnist", "--output", str(output), "--data-dir", str(mnist_dir),
-                 "--cache-dir", str(root / "cache"), "--max-shard-size", "20KB", *TINY_ARGS])
+    code = main(
+        [
+            "build-dataset",
+            "--config",
+            "mnist",
+            "--output",
+            str(output),
+            "--data-dir",
+            str(mnist_dir),
+            "--cache-dir",
+            str(root / "cache"),
+            "--max-shard-size",
+            "20KB",
+            *TINY_ARGS,
+        ]
+    )
     assert code == 0
     return root, output
 
 
 def run_cli(root, mnist_dir, output, *extra):
-    return main(["build-dataset", "--config", "mnist", "--output", str(output), "--data-dir", str(mnist_dir),
-                 "--cache-dir", str(root / "cache"), *TINY_ARGS, *extra])
+    return main(
+        [
+            "build-dataset",
+            "--config",
+            "mnist",
+            "--output",
+            str(output),
+            "--data-dir",
+            str(mnist_dir),
+            "--cache-dir",
+            str(root / "cache"),
+            *TINY_ARGS,
+            *extra,
+        ]
+    )
 
 
 @pytest.mark.slow
@@ -42,10 +81,15 @@ def test_output_layout_and_round_trip(exported):
     # A plain load_dataset on the folder reads the card's `configs` like the Hub does.
     loaded = datasets.load_dataset(str(output), cache_dir=str(root / "load_cache"))
     assert {name: len(ds) for name, ds in loaded.items()} == {
-        "train": 24, "validation": 8, "test": 8, "test_seen": 4, "shift": 10,
+        "train": 24,
+        "validation": 8,
+        "test": 8,
+        "test_seen": 4,
+        "shift": 10,
     }
-    built = datasets.load_dataset("parquet", data_files=str(output / "data" / "test-*.parquet"),
-                                  cache_dir=str(root / "load_cache"))["train"]
+    built = datasets.load_dataset(
+        "parquet", data_files=str(output / "data" / "test-*.parquet"), cache_dir=str(root / "load_cache")
+    )["train"]
     assert loaded["test"].features["objects"].feature["location"].names[1] == "upper_left"
     assert loaded["test"]["captions"] == built["captions"]
     assert loaded["train"][0]["image"].size == (64, 64)
@@ -56,7 +100,13 @@ def test_dataset_card(exported):
     card = DatasetCard.load(output / "README.md")
     assert card.data.license == "cc-by-sa-3.0"
     assert card.data.configs[0]["config_name"] == "mnist"
-    assert {f["split"] for f in card.data.configs[0]["data_files"]} == {"train", "validation", "test", "test_seen", "shift"}
+    assert {f["split"] for f in card.data.configs[0]["data_files"]} == {
+        "train",
+        "validation",
+        "test",
+        "test_seen",
+        "shift",
+    }
     assert card.data.dataset_info["features"][0] == {"name": "image", "dtype": "image"}
     text = card.text
     assert "| upper_left | white | 0 |" in text  # the held-out table

@@ -10,7 +10,6 @@ import time
 import pytest
 import torch
 from safetensors.torch import load_file
-
 from train_helpers import REPO_ROOT, load_training_script, state_digest
 
 
@@ -21,11 +20,36 @@ GENERATOR_WEIGHTS = "generator/model.safetensors"
 def tiny_args(assets, output_dir, *extra):
     vqmodel, tokens, _ = assets
     return [
-        "--tokenized_dataset", str(tokens), "--vqmodel", str(vqmodel), "--output_dir", str(output_dir),
-        "--n_embd", "32", "--n_layer", "2", "--n_head", "2", "--train_batch_size", "8",
-        "--max_train_steps", "6", "--checkpointing_steps", "2", "--validation_steps", "3",
-        "--num_validation_examples", "16", "--num_validation_samples", "2", "--num_evaluation_examples", "8",
-        "--report_to", "none", "--cpu", *extra,
+        "--tokenized_dataset",
+        str(tokens),
+        "--vqmodel",
+        str(vqmodel),
+        "--output_dir",
+        str(output_dir),
+        "--n_embd",
+        "32",
+        "--n_layer",
+        "2",
+        "--n_head",
+        "2",
+        "--train_batch_size",
+        "8",
+        "--max_train_steps",
+        "6",
+        "--checkpointing_steps",
+        "2",
+        "--validation_steps",
+        "3",
+        "--num_validation_examples",
+        "16",
+        "--num_validation_samples",
+        "2",
+        "--num_evaluation_examples",
+        "8",
+        "--report_to",
+        "none",
+        "--cpu",
+        *extra,
     ]
 
 
@@ -50,15 +74,27 @@ def test_training_lowers_both_losses_and_writes_a_pipeline_folder(stage2_assets,
 
     out = tmp_path / "long"
     names = {p.name for p in out.iterdir()}
-    assert {"model_index.json", "vqmodel", "generator", "tokenizer", "README.md", "metrics.json", "samples.png"} <= names
+    assert {
+        "model_index.json",
+        "vqmodel",
+        "generator",
+        "tokenizer",
+        "README.md",
+        "metrics.json",
+        "samples.png",
+    } <= names
     pipeline = TextToImagePipeline.from_pretrained(out)
     assert state_digest(pipeline.generator.state_dict()) == state_digest(result.model.state_dict())
-    images = pipeline("the red 3 is on the upper left.", num_images_per_prompt=2, generator=torch.Generator().manual_seed(0)).images
+    images = pipeline(
+        "the red 3 is on the upper left.", num_images_per_prompt=2, generator=torch.Generator().manual_seed(0)
+    ).images
     assert len(images) == 2 and images[0].size == (64, 64)
     captions = ImageToTextPipeline.from_pretrained(out)(images, generator=torch.Generator().manual_seed(0)).captions
     assert len(captions) == 2 and all(isinstance(c, str) for c in captions)
     card = (out / "README.md").read_text()
-    assert "training/train_generator.py" in card and "i2t_accuracy_test" in card and "pipeline_tag: text-to-image" in card
+    assert (
+        "training/train_generator.py" in card and "i2t_accuracy_test" in card and "pipeline_tag: text-to-image" in card
+    )
     from huggingface_hub import ModelCard
 
     data = ModelCard.load(out / "README.md").data
@@ -74,7 +110,9 @@ def test_kill_and_resume_equals_uninterrupted_bitwise(stage2_assets, tmp_path):
     resumed = tmp_path / "resumed"
     process = subprocess.Popen(
         [sys.executable, str(REPO_ROOT / "training" / "train_generator.py"), *tiny_args(stage2_assets, resumed)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     deadline = time.time() + 240
     while not (resumed / "checkpoint-2").is_dir():
@@ -87,7 +125,9 @@ def test_kill_and_resume_equals_uninterrupted_bitwise(stage2_assets, tmp_path):
 
     result = run(tiny_args(stage2_assets, resumed, "--resume_from_checkpoint", "latest"))
     assert result.global_step == 6
-    assert state_digest(load_file(resumed / GENERATOR_WEIGHTS)) == state_digest(load_file(reference / GENERATOR_WEIGHTS))
+    assert state_digest(load_file(resumed / GENERATOR_WEIGHTS)) == state_digest(
+        load_file(reference / GENERATOR_WEIGHTS)
+    )
     for name in ("optimizer.bin", "scheduler.bin"):
         a = torch.load(resumed / "checkpoint-6" / name, weights_only=True)
         b = torch.load(reference / "checkpoint-6" / name, weights_only=True)
@@ -103,9 +143,15 @@ def test_kill_and_resume_equals_uninterrupted_bitwise(stage2_assets, tmp_path):
 def test_two_processes_with_accelerate_launch_finish_and_agree(stage2_assets, tmp_path):
     out = tmp_path / "ddp"
     command = [
-        sys.executable, "-m", "accelerate.commands.launch",
-        "--config_file", str(REPO_ROOT / "hub_configs" / "accelerate" / "cpu_2proc.yaml"), "--main_process_port", "29535",
-        str(REPO_ROOT / "tests" / "ddp_worker.py"), *tiny_args(stage2_assets, out, "--max_train_steps", "3"),
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(REPO_ROOT / "hub_configs" / "accelerate" / "cpu_2proc.yaml"),
+        "--main_process_port",
+        "29535",
+        str(REPO_ROOT / "tests" / "ddp_worker.py"),
+        *tiny_args(stage2_assets, out, "--max_train_steps", "3"),
     ]
     env = {**os.environ, "TE_VQGAN_TEST_SCRIPT": "train_generator"}
     completed = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO_ROOT, env=env)
@@ -134,34 +180,60 @@ def test_recipe_knobs_reach_the_saved_generator(stage2_assets, tmp_path):
     from transformers import GPT2LMHeadModel
 
     out = tmp_path / "recipe"
-    result = run(tiny_args(stage2_assets, out, "--dropout", "0", "--weight_decay", "0.1", "--image_position_init", "sincos2d",
-                           "--position_scheme", "modality", "--max_train_steps", "2"))
+    result = run(
+        tiny_args(
+            stage2_assets,
+            out,
+            "--dropout",
+            "0",
+            "--weight_decay",
+            "0.1",
+            "--image_position_init",
+            "sincos2d",
+            "--position_scheme",
+            "modality",
+            "--max_train_steps",
+            "2",
+        )
+    )
     config = GPT2LMHeadModel.from_pretrained(out / "generator").config
     assert (config.resid_pdrop, config.embd_pdrop, config.attn_pdrop) == (0.0, 0.0, 0.0)
     assert config.position_scheme == "modality"
     from te_vqgan import ImageToTextPipeline, TextToImagePipeline
 
     images = TextToImagePipeline.from_pretrained(out)("red 7.", generator=torch.Generator().manual_seed(0)).images
-    assert len(ImageToTextPipeline.from_pretrained(out)(images, generator=torch.Generator().manual_seed(0)).captions) == 1
+    assert (
+        len(ImageToTextPipeline.from_pretrained(out)(images, generator=torch.Generator().manual_seed(0)).captions) == 1
+    )
     assert result.global_step == 2 and "--weight_decay 0.1" in (out / "README.md").read_text()
 
     class OnCpu:
         device = torch.device("cpu")
 
-    parts = train_generator.GeneratorStage(train_generator.parse_args(tiny_args(stage2_assets, tmp_path / "b", "--weight_decay", "0.1"))).build(OnCpu())
+    parts = train_generator.GeneratorStage(
+        train_generator.parse_args(tiny_args(stage2_assets, tmp_path / "b", "--weight_decay", "0.1"))
+    ).build(OnCpu())
     (optimizer,) = parts.optimizers
     assert isinstance(optimizer, torch.optim.AdamW)
     decayed, kept = optimizer.param_groups
     assert decayed["weight_decay"] == 0.1 and all(p.ndim == 2 for p in decayed["params"])
     assert kept["weight_decay"] == 0.0 and all(p.ndim == 1 for p in kept["params"])
-    parts = train_generator.GeneratorStage(train_generator.parse_args(tiny_args(stage2_assets, tmp_path / "c"))).build(OnCpu())
+    parts = train_generator.GeneratorStage(train_generator.parse_args(tiny_args(stage2_assets, tmp_path / "c"))).build(
+        OnCpu()
+    )
     assert type(parts.optimizers[0]) is torch.optim.Adam
 
 
 def test_image_positions_start_as_2d_sine_cosine():
     from transformers import GPT2LMHeadModel
 
-    from te_vqgan.generation import SequenceLayout, TextImageTokenizer, build_generator_config, init_image_positions_2d, sincos_2d
+    from te_vqgan.generation import (
+        SequenceLayout,
+        TextImageTokenizer,
+        build_generator_config,
+        init_image_positions_2d,
+        sincos_2d,
+    )
 
     codes = sincos_2d(3, 4, 8)
     assert codes.shape == (12, 8)

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from hub_server import local_hub  # noqa: F401  (pytest fixture)
-from te_vqgan import TEVQModel
+from safetensors.torch import load_file
 from train_helpers import REPO_ROOT, load_training_script, state_digest, tiny_train_args, write_tiny_config
+
+from te_vqgan import TEVQModel
 
 
 train_vqgan = load_training_script()
@@ -41,8 +41,21 @@ def safetensors_state(folder: Path, name: str = "diffusion_pytorch_model.safeten
 @pytest.mark.slow
 def test_training_lowers_the_loss_and_writes_a_loadable_folder(tiny_config, tmp_path, mnist_dir, dataset_cache):
     out = tmp_path / "run"
-    args = tiny_train_args(tiny_config, out, mnist_dir, dataset_cache, "--max_train_steps", "12", "--disc_start", "100",
-                           "--learning_rate", "2e-3", "--no-scale_lr", "--validation_steps", "100")
+    args = tiny_train_args(
+        tiny_config,
+        out,
+        mnist_dir,
+        dataset_cache,
+        "--max_train_steps",
+        "12",
+        "--disc_start",
+        "100",
+        "--learning_rate",
+        "2e-3",
+        "--no-scale_lr",
+        "--validation_steps",
+        "100",
+    )
     initial = TEVQModel.from_config(json.loads(tiny_config.read_text()))
     result = run(args)
     assert result.global_step == 12
@@ -52,9 +65,13 @@ def test_training_lowers_the_loss_and_writes_a_loadable_folder(tiny_config, tmp_
     for name, tensor in result.model.state_dict().items():
         assert torch.equal(tensor, loaded.state_dict()[name]), name
     assert not (out / "pytorch_model.bin").exists()
-    assert {"config.json", "diffusion_pytorch_model.safetensors", "README.md", "metrics.json", "reconstructions.png"} <= {
-        p.name for p in out.iterdir()
-    }
+    assert {
+        "config.json",
+        "diffusion_pytorch_model.safetensors",
+        "README.md",
+        "metrics.json",
+        "reconstructions.png",
+    } <= {p.name for p in out.iterdir()}
 
     # Reconstruction error on validation images fell below that of the untrained model.
     metrics = json.loads((out / "metrics.json").read_text())
@@ -76,7 +93,9 @@ def test_checkpoints_are_limited_and_complete(tiny_config, tmp_path, mnist_dir, 
     assert names == ["checkpoint-4", "checkpoint-6"]
     state = json.loads((out / "checkpoint-6" / "training_state.json").read_text())
     assert state["global_step"] == 6
-    assert (out / "checkpoint-6" / "model.safetensors").is_file() and (out / "checkpoint-6" / "model_1.safetensors").is_file()
+    assert (out / "checkpoint-6" / "model.safetensors").is_file() and (
+        out / "checkpoint-6" / "model_1.safetensors"
+    ).is_file()
 
 
 @pytest.mark.slow
@@ -90,7 +109,9 @@ def test_kill_and_resume_equals_uninterrupted_bitwise(tiny_config, tmp_path, mni
     script = REPO_ROOT / "training" / "train_vqgan.py"
     process = subprocess.Popen(
         [sys.executable, str(script), *tiny_train_args(tiny_config, resumed, mnist_dir, dataset_cache)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     deadline = time.time() + 240
     while not (resumed / "checkpoint-2").is_dir():
@@ -122,7 +143,11 @@ def test_kill_and_resume_equals_uninterrupted_bitwise(tiny_config, tmp_path, mni
 def test_resume_from_a_named_checkpoint_and_bad_names(tiny_config, tmp_path, mnist_dir, dataset_cache):
     out = tmp_path / "run"
     run(tiny_train_args(tiny_config, out, mnist_dir, dataset_cache, "--max_train_steps", "4"))
-    result = run(tiny_train_args(tiny_config, out, mnist_dir, dataset_cache, "--resume_from_checkpoint", str(out / "checkpoint-2")))
+    result = run(
+        tiny_train_args(
+            tiny_config, out, mnist_dir, dataset_cache, "--resume_from_checkpoint", str(out / "checkpoint-2")
+        )
+    )
     assert result.global_step == 6
     with pytest.raises(ValueError, match="not a checkpoint folder.*checkpoint-<step>"):
         run(tiny_train_args(tiny_config, out, mnist_dir, dataset_cache, "--resume_from_checkpoint", str(tmp_path)))
@@ -131,7 +156,11 @@ def test_resume_from_a_named_checkpoint_and_bad_names(tiny_config, tmp_path, mni
 @pytest.mark.slow
 def test_bf16_mixed_precision_runs(tiny_config, tmp_path, mnist_dir, dataset_cache):
     out = tmp_path / "bf16"
-    result = run(tiny_train_args(tiny_config, out, mnist_dir, dataset_cache, "--mixed_precision", "bf16", "--max_train_steps", "4"))
+    result = run(
+        tiny_train_args(
+            tiny_config, out, mnist_dir, dataset_cache, "--mixed_precision", "bf16", "--max_train_steps", "4"
+        )
+    )
     assert result.global_step == 4
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["mixed_precision"] == "bf16"
@@ -142,8 +171,13 @@ def test_bf16_mixed_precision_runs(tiny_config, tmp_path, mnist_dir, dataset_cac
 def test_two_processes_with_accelerate_launch_finish_and_agree(tiny_config, tmp_path, mnist_dir, dataset_cache):
     out = tmp_path / "ddp"
     command = [
-        sys.executable, "-m", "accelerate.commands.launch",
-        "--config_file", str(REPO_ROOT / "hub_configs" / "accelerate" / "cpu_2proc.yaml"), "--main_process_port", "29533",
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(REPO_ROOT / "hub_configs" / "accelerate" / "cpu_2proc.yaml"),
+        "--main_process_port",
+        "29533",
         str(REPO_ROOT / "tests" / "ddp_worker.py"),
         # GAN on from step 1: the discriminator's DDP path (frozen for the generator, two
         # forwards in its own step) and the adaptive weight run under two processes.
@@ -190,7 +224,11 @@ def test_model_card_renders_and_carries_the_run(tiny_config, tmp_path, mnist_dir
     from huggingface_hub import ModelCard
 
     out = tmp_path / "run"
-    run(tiny_train_args(tiny_config, out, mnist_dir, dataset_cache, "--max_train_steps", "2", "--scaled_down", "64 images, 2 steps"))
+    run(
+        tiny_train_args(
+            tiny_config, out, mnist_dir, dataset_cache, "--max_train_steps", "2", "--scaled_down", "64 images, 2 steps"
+        )
+    )
     card = ModelCard.load(out / "README.md")
     assert card.data.library_name == "diffusers"
     assert card.data.datasets is None  # TextMNIST built here is no Hub repo: left out, not a made-up id
@@ -208,12 +246,27 @@ def test_push_to_hub_round_trip_with_a_valid_card(tiny_config, tmp_path, mnist_d
     from huggingface_hub import ModelCard
 
     out = tmp_path / "run"
-    result = run(tiny_train_args(
-        tiny_config, out, mnist_dir, dataset_cache, "--max_train_steps", "2",
-        "--push_to_hub", "--hub_model_id", "user/tiny-te-vqgan",
-    ))
+    result = run(
+        tiny_train_args(
+            tiny_config,
+            out,
+            mnist_dir,
+            dataset_cache,
+            "--max_train_steps",
+            "2",
+            "--push_to_hub",
+            "--hub_model_id",
+            "user/tiny-te-vqgan",
+        )
+    )
     pushed = set(local_hub.files("user/tiny-te-vqgan"))
-    assert {"config.json", "diffusion_pytorch_model.safetensors", "README.md", "metrics.json", "reconstructions.png"} <= pushed
+    assert {
+        "config.json",
+        "diffusion_pytorch_model.safetensors",
+        "README.md",
+        "metrics.json",
+        "reconstructions.png",
+    } <= pushed
     assert (out / "checkpoint-2").is_dir() and (out / "validation").is_dir()
     assert not [p for p in pushed if p.startswith(("checkpoint-", "logs/", "validation/")) or ".tmp" in p]
 
@@ -235,15 +288,23 @@ def test_accelerate_configs_load(name):
 
 
 @pytest.mark.slow
-def test_gradient_accumulation_counts_optimizer_steps_and_resumes_exactly(tiny_config, tmp_path, mnist_dir, dataset_cache):
+def test_gradient_accumulation_counts_optimizer_steps_and_resumes_exactly(
+    tiny_config, tmp_path, mnist_dir, dataset_cache
+):
     accumulate = ("--gradient_accumulation_steps", "2", "--train_batch_size", "4", "--max_train_steps", "4")
     reference = run(tiny_train_args(tiny_config, tmp_path / "reference", mnist_dir, dataset_cache, *accumulate))
     assert reference.global_step == 4  # 4 optimizer steps = 8 batches of 4
-    assert json.loads((tmp_path / "reference" / "checkpoint-2" / "training_state.json").read_text())["global_step"] == 2
+    assert (
+        json.loads((tmp_path / "reference" / "checkpoint-2" / "training_state.json").read_text())["global_step"] == 2
+    )
 
     resumed_dir = tmp_path / "resumed"
     run(tiny_train_args(tiny_config, resumed_dir, mnist_dir, dataset_cache, *accumulate[:-1], "2"))
-    resumed = run(tiny_train_args(tiny_config, resumed_dir, mnist_dir, dataset_cache, *accumulate, "--resume_from_checkpoint", "latest"))
+    resumed = run(
+        tiny_train_args(
+            tiny_config, resumed_dir, mnist_dir, dataset_cache, *accumulate, "--resume_from_checkpoint", "latest"
+        )
+    )
     assert resumed.global_step == 4
     assert state_digest(resumed.model.state_dict()) == state_digest(reference.model.state_dict())
 
@@ -254,8 +315,23 @@ def test_resume_in_a_later_epoch_sees_that_epochs_order(tiny_config, tmp_path, m
     longer = ("--max_train_steps", "12", "--checkpointing_steps", "10")
     reference = run(tiny_train_args(tiny_config, tmp_path / "reference", mnist_dir, dataset_cache, *longer))
     resumed_dir = tmp_path / "resumed"
-    run(tiny_train_args(tiny_config, resumed_dir, mnist_dir, dataset_cache, "--max_train_steps", "10", "--checkpointing_steps", "10"))
-    resumed = run(tiny_train_args(tiny_config, resumed_dir, mnist_dir, dataset_cache, *longer, "--resume_from_checkpoint", "latest"))
+    run(
+        tiny_train_args(
+            tiny_config,
+            resumed_dir,
+            mnist_dir,
+            dataset_cache,
+            "--max_train_steps",
+            "10",
+            "--checkpointing_steps",
+            "10",
+        )
+    )
+    resumed = run(
+        tiny_train_args(
+            tiny_config, resumed_dir, mnist_dir, dataset_cache, *longer, "--resume_from_checkpoint", "latest"
+        )
+    )
     assert resumed.global_step == reference.global_step == 12
     assert state_digest(resumed.model.state_dict()) == state_digest(reference.model.state_dict())
 
@@ -271,6 +347,8 @@ def test_resuming_a_finished_run_trains_no_further(tiny_config, tmp_path, mnist_
 
 
 def test_a_dataset_without_the_validation_split_is_an_error(tiny_config, tmp_path, mnist_dir, dataset_cache):
-    args = train_vqgan.parse_args(tiny_train_args(tiny_config, tmp_path, mnist_dir, dataset_cache, "--validation_split", "dev"))
+    args = train_vqgan.parse_args(
+        tiny_train_args(tiny_config, tmp_path, mnist_dir, dataset_cache, "--validation_split", "dev")
+    )
     with pytest.raises(ValueError, match=r"no 'dev' split.*'shift', 'train', 'validation'"):
         train_vqgan.load_image_datasets(args)

@@ -48,23 +48,48 @@ class ToyStage(TrainingStage):
 
 
 def engine_args(output_dir: Path, *extra: str) -> TrainingSettings:
-    return parse_settings(TrainingSettings, [
-        "--output_dir", str(output_dir), "--seed", "0", "--train_batch_size", "4", "--num_train_epochs", "1",
-        "--learning_rate", "0.1", "--max_train_steps", "5", "--checkpointing_steps", "2", "--report_to", "none", "--cpu", *extra,
-    ])
+    return parse_settings(
+        TrainingSettings,
+        [
+            "--output_dir",
+            str(output_dir),
+            "--seed",
+            "0",
+            "--train_batch_size",
+            "4",
+            "--num_train_epochs",
+            "1",
+            "--learning_rate",
+            "0.1",
+            "--max_train_steps",
+            "5",
+            "--checkpointing_steps",
+            "2",
+            "--report_to",
+            "none",
+            "--cpu",
+            *extra,
+        ],
+    )
 
 
 def test_a_clean_run_publishes(tmp_path):
     result = TrainingEngine(engine_args(tmp_path / "run")).fit(ToyStage())
     assert result.global_step == 5
     # checkpoint-5: the last step is checkpointed too, so that a longer run can continue from it.
-    assert {"weights.txt", "README.md", "metrics.json", "checkpoint-4", "checkpoint-5"} <= {p.name for p in (tmp_path / "run").iterdir()}
-    longer = TrainingEngine(engine_args(tmp_path / "run", "--max_train_steps", "7", "--resume_from_checkpoint", "latest"))
+    assert {"weights.txt", "README.md", "metrics.json", "checkpoint-4", "checkpoint-5"} <= {
+        p.name for p in (tmp_path / "run").iterdir()
+    }
+    longer = TrainingEngine(
+        engine_args(tmp_path / "run", "--max_train_steps", "7", "--resume_from_checkpoint", "latest")
+    )
     assert longer.fit(ToyStage()).global_step == 7
 
 
-@pytest.mark.parametrize("poison, what", [("loss", "the loss of the Linear update is nan"),
-                                          ("gradient", "the gradient norm of the Linear update is nan")])
+@pytest.mark.parametrize(
+    "poison, what",
+    [("loss", "the loss of the Linear update is nan"), ("gradient", "the gradient norm of the Linear update is nan")],
+)
 def test_a_diverged_run_stops_naming_the_step_and_saves_nothing(tmp_path, poison, what):
     out = tmp_path / "run"
     with pytest.raises(TrainingDiverged, match=rf"diverged at step 3: {what}.*Nothing was saved.*checkpoint-2"):

@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from te_vqgan.files import write_json_atomic
 from te_vqgan.losses import adaptive_gan_weight, hinge_d_loss, hinge_g_loss
 from te_vqgan.training import NLayerDiscriminator, PerceptualLossUnavailable, load_perceptual_loss
 from te_vqgan.training.accelerate_utils import (
@@ -14,7 +15,6 @@ from te_vqgan.training.accelerate_utils import (
     resolve_resume_checkpoint,
     scaled_learning_rate,
 )
-from te_vqgan.files import write_json_atomic
 
 
 def test_hinge_losses_match_their_definitions():
@@ -126,7 +126,9 @@ def test_checkpoint_listing_and_resume_resolution(tmp_path, caplog):
     assert resolve_resume_checkpoint(tmp_path / "empty", "latest") is None
     with pytest.raises(ValueError, match="'logs'.*checkpoint-<step>"):
         resolve_resume_checkpoint(tmp_path, "logs")
-    with pytest.raises(ValueError, match=r"checkpoint-99' is incomplete: it has no \['training_state.json', 'model.safetensors'"):
+    with pytest.raises(
+        ValueError, match=r"checkpoint-99' is incomplete: it has no \['training_state.json', 'model.safetensors'"
+    ):
         resolve_resume_checkpoint(tmp_path, "checkpoint-99")
 
 

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import torch
-
 from tiny_configs import TINY_MODEL_CONFIG
 
 
@@ -45,12 +44,40 @@ def write_tiny_config(folder: Path, **overrides) -> Path:
 def tiny_train_args(config: Path, output_dir: Path, mnist_dir: Path, cache_dir: Path, *extra: str) -> list[str]:
     """A run of a few seconds: 64 train images, batch 8, GAN from step 3, no LPIPS."""
     return [
-        "--model_config", str(config), "--output_dir", str(output_dir),
-        "--mnist_dir", str(mnist_dir), "--cache_dir", str(cache_dir),
-        "--num_train", "64", "--num_validation", "16", "--num_shift_groups", "4",
-        "--train_batch_size", "8", "--max_train_steps", "6", "--perceptual_weight", "0",
-        "--disc_start", "3", "--disc_ndf", "8", "--checkpointing_steps", "2", "--validation_steps", "3",
-        "--num_validation_images", "16", "--report_to", "none", "--cpu", *extra,
+        "--model_config",
+        str(config),
+        "--output_dir",
+        str(output_dir),
+        "--mnist_dir",
+        str(mnist_dir),
+        "--cache_dir",
+        str(cache_dir),
+        "--num_train",
+        "64",
+        "--num_validation",
+        "16",
+        "--num_shift_groups",
+        "4",
+        "--train_batch_size",
+        "8",
+        "--max_train_steps",
+        "6",
+        "--perceptual_weight",
+        "0",
+        "--disc_start",
+        "3",
+        "--disc_ndf",
+        "8",
+        "--checkpointing_steps",
+        "2",
+        "--validation_steps",
+        "3",
+        "--num_validation_images",
+        "16",
+        "--report_to",
+        "none",
+        "--cpu",
+        *extra,
     ]
 
 

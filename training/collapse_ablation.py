@@ -54,16 +54,35 @@ ROWS = {
         Row("sc", "VQGAN, strided conv (SC), lambda 0", config=SC_CPU),
         Row("te", "TE-VQGAN as in the paper (lambda 10)"),
         Row("te_kmeans", "TE + k-means init at step 300", settings=KMEANS),
-        Row("te_kmeans_restarts", "TE + k-means init + dead-code restarts every 100 steps",
-            settings={**KMEANS, "dead_code_restart_steps": 100}),
-        Row("te_kmeans_active", "TE + k-means init + orthogonal term on active codes only",
-            overrides=(("orthogonal_reg_active_codes_only", True),), settings=KMEANS),
-        Row("te_cosine_kmeans", "TE + cosine lookup + k-means init", overrides=(("codebook_lookup", "cosine"),), settings=KMEANS),
-        Row("sc_l1", "SC with L1 instead of L2 (the paper's pixel loss, without its LPIPS)", config=SC_CPU,
-            settings={"reconstruction_loss": "l1"}),
+        Row(
+            "te_kmeans_restarts",
+            "TE + k-means init + dead-code restarts every 100 steps",
+            settings={**KMEANS, "dead_code_restart_steps": 100},
+        ),
+        Row(
+            "te_kmeans_active",
+            "TE + k-means init + orthogonal term on active codes only",
+            overrides=(("orthogonal_reg_active_codes_only", True),),
+            settings=KMEANS,
+        ),
+        Row(
+            "te_cosine_kmeans",
+            "TE + cosine lookup + k-means init",
+            overrides=(("codebook_lookup", "cosine"),),
+            settings=KMEANS,
+        ),
+        Row(
+            "sc_l1",
+            "SC with L1 instead of L2 (the paper's pixel loss, without its LPIPS)",
+            config=SC_CPU,
+            settings={"reconstruction_loss": "l1"},
+        ),
         Row("te_l1", "TE with L1 instead of L2", settings={"reconstruction_loss": "l1"}),
-        Row("te_simvq", "TE + SimVQ codebook (frozen basis x learnt linear map)",
-            overrides=(("codebook_parametrization", "simvq"),)),
+        Row(
+            "te_simvq",
+            "TE + SimVQ codebook (frozen basis x learnt linear map)",
+            overrides=(("codebook_parametrization", "simvq"),),
+        ),
     )
 }
 
@@ -83,10 +102,16 @@ COLUMNS = (
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", default=",".join(ROWS), help=f"Comma-separated rows (default all: {','.join(ROWS)}).")
+    parser.add_argument(
+        "--rows", default=",".join(ROWS), help=f"Comma-separated rows (default all: {','.join(ROWS)})."
+    )
     parser.add_argument("--seeds", default="0,1", help="Comma-separated training seeds (default 0,1).")
     parser.add_argument("--output_dir", required=True, help="Runs, results.json, table.md and scatter.png go here.")
-    parser.add_argument("--mnist_dir", default=None, help="Folder of the MNIST .gz files (default: $TE_VQGAN_MNIST_DIR, else download).")
+    parser.add_argument(
+        "--mnist_dir",
+        default=None,
+        help="Folder of the MNIST .gz files (default: $TE_VQGAN_MNIST_DIR, else download).",
+    )
     parser.add_argument("--cache_dir", default=None, help="datasets cache (default OUTPUT_DIR/cache).")
     parser.add_argument("--max_train_steps", type=int, default=1000, help="Steps per run (default 1000).")
     parser.add_argument("--train_batch_size", type=int, default=16)
@@ -94,7 +119,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=1, help="Runs side by side, each a process (default 1).")
     parser.add_argument("--num_train", type=int, default=5000)
     parser.add_argument("--num_validation_images", type=int, default=512)
-    parser.add_argument("--report_only", action="store_true", help="Write the table from finished runs; train nothing.")
+    parser.add_argument(
+        "--report_only", action="store_true", help="Write the table from finished runs; train nothing."
+    )
     args = parser.parse_args(argv)
     args.rows = [name.strip() for name in args.rows.split(",") if name.strip()]
     unknown = [name for name in args.rows if name not in ROWS]
@@ -132,17 +159,31 @@ class AblationPlan(StageRunner):
         args, folder = self.args, run_folder(self.output, row.name, seed)
         recipe = {**CPU_STAGE1, **({"learning_rate": args.learning_rate} if args.learning_rate is not None else {})}
         return VQGANTrainingSettings(
-            model_config=str(folder.parent / f"{folder.name}.config.json"), output_dir=str(folder),
-            cache_dir=str(args.cache_dir or self.output / "cache"), mnist_dir=args.mnist_dir, seed=seed,
-            num_train=args.num_train, num_validation=args.num_validation_images, num_validation_images=args.num_validation_images,
-            num_shift_groups=100, train_batch_size=args.train_batch_size, max_train_steps=args.max_train_steps,
-            checkpointing_steps=250, checkpoints_total_limit=1, validation_steps=10 * args.max_train_steps, report_to="none",
-            scaled_down=f"CPU-scale collapse ablation, {args.max_train_steps} steps", **{**recipe, **row.settings},
+            model_config=str(folder.parent / f"{folder.name}.config.json"),
+            output_dir=str(folder),
+            cache_dir=str(args.cache_dir or self.output / "cache"),
+            mnist_dir=args.mnist_dir,
+            seed=seed,
+            num_train=args.num_train,
+            num_validation=args.num_validation_images,
+            num_validation_images=args.num_validation_images,
+            num_shift_groups=100,
+            train_batch_size=args.train_batch_size,
+            max_train_steps=args.max_train_steps,
+            checkpointing_steps=250,
+            checkpoints_total_limit=1,
+            validation_steps=10 * args.max_train_steps,
+            report_to="none",
+            scaled_down=f"CPU-scale collapse ablation, {args.max_train_steps} steps",
+            **{**recipe, **row.settings},
         )
 
     def _build_steps(self) -> list[Step]:
-        return [self.training_step(f"{name}-seed{seed}", "stage1", "train_vqgan.py", self.settings_of(ROWS[name], seed))
-                for name in self.args.rows for seed in self.args.seeds]
+        return [
+            self.training_step(f"{name}-seed{seed}", "stage1", "train_vqgan.py", self.settings_of(ROWS[name], seed))
+            for name in self.args.rows
+            for seed in self.args.seeds
+        ]
 
     def write_model_configs(self) -> None:
         """Each run's model config (the row's base config with its overrides), beside its folder."""
@@ -150,22 +191,34 @@ class AblationPlan(StageRunner):
 
         for step in self.steps:
             row = ROWS[step.key.rsplit("-seed", 1)[0]]
-            write_json_atomic(Path(step.settings.model_config), {**json.loads(row.config.read_text()), **dict(row.overrides)})
+            write_json_atomic(
+                Path(step.settings.model_config), {**json.loads(row.config.read_text()), **dict(row.overrides)}
+            )
 
 
 def summarise(records: dict[str, list[dict]]) -> dict[str, dict[str, tuple[float, float]]]:
     """Per row and column: (mean, std over seeds); std is 0 for one seed."""
     return {
-        row: {key: (float(np.mean([r[key] for r in runs])), float(np.std([r[key] for r in runs])))
-              for key, _, _ in COLUMNS if all(key in r for r in runs)}
-        for row, runs in records.items() if runs
+        row: {
+            key: (float(np.mean([r[key] for r in runs])), float(np.std([r[key] for r in runs])))
+            for key, _, _ in COLUMNS
+            if all(key in r for r in runs)
+        }
+        for row, runs in records.items()
+        if runs
     }
 
 
 def render_table(summary, records) -> str:
-    lines = ["| row | seeds | " + " | ".join(header for _, header, _ in COLUMNS) + " |", "|---" * (len(COLUMNS) + 2) + "|"]
+    lines = [
+        "| row | seeds | " + " | ".join(header for _, header, _ in COLUMNS) + " |",
+        "|---" * (len(COLUMNS) + 2) + "|",
+    ]
     for row, values in summary.items():
-        cells = [f"{fmt.format(values[key][0])} ({fmt.format(values[key][1])})" if key in values else "-" for key, _, fmt in COLUMNS]
+        cells = [
+            f"{fmt.format(values[key][0])} ({fmt.format(values[key][1])})" if key in values else "-"
+            for key, _, fmt in COLUMNS
+        ]
         lines.append(f"| `{row}` | {len(records[row])} | " + " | ".join(cells) + " |")
     lines.append("")
     lines += [f"- `{name}`: {ROWS[name].description}" for name in summary]
@@ -178,7 +231,9 @@ def save_scatter(records, path: Path) -> Path:
     figure, axes = new_figure(1, 1, figsize=(6.5, 4.5))
     axis = axes[0, 0]
     for row, runs in records.items():
-        axis.scatter([r["codes_used"] for r in runs], [r["shift_equivariance_foreground"] for r in runs], label=row, s=36)
+        axis.scatter(
+            [r["codes_used"] for r in runs], [r["shift_equivariance_foreground"] for r in runs], label=row, s=36
+        )
     axis.set_xlabel("codes used (of 128), validation images")
     axis.set_ylabel("shift equivariance on the digit's tokens")
     axis.axhline(0.99, color="grey", lw=0.6, ls="--")
@@ -207,10 +262,14 @@ def main(args) -> int:
             if step.done:
                 name, seed = step.key.rsplit("-seed", 1)
                 records[name].append({"seed": int(seed), **json.loads((step.folder / "metrics.json").read_text())})
-                commands[step.key] = plan.display(step)  # as a user types it: `python`, paths relative to the repository
+                commands[step.key] = plan.display(
+                    step
+                )  # as a user types it: `python`, paths relative to the repository
         summary = summarise(records)
-        write_json_atomic(plan.output / "results.json", {"summary": summary, "runs": records, "commands": commands,
-                                                         "settings": plan.recorded_settings()})
+        write_json_atomic(
+            plan.output / "results.json",
+            {"summary": summary, "runs": records, "commands": commands, "settings": plan.recorded_settings()},
+        )
         table = render_table(summary, records)
         (plan.output / "table.md").write_text(table)
         figure = save_scatter({row: runs for row, runs in records.items() if runs}, plan.output / "scatter.png")

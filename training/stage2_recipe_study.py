@@ -22,18 +22,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # The cpu preset's stage 2 (te_vqgan.reproduce.PRESETS["cpu"]), the study's baseline.
 BASE = {
-    "n_layer": 4, "n_embd": 128, "n_head": 4, "train_batch_size": 32, "max_train_steps": 1400, "learning_rate": 1e-3,
-    "lr_warmup_steps": 100, "lr_num_cycles": 1, "text_length": 45, "train_subset_size": 20_000,
+    "n_layer": 4,
+    "n_embd": 128,
+    "n_head": 4,
+    "train_batch_size": 32,
+    "max_train_steps": 1400,
+    "learning_rate": 1e-3,
+    "lr_warmup_steps": 100,
+    "lr_num_cycles": 1,
+    "text_length": 45,
+    "train_subset_size": 20_000,
 }
 
 
@@ -62,44 +70,91 @@ ROWS = {
         Row("baseline", "the cpu preset's recipe: GPT-2 dropout 0.1, lr 1e-3, batch 32, both directions"),
         Row("no_dropout", "dropout 0 (residual, embedding, attention)", NO_DROPOUT),
         Row("no_dropout_lr3e-3", "dropout 0, lr 3e-3", NO_DROPOUT + (("learning_rate", 3e-3),)),
-        Row("no_dropout_pos2d", "dropout 0, t2i image positions start as 2-D sine-cosine",
-            NO_DROPOUT + (("image_position_init", "sincos2d"),)),
-        Row("no_dropout_modality_pos2d", "dropout 0, the authors' position scheme: positions counted inside each modality, "
+        Row(
+            "no_dropout_pos2d",
+            "dropout 0, t2i image positions start as 2-D sine-cosine",
+            NO_DROPOUT + (("image_position_init", "sincos2d"),),
+        ),
+        Row(
+            "no_dropout_modality_pos2d",
+            "dropout 0, the authors' position scheme: positions counted inside each modality, "
             "shared by both directions, the image rows starting as 2-D sine-cosine",
-            NO_DROPOUT + (("position_scheme", "modality"), ("image_position_init", "sincos2d"))),
+            NO_DROPOUT + (("position_scheme", "modality"), ("image_position_init", "sincos2d")),
+        ),
         Row("no_dropout_wide", "dropout 0, 4 x 256 wide, 8 heads", NO_DROPOUT + (("n_embd", 256), ("n_head", 8))),
-        Row("no_dropout_batch64", "dropout 0, batch 64 for half the steps (same examples), lr 2e-3",
-            NO_DROPOUT + (("train_batch_size", 64), ("max_train_steps", 700), ("learning_rate", 2e-3), ("lr_warmup_steps", 50))),
-        Row("no_dropout_weight1", "dropout 0, target-modality loss weight 1 (every token alike) instead of 7",
-            NO_DROPOUT + (("target_loss_weight", 1.0),)),
-        Row("no_dropout_wd", "dropout 0, AdamW weight decay 0.1, betas (0.9, 0.95)",
-            NO_DROPOUT + (("weight_decay", 0.1), ("adam_beta2", 0.95))),
-        Row("no_dropout_t2i_only", "dropout 0, text-to-image only (half the compute: one update per batch)",
-            NO_DROPOUT + (("directions", "t2i"),)),
-        Row("no_dropout_i2t_only", "dropout 0, image-to-text only (half the compute: one update per batch)",
-            NO_DROPOUT + (("directions", "i2t"),)),
+        Row(
+            "no_dropout_batch64",
+            "dropout 0, batch 64 for half the steps (same examples), lr 2e-3",
+            NO_DROPOUT
+            + (("train_batch_size", 64), ("max_train_steps", 700), ("learning_rate", 2e-3), ("lr_warmup_steps", 50)),
+        ),
+        Row(
+            "no_dropout_weight1",
+            "dropout 0, target-modality loss weight 1 (every token alike) instead of 7",
+            NO_DROPOUT + (("target_loss_weight", 1.0),),
+        ),
+        Row(
+            "no_dropout_wd",
+            "dropout 0, AdamW weight decay 0.1, betas (0.9, 0.95)",
+            NO_DROPOUT + (("weight_decay", 0.1), ("adam_beta2", 0.95)),
+        ),
+        Row(
+            "no_dropout_t2i_only",
+            "dropout 0, text-to-image only (half the compute: one update per batch)",
+            NO_DROPOUT + (("directions", "t2i"),),
+        ),
+        Row(
+            "no_dropout_i2t_only",
+            "dropout 0, image-to-text only (half the compute: one update per batch)",
+            NO_DROPOUT + (("directions", "i2t"),),
+        ),
         Row("no_dropout_2x", "dropout 0, twice the steps (2,800)", NO_DROPOUT + (("max_train_steps", 2800),)),
-        Row("no_dropout_0.5x", "dropout 0, half the steps (700)", NO_DROPOUT + (("max_train_steps", 700), ("lr_warmup_steps", 50))),
-        Row("no_dropout_t0.7", "no_dropout's generator, sampled at temperature 0.7", evaluate_only="no_dropout",
-            sampling=(("temperature", 0.7),)),
-        Row("no_dropout_k0.02", "no_dropout's generator, top-k 2% of the vocabulary instead of 10%", evaluate_only="no_dropout",
-            sampling=(("top_k_fraction", 0.02),)),
-        Row("no_dropout_k0.02_t0.7", "no_dropout's generator, top-k 2% and temperature 0.7", evaluate_only="no_dropout",
-            sampling=(("top_k_fraction", 0.02), ("temperature", 0.7))),
-        Row("no_dropout_greedy", "no_dropout's generator, greedy (top-k keeps 1 id)", evaluate_only="no_dropout",
-            sampling=(("top_k_fraction", 0.001),)),
+        Row(
+            "no_dropout_0.5x",
+            "dropout 0, half the steps (700)",
+            NO_DROPOUT + (("max_train_steps", 700), ("lr_warmup_steps", 50)),
+        ),
+        Row(
+            "no_dropout_t0.7",
+            "no_dropout's generator, sampled at temperature 0.7",
+            evaluate_only="no_dropout",
+            sampling=(("temperature", 0.7),),
+        ),
+        Row(
+            "no_dropout_k0.02",
+            "no_dropout's generator, top-k 2% of the vocabulary instead of 10%",
+            evaluate_only="no_dropout",
+            sampling=(("top_k_fraction", 0.02),),
+        ),
+        Row(
+            "no_dropout_k0.02_t0.7",
+            "no_dropout's generator, top-k 2% and temperature 0.7",
+            evaluate_only="no_dropout",
+            sampling=(("top_k_fraction", 0.02), ("temperature", 0.7)),
+        ),
+        Row(
+            "no_dropout_greedy",
+            "no_dropout's generator, greedy (top-k keeps 1 id)",
+            evaluate_only="no_dropout",
+            sampling=(("top_k_fraction", 0.001),),
+        ),
     )
 }
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset_output", required=True, help="A `te-vqgan reproduce --preset cpu` folder (data, classifier, stage1, tokens).")
+    parser.add_argument(
+        "--preset_output",
+        required=True,
+        help="A `te-vqgan reproduce --preset cpu` folder (data, classifier, stage1, tokens).",
+    )
     parser.add_argument("--run", default="te-seed0", help="Which of its quantizers' tokens (default te-seed0).")
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--rows", default=",".join(ROWS), help="Comma-separated rows (default all, in order).")
     parser.add_argument(
-        "--classifier", default=None,
+        "--classifier",
+        default=None,
         help="The evaluation classifier (default: the preset folder's classifier/; any `te-vqgan train-classifier` folder).",
     )
     parser.add_argument("--num_eval", type=int, default=300, help="Images per evaluated split (default 300).")
@@ -116,16 +171,34 @@ def parse_args(argv=None) -> argparse.Namespace:
     preset = Path(args.preset_output)
     for needed in ("data/textmnist", f"stage1/{args.run}", f"tokens/{args.run}"):
         if not (preset / needed).is_dir():
-            parser.error(f"--preset_output {args.preset_output!r} has no {needed}/ (run `te-vqgan reproduce --preset cpu` first)")
+            parser.error(
+                f"--preset_output {args.preset_output!r} has no {needed}/ (run `te-vqgan reproduce --preset cpu` first)"
+            )
     return args
 
 
 def train_command(args, row: Row, folder: Path) -> list[str]:
     preset = Path(args.preset_output)
-    command = [sys.executable, str(REPO_ROOT / "training" / "train_generator.py"),
-               "--tokenized_dataset", str(preset / "tokens" / args.run), "--vqmodel", str(preset / "stage1" / args.run),
-               "--output_dir", str(folder), "--seed", str(args.seed), "--report_to", "none", "--num_evaluation_examples", "0",
-               "--checkpoints_total_limit", "1", "--num_validation_examples", "256"]
+    command = [
+        sys.executable,
+        str(REPO_ROOT / "training" / "train_generator.py"),
+        "--tokenized_dataset",
+        str(preset / "tokens" / args.run),
+        "--vqmodel",
+        str(preset / "stage1" / args.run),
+        "--output_dir",
+        str(folder),
+        "--seed",
+        str(args.seed),
+        "--report_to",
+        "none",
+        "--num_evaluation_examples",
+        "0",
+        "--checkpoints_total_limit",
+        "1",
+        "--num_validation_examples",
+        "256",
+    ]
     settings = row.settings()
     steps = settings["max_train_steps"]
     command += ["--checkpointing_steps", str(max(1, steps // 4)), "--validation_steps", str(steps)]
@@ -136,9 +209,26 @@ def train_command(args, row: Row, folder: Path) -> list[str]:
 
 def evaluate_command(args, row: Row, pipeline: Path, folder: Path) -> list[str]:
     preset = Path(args.preset_output)
-    command = ["te-vqgan", "evaluate", "--pipeline", str(pipeline), "--classifier", str(args.classifier),
-               "--dataset", str(preset / "data" / "textmnist"), "--splits", "test,test_seen", "--num-examples", str(args.num_eval),
-               "--seed", str(args.seed), "--output-dir", str(folder), "--cache-dir", str(preset / "cache")]
+    command = [
+        "te-vqgan",
+        "evaluate",
+        "--pipeline",
+        str(pipeline),
+        "--classifier",
+        str(args.classifier),
+        "--dataset",
+        str(preset / "data" / "textmnist"),
+        "--splits",
+        "test,test_seen",
+        "--num-examples",
+        str(args.num_eval),
+        "--seed",
+        str(args.seed),
+        "--output-dir",
+        str(folder),
+        "--cache-dir",
+        str(preset / "cache"),
+    ]
     for key, value in row.sampling:
         command += [f"--{key.replace('_', '-')}", str(value)]
     return command
@@ -159,13 +249,17 @@ def run_row(args, row: Row, out: Path) -> None:
         print(f"[{row.name}] training: {shown(train_command(args, row, trained))}", flush=True)
         code = run_training(train_command(args, row, trained), trained, REPO_ROOT)
         if code:
-            raise SystemExit(f"[{row.name}] train_generator exited with {code}; rerun to continue from its last checkpoint")
+            raise SystemExit(
+                f"[{row.name}] train_generator exited with {code}; rerun to continue from its last checkpoint"
+            )
     if not (trained / "metrics.json").is_file():
         raise SystemExit(f"[{row.name}] needs row {row.evaluate_only!r} trained first")
     evaluation = out / "evaluations" / row.name
     if not (evaluation / "evaluation.json").is_file():
         if not (Path(args.classifier) / "config.json").is_file():
-            raise SystemExit(f"[{row.name}] --classifier {args.classifier} is not a trained classifier folder (no config.json)")
+            raise SystemExit(
+                f"[{row.name}] --classifier {args.classifier} is not a trained classifier folder (no config.json)"
+            )
         command = evaluate_command(args, row, trained, evaluation)
         print(f"[{row.name}] evaluating: {shown(command)}", flush=True)
         started = time.time()
@@ -186,16 +280,25 @@ def collect(args, out: Path) -> list[dict]:
         metrics = json.loads(metrics_path.read_text())
         splits = json.loads(evaluation_path.read_text())["splits"]
         record = {
-            "row": name, "description": row.description, "examples_per_direction": source.examples_per_direction(),
-            "train_seconds": metrics["train_seconds"], "settings": source.settings(), "sampling": dict(row.sampling),
+            "row": name,
+            "description": row.description,
+            "examples_per_direction": source.examples_per_direction(),
+            "train_seconds": metrics["train_seconds"],
+            "settings": source.settings(),
+            "sampling": dict(row.sampling),
             "train_command": shown(train_command(args, source, out / "generators" / source.name)),
-            "evaluate_command": shown(evaluate_command(args, row, out / "generators" / source.name, out / "evaluations" / name)),
+            "evaluate_command": shown(
+                evaluate_command(args, row, out / "generators" / source.name, out / "evaluations" / name)
+            ),
         }
         for split, result in splits.items():
             record[split] = {
-                "t2i": result["t2i"]["accuracy"], "i2t": result["i2t"]["accuracy"],
-                "t2i_chance": result["sanity"]["t2i_prompt_ignored"], "i2t_chance": result["sanity"]["i2t_image_ignored"],
-                "t2i_buckets": result["t2i"].get("buckets"), "i2t_buckets": result["i2t"].get("buckets"),
+                "t2i": result["t2i"]["accuracy"],
+                "i2t": result["i2t"]["accuracy"],
+                "t2i_chance": result["sanity"]["t2i_prompt_ignored"],
+                "i2t_chance": result["sanity"]["i2t_image_ignored"],
+                "t2i_buckets": result["t2i"].get("buckets"),
+                "i2t_buckets": result["i2t"].get("buckets"),
                 "examples": result["examples"],
             }
         records.append(record)
@@ -213,8 +316,14 @@ def write_summary(records: list[dict], out: Path) -> None:
     for r in records:
         cells = [f"{r[s][d]:.3f} ({r[s][f'{d}_chance']:.3f})" for d in ("t2i",) for s in ("test", "test_seen")]
         cells += [f"{r[s][d]:.3f} ({r[s][f'{d}_chance']:.3f})" for d in ("i2t",) for s in ("test", "test_seen")]
-        lines.append(f"| `{r['row']}`: {r['description']} | {r['examples_per_direction']:,} | {r['train_seconds']:.0f} | " + " | ".join(cells) + " |")
-    (out / "table.md").write_text("\n".join(lines) + "\n(chance level: an output that ignores its input, in brackets)\n")
+        lines.append(
+            f"| `{r['row']}`: {r['description']} | {r['examples_per_direction']:,} | {r['train_seconds']:.0f} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    (out / "table.md").write_text(
+        "\n".join(lines) + "\n(chance level: an output that ignores its input, in brackets)\n"
+    )
     if records:
         _figure(records, out / "curve.png")
 

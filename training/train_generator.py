@@ -28,17 +28,17 @@ import torch
 import te_vqgan
 from te_vqgan.data.tokenized import load_tokenized_dataset
 from te_vqgan.evaluation import caption_variant, image_to_text_accuracy, objects_to_triplets
-from te_vqgan.hub import eval_results, hub_repo_id
 from te_vqgan.generation import (
     SequenceLayout,
-    init_image_positions_2d,
     TextImageTokenizer,
     build_generator_config,
     generate_caption_ids,
     generate_image_indices,
     generator_loss,
+    init_image_positions_2d,
     top_k_from_fraction,
 )
+from te_vqgan.hub import eval_results, hub_repo_id
 from te_vqgan.images import tensor_to_images
 from te_vqgan.loading import load_vq_model
 from te_vqgan.models.stock_vq_model import as_tokenizer
@@ -58,7 +58,9 @@ from te_vqgan.training.settings import DIRECTIONS, GeneratorTrainingSettings, pa
 from te_vqgan.visualization import save_captioned_images
 
 
-MODEL_CARD_TEMPLATE = Path(te_vqgan.__file__).parent / "model_cards" / "te_vqgan_pipeline_card.md"  # = model_cards/ here
+MODEL_CARD_TEMPLATE = (
+    Path(te_vqgan.__file__).parent / "model_cards" / "te_vqgan_pipeline_card.md"
+)  # = model_cards/ here
 
 
 def parse_args(argv: list[str] | None = None) -> GeneratorTrainingSettings:
@@ -81,7 +83,9 @@ class CaptionsAndTokens:
 
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         most = max(len(e["captions"]) for e in examples)
-        captions = [c for e in examples for c in (list(e["captions"]) + [e["captions"][0]] * (most - len(e["captions"])))]
+        captions = [
+            c for e in examples for c in (list(e["captions"]) + [e["captions"][0]] * (most - len(e["captions"])))
+        ]
         text_ids = self.tokenizer.encode_captions(captions).view(len(examples), most, -1)
         indices = torch.stack([torch.as_tensor(e["indices"]) for e in examples])
         return {
@@ -128,11 +132,15 @@ class GeneratorStage(TrainingStage):
                 raise ValueError(f"The tokenised dataset has no {split!r} split (splits: {sorted(dataset)}).")
         unknown = [s.strip() for s in args.evaluation_splits.split(",") if s.strip() and s.strip() not in dataset]
         if args.num_evaluation_examples and unknown:  # before training, not skipped at the end
-            raise ValueError(f"--evaluation_splits {unknown} are not splits of the tokenised dataset (splits: {sorted(dataset)}).")
+            raise ValueError(
+                f"--evaluation_splits {unknown} are not splits of the tokenised dataset (splits: {sorted(dataset)})."
+            )
         train = dataset["train"]
         if args.train_subset_size is not None:
             if args.train_subset_size > len(train):
-                raise ValueError(f"--train_subset_size {args.train_subset_size} is more than the {len(train)} train examples.")
+                raise ValueError(
+                    f"--train_subset_size {args.train_subset_size} is more than the {len(train)} train examples."
+                )
             train = train.select(range(args.train_subset_size))
         self.num_train = len(train)
         self.variant = caption_variant(train.features)
@@ -141,8 +149,15 @@ class GeneratorStage(TrainingStage):
         self.dataset = dataset
 
         config = build_generator_config(
-            self.tokenizer, tuple(self.quantizer_info.image_grid), n_embd=args.n_embd, n_layer=args.n_layer, n_head=args.n_head,
-            position_scheme=args.position_scheme, resid_pdrop=args.dropout, embd_pdrop=args.dropout, attn_pdrop=args.dropout,
+            self.tokenizer,
+            tuple(self.quantizer_info.image_grid),
+            n_embd=args.n_embd,
+            n_layer=args.n_layer,
+            n_head=args.n_head,
+            position_scheme=args.position_scheme,
+            resid_pdrop=args.dropout,
+            embd_pdrop=args.dropout,
+            attn_pdrop=args.dropout,
         )
         model = GPT2LMHeadModel(config)
         if args.image_position_init == "sincos2d":
@@ -150,7 +165,9 @@ class GeneratorStage(TrainingStage):
         validation = dataset[args.validation_split]
         # A fixed caption per validation example, so that every validation compares alike.
         self.validation_batch = pick_captions(
-            CaptionsAndTokens(self.tokenizer)([validation[i] for i in range(min(args.num_validation_examples, len(validation)))]),
+            CaptionsAndTokens(self.tokenizer)(
+                [validation[i] for i in range(min(args.num_validation_examples, len(validation)))]
+            ),
             generator=torch.Generator().manual_seed(0),
         )
         betas = (args.adam_beta1, args.adam_beta2)
@@ -174,7 +191,9 @@ class GeneratorStage(TrainingStage):
         terms: dict[str, torch.Tensor] = {}
         for direction in self.args.direction_list:
             with self.accelerator.autocast():
-                output = generator_loss(model, self._sequence(direction, batch), self.layout, direction, self.args.target_loss_weight)
+                output = generator_loss(
+                    model, self._sequence(direction, batch), self.layout, direction, self.args.target_loss_weight
+                )
             update(output.loss)
             terms[f"{direction}_loss"] = output.loss.detach().float()
             terms[f"{direction}_text_loss"] = output.text_loss.detach().float()
@@ -200,7 +219,9 @@ class GeneratorStage(TrainingStage):
                 for start in range(0, count, args.train_batch_size):
                     chunk = {k: v[start : start + args.train_batch_size] for k, v in batch.items()}
                     with accelerator.autocast():
-                        output = generator_loss(model, self._sequence(direction, chunk), self.layout, direction, args.target_loss_weight)
+                        output = generator_loss(
+                            model, self._sequence(direction, chunk), self.layout, direction, args.target_loss_weight
+                        )
                     for name in sums:
                         sums[name] += getattr(output, name).float().item() * len(chunk["text_ids"])
                 results.update({f"val/{direction}_{name}": value / count for name, value in sums.items()})
@@ -210,11 +231,19 @@ class GeneratorStage(TrainingStage):
             quantizer = as_tokenizer(self.vqmodel)
             grid = tuple(self.quantizer_info.image_grid)
             prompts = self.tokenizer.decode_captions(batch["text_ids"][:n].cpu())
-            codes = generate_image_indices(model, self.tokenizer, batch["text_ids"][:n], generator=torch.Generator().manual_seed(0), **options)
+            codes = generate_image_indices(
+                model, self.tokenizer, batch["text_ids"][:n], generator=torch.Generator().manual_seed(0), **options
+            )
             generated = tensor_to_images(quantizer.decode_indices(codes.to(device)))
-            caption_ids = generate_caption_ids(model, self.tokenizer, batch["image_ids"][:n], generator=torch.Generator().manual_seed(0), **options)
+            caption_ids = generate_caption_ids(
+                model, self.tokenizer, batch["image_ids"][:n], generator=torch.Generator().manual_seed(0), **options
+            )
             captions = self.tokenizer.decode_captions(caption_ids.cpu())
-            inputs = tensor_to_images(quantizer.decode_indices(self.tokenizer.decode_image_indices(batch["image_ids"][:n].cpu(), grid).to(device)))
+            inputs = tensor_to_images(
+                quantizer.decode_indices(
+                    self.tokenizer.decode_image_indices(batch["image_ids"][:n].cpu(), grid).to(device)
+                )
+            )
             validation = self.dataset[args.validation_split]
             truths = [objects_to_triplets(validation[i]["objects"], validation.features) for i in range(n)]
             results["val/i2t_accuracy_samples"] = image_to_text_accuracy(captions, truths, self.variant)
@@ -238,11 +267,17 @@ class GeneratorStage(TrainingStage):
         generator = torch.Generator().manual_seed(0)
         for chunk in image_ids.split(self.args.train_batch_size):
             ids = generate_caption_ids(
-                model, self.tokenizer, chunk.to(self.accelerator.device), top_k_fraction=self.args.top_k_fraction,
-                temperature=self.args.temperature, generator=generator,
+                model,
+                self.tokenizer,
+                chunk.to(self.accelerator.device),
+                top_k_fraction=self.args.top_k_fraction,
+                temperature=self.args.temperature,
+                generator=generator,
             )
             captions.extend(self.tokenizer.decode_captions(ids.cpu()))
-        return image_to_text_accuracy(captions, [objects_to_triplets(e["objects"], data.features) for e in examples], self.variant)
+        return image_to_text_accuracy(
+            captions, [objects_to_triplets(e["objects"], data.features) for e in examples], self.variant
+        )
 
     def save_final(self, folder: Path, record: dict, run: RunInfo) -> None:
         from huggingface_hub import ModelCardData
@@ -256,7 +291,10 @@ class GeneratorStage(TrainingStage):
                     with torch.random.fork_rng(devices=[]):
                         record[f"i2t_accuracy_{split}"] = self.evaluate_image_to_text(model, split)
         pipeline = TextToImagePipeline(
-            vqmodel=self.vqmodel, generator=model, tokenizer=self.tokenizer, top_k_fraction=args.top_k_fraction,
+            vqmodel=self.vqmodel,
+            generator=model,
+            tokenizer=self.tokenizer,
+            top_k_fraction=args.top_k_fraction,
             temperature=args.temperature,
         )
         pipeline.save_pretrained(folder, safe_serialization=True)
@@ -268,16 +306,31 @@ class GeneratorStage(TrainingStage):
             license="mit",
             pipeline_tag="text-to-image",
             base_model=hub_repo_id(self.quantizer_info.source),  # the quantizer, when it came from the Hub
-            eval_results=[result for split in self.dataset if f"i2t_accuracy_{split}" in record for result in eval_results(
-                record, {f"i2t_accuracy_{split}": f"image-to-text accuracy ({split})"}, task_type="image-to-text",
-                dataset_name=f"TextMNIST ({self.variant}), tokenised", dataset_type=f"textmnist-{self.variant}",
-                dataset_split=split,
-            )] or None,
+            eval_results=[
+                result
+                for split in self.dataset
+                if f"i2t_accuracy_{split}" in record
+                for result in eval_results(
+                    record,
+                    {f"i2t_accuracy_{split}": f"image-to-text accuracy ({split})"},
+                    task_type="image-to-text",
+                    dataset_name=f"TextMNIST ({self.variant}), tokenised",
+                    dataset_type=f"textmnist-{self.variant}",
+                    dataset_split=split,
+                )
+            ]
+            or None,
             tags=["te-vqgan", "text-to-image", "image-to-text", "gpt2", "vector-quantization"],
-            metrics=sorted(k for k in record if not k.startswith("final_") and (k.endswith("_loss") or k.startswith("i2t_accuracy"))),
+            metrics=sorted(
+                k
+                for k in record
+                if not k.startswith("final_") and (k.endswith("_loss") or k.startswith("i2t_accuracy"))
+            ),
             model_name=name,
         )
-        shown = {k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in record.items() if not k.startswith("final_")}
+        shown = {
+            k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in record.items() if not k.startswith("final_")
+        }
         card = render_model_card(
             MODEL_CARD_TEMPLATE,
             card_data,
@@ -286,7 +339,9 @@ class GeneratorStage(TrainingStage):
             quantizer_description=f"{self.quantizer_info.class_name} from `{self.quantizer_info.source}`",
             num_codes=self.quantizer_info.num_codes,
             grid="x".join(str(n) for n in self.quantizer_info.image_grid),
-            n_layer=config.n_layer, n_embd=config.n_embd, n_head=config.n_head,
+            n_layer=config.n_layer,
+            n_embd=config.n_embd,
+            n_head=config.n_head,
             num_parameters=f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M",
             vocab_size=config.vocab_size,
             directions=" then ".join(args.direction_list),

@@ -35,11 +35,16 @@ from te_vqgan.data.tokenized import builds_textmnist
 from te_vqgan.hub import eval_results, hub_repo_id
 from te_vqgan.images import images_to_tensor, tensor_to_images
 from te_vqgan.loading import load_model_config
-from te_vqgan.metrics import DEFAULT_TOKEN_SHIFTS, equivariance_summary, reconstruction_fidelity, shift_equivariance_by_colour
+from te_vqgan.metrics import (
+    DEFAULT_TOKEN_SHIFTS,
+    equivariance_summary,
+    reconstruction_fidelity,
+    shift_equivariance_by_colour,
+)
 from te_vqgan.torch_utils import eval_mode
 from te_vqgan.training import NLayerDiscriminator, PerceptualLossUnavailable, load_perceptual_loss  # noqa: F401 (re-exported for callers)
-from te_vqgan.training.codebook import encoder_latents, init_codebook_kmeans, restart_dead_codes
 from te_vqgan.training.accelerate_utils import derive_seed, render_model_card, scaled_learning_rate
+from te_vqgan.training.codebook import encoder_latents, init_codebook_kmeans, restart_dead_codes
 from te_vqgan.training.engine import (
     RunInfo,
     StageParts,
@@ -66,7 +71,6 @@ def parse_args(argv: list[str] | None = None) -> VQGANTrainingSettings:
 def load_image_datasets(args):
     """`(train, validation, shift_groups)`: two datasets with an image column, and uint8
     placements `[N, 5, 64, 64, 3]` for the equivariance metric (None without a shift split)."""
-    import datasets
 
     if builds_textmnist(args.dataset):
         from te_vqgan.data import TextMNIST
@@ -82,7 +86,11 @@ def load_image_datasets(args):
             cache_dir=args.cache_dir,
         )
         builder.download_and_prepare()
-        splits = {name: builder.as_dataset(split=name) for name in ("train", "validation", "shift") if name in builder.info.splits}
+        splits = {
+            name: builder.as_dataset(split=name)
+            for name in ("train", "validation", "shift")
+            if name in builder.info.splits
+        }
     else:
         splits = dict(_load_any_images(args))
     if "train" not in splits:
@@ -122,10 +130,14 @@ def _load_any_images(args):
         has_data_files = any(p.suffix in (".parquet", ".arrow", ".csv", ".json", ".jsonl") for p in path.rglob("*"))
         if not has_data_files:
             if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.rglob("*")):
-                raise ValueError(f"--dataset {args.dataset!r} is a folder without image files ({', '.join(IMAGE_SUFFIXES)}).")
+                raise ValueError(
+                    f"--dataset {args.dataset!r} is a folder without image files ({', '.join(IMAGE_SUFFIXES)})."
+                )
             return datasets.load_dataset("imagefolder", data_dir=str(path), cache_dir=args.cache_dir)
     elif path.exists():
-        raise ValueError(f"--dataset {args.dataset!r} is a file; expected a folder of images, a dataset folder or a Hub id.")
+        raise ValueError(
+            f"--dataset {args.dataset!r} is a file; expected a folder of images, a dataset folder or a Hub id."
+        )
     return datasets.load_dataset(args.dataset, cache_dir=args.cache_dir)
 
 
@@ -158,7 +170,9 @@ class ToTensor:
         r = self.resolution
         if min(image.size) != r:
             scale = r / min(image.size)
-            image = image.resize((max(r, round(image.width * scale)), max(r, round(image.height * scale))), Image.BICUBIC)
+            image = image.resize(
+                (max(r, round(image.width * scale)), max(r, round(image.height * scale))), Image.BICUBIC
+            )
         if image.size != (r, r):
             if self.random_crop:
                 left = int(torch.randint(0, image.width - r + 1, ()).item())
@@ -172,7 +186,9 @@ class ToTensor:
         return np.ascontiguousarray(array)
 
     def __call__(self, batch: dict) -> dict:
-        return {"pixel_values": images_to_tensor(np.stack([self._prepare(image) for image in batch[self.image_column]]))}
+        return {
+            "pixel_values": images_to_tensor(np.stack([self._prepare(image) for image in batch[self.image_column]]))
+        }
 
 
 def collate(examples: list[dict]) -> torch.Tensor:
@@ -182,7 +198,9 @@ def collate(examples: list[dict]) -> torch.Tensor:
 # ---------------------------------------------------------------------------- validation
 @torch.no_grad()
 @torch.random.fork_rng(devices=[])
-def validate(model, images: torch.Tensor, shift_groups, perceptual, batch_size: int, locations=None) -> tuple[dict, torch.Tensor, torch.Tensor]:
+def validate(
+    model, images: torch.Tensor, shift_groups, perceptual, batch_size: int, locations=None
+) -> tuple[dict, torch.Tensor, torch.Tensor]:
     """Reconstruction errors, colour fidelity and shape (IoU) of the digits, codebook usage,
     the orthogonal term and shift equivariance three ways (the authors' score, the digit's own
     tokens, per colour). `locations`: each image's digit locations, when the dataset has them.
@@ -209,7 +227,11 @@ def validate(model, images: torch.Tensor, shift_groups, perceptual, batch_size: 
         usage = codebook_usage(index_maps, model.num_codes)
         codebook = model.codebook.detach()
         if codebook.shape[0] > 4096:  # the full Gram matrix of a huge codebook is costly: a fixed subset
-            codebook = codebook[torch.randperm(codebook.shape[0], generator=torch.Generator().manual_seed(0))[:4096].to(codebook.device)]
+            codebook = codebook[
+                torch.randperm(codebook.shape[0], generator=torch.Generator().manual_seed(0))[:4096].to(
+                    codebook.device
+                )
+            ]
         metrics = {
             "val/recon_l1": l1 / len(images),
             "val/recon_l2": l2 / len(images),
@@ -234,7 +256,9 @@ def validate(model, images: torch.Tensor, shift_groups, perceptual, batch_size: 
             shifts = [s for s in DEFAULT_TOKEN_SHIFTS if max(s) * model.downsample_factor < min(images.shape[-2:])]
             result = image_shift_equivariance(model, images, shifts=shifts, batch_size=batch_size)
             metrics["val/image_shift_equivariance"] = result.score
-            metrics.update({f"val/image_shift_equivariance_{k.replace(',', '_')}": v for k, v in result.per_shift.items()})
+            metrics.update(
+                {f"val/image_shift_equivariance_{k.replace(',', '_')}": v for k, v in result.per_shift.items()}
+            )
     return metrics, torch.cat(reconstructions), index_maps
 
 
@@ -245,8 +269,11 @@ def save_validation_grid(images, reconstructions, index_maps, num_codes: int, pa
     images, reconstructions = tensor_to_images(images[:rows]), tensor_to_images(reconstructions[:rows])
     for r in range(rows):
         for c, (picture, name) in enumerate(
-            ((images[r], "input"), (reconstructions[r], "reconstruction"),
-             (index_map_to_rgb(index_maps[r], num_codes), "code indices"))
+            (
+                (images[r], "input"),
+                (reconstructions[r], "reconstruction"),
+                (index_map_to_rgb(index_maps[r], num_codes), "code indices"),
+            )
         ):
             axes[r, c].imshow(picture, interpolation="nearest")
             axes[r, c].set_xticks([])
@@ -274,7 +301,9 @@ class VQGANStage(TrainingStage):
         # The perceptual network first: if it cannot be built the run stops before any work.
         self.perceptual = None
         if args.perceptual_weight > 0:
-            self.perceptual = load_perceptual_loss(allow_download=args.allow_perceptual_download).to(accelerator.device)
+            self.perceptual = load_perceptual_loss(allow_download=args.allow_perceptual_download).to(
+                accelerator.device
+            )
 
         if args.model_config is not None:
             model = TEVQModel.from_config(load_model_config(args.model_config))
@@ -301,7 +330,9 @@ class VQGANStage(TrainingStage):
             )
         if resolution != model.config.sample_size:  # the saved config, card and grid say what it was trained on
             model.register_to_config(sample_size=resolution)
-        if (args.kmeans_init_step is not None or args.dead_code_restart_steps) and model.config.codebook_parametrization != "direct":
+        if (
+            args.kmeans_init_step is not None or args.dead_code_restart_steps
+        ) and model.config.codebook_parametrization != "direct":
             raise ValueError(
                 "--kmeans_init_step and --dead_code_restart_steps write the codes directly; the model's codebook is "
                 f"{model.config.codebook_parametrization!r} (its codes are a learnt projection)."
@@ -310,13 +341,18 @@ class VQGANStage(TrainingStage):
 
         with accelerator.local_main_process_first():  # one build per node, the others read its cache
             train_dataset, validation_dataset, self.shift_groups = load_image_datasets(args)
-        transform = ToTensor(args.image_column, resolution, random_crop=not args.center_crop, random_flip=args.random_flip)
-        self.validation_images = ToTensor(args.image_column, resolution)(validation_dataset[: args.num_validation_images])["pixel_values"]
+        transform = ToTensor(
+            args.image_column, resolution, random_crop=not args.center_crop, random_flip=args.random_flip
+        )
+        self.validation_images = ToTensor(args.image_column, resolution)(
+            validation_dataset[: args.num_validation_images]
+        )["pixel_values"]
         self.validation_locations = None
         if "objects" in validation_dataset.column_names:  # TextMNIST: score each digit's own cell
             names = validation_dataset.features["objects"].feature["location"].names
             self.validation_locations = [
-                [names[o["location"]] for o in objects] for objects in validation_dataset[: args.num_validation_images]["objects"]
+                [names[o["location"]] for o in objects]
+                for objects in validation_dataset[: args.num_validation_images]["objects"]
             ]
 
         learning_rate = args.learning_rate
@@ -332,14 +368,24 @@ class VQGANStage(TrainingStage):
         self.loss_weights = VQGANLossWeights(
             args.perceptual_weight, args.codebook_weight, args.disc_weight, args.disc_start, args.reconstruction_loss
         )
-        return StageParts([model, discriminator], optimizers, train_dataset.with_transform(transform), collate, learning_rate)
+        return StageParts(
+            [model, discriminator], optimizers, train_dataset.with_transform(transform), collate, learning_rate
+        )
 
     def train_step(self, images, global_step: int) -> dict[str, torch.Tensor]:
         model, discriminator = self.models
         update_ae, update_d = self.updates
         restarted = self._codebook_remedies(images, global_step) if self.accelerator.sync_gradients else None
         terms = vqgan_train_step(
-            self.accelerator, model, discriminator, update_ae, update_d, images, global_step, self.loss_weights, self.perceptual
+            self.accelerator,
+            model,
+            discriminator,
+            update_ae,
+            update_d,
+            images,
+            global_step,
+            self.loss_weights,
+            self.perceptual,
         )
         if restarted is not None:
             terms["codes_restarted"] = torch.tensor(float(restarted))
@@ -351,7 +397,9 @@ class VQGANStage(TrainingStage):
         The draws come from a generator seeded by (seed, step), the same on every process."""
         args = self.args
         kmeans_due = args.kmeans_init_step is not None and global_step == args.kmeans_init_step
-        restart_due = args.dead_code_restart_steps > 0 and global_step > 0 and global_step % args.dead_code_restart_steps == 0
+        restart_due = (
+            args.dead_code_restart_steps > 0 and global_step > 0 and global_step % args.dead_code_restart_steps == 0
+        )
         if not (kmeans_due or restart_due):
             return None
         model = self.accelerator.unwrap_model(self.models[0])
@@ -365,12 +413,20 @@ class VQGANStage(TrainingStage):
     def validate(self, step: int, output_dir: Path):
         model = self.accelerator.unwrap_model(self.models[0])
         results, reconstructions, index_maps = validate(
-            model, self.validation_images, self.shift_groups, self.perceptual, self.args.train_batch_size,
+            model,
+            self.validation_images,
+            self.shift_groups,
+            self.perceptual,
+            self.args.train_batch_size,
             self.validation_locations,
         )
         grid = save_validation_grid(
-            self.validation_images, reconstructions, index_maps, model.num_codes,
-            output_dir / "validation" / f"step-{step:07d}.png", f"step {step}",
+            self.validation_images,
+            reconstructions,
+            index_maps,
+            model.num_codes,
+            output_dir / "validation" / f"step-{step:07d}.png",
+            f"step {step}",
         )
         return results, grid
 
@@ -393,23 +449,48 @@ class VQGANStage(TrainingStage):
             datasets=[hub_dataset] if hub_dataset else None,
             base_model=hub_repo_id(args.pretrained_model_name_or_path),
             eval_results=eval_results(
-                record, {"shift_equivariance": "shift equivariance", "image_shift_equivariance": "shift equivariance (whole-token shifts)",
-                         "codes_used": "codes used", "perplexity": "perplexity",
-                         "recon_l1": "reconstruction L1", "recon_l2": "reconstruction L2"},
-                task_type="image-to-image", dataset_name=dataset_id, dataset_type=hub_dataset or dataset_id,
+                record,
+                {
+                    "shift_equivariance": "shift equivariance",
+                    "image_shift_equivariance": "shift equivariance (whole-token shifts)",
+                    "codes_used": "codes used",
+                    "perplexity": "perplexity",
+                    "recon_l1": "reconstruction L1",
+                    "recon_l2": "reconstruction L2",
+                },
+                task_type="image-to-image",
+                dataset_name=dataset_id,
+                dataset_type=hub_dataset or dataset_id,
                 dataset_split=args.validation_split,
-            ) or None,
+            )
+            or None,
             tags=["te-vqgan", "vqgan", "image-tokenizer", "translation-equivariance", "vector-quantization"],
-            metrics=[m for m in ("shift_equivariance", "shift_equivariance_foreground", "image_shift_equivariance", "colour_fidelity", "shape_iou",
-                                 "codes_used", "perplexity", "recon_l1", "recon_l2") if m in record],
+            metrics=[
+                m
+                for m in (
+                    "shift_equivariance",
+                    "shift_equivariance_foreground",
+                    "image_shift_equivariance",
+                    "colour_fidelity",
+                    "shape_iou",
+                    "codes_used",
+                    "perplexity",
+                    "recon_l1",
+                    "recon_l2",
+                )
+                if m in record
+            ],
             model_name=name,
         )
-        shown = {k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in record.items() if not k.startswith("final_")}
+        shown = {
+            k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in record.items() if not k.startswith("final_")
+        }
         card = render_model_card(
             MODEL_CARD_TEMPLATE,
             card_data,
             model_name=name,
-            description=("TE-VQGAN" if config.orthogonal_reg_weight > 0 else "VQGAN") + f" ({config.downsample_type}) image quantizer.",
+            description=("TE-VQGAN" if config.orthogonal_reg_weight > 0 else "VQGAN")
+            + f" ({config.downsample_type}) image quantizer.",
             repo_url="https://github.com/wcshin-git/TE-VQGAN",
             repo_id=args.hub_model_id or str(args.output_dir),
             resolution=config.sample_size,
@@ -436,7 +517,9 @@ class VQGANStage(TrainingStage):
             kmeans_init_step=args.kmeans_init_step,
             dead_code_restart_steps=args.dead_code_restart_steps,
             training_command=training_command(self.script, run.settings),
-            config_json=json.dumps({k: v for k, v in dict(config).items() if not k.startswith("_")}, indent=2, default=str),
+            config_json=json.dumps(
+                {k: v for k, v in dict(config).items() if not k.startswith("_")}, indent=2, default=str
+            ),
         )
         card.save(folder / "README.md")
 

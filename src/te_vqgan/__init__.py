@@ -1,9 +1,9 @@
 """te-vqgan: translation-equivariant image tokenization, the Hugging Face way.
 
-    >>> from te_vqgan import TEVQModel
-    >>> model = TEVQModel()                      # the authors' stage-1 TE-VQGAN (random init)
-    >>> model = TEVQModel.from_pretrained(path)  # a trained one
-    >>> from te_vqgan import TextToImagePipeline, ImageToTextPipeline   # stage 2, one folder for both
+>>> from te_vqgan import TEVQModel
+>>> model = TEVQModel()                      # the authors' stage-1 TE-VQGAN (random init)
+>>> model = TEVQModel.from_pretrained(path)  # a trained one
+>>> from te_vqgan import TextToImagePipeline, ImageToTextPipeline   # stage 2, one folder for both
 """
 
 from .losses import orthogonal_loss, vq_loss
@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 # finds them once te_vqgan is imported (see `te_vqgan.pipelines.text_image`).
 from .generation import TextImageTokenizer  # noqa: E402
 from .pipelines import ImageToTextPipeline, TextToImagePipeline  # noqa: E402
+
 
 _LAZY: dict[str, str] = {}
 

@@ -24,14 +24,23 @@ from .torch_utils import eval_mode
 
 MAX_TEST_TIME_SHIFT = 4  # pixels; a larger move pushes strokes out of the 28x28 window
 
-__all__ = ["DigitColourClassifier", "classifier_fingerprint", "evaluate_classifier", "train_classifier", "windows_of_split", "windows_to_tensor"]
+__all__ = [
+    "DigitColourClassifier",
+    "classifier_fingerprint",
+    "evaluate_classifier",
+    "train_classifier",
+    "windows_of_split",
+    "windows_to_tensor",
+]
 
 
 def windows_to_tensor(windows) -> torch.Tensor:
     """uint8 windows `[N, 28, 28, 3]` (numpy or torch) -> float `[N, 3, 28, 28]` in [0, 1]."""
     windows = torch.as_tensor(np.asarray(windows)) if not isinstance(windows, torch.Tensor) else windows
     if windows.ndim != 4 or tuple(windows.shape[1:]) != (DIGIT_SIZE, DIGIT_SIZE, 3) or windows.dtype != torch.uint8:
-        raise ValueError(f"Expected uint8 windows of shape (N, {DIGIT_SIZE}, {DIGIT_SIZE}, 3) (got {windows.dtype} {tuple(windows.shape)}).")
+        raise ValueError(
+            f"Expected uint8 windows of shape (N, {DIGIT_SIZE}, {DIGIT_SIZE}, 3) (got {windows.dtype} {tuple(windows.shape)})."
+        )
     return windows.permute(0, 3, 1, 2).float() / 255.0
 
 
@@ -103,24 +112,43 @@ class DigitColourClassifier(
             return super().from_pretrained(pretrained_model_name_or_path, *args, strict=strict, **kwargs)
         except RuntimeError as error:  # load_state_dict: missing or unexpected weights, other shapes
             first = str(error).splitlines()[0]
-            raise ValueError(f"The weights in {str(pretrained_model_name_or_path)!r} do not fit a DigitColourClassifier: {first}") from error
+            raise ValueError(
+                f"The weights in {str(pretrained_model_name_or_path)!r} do not fit a DigitColourClassifier: {first}"
+            ) from error
 
-    def __init__(self, channels: tuple[int, int, int] = (16, 32, 64), num_colours: int = len(COLOURS),
-                 num_digits: int = 10, dropout: float = 0.2, test_time_shift: int = 0):
+    def __init__(
+        self,
+        channels: tuple[int, int, int] = (16, 32, 64),
+        num_colours: int = len(COLOURS),
+        num_digits: int = 10,
+        dropout: float = 0.2,
+        test_time_shift: int = 0,
+    ):
         super().__init__()
         channels = tuple(int(c) for c in channels)
         if len(channels) != 3 or min(channels) < 1:
             raise ValueError(f"`channels` must be three positive widths (got {channels}).")
         if num_colours < 1 or num_digits < 1 or not 0 <= dropout < 1:
-            raise ValueError(f"Expected num_colours, num_digits >= 1 and dropout in [0, 1) (got {num_colours}, {num_digits}, {dropout}).")
+            raise ValueError(
+                f"Expected num_colours, num_digits >= 1 and dropout in [0, 1) (got {num_colours}, {num_digits}, {dropout})."
+            )
         if not 0 <= test_time_shift <= MAX_TEST_TIME_SHIFT:
-            raise ValueError(f"`test_time_shift` must be in [0, {MAX_TEST_TIME_SHIFT}] pixels (got {test_time_shift}).")
+            raise ValueError(
+                f"`test_time_shift` must be in [0, {MAX_TEST_TIME_SHIFT}] pixels (got {test_time_shift})."
+            )
         self.test_time_shift = int(test_time_shift)
         a, b, c = channels
         self.features = nn.Sequential(
-            _block(1, a), _block(a, a), nn.MaxPool2d(2),  # 14x14
-            _block(a, b), _block(b, b), nn.MaxPool2d(2),  # 7x7
-            _block(b, c), _block(c, c), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            _block(1, a),
+            _block(a, a),
+            nn.MaxPool2d(2),  # 14x14
+            _block(a, b),
+            _block(b, b),
+            nn.MaxPool2d(2),  # 7x7
+            _block(b, c),
+            _block(c, c),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
         )
         self.dropout = nn.Dropout(dropout)
         self.colour_head = nn.Linear(c + 6, num_colours)
@@ -147,7 +175,9 @@ class DigitColourClassifier(
                 padded = nn.functional.pad(batch, (s, s, s, s)) if s else batch
                 colour_score = digit_score = 0
                 for dy, dx in moves:  # the window moved by (dy, dx), black coming in
-                    colour_logits, digit_logits = self(padded[..., s - dy : s - dy + DIGIT_SIZE, s - dx : s - dx + DIGIT_SIZE])
+                    colour_logits, digit_logits = self(
+                        padded[..., s - dy : s - dy + DIGIT_SIZE, s - dx : s - dx + DIGIT_SIZE]
+                    )
                     colour_score = colour_score + colour_logits.log_softmax(dim=1)
                     digit_score = digit_score + digit_logits.log_softmax(dim=1)
                 colours.append(colour_score.argmax(dim=1).cpu())
@@ -175,8 +205,9 @@ def windows_of_split(split) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.concatenate(windows), np.asarray(colours, dtype=np.int64), np.asarray(digits, dtype=np.int64)
 
 
-def _augmented(pixels: torch.Tensor, max_shift: int, max_rotation: float, max_scale: float,
-               generator: torch.Generator) -> torch.Tensor:
+def _augmented(
+    pixels: torch.Tensor, max_shift: int, max_rotation: float, max_scale: float, generator: torch.Generator
+) -> torch.Tensor:
     """Each window moved by a random affine map (black fill): a shift of up to `max_shift`
     pixels each way, a rotation of up to `max_rotation` degrees and a scaling by up to
     `max_scale` either way. Generated digits are not always centred, upright or of MNIST's size;
@@ -207,15 +238,34 @@ def evaluate_classifier(classifier: DigitColourClassifier, windows, colours, dig
     }
 
 
-def train_classifier(windows, colours, digits, epochs: int = 4, batch_size: int = 128, learning_rate: float = 2e-3,
-                     max_shift: int = 2, max_rotation: float = 10.0, max_scale: float = 0.1, seed: int = 0,
-                     device: str = "cpu", progress: bool = True, **model_kwargs) -> DigitColourClassifier:
+def train_classifier(
+    windows,
+    colours,
+    digits,
+    epochs: int = 4,
+    batch_size: int = 128,
+    learning_rate: float = 2e-3,
+    max_shift: int = 2,
+    max_rotation: float = 10.0,
+    max_scale: float = 0.1,
+    seed: int = 0,
+    device: str = "cpu",
+    progress: bool = True,
+    **model_kwargs,
+) -> DigitColourClassifier:
     """Train a `DigitColourClassifier` on labelled windows: Adam, one-cycle learning rate,
     random shifts (up to `max_shift` pixels), rotations (up to `max_rotation` degrees) and
     scalings (up to `max_scale` either way), loss = CE(colour) + CE(digit)."""
     from tqdm.auto import tqdm
 
-    if epochs < 1 or batch_size < 1 or not learning_rate > 0 or max_shift < 0 or not 0 <= max_rotation <= 45 or not 0 <= max_scale < 1:
+    if (
+        epochs < 1
+        or batch_size < 1
+        or not learning_rate > 0
+        or max_shift < 0
+        or not 0 <= max_rotation <= 45
+        or not 0 <= max_scale < 1
+    ):
         raise ValueError(
             f"Expected epochs >= 1, batch_size >= 1, learning_rate > 0, max_shift >= 0, max_rotation in [0, 45] and "
             f"max_scale in [0, 1) (got {epochs}, {batch_size}, {learning_rate}, {max_shift}, {max_rotation}, {max_scale})."
@@ -225,11 +275,15 @@ def train_classifier(windows, colours, digits, epochs: int = 4, batch_size: int 
     pixels = windows_to_tensor(windows)
     colours, digits = torch.as_tensor(np.asarray(colours)), torch.as_tensor(np.asarray(digits))
     if not len(pixels) == len(colours) == len(digits) or len(pixels) == 0:
-        raise ValueError(f"Expected as many colours and digits as windows, at least one (got {len(pixels)}, {len(colours)}, {len(digits)}).")
+        raise ValueError(
+            f"Expected as many colours and digits as windows, at least one (got {len(pixels)}, {len(colours)}, {len(digits)})."
+        )
     model = DigitColourClassifier(**model_kwargs).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
     steps_per_epoch = (len(pixels) + batch_size - 1) // batch_size
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=learning_rate, total_steps=epochs * steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=learning_rate, total_steps=epochs * steps_per_epoch
+    )
     model.train()
     bar = tqdm(total=epochs * steps_per_epoch, desc="classifier", unit="step", disable=not progress)
     for _ in range(epochs):
@@ -242,7 +296,9 @@ def train_classifier(windows, colours, digits, epochs: int = 4, batch_size: int 
                 digit_logits, digits[batch].to(device)
             )
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"The classifier's loss is {loss.item()} at step {bar.n}: training diverged; nothing is saved.")
+                raise FloatingPointError(
+                    f"The classifier's loss is {loss.item()} at step {bar.n}: training diverged; nothing is saved."
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -6,6 +6,7 @@ import argparse
 import importlib
 import logging
 import sys
+
 from .options import check_required
 
 

@@ -66,7 +66,9 @@ def caption_variant(features) -> str:
     raise ValueError(f"The dataset's class names {names} match no TextMNIST variant ({sorted(MNIST_VARIANTS)}).")
 
 
-def image_to_text_accuracy(captions: Sequence[str], truths: Iterable[Iterable[Triplet]], variant: str = "mnist") -> float:
+def image_to_text_accuracy(
+    captions: Sequence[str], truths: Iterable[Iterable[Triplet]], variant: str = "mnist"
+) -> float:
     """Fraction of ground-truth clauses that the generated captions state exactly.
 
     Args:
@@ -130,7 +132,9 @@ class BucketedAccuracy:
         return {"accuracy": self.accuracy, **self.buckets, "clauses": dict(self.total)}
 
 
-def image_to_text_scores(captions: Sequence[str], truths: Iterable[Iterable[Triplet]], variant: str = "mnist") -> BucketedAccuracy:
+def image_to_text_scores(
+    captions: Sequence[str], truths: Iterable[Iterable[Triplet]], variant: str = "mnist"
+) -> BucketedAccuracy:
     """`image_to_text_accuracy` per bucket: a clause counts if location, colour and digit all
     match a ground-truth clause of its image."""
     truths = [set(t) for t in truths]
@@ -147,7 +151,9 @@ def cut_windows(images: np.ndarray, truths: Sequence[Iterable[Triplet]]) -> tupl
     the M clauses, image by image."""
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[1:] != (CANVAS_SIZE, CANVAS_SIZE, 3) or images.dtype != np.uint8:
-        raise ValueError(f"Expected uint8 images of shape (N, {CANVAS_SIZE}, {CANVAS_SIZE}, 3) (got {images.dtype} {images.shape}).")
+        raise ValueError(
+            f"Expected uint8 images of shape (N, {CANVAS_SIZE}, {CANVAS_SIZE}, 3) (got {images.dtype} {images.shape})."
+        )
     if len(images) != len(truths):
         raise ValueError(f"Got {len(images)} images for {len(truths)} ground truths.")
     windows, clauses = [], []
@@ -165,7 +171,9 @@ def text_to_image_scores(images: np.ndarray, truths: Sequence[Iterable[Triplet]]
     truths = [sorted(set(t)) for t in truths]
     windows, clauses = cut_windows(images, truths)
     colours, digits = classifier.predict(windows)
-    right = [COLOURS[int(c)] == clause.colour and int(d) == clause.digit for c, d, clause in zip(colours, digits, clauses)]
+    right = [
+        COLOURS[int(c)] == clause.colour and int(d) == clause.digit for c, d, clause in zip(colours, digits, clauses)
+    ]
     scores, position = BucketedAccuracy(), 0
     for truth in truths:
         scores.add(truth, int(sum(right[position : position + len(truth)])))

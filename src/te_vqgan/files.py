@@ -58,8 +58,8 @@ def _default_file_mode() -> int:
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it becomes `path`, on error it is removed.
 
-        >>> with atomic_path("figure.png") as tmp:
-        ...     image.save(tmp, format="PNG")
+    >>> with atomic_path("figure.png") as tmp:
+    ...     image.save(tmp, format="PNG")
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -102,7 +102,9 @@ def check_output_dir(output_dir: str | os.PathLike, overwrite: bool = False) -> 
     resolved = output_dir.resolve()
     existing = next(p for p in ((resolved,) if resolved.is_dir() else ()) + tuple(resolved.parents) if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise PermissionError(f"Output {str(output_dir)!r} cannot be written: {str(existing)!r} is not a writable folder.")
+        raise PermissionError(
+            f"Output {str(output_dir)!r} cannot be written: {str(existing)!r} is not a writable folder."
+        )
 
 
 def check_not_an_input(output: str | os.PathLike, **inputs) -> None:
@@ -146,7 +148,7 @@ def write_completion_marker(folder: str | os.PathLike, names) -> Path:
     mode = _default_file_mode()
     for name in names:
         path = folder / name
-        for file in ([path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())):
+        for file in [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()):
             os.chmod(file, mode)  # published with the normal modes (a library's temporary file may be 0600)
             files[file.relative_to(folder).as_posix()] = file.stat().st_size
     return write_json_atomic(folder / COMPLETION_MARKER, {"files": files})
@@ -194,7 +196,13 @@ def folder_lock(folder: str | os.PathLike, what: str = "a run") -> Iterator[Path
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     lock = folder / LOCK_FILE
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv), "started": time.time(), "what": what}
+    me = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "command": " ".join(sys.argv),
+        "started": time.time(),
+        "what": what,
+    }
     for _ in range(2):
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)

@@ -59,8 +59,14 @@ def hub_repo_id(value) -> str | None:
     return value
 
 
-def eval_results(metrics: dict, names: dict[str, str], task_type: str, dataset_name: str, dataset_type: str,
-                 dataset_split: str | None = None) -> list:
+def eval_results(
+    metrics: dict,
+    names: dict[str, str],
+    task_type: str,
+    dataset_name: str,
+    dataset_type: str,
+    dataset_split: str | None = None,
+) -> list:
     """`huggingface_hub.EvalResult`s (the card's `model-index`) for the `metrics` a run measured:
     `names` maps a metrics key to the metric's name in the card; keys the run lacks, or whose value is
     not a finite number, are left out."""
@@ -73,10 +79,17 @@ def eval_results(metrics: dict, names: dict[str, str], task_type: str, dataset_n
         value = metrics.get(key)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             continue
-        results.append(EvalResult(
-            task_type=task_type, dataset_type=dataset_type, dataset_name=dataset_name, dataset_split=dataset_split,
-            metric_type=key, metric_name=name, metric_value=float(value),
-        ))
+        results.append(
+            EvalResult(
+                task_type=task_type,
+                dataset_type=dataset_type,
+                dataset_name=dataset_name,
+                dataset_split=dataset_split,
+                metric_type=key,
+                metric_name=name,
+                metric_value=float(value),
+            )
+        )
     return results
 
 
@@ -109,12 +122,20 @@ class TeVqganCardMixin:
         elif not target.exists():
             self.default_model_card().save(target)
 
-    def push_to_hub(self, repo_id: str, commit_message: str | None = None, private: bool | None = None,
-                    token: str | None = None, create_pr: bool = False, safe_serialization: bool = True,
-                    variant: str | None = None) -> str:
+    def push_to_hub(
+        self,
+        repo_id: str,
+        commit_message: str | None = None,
+        private: bool | None = None,
+        token: str | None = None,
+        create_pr: bool = False,
+        safe_serialization: bool = True,
+        variant: str | None = None,
+    ) -> str:
         """Save to a temporary folder (weights, configs and te-vqgan's card) and upload it to `repo_id`."""
         with tempfile.TemporaryDirectory() as folder:
             options = {"safe_serialization": safe_serialization, **({"variant": variant} if variant else {})}
             self.save_pretrained(folder, **options)
-            return push_folder_to_hub(folder, repo_id, token=token, private=private, commit_message=commit_message,
-                                      create_pr=create_pr)
+            return push_folder_to_hub(
+                folder, repo_id, token=token, private=private, commit_message=commit_message, create_pr=create_pr
+            )

@@ -20,4 +20,6 @@ def images_to_tensor(images: np.ndarray) -> torch.Tensor:
 
 def tensor_to_images(pixels: torch.Tensor) -> np.ndarray:
     """float `[N, 3, H, W]` in [-1, 1] (clamped) -> uint8 `[N, H, W, 3]`: the inverse of `images_to_tensor`."""
-    return ((pixels.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return (
+        ((pixels.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    )

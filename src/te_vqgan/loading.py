@@ -70,7 +70,10 @@ def load_model_config(path: str | Path) -> dict:
 
 
 def load_vq_model(
-    spec: str, seed: int = 0, device: str | torch.device | None = None, output_loading_info: bool = False,
+    spec: str,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    output_loading_info: bool = False,
     **from_pretrained_kwargs,
 ):
     """A `TEVQModel` (or stock `VQModel`) from a config file, a saved folder or a Hub repo id.
@@ -105,7 +108,9 @@ def load_vq_model(
     elif path.is_dir():
         config_file = path / "config.json"
         if not config_file.is_file():
-            raise FileNotFoundError(f"{str(path)!r} is a folder without config.json; expected a save_pretrained folder.")
+            raise FileNotFoundError(
+                f"{str(path)!r} is a folder without config.json; expected a save_pretrained folder."
+            )
         cls = _checked_class(load_model_config(config_file), f"{str(config_file)!r}")
         model = cls.from_pretrained(path, **from_pretrained_kwargs)
         description = f"{cls.__name__} loaded from {path}"

@@ -69,7 +69,11 @@ def orthogonal_loss(codebook: torch.Tensor, check_finite: bool = True) -> torch.
     # The finiteness check reads the values back: done where it costs no device sync (a CPU
     # codebook, or outside autograd); in training a NaN codebook shows as a NaN loss, which
     # the training engine's divergence guard stops.
-    check = check_finite and not torch.compiler.is_compiling() and (codebook.device.type == "cpu" or not torch.is_grad_enabled())
+    check = (
+        check_finite
+        and not torch.compiler.is_compiling()
+        and (codebook.device.type == "cpu" or not torch.is_grad_enabled())
+    )
     if check and not torch.isfinite(codebook).all():
         raise ValueError(f"`codebook` holds {int((~torch.isfinite(codebook)).sum())} NaN or Inf values.")
     num_codes = codebook.shape[0]

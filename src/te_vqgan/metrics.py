@@ -18,7 +18,17 @@ from itertools import combinations
 import numpy as np
 import torch
 
-from .data.layout import CANVAS_SIZE, CELL_ORIGINS, CELL_SIZE, COLOUR_RGB, COLOURS, LOCATIONS, QUADRANTS, index_cell, render_canvas
+from .data.layout import (
+    CANVAS_SIZE,
+    CELL_ORIGINS,
+    CELL_SIZE,
+    COLOUR_RGB,
+    COLOURS,
+    LOCATIONS,
+    QUADRANTS,
+    index_cell,
+    render_canvas,
+)
 from .images import images_to_tensor, tensor_to_images
 from .models.quantizer import check_code_indices
 from .models.stock_vq_model import VQModelTokenizer, as_tokenizer
@@ -60,7 +70,9 @@ def check_finite_weights(model) -> None:
         return
     bad = non_finite_weights(module)
     if bad:
-        raise ValueError(f"The model's weights hold NaN or Inf ({bad[:3]}{' ...' if len(bad) > 3 else ''}): it diverged; no metric is computed.")
+        raise ValueError(
+            f"The model's weights hold NaN or Inf ({bad[:3]}{' ...' if len(bad) > 3 else ''}): it diverged; no metric is computed."
+        )
 
 
 def _model_device_dtype(model) -> tuple[torch.device, torch.dtype]:
@@ -157,7 +169,11 @@ def shift_equivariance_of_groups(model, groups, batch_size: int = 64) -> ShiftEq
         batch_size (`int`, *optional*, defaults to `64`): images per `encode_to_indices` call.
     """
     groups = np.asarray(groups)
-    if groups.ndim != 5 or groups.shape[1:] != (len(LOCATIONS), CANVAS_SIZE, CANVAS_SIZE, 3) or groups.dtype != np.uint8:
+    if (
+        groups.ndim != 5
+        or groups.shape[1:] != (len(LOCATIONS), CANVAS_SIZE, CANVAS_SIZE, 3)
+        or groups.dtype != np.uint8
+    ):
         raise ValueError(
             f"Expected uint8 groups of shape (N, {len(LOCATIONS)}, {CANVAS_SIZE}, {CANVAS_SIZE}, 3) "
             f"(got {groups.dtype} {groups.shape})."
@@ -179,7 +195,9 @@ def shift_equivariance_of_groups(model, groups, batch_size: int = 64) -> ShiftEq
 
     side = index_maps.shape[-1]
     if CANVAS_SIZE % side or index_maps.shape[-2] != side:
-        raise ValueError(f"Expected square token maps whose side divides {CANVAS_SIZE} (got {tuple(index_maps.shape[-2:])}).")
+        raise ValueError(
+            f"Expected square token maps whose side divides {CANVAS_SIZE} (got {tuple(index_maps.shape[-2:])})."
+        )
     f = CANVAS_SIZE // side
     cells = torch.stack(
         [index_maps[:, i][(slice(None), *index_cell(location, f))] for i, location in enumerate(LOCATIONS)], dim=1
@@ -234,7 +252,9 @@ DEFAULT_TOKEN_SHIFTS = ((0, 1), (1, 0), (1, 1), (0, 2), (2, 0), (2, 2))
 
 
 @torch.no_grad()
-def image_shift_equivariance(model, images, shifts=DEFAULT_TOKEN_SHIFTS, batch_size: int = 32) -> ImageShiftEquivarianceResult:
+def image_shift_equivariance(
+    model, images, shifts=DEFAULT_TOKEN_SHIFTS, batch_size: int = 32
+) -> ImageShiftEquivarianceResult:
     """Shift equivariance of a quantizer on any images (no TextMNIST placements needed).
 
     For a token shift (dy, dx) two crops of each image are tokenised: the window at (0, 0) and the
@@ -272,7 +292,7 @@ def image_shift_equivariance(model, images, shifts=DEFAULT_TOKEN_SHIFTS, batch_s
     base = encode(images[:, :, :window, :window])
     per_shift, same, total = {}, 0, 0
     for dy, dx in shifts:
-        moved = encode(images[:, :, dy * f: dy * f + window, dx * f: dx * f + window])
+        moved = encode(images[:, :, dy * f : dy * f + window, dx * f : dx * f + window])
         h, w = base.shape[-2:]
         match = moved[:, : h - dy, : w - dx] == base[:, dy:, dx:]
         per_shift[f"{dy},{dx}"] = match.float().mean().item()
@@ -330,7 +350,9 @@ def recolour_groups(groups: np.ndarray, colour: str) -> np.ndarray:
 
 
 @torch.no_grad()
-def shift_equivariance_by_colour(model, groups, colours=COLOURS, batch_size: int = 64) -> dict[str, ShiftEquivarianceResult]:
+def shift_equivariance_by_colour(
+    model, groups, colours=COLOURS, batch_size: int = 64
+) -> dict[str, ShiftEquivarianceResult]:
     """`shift_equivariance_of_groups` with the digits of `groups` redrawn in each of `colours`.
 
     The authors' metric places white digits only; a quantizer can be equivariant for white
@@ -341,7 +363,10 @@ def shift_equivariance_by_colour(model, groups, colours=COLOURS, batch_size: int
     unknown = [c for c in colours if c not in COLOUR_RGB]
     if unknown or not colours:
         raise ValueError(f"`colours` must be a non-empty subset of {COLOURS} (got {list(colours)}).")
-    return {colour: shift_equivariance_of_groups(model, recolour_groups(groups, colour), batch_size=batch_size) for colour in colours}
+    return {
+        colour: shift_equivariance_of_groups(model, recolour_groups(groups, colour), batch_size=batch_size)
+        for colour in colours
+    }
 
 
 def equivariance_summary(results: dict[str, ShiftEquivarianceResult]) -> dict[str, float]:
@@ -358,7 +383,9 @@ def equivariance_summary(results: dict[str, ShiftEquivarianceResult]) -> dict[st
         summary[f"shift_equivariance_{colour}"] = result.score
         summary[f"shift_equivariance_foreground_{colour}"] = result.foreground_score
     summary["shift_equivariance_all_colours"] = float(np.mean([r.score for r in results.values()]))
-    summary["shift_equivariance_foreground_all_colours"] = float(np.mean([r.foreground_score for r in results.values()]))
+    summary["shift_equivariance_foreground_all_colours"] = float(
+        np.mean([r.foreground_score for r in results.values()])
+    )
     return summary
 
 

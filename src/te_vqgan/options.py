@@ -39,13 +39,15 @@ class _DeprecatedAlias(argparse.Action):
     def __call__(self, parser, namespace, values, option_string=None):
         warnings.warn(
             f"{option_string} is deprecated and will be removed in the next release; use {self.replacement}.",
-            FutureWarning, stacklevel=2,
+            FutureWarning,
+            stacklevel=2,
         )
         setattr(namespace, self.dest, self.constant if self.nargs == 0 else values)
 
 
-def add_deprecated_alias(parser, old: str, replacement: str, dest: str, flag: bool = False, required: bool = False,
-                         **kwargs) -> None:
+def add_deprecated_alias(
+    parser, old: str, replacement: str, dest: str, flag: bool = False, required: bool = False, **kwargs
+) -> None:
     """Accept `old` as a hidden, deprecated spelling of `replacement` (stored in `dest`); `flag`
     for an option that takes no value (sets `dest` to True). With `required`, one of the two must be
     given (add `replacement` itself as not required, default None): `check_required(args)` says so."""
@@ -53,15 +55,28 @@ def add_deprecated_alias(parser, old: str, replacement: str, dest: str, flag: bo
         parser.set_defaults(_required_options=[*(parser.get_default("_required_options") or []), (dest, replacement)])
     if flag:
         kwargs.update(nargs=0, constant=True)
-    parser.add_argument(old, dest=dest, action=_DeprecatedAlias, replacement=replacement, default=argparse.SUPPRESS,
-                        help=argparse.SUPPRESS, **kwargs)
+    parser.add_argument(
+        old,
+        dest=dest,
+        action=_DeprecatedAlias,
+        replacement=replacement,
+        default=argparse.SUPPRESS,
+        help=argparse.SUPPRESS,
+        **kwargs,
+    )
 
 
 def add_hub_push_options(parser, repo_type: str = "model") -> None:
     """`--push-to-hub --hub-model-id REPO [--hub-private-repo]`, as the training scripts' options;
     `--push-to-hub REPO` and `--private` stay as deprecated spellings."""
-    parser.add_argument("--push-to-hub", nargs="?", const=True, default=False, metavar="",
-                        help=f"Also upload the folder to the Hub {repo_type} repo --hub-model-id.")
+    parser.add_argument(
+        "--push-to-hub",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="",
+        help=f"Also upload the folder to the Hub {repo_type} repo --hub-model-id.",
+    )
     parser.add_argument("--hub-model-id", default=None, metavar="REPO_ID", help="The Hub repo to push to (org/name).")
     parser.add_argument("--hub-private-repo", action="store_true", help="Create the Hub repo as private.")
     add_deprecated_alias(parser, "--private", "--hub-private-repo", "hub_private_repo", flag=True)
@@ -72,9 +87,13 @@ def resolve_hub_push(args) -> str | None:
     ValueError when they do not fit together."""
     value = args.push_to_hub
     if isinstance(value, str):  # the old `--push-to-hub REPO`
-        warnings.warn("--push-to-hub REPO is deprecated; use --push-to-hub --hub-model-id REPO.", FutureWarning, stacklevel=2)
+        warnings.warn(
+            "--push-to-hub REPO is deprecated; use --push-to-hub --hub-model-id REPO.", FutureWarning, stacklevel=2
+        )
         if args.hub_model_id not in (None, value):
-            raise ValueError(f"--push-to-hub {value!r} and --hub-model-id {args.hub_model_id!r} name two repos; give one.")
+            raise ValueError(
+                f"--push-to-hub {value!r} and --hub-model-id {args.hub_model_id!r} name two repos; give one."
+            )
         return value
     if value and not args.hub_model_id:
         raise ValueError("--push-to-hub needs --hub-model-id REPO_ID (org/name).")
@@ -85,5 +104,7 @@ def resolve_hub_push(args) -> str | None:
 
 def check_required(args) -> str | None:
     """The message for a required option given in neither spelling (`add_deprecated_alias(required=True)`), or None."""
-    missing = [option for dest, option in getattr(args, "_required_options", None) or [] if getattr(args, dest, None) is None]
+    missing = [
+        option for dest, option in getattr(args, "_required_options", None) or [] if getattr(args, dest, None) is None
+    ]
     return f"the following arguments are required: {', '.join(missing)}" if missing else None

@@ -16,7 +16,8 @@ a few hours; `paper` is the authors' settings under `accelerate launch` on GPUs.
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
+import functools
 import json
 import platform
 import shlex
@@ -25,25 +26,53 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-import dataclasses
-import functools
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 
-__all__ = ["display_command", "resuming", "run_training", "StageRunner", "PAPER", "PRESETS", "Preset", "ReproducePlan", "StageFailed", "Step", "render_report", "reproduce", "summarise_results"]
+__all__ = [
+    "display_command",
+    "resuming",
+    "run_training",
+    "StageRunner",
+    "PAPER",
+    "PRESETS",
+    "Preset",
+    "ReproducePlan",
+    "StageFailed",
+    "Step",
+    "render_report",
+    "reproduce",
+    "summarise_results",
+]
 
-QUANTIZER_CONFIGS = {"te": "te-vqgan-mnist", "sc": "vqgan-mnist-sc", "cb": "vqgan-mnist-cb", "mp": "vqgan-mnist-mp", "mb": "vqgan-mnist-mb"}
+QUANTIZER_CONFIGS = {
+    "te": "te-vqgan-mnist",
+    "sc": "vqgan-mnist-sc",
+    "cb": "vqgan-mnist-cb",
+    "mp": "vqgan-mnist-mp",
+    "mb": "vqgan-mnist-mb",
+}
 QUANTIZER_NAMES = {"te": "TE (SC + orth.)", "sc": "SC", "cb": "CB", "mp": "MP", "mb": "MB"}
 
 # The paper's Table 1 (mean over 3 runs), Table 2 (T2I Quad1 by train size) and Table 3.
 PAPER = {
-    "t2i": {"mb": (0.724, 0.697, 0.635, 0.620), "mp": (0.713, 0.703, 0.669, 0.656), "cb": (0.753, 0.741, 0.682, 0.649),
-            "sc": (0.812, 0.806, 0.790, 0.761), "te": (0.931, 0.913, 0.890, 0.868)},
-    "i2t": {"mb": (0.587, 0.507, 0.433, 0.378), "mp": (0.561, 0.500, 0.412, 0.360), "cb": (0.563, 0.455, 0.362, 0.309),
-            "sc": (0.786, 0.692, 0.595, 0.542), "te": (0.825, 0.713, 0.621, 0.554)},
+    "t2i": {
+        "mb": (0.724, 0.697, 0.635, 0.620),
+        "mp": (0.713, 0.703, 0.669, 0.656),
+        "cb": (0.753, 0.741, 0.682, 0.649),
+        "sc": (0.812, 0.806, 0.790, 0.761),
+        "te": (0.931, 0.913, 0.890, 0.868),
+    },
+    "i2t": {
+        "mb": (0.587, 0.507, 0.433, 0.378),
+        "mp": (0.561, 0.500, 0.412, 0.360),
+        "cb": (0.563, 0.455, 0.362, 0.309),
+        "sc": (0.786, 0.692, 0.595, 0.542),
+        "te": (0.825, 0.713, 0.621, 0.554),
+    },
     "t2i_quad1_by_size": {"sc": {300_000: 0.812, 100_000: 0.739}, "te": {300_000: 0.931, 100_000: 0.919}},
     "codes_used": {"sc": 252, "te": 14},
     "recon_loss": {"sc": 0.0079, "te": 0.0084},
@@ -83,7 +112,9 @@ class Preset:
     stage2_settings: dict = field(default_factory=dict)  # further `GeneratorTrainingSettings` fields, by name
     classifier_settings: dict = field(default_factory=dict)  # further `train_and_save` arguments (e.g. channels)
     classifier_test: int = 3_000  # images of test and test_seen whose windows measure the classifier (7,500 windows)
-    evaluation_settings: dict = field(default_factory=dict)  # further `evaluate_pipeline` arguments (sampling settings)
+    evaluation_settings: dict = field(
+        default_factory=dict
+    )  # further `evaluate_pipeline` arguments (sampling settings)
     launcher: tuple[str, ...] = ()  # prefix of the training commands (default: this Python)
     estimates: dict = field(default_factory=dict)  # seconds per stage kind, before any is measured
     jobs: int = 1  # stages side by side by default (`--jobs`); not a setting of the experiment
@@ -92,7 +123,10 @@ class Preset:
         from .training.settings import GeneratorTrainingSettings, VQGANTrainingSettings
 
         # A misspelt setting is refused when the preset is made, not when its stage starts.
-        for settings, cls in ((self.stage1_settings, VQGANTrainingSettings), (self.stage2_settings, GeneratorTrainingSettings)):
+        for settings, cls in (
+            (self.stage1_settings, VQGANTrainingSettings),
+            (self.stage2_settings, GeneratorTrainingSettings),
+        ):
             unknown = sorted(set(settings) - {f.name for f in dataclasses.fields(cls)})
             if unknown:
                 raise ValueError(f"Preset {self.name!r}: {cls.__name__} has no settings {unknown}.")
@@ -106,18 +140,35 @@ CPU_STAGE2 = dict(dropout=0.0, lr_num_cycles=1, text_length=45)
 CPU_EVAL = dict(top_k_fraction=0.02, temperature=0.7)
 PRESETS = {
     "smoke": Preset(
-        name="smoke", description="a check of the whole chain on a 2-core CPU in minutes: TE and SC, one seed, tiny data "
+        name="smoke",
+        description="a check of the whole chain on a 2-core CPU in minutes: TE and SC, one seed, tiny data "
         "and models (the `cpu` preset's design and stage-2 recipe, smaller: f = 8 quantizers for 800 steps, a 2-layer "
         "generator for 400 steps on 3,000 examples). Its numbers are NOT comparable to the paper's.",
-        comparable=False, quantizers=("te", "sc"), seeds=(0,), train_sizes=(3_000,), num_train=3_000, num_validation=128,
-        num_test=200, num_shift_groups=20, classifier_train=8_000, classifier_epochs=4, config_suffix="-cpu-f8",
-        stage1_steps=800, stage1_batch=16, stage1_settings={**CPU_STAGE1, "kmeans_init_step": 200},
-        stage2_steps=400, stage2_batch=32, stage2_model=(2, 128, 4), num_eval=200,
-        stage2_settings={"lr_warmup_steps": 40, **CPU_STAGE2}, evaluation_settings=CPU_EVAL,
+        comparable=False,
+        quantizers=("te", "sc"),
+        seeds=(0,),
+        train_sizes=(3_000,),
+        num_train=3_000,
+        num_validation=128,
+        num_test=200,
+        num_shift_groups=20,
+        classifier_train=8_000,
+        classifier_epochs=4,
+        config_suffix="-cpu-f8",
+        stage1_steps=800,
+        stage1_batch=16,
+        stage1_settings={**CPU_STAGE1, "kmeans_init_step": 200},
+        stage2_steps=400,
+        stage2_batch=32,
+        stage2_model=(2, 128, 4),
+        num_eval=200,
+        stage2_settings={"lr_warmup_steps": 40, **CPU_STAGE2},
+        evaluation_settings=CPU_EVAL,
         estimates={"data": 5, "classifier": 60, "stage1": 140, "tokenize": 8, "stage2": 100, "evaluate": 20},
     ),
     "cpu": Preset(
-        name="cpu", description="the largest run our 2-core CPU machines finish in a working day or two, resumable: "
+        name="cpu",
+        description="the largest run our 2-core CPU machines finish in a working day or two, resumable: "
         "TE and SC, 3 seeds. Stage 1: the CPU quantizer configs at f = 8 (`-cpu-f8`: 8x8 = 64 tokens per image, a "
         "quarter of the paper's 256, so that the generator's sequence is 112 tokens instead of 309), L2, k-means codebook "
         "initialisation at step 300, 1,500 steps of batch 16. Stage 2: the recipe of results/stage2_recipe (no dropout, one "
@@ -125,42 +176,94 @@ PRESETS = {
         "direction, about 2.7 epochs); train sizes scaled down 15x (20,000 and 6,667). Evaluation: 500 images per split, "
         "sampled with top-k 2% and temperature 0.7, classifier 32-64-128 wide. Not comparable to the paper's numbers; its "
         "question is whether TE's text-to-image gain over SC is outside the seed spread at this scale.",
-        comparable=False, quantizers=("te", "sc"), seeds=(0, 1, 2), train_sizes=(20_000, 6_667), num_train=20_000,
-        num_validation=256, num_test=500, num_shift_groups=100, classifier_train=48_000, classifier_epochs=4,
-        config_suffix="-cpu-f8", stage1_steps=1_500, stage1_batch=16, stage1_settings={**CPU_STAGE1, "kmeans_init_step": 300},
-        stage2_steps=1_700, stage2_batch=32, stage2_model=(4, 128, 4), num_eval=500,
-        stage2_settings={"lr_warmup_steps": 100, **CPU_STAGE2}, evaluation_settings=CPU_EVAL,
+        comparable=False,
+        quantizers=("te", "sc"),
+        seeds=(0, 1, 2),
+        train_sizes=(20_000, 6_667),
+        num_train=20_000,
+        num_validation=256,
+        num_test=500,
+        num_shift_groups=100,
+        classifier_train=48_000,
+        classifier_epochs=4,
+        config_suffix="-cpu-f8",
+        stage1_steps=1_500,
+        stage1_batch=16,
+        stage1_settings={**CPU_STAGE1, "kmeans_init_step": 300},
+        stage2_steps=1_700,
+        stage2_batch=32,
+        stage2_model=(4, 128, 4),
+        num_eval=500,
+        stage2_settings={"lr_warmup_steps": 100, **CPU_STAGE2},
+        evaluation_settings=CPU_EVAL,
         classifier_settings={"channels": (32, 64, 128)},
         estimates={"data": 60, "classifier": 480, "stage1": 240, "tokenize": 40, "stage2": 620, "evaluate": 60},
     ),
     "gpu": Preset(
-        name="gpu", description="the cpu preset's data, quantizers and evaluation with a longer stage 2, for one GPU in "
+        name="gpu",
+        description="the cpu preset's data, quantizers and evaluation with a longer stage 2, for one GPU in "
         "minutes: TE and SC, 3 seeds, stages side by side on the one device (--jobs 6). Stage 1 as in the cpu preset (f = 8, "
         "1,500 steps of 16); stage 2 the authors' GPT size (8 layers, 256 wide) in bf16, batch 100 for 3,000 steps (300,000 "
         "examples per direction, 15 epochs of 20,000); 1,000 images per evaluated split. Not comparable to the paper's numbers.",
-        comparable=False, quantizers=("te", "sc"), seeds=(0, 1, 2), train_sizes=(20_000, 6_667), num_train=20_000,
-        num_validation=256, num_test=1_000, num_shift_groups=100, classifier_train=48_000, classifier_epochs=4,
-        config_suffix="-cpu-f8", stage1_steps=1_500, stage1_batch=16,
+        comparable=False,
+        quantizers=("te", "sc"),
+        seeds=(0, 1, 2),
+        train_sizes=(20_000, 6_667),
+        num_train=20_000,
+        num_validation=256,
+        num_test=1_000,
+        num_shift_groups=100,
+        classifier_train=48_000,
+        classifier_epochs=4,
+        config_suffix="-cpu-f8",
+        stage1_steps=1_500,
+        stage1_batch=16,
         stage1_settings={**CPU_STAGE1, "kmeans_init_step": 300, "dataloader_num_workers": 1},
-        stage2_steps=3_000, stage2_batch=100, stage2_model=(8, 256, 8), num_eval=1_000,
+        stage2_steps=3_000,
+        stage2_batch=100,
+        stage2_model=(8, 256, 8),
+        num_eval=1_000,
         stage2_settings={"lr_warmup_steps": 150, **CPU_STAGE2, "mixed_precision": "bf16", "dataloader_num_workers": 1},
-        evaluation_settings=CPU_EVAL, classifier_settings={"channels": (32, 64, 128)},
+        evaluation_settings=CPU_EVAL,
+        classifier_settings={"channels": (32, 64, 128)},
         # Not yet measured on a GPU: from the H100 run of results/stage2_gpu (stage 2 at 8 x 256 ran 7.1 steps/s of 100
         # at 309 tokens alone) with six jobs sharing the device.
         estimates={"data": 40, "classifier": 120, "stage1": 90, "tokenize": 30, "stage2": 300, "evaluate": 40},
         jobs=6,
     ),
     "paper": Preset(
-        name="paper", description="the authors' settings: the paper's quantizers (K = 128, f = 4, L1 + LPIPS + GAN), 300K "
+        name="paper",
+        description="the authors' settings: the paper's quantizers (K = 128, f = 4, L1 + LPIPS + GAN), 300K "
         "images, their GPT (8 layers, 256 wide) for 20 epochs, 3 seeds; under `accelerate launch` on GPUs.",
-        comparable=True, quantizers=("te", "sc", "cb", "mp", "mb"), seeds=(0, 1, 2), train_sizes=(300_000, 100_000),
-        num_train=300_000, num_validation=3_000, num_test=3_000, num_shift_groups=100, classifier_train=60_000,
-        classifier_epochs=10, config_suffix="", stage1_steps=125_000, stage1_batch=96, stage1_settings={},
-        stage2_steps=60_000, stage2_batch=100, stage2_model=(8, 256, 8), num_eval=3_000,
+        comparable=True,
+        quantizers=("te", "sc", "cb", "mp", "mb"),
+        seeds=(0, 1, 2),
+        train_sizes=(300_000, 100_000),
+        num_train=300_000,
+        num_validation=3_000,
+        num_test=3_000,
+        num_shift_groups=100,
+        classifier_train=60_000,
+        classifier_epochs=10,
+        config_suffix="",
+        stage1_steps=125_000,
+        stage1_batch=96,
+        stage1_settings={},
+        stage2_steps=60_000,
+        stage2_batch=100,
+        stage2_model=(8, 256, 8),
+        num_eval=3_000,
         # The authors' positions: counted inside each modality, the image's 2-D (sine-cosine).
         stage2_settings={"position_scheme": "modality", "image_position_init": "sincos2d"},
         launcher=("accelerate", "launch"),
-        estimates={"data": 600, "classifier": 600, "stage1": 36_000, "tokenize": 300, "stage2": 36_000, "evaluate": 1_800},
+        estimates={
+            "data": 600,
+            "classifier": 600,
+            "stage1": 36_000,
+            "tokenize": 300,
+            "stage2": 36_000,
+            "evaluate": 1_800,
+        },
     ),
 }
 
@@ -190,14 +293,22 @@ def _settings_in_todays_form(before: dict | None) -> dict | None:
     if before is None:
         return None
     before = {k: v for k, v in before.items() if k not in NOT_SETTINGS}
-    required = {VQGANTrainingSettings: ["--output_dir", "o", "--model_config", "c"],
-                GeneratorTrainingSettings: ["--output_dir", "o", "--tokenized_dataset", "t", "--vqmodel", "q"]}
-    for old, new, cls in (("stage1_flags", "stage1_settings", VQGANTrainingSettings),
-                          ("stage2_flags", "stage2_settings", GeneratorTrainingSettings)):
+    required = {
+        VQGANTrainingSettings: ["--output_dir", "o", "--model_config", "c"],
+        GeneratorTrainingSettings: ["--output_dir", "o", "--tokenized_dataset", "t", "--vqmodel", "q"],
+    }
+    for old, new, cls in (
+        ("stage1_flags", "stage1_settings", VQGANTrainingSettings),
+        ("stage2_flags", "stage2_settings", GeneratorTrainingSettings),
+    ):
         if old in before and new not in before:
             flags = list(before.pop(old))
             parsed = settings_parser(cls).parse_args([*required[cls], *flags])
-            names = [f.removeprefix("--").removeprefix("no-").removeprefix("no_").replace("-", "_") for f in flags if f.startswith("--")]
+            names = [
+                f.removeprefix("--").removeprefix("no-").removeprefix("no_").replace("-", "_")
+                for f in flags
+                if f.startswith("--")
+            ]
             before[new] = {name: getattr(parsed, name) for name in names}
     # `te-vqgan train-classifier` / `evaluate` flags, now the library functions' arguments.
     for old, new in (("classifier_flags", "classifier_settings"), ("eval_flags", "evaluation_settings")):
@@ -224,7 +335,9 @@ class Step:
     resumable: bool = False  # a training script: continue from its last checkpoint
     needs: tuple[str, ...] = ()  # keys of the stages whose outputs it reads (`--jobs` starts it after them)
 
-    check: Callable[[], bool] | None = None  # an extra condition for done (e.g. the evaluation's classifier is current)
+    check: Callable[[], bool] | None = (
+        None  # an extra condition for done (e.g. the evaluation's classifier is current)
+    )
     settings: object = None  # a training stage's `TrainingSettings` ...
     settings_file: Path | None = None  # ... and the file its command reads them from (`--config FILE`)
     call: functools.partial | None = None  # a library stage: the function and its arguments
@@ -296,7 +409,10 @@ class _LibraryStage:
         import multiprocessing
 
         self.process = multiprocessing.get_context("spawn").Process(
-            target=_run_library_stage, args=(step.call, step.replaces_folder and step.folder.exists(), log_path, gpu), name=step.key)
+            target=_run_library_stage,
+            args=(step.call, step.replaces_folder and step.folder.exists(), log_path, gpu),
+            name=step.key,
+        )
         self.process.start()
 
     def poll(self) -> int | None:
@@ -336,8 +452,14 @@ class StageRunner:
     same, except the keys of `rerun_on_change`, whose change reruns the stage kinds it names.
     """
 
-    def __init__(self, output: Path, build_steps: Callable[[], list[Step]], launcher: tuple[str, ...] = (),
-                 estimates: dict | None = None, rerun_on_change: dict | None = None):
+    def __init__(
+        self,
+        output: Path,
+        build_steps: Callable[[], list[Step]],
+        launcher: tuple[str, ...] = (),
+        estimates: dict | None = None,
+        rerun_on_change: dict | None = None,
+    ):
         self.output = Path(output).resolve()
         self.root = _repo_root()
         self.launcher = tuple(launcher)
@@ -355,9 +477,23 @@ class StageRunner:
         """A training stage: `python|accelerate launch training/SCRIPT --config OUTPUT/runs/<key>.json`,
         the file holding `settings` (written when the stage starts)."""
         run_file = self.output / "runs" / f"{key}.json"
-        command = [*(self.launcher or (sys.executable,)), str(self.root / "training" / script), "--config", str(run_file)]
-        return Step(key, kind, Path(settings.output_dir), "metrics.json", command, resumable=True, needs=needs,
-                    settings=settings, settings_file=run_file)
+        command = [
+            *(self.launcher or (sys.executable,)),
+            str(self.root / "training" / script),
+            "--config",
+            str(run_file),
+        ]
+        return Step(
+            key,
+            kind,
+            Path(settings.output_dir),
+            "metrics.json",
+            command,
+            resumable=True,
+            needs=needs,
+            settings=settings,
+            settings_file=run_file,
+        )
 
     # ------------------------------------------------------------------ running
     def run(self, log=print, jobs: int = 1, gpus: list[int] | None = None) -> dict:
@@ -374,8 +510,11 @@ class StageRunner:
 
         if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
             raise ValueError(f"`jobs` must be an integer >= 1 (got {jobs!r}).")
-        if gpus is not None and (not gpus or len(set(gpus)) != len(gpus) or any(
-                isinstance(g, bool) or not isinstance(g, int) or g < 0 for g in gpus)):
+        if gpus is not None and (
+            not gpus
+            or len(set(gpus)) != len(gpus)
+            or any(isinstance(g, bool) or not isinstance(g, int) or g < 0 for g in gpus)
+        ):
             raise ValueError(f"`gpus` must be distinct CUDA device ids >= 0 (got {gpus!r}).")
         if gpus and jobs == 1:
             raise ValueError(f"`gpus` {gpus} spreads stages run side by side: give `jobs` > 1 too.")
@@ -384,10 +523,14 @@ class StageRunner:
         try:
             state = json.loads(state_path.read_text()) if state_path.is_file() else {"seconds": {}, "commands": {}}
         except (ValueError, UnicodeDecodeError) as error:
-            raise ValueError(f"{str(state_path)!r} is damaged ({error}); move it aside to start the plan's bookkeeping afresh "
-                             "(finished stages are found again by their markers).") from error
+            raise ValueError(
+                f"{str(state_path)!r} is damaged ({error}); move it aside to start the plan's bookkeeping afresh "
+                "(finished stages are found again by their markers)."
+            ) from error
         if not isinstance(state, dict):
-            raise ValueError(f"{str(state_path)!r} must hold a JSON object (got a {type(state).__name__}); move it aside.")
+            raise ValueError(
+                f"{str(state_path)!r} must hold a JSON object (got a {type(state).__name__}); move it aside."
+            )
         state.setdefault("timeline", {})
         settings = self.recorded_settings() or {}
         before = self.settings_in_todays_form(state.get("settings"))
@@ -398,11 +541,17 @@ class StageRunner:
             raise ValueError(
                 f"{str(self.output)!r} holds a run with other settings ({', '.join(f'{k}: {before.get(k)} -> {settings[k]}' for k in refused)}); "
                 "continue it with the same options, or give another --output"
-                + (f" (only {', '.join(self.rerun_on_change)} may change: they rerun the stages that read them)." if self.rerun_on_change else ".")
+                + (
+                    f" (only {', '.join(self.rerun_on_change)} may change: they rerun the stages that read them)."
+                    if self.rerun_on_change
+                    else "."
+                )
             )
         state["settings"] = settings
         # Stages a settings change invalidates rerun, and stay marked until they have (an interrupted rerun continues).
-        stale = set(state.get("stale", [])) | {step.key for step in self.steps if step.done and step.kind in invalidated}
+        stale = set(state.get("stale", [])) | {
+            step.key for step in self.steps if step.done and step.kind in invalidated
+        }
         if stale:
             state["stale"] = sorted(stale)
             why = f"settings changed ({', '.join(changed)})" if changed else "an interrupted rerun continues"
@@ -451,10 +600,13 @@ class StageRunner:
         if step.call is not None:
             return _LibraryStage(step, log_file.name, gpu)
         env = None if gpu is None else {**os.environ, "CUDA_VISIBLE_DEVICES": str(gpu)}
-        return subprocess.Popen(self.subprocess_command(step), cwd=self.root, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+        return subprocess.Popen(
+            self.subprocess_command(step), cwd=self.root, stdout=log_file, stderr=subprocess.STDOUT, env=env
+        )
 
-    def _run_side_by_side(self, jobs: int, stale: set, state: dict, finished, log, gpus=None, poll: float = 0.2) -> None:
-        import os
+    def _run_side_by_side(
+        self, jobs: int, stale: set, state: dict, finished, log, gpus=None, poll: float = 0.2
+    ) -> None:
 
         logs = self.output / "logs"
         logs.mkdir(exist_ok=True)
@@ -465,7 +617,9 @@ class StageRunner:
         on_gpu: dict[str, int] = {}
         failed: dict[str, str] = {}
         blocked: list[str] = []
-        log(f"{len(done)} of {len(self.steps)} stages done; {len(pending)} to run, up to {jobs} at a time (logs in {logs})")
+        log(
+            f"{len(done)} of {len(self.steps)} stages done; {len(pending)} to run, up to {jobs} at a time (logs in {logs})"
+        )
         try:
             while pending or running:
                 for step in list(pending):
@@ -540,7 +694,9 @@ class StageRunner:
             return display_command(step.command, self.root)
         prefix = str(self.root) + "/"
         relative = lambda v: v.removeprefix(prefix) if isinstance(v, str) else v  # noqa: E731
-        arguments = [repr(relative(a)) for a in step.call.args] + [f"{k}={relative(v)!r}" for k, v in step.call.keywords.items()]
+        arguments = [repr(relative(a)) for a in step.call.args] + [
+            f"{k}={relative(v)!r}" for k, v in step.call.keywords.items()
+        ]
         return f"{step.call.func.__module__}.{step.call.func.__name__}({', '.join(arguments)})"
 
     def estimate_left(self, state: dict, done_before: int, stale=()) -> float:
@@ -553,26 +709,42 @@ class StageRunner:
                 measured.setdefault(step.kind, []).append(state["seconds"][step.key])
         return sum(
             float(np.mean(measured[s.kind])) if s.kind in measured else self.estimates.get(s.kind, 60)
-            for s in self.steps[done_before:] if not s.done or s.key in stale
+            for s in self.steps[done_before:]
+            if not s.done or s.key in stale
         )
 
 
 class ReproducePlan(StageRunner):
     """The stages of one `reproduce` run, in order: library calls and training processes."""
 
-    def __init__(self, preset: Preset, output: Path, mnist_dir: str | None = None, device: str | None = None,
-                 classifier: str | None = None):
+    def __init__(
+        self,
+        preset: Preset,
+        output: Path,
+        mnist_dir: str | None = None,
+        device: str | None = None,
+        classifier: str | None = None,
+    ):
         # Absolute from the start: every stage, in-process or a subprocess, sees the same folders.
         self.preset, self.output, self.device = preset, Path(output).resolve(), device
         self.mnist_dir = str(Path(mnist_dir).resolve()) if mnist_dir is not None else None
         if self.output == Path.cwd() or self.output == Path(self.output.anchor):
-            raise ValueError(f"--output-dir {str(output)!r} is the current folder or a root; give a folder of its own for the run.")
+            raise ValueError(
+                f"--output-dir {str(output)!r} is the current folder or a root; give a folder of its own for the run."
+            )
         if classifier is not None and not (Path(classifier) / "config.json").is_file():
-            raise ValueError(f"--classifier {classifier!r} is not a `te-vqgan train-classifier` folder (no config.json).")
+            raise ValueError(
+                f"--classifier {classifier!r} is not a `te-vqgan train-classifier` folder (no config.json)."
+            )
         # A classifier trained before (it does not depend on the quantizers) is used as it is.
         self.classifier = Path(classifier).resolve() if classifier is not None else self.output / "classifier"
-        super().__init__(self.output, self._build_steps, launcher=preset.launcher, estimates=preset.estimates,
-                         rerun_on_change=RERUN_ON_CHANGE)
+        super().__init__(
+            self.output,
+            self._build_steps,
+            launcher=preset.launcher,
+            estimates=preset.estimates,
+            rerun_on_change=RERUN_ON_CHANGE,
+        )
 
     def _build_steps(self) -> list[Step]:
         from .training.settings import GeneratorTrainingSettings, VQGANTrainingSettings
@@ -587,49 +759,152 @@ class ReproducePlan(StageRunner):
         cache = str(out / "cache")
         data = out / "data" / "textmnist"
         steps = [
-            Step("data", "data", data, "README.md", replaces_folder=True, call=functools.partial(
-                build_dataset, str(data), num_train=p.num_train, num_validation=p.num_validation, num_test=p.num_test,
-                num_shift_groups=p.num_shift_groups, cache_dir=cache, mnist_dir=self.mnist_dir)),
+            Step(
+                "data",
+                "data",
+                data,
+                "README.md",
+                replaces_folder=True,
+                call=functools.partial(
+                    build_dataset,
+                    str(data),
+                    num_train=p.num_train,
+                    num_validation=p.num_validation,
+                    num_test=p.num_test,
+                    num_shift_groups=p.num_shift_groups,
+                    cache_dir=cache,
+                    mnist_dir=self.mnist_dir,
+                ),
+            ),
         ]
         if self.classifier == out / "classifier":
-            steps.append(Step("classifier", "classifier", out / "classifier", "metrics.json", needs=("data",), replaces_folder=True,
-                              call=functools.partial(
-                train_and_save, output=str(out / "classifier"), num_train=p.classifier_train, num_test=p.classifier_test,
-                epochs=p.classifier_epochs, cache_dir=cache, mnist_dir=self.mnist_dir, device=self.device, **p.classifier_settings)))
+            steps.append(
+                Step(
+                    "classifier",
+                    "classifier",
+                    out / "classifier",
+                    "metrics.json",
+                    needs=("data",),
+                    replaces_folder=True,
+                    call=functools.partial(
+                        train_and_save,
+                        output=str(out / "classifier"),
+                        num_train=p.classifier_train,
+                        num_test=p.classifier_test,
+                        epochs=p.classifier_epochs,
+                        cache_dir=cache,
+                        mnist_dir=self.mnist_dir,
+                        device=self.device,
+                        **p.classifier_settings,
+                    ),
+                )
+            )
         for q in p.quantizers:
             config = self.root / "hub_configs" / f"{QUANTIZER_CONFIGS[q]}{p.config_suffix}.json"
             for seed in p.seeds:
                 run = f"{q}-seed{seed}"
                 stage1 = out / "stage1" / run
-                steps.append(self.training_step(f"stage1/{run}", "stage1", "train_vqgan.py", VQGANTrainingSettings(
-                    model_config=str(config), dataset=str(data), output_dir=str(stage1), seed=seed,
-                    train_batch_size=p.stage1_batch, max_train_steps=p.stage1_steps,
-                    num_validation_images=min(512, p.num_validation), checkpointing_steps=max(1, p.stage1_steps // 4),
-                    checkpoints_total_limit=1, validation_steps=p.stage1_steps, report_to="none", cache_dir=str(out / "cache"),
-                    scaled_down=scaled_down, **p.stage1_settings), needs=("data",)))
+                steps.append(
+                    self.training_step(
+                        f"stage1/{run}",
+                        "stage1",
+                        "train_vqgan.py",
+                        VQGANTrainingSettings(
+                            model_config=str(config),
+                            dataset=str(data),
+                            output_dir=str(stage1),
+                            seed=seed,
+                            train_batch_size=p.stage1_batch,
+                            max_train_steps=p.stage1_steps,
+                            num_validation_images=min(512, p.num_validation),
+                            checkpointing_steps=max(1, p.stage1_steps // 4),
+                            checkpoints_total_limit=1,
+                            validation_steps=p.stage1_steps,
+                            report_to="none",
+                            cache_dir=str(out / "cache"),
+                            scaled_down=scaled_down,
+                            **p.stage1_settings,
+                        ),
+                        needs=("data",),
+                    )
+                )
                 tokens = out / "tokens" / run
-                steps.append(Step(f"tokenize/{run}", "tokenize", tokens, "quantizer.json", needs=(f"stage1/{run}",), replaces_folder=True,
-                                  call=functools.partial(tokenize_dataset_folder, str(stage1), str(data), str(tokens), cache_dir=cache,
-                                                         device=self.device)))
+                steps.append(
+                    Step(
+                        f"tokenize/{run}",
+                        "tokenize",
+                        tokens,
+                        "quantizer.json",
+                        needs=(f"stage1/{run}",),
+                        replaces_folder=True,
+                        call=functools.partial(
+                            tokenize_dataset_folder,
+                            str(stage1),
+                            str(data),
+                            str(tokens),
+                            cache_dir=cache,
+                            device=self.device,
+                        ),
+                    )
+                )
                 for size in p.train_sizes:
                     name = f"{run}-n{size}"
                     steps2 = max(1, round(p.stage2_steps * size / max(p.train_sizes)))
                     stage2 = out / "stage2" / name
                     n_layer, n_embd, n_head = p.stage2_model
-                    steps.append(self.training_step(f"stage2/{name}", "stage2", "train_generator.py", GeneratorTrainingSettings(
-                        tokenized_dataset=str(tokens), vqmodel=str(stage1), output_dir=str(stage2), seed=seed,
-                        train_subset_size=size, n_layer=n_layer, n_embd=n_embd, n_head=n_head,
-                        train_batch_size=p.stage2_batch, max_train_steps=steps2, checkpointing_steps=max(1, steps2 // 4),
-                        checkpoints_total_limit=1, validation_steps=steps2, num_evaluation_examples=0, report_to="none",
-                        num_validation_examples=min(256, p.num_validation), scaled_down=scaled_down, **p.stage2_settings),
-                        needs=(f"tokenize/{run}",)))
+                    steps.append(
+                        self.training_step(
+                            f"stage2/{name}",
+                            "stage2",
+                            "train_generator.py",
+                            GeneratorTrainingSettings(
+                                tokenized_dataset=str(tokens),
+                                vqmodel=str(stage1),
+                                output_dir=str(stage2),
+                                seed=seed,
+                                train_subset_size=size,
+                                n_layer=n_layer,
+                                n_embd=n_embd,
+                                n_head=n_head,
+                                train_batch_size=p.stage2_batch,
+                                max_train_steps=steps2,
+                                checkpointing_steps=max(1, steps2 // 4),
+                                checkpoints_total_limit=1,
+                                validation_steps=steps2,
+                                num_evaluation_examples=0,
+                                report_to="none",
+                                num_validation_examples=min(256, p.num_validation),
+                                scaled_down=scaled_down,
+                                **p.stage2_settings,
+                            ),
+                            needs=(f"tokenize/{run}",),
+                        )
+                    )
                     evaluation = out / "evaluation" / name
                     own_classifier = ("classifier",) if self.classifier == out / "classifier" else ()
-                    steps.append(Step(f"evaluate/{name}", "evaluate", evaluation, "evaluation.json",
-                                      needs=(f"stage2/{name}", *own_classifier), call=functools.partial(
-                        evaluate_pipeline, pipeline=str(stage2), classifier=str(self.classifier), output=str(evaluation), dataset=str(data),
-                        splits=("test", "test_seen"), num_examples=p.num_eval, seed=seed, cache_dir=cache, device=self.device,
-                        **p.evaluation_settings), check=lambda evaluation=evaluation: self._judged_by_this_classifier(evaluation)))
+                    steps.append(
+                        Step(
+                            f"evaluate/{name}",
+                            "evaluate",
+                            evaluation,
+                            "evaluation.json",
+                            needs=(f"stage2/{name}", *own_classifier),
+                            call=functools.partial(
+                                evaluate_pipeline,
+                                pipeline=str(stage2),
+                                classifier=str(self.classifier),
+                                output=str(evaluation),
+                                dataset=str(data),
+                                splits=("test", "test_seen"),
+                                num_examples=p.num_eval,
+                                seed=seed,
+                                cache_dir=cache,
+                                device=self.device,
+                                **p.evaluation_settings,
+                            ),
+                            check=lambda evaluation=evaluation: self._judged_by_this_classifier(evaluation),
+                        )
+                    )
         return steps
 
     def _judged_by_this_classifier(self, evaluation: Path) -> bool:
@@ -643,7 +918,9 @@ class ReproducePlan(StageRunner):
         except (OSError, ValueError):
             return False
         if "classifier_fingerprint" in recorded:
-            return (self.classifier / "config.json").is_file() and recorded["classifier_fingerprint"] == classifier_fingerprint(self.classifier)
+            return (self.classifier / "config.json").is_file() and recorded[
+                "classifier_fingerprint"
+            ] == classifier_fingerprint(self.classifier)
         return Path(str(recorded.get("classifier"))).resolve() == self.classifier
 
     def recorded_settings(self) -> dict:
@@ -669,15 +946,22 @@ def collect_results(plan: ReproducePlan, state: dict) -> dict:
             quantizer = json.loads(stage1.read_text()) if stage1.is_file() else None
             for size in p.train_sizes:
                 evaluation = out / "evaluation" / f"{q}-seed{seed}-n{size}" / "evaluation.json"
-                runs.append({
-                    "quantizer": q, "seed": seed, "train_size": size, "stage1": quantizer,
-                    "evaluation": json.loads(evaluation.read_text())["splits"] if evaluation.is_file() else None,
-                })
+                runs.append(
+                    {
+                        "quantizer": q,
+                        "seed": seed,
+                        "train_size": size,
+                        "stage1": quantizer,
+                        "evaluation": json.loads(evaluation.read_text())["splits"] if evaluation.is_file() else None,
+                    }
+                )
     classifier = plan.classifier / "metrics.json"
     return {
         "preset": asdict(p),
         "runs": runs,
-        "classifier": {**json.loads(classifier.read_text()), "path": str(plan.classifier)} if classifier.is_file() else None,
+        "classifier": {**json.loads(classifier.read_text()), "path": str(plan.classifier)}
+        if classifier.is_file()
+        else None,
         "seconds": state.get("seconds", {}),
         "timeline": state.get("timeline", {}),
         "commands": state.get("commands", {}),
@@ -695,8 +979,13 @@ def versions() -> dict:
         except metadata.PackageNotFoundError:
             found[package] = "not installed"
     try:
-        found["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                                             cwd=Path(__file__).resolve().parent).stdout.strip()
+        found["git_commit"] = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         found["git_commit"] = "unknown"
     return found
@@ -706,32 +995,75 @@ def summarise_results(results: dict) -> dict:
     """Mean and std over seeds of every number the tables show, per quantizer (and train size)."""
     preset = results["preset"]
     largest = max(preset["train_sizes"])
-    summary: dict = {"table1": {}, "table2": {}, "table3": {}, "sanity": {}, "chance": {}, "seen": {}, "equivariance": {}}
+    summary: dict = {
+        "table1": {},
+        "table2": {},
+        "table3": {},
+        "sanity": {},
+        "chance": {},
+        "seen": {},
+        "equivariance": {},
+    }
     for q in preset["quantizers"]:
         runs = [r for r in results["runs"] if r["quantizer"] == q]
         full = [r for r in runs if r["train_size"] == largest and r["evaluation"]]
         row = {}
         for direction in ("t2i", "i2t"):
             for bucket in QUADS + ("Centre", "accuracy"):
-                row[f"{direction}_{bucket}"] = _mean_std([r["evaluation"]["test"][direction].get(bucket) for r in full])
+                row[f"{direction}_{bucket}"] = _mean_std(
+                    [r["evaluation"]["test"][direction].get(bucket) for r in full]
+                )
         row["seeds"] = len(full)
         summary["table1"][q] = row
-        summary["seen"][q] = {f"{d}_accuracy": _mean_std([r["evaluation"].get("test_seen", {}).get(d, {}).get("accuracy") for r in full])
-                              for d in ("t2i", "i2t")}
+        summary["seen"][q] = {
+            f"{d}_accuracy": _mean_std([r["evaluation"].get("test_seen", {}).get(d, {}).get("accuracy") for r in full])
+            for d in ("t2i", "i2t")
+        }
         summary["table2"][q] = {
-            size: _mean_std([r["evaluation"]["test"]["t2i"].get("Quad1") for r in runs if r["train_size"] == size and r["evaluation"]])
+            size: _mean_std(
+                [
+                    r["evaluation"]["test"]["t2i"].get("Quad1")
+                    for r in runs
+                    if r["train_size"] == size and r["evaluation"]
+                ]
+            )
             for size in preset["train_sizes"]
         }
         quantizers = {r["seed"]: r["stage1"] for r in runs if r["stage1"]}
-        summary["table3"][q] = {key: _mean_std([m.get(key) for m in quantizers.values()])
-                                for key in ("codes_used", "perplexity", "recon_l1", "recon_l2", "perceptual", "colour_fidelity", "shape_iou")}
-        summary["equivariance"][q] = {key: _mean_std([m.get(key) for m in quantizers.values()]) for key in (
-            "shift_equivariance", "shift_equivariance_foreground", "shift_equivariance_all_colours",
-            "shift_equivariance_foreground_all_colours", *[f"shift_equivariance_foreground_{c}" for c in ("white", "red", "green", "blue")])}
-        sanity = [(split, r["evaluation"][split]["sanity"]) for r in full for split in ("test", "test_seen") if split in r["evaluation"]]
+        summary["table3"][q] = {
+            key: _mean_std([m.get(key) for m in quantizers.values()])
+            for key in (
+                "codes_used",
+                "perplexity",
+                "recon_l1",
+                "recon_l2",
+                "perceptual",
+                "colour_fidelity",
+                "shape_iou",
+            )
+        }
+        summary["equivariance"][q] = {
+            key: _mean_std([m.get(key) for m in quantizers.values()])
+            for key in (
+                "shift_equivariance",
+                "shift_equivariance_foreground",
+                "shift_equivariance_all_colours",
+                "shift_equivariance_foreground_all_colours",
+                *[f"shift_equivariance_foreground_{c}" for c in ("white", "red", "green", "blue")],
+            )
+        }
+        sanity = [
+            (split, r["evaluation"][split]["sanity"])
+            for r in full
+            for split in ("test", "test_seen")
+            if split in r["evaluation"]
+        ]
         summary["sanity"][q] = {key: _mean_std([row.get(key) for _, row in sanity]) for key in SANITY_KEYS}
-        summary["chance"][q] = {f"{key}_{split}": _mean_std([row.get(key) for name, row in sanity if name == split])
-                                for key in ("t2i_prompt_ignored", "i2t_image_ignored") for split in ("test", "test_seen")}
+        summary["chance"][q] = {
+            f"{key}_{split}": _mean_std([row.get(key) for name, row in sanity if name == split])
+            for key in ("t2i_prompt_ignored", "i2t_image_ignored")
+            for split in ("test", "test_seen")
+        }
     return summary
 
 
@@ -747,8 +1079,10 @@ def te_gain_verdict(summary: dict) -> str:
     if seeds < 2:
         return f"TE against SC, text-to-image over all buckets: {gain:+.3f} with one seed, so no seed spread to compare it with."
     verdict = "outside" if abs(gain) > spread else "**not** outside"
-    return (f"TE against SC, text-to-image over all buckets: {gain:+.3f}; the seed spread (std TE + std SC) is {spread:.3f}, "
-            f"so at this scale the difference is {verdict} the seed spread.")
+    return (
+        f"TE against SC, text-to-image over all buckets: {gain:+.3f}; the seed spread (std TE + std SC) is {spread:.3f}, "
+        f"so at this scale the difference is {verdict} the seed spread."
+    )
 
 
 def chance_verdict(summary: dict, quantizers) -> str:
@@ -756,37 +1090,61 @@ def chance_verdict(summary: dict, quantizers) -> str:
     (another example's ground truth), its mean one seed std clear of it?"""
     parts = []
     for split, generator in (("test", lambda q: summary["table1"][q]), ("test_seen", lambda q: summary["seen"][q])):
-        for direction, short, key in (("text-to-image", "t2i", "t2i_prompt_ignored"), ("image-to-text", "i2t", "i2t_image_ignored")):
+        for direction, short, key in (
+            ("text-to-image", "t2i", "t2i_prompt_ignored"),
+            ("image-to-text", "i2t", "i2t_image_ignored"),
+        ):
             words = []
             for q in quantizers:
                 mine, chance = generator(q)[f"{short}_accuracy"], summary["chance"][q][f"{key}_{split}"]
                 if mine is None or chance is None:
                     continue
-                place = "above" if mine[0] - mine[1] > chance[0] else "below" if mine[0] + mine[1] < chance[0] else "at"
+                place = (
+                    "above" if mine[0] - mine[1] > chance[0] else "below" if mine[0] + mine[1] < chance[0] else "at"
+                )
                 words.append(f"{QUANTIZER_NAMES[q]} {mine[0]:.3f} is {place} it")
             if words:
-                chance_mean = np.mean([summary["chance"][q][f"{key}_{split}"][0] for q in quantizers if summary["chance"][q][f"{key}_{split}"]])
+                chance_mean = np.mean(
+                    [
+                        summary["chance"][q][f"{key}_{split}"][0]
+                        for q in quantizers
+                        if summary["chance"][q][f"{key}_{split}"]
+                    ]
+                )
                 parts.append(f"{direction} on `{split}` (chance {chance_mean:.3f}): " + ", ".join(words))
     return "Against chance (mean minus one std above it, or mean plus one std below it): " + "; ".join(parts) + "."
 
 
 def what_to_see(summary: dict, quantizers) -> str:
     """One sentence: what the sample figures should show, given how far the generators are above chance on `test_seen`."""
-    scores = [(q, summary["seen"][q]["t2i_accuracy"], summary["seen"][q]["i2t_accuracy"],
-               summary["chance"][q]["t2i_prompt_ignored_test_seen"], summary["chance"][q]["i2t_image_ignored_test_seen"])
-              for q in quantizers]
+    scores = [
+        (
+            q,
+            summary["seen"][q]["t2i_accuracy"],
+            summary["seen"][q]["i2t_accuracy"],
+            summary["chance"][q]["t2i_prompt_ignored_test_seen"],
+            summary["chance"][q]["i2t_image_ignored_test_seen"],
+        )
+        for q in quantizers
+    ]
     scores = [row for row in scores if None not in row[1:]]
     if not scores:
         return "What to look at: no generator was evaluated."
     best = max(scores, key=lambda row: row[1][0] + row[2][0])
     q, t2i, i2t, t2i_chance, i2t_chance = best
-    numbers = (f"{QUANTIZER_NAMES[q]}: text-to-image {t2i[0]:.2f} and image-to-text {i2t[0]:.2f} on `test_seen`, chance "
-               f"{t2i_chance[0]:.2f} and {i2t_chance[0]:.2f}")
+    numbers = (
+        f"{QUANTIZER_NAMES[q]}: text-to-image {t2i[0]:.2f} and image-to-text {i2t[0]:.2f} on `test_seen`, chance "
+        f"{t2i_chance[0]:.2f} and {i2t_chance[0]:.2f}"
+    )
     if min(t2i[0], i2t[0]) >= 0.25 and t2i[0] > t2i_chance[0] and i2t[0] > i2t_chance[0]:
-        return (f"What to look at: in the text-to-image samples most digits have the colour and the place their prompt "
-                f"names, and the generated captions name most digits of the image under them, in its colour and place ({numbers}).")
-    return (f"What to look at: the samples are digit-like strokes in the four colours, but at this scale the generator does "
-            f"not yet follow its prompt: most digits, colours or places differ from what the prompt says ({numbers}).")
+        return (
+            f"What to look at: in the text-to-image samples most digits have the colour and the place their prompt "
+            f"names, and the generated captions name most digits of the image under them, in its colour and place ({numbers})."
+        )
+    return (
+        f"What to look at: the samples are digit-like strokes in the four colours, but at this scale the generator does "
+        f"not yet follow its prompt: most digits, colours or places differ from what the prompt says ({numbers})."
+    )
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -802,72 +1160,143 @@ def render_report(results: dict, figures: dict[str, str] | None = None) -> str:
     quantizers = preset["quantizers"]
     lines = [f"# te-vqgan reproduce: preset `{preset['name']}`", "", f"Preset: {preset['description']}", ""]
     if not preset["comparable"]:
-        lines += ["**These numbers are not comparable to the paper's**: the data, the models and the training are scaled "
-                  "down (see the settings below). The paper's numbers stand beside ours for orientation only.", ""]
+        lines += [
+            "**These numbers are not comparable to the paper's**: the data, the models and the training are scaled "
+            "down (see the settings below). The paper's numbers stand beside ours for orientation only.",
+            "",
+        ]
     largest = max(preset["train_sizes"])
-    lines += [f"## Table 1: accuracy on held-out combinations (`test`), {largest:,} training examples", "",
-              "Mean (std) over seeds; the paper's mean in the `paper` rows. Buckets: number of digits in the image.", "",
-              "| model | seeds | T2I Quad1 | Quad2 | Quad3 | Quad4 | I2T Quad1 | Quad2 | Quad3 | Quad4 |", "|---" * 10 + "|"]
+    lines += [
+        f"## Table 1: accuracy on held-out combinations (`test`), {largest:,} training examples",
+        "",
+        "Mean (std) over seeds; the paper's mean in the `paper` rows. Buckets: number of digits in the image.",
+        "",
+        "| model | seeds | T2I Quad1 | Quad2 | Quad3 | Quad4 | I2T Quad1 | Quad2 | Quad3 | Quad4 |",
+        "|---" * 10 + "|",
+    ]
     for q in quantizers:
         row = summary["table1"][q]
-        lines.append(f"| {QUANTIZER_NAMES[q]} | {row['seeds']} | " + " | ".join(_fmt(row[f"{d}_{b}"]) for d in ("t2i", "i2t") for b in QUADS) + " |")
-        lines.append(f"| {QUANTIZER_NAMES[q]}, paper | 3 | " + " | ".join(f"{v:.3f}" for d in ("t2i", "i2t") for v in PAPER[d][q]) + " |")
+        lines.append(
+            f"| {QUANTIZER_NAMES[q]} | {row['seeds']} | "
+            + " | ".join(_fmt(row[f"{d}_{b}"]) for d in ("t2i", "i2t") for b in QUADS)
+            + " |"
+        )
+        lines.append(
+            f"| {QUANTIZER_NAMES[q]}, paper | 3 | "
+            + " | ".join(f"{v:.3f}" for d in ("t2i", "i2t") for v in PAPER[d][q])
+            + " |"
+        )
     lines += ["", te_gain_verdict(summary), ""]
     if any(v is not None for row in summary["chance"].values() for v in row.values()):
-        lines += ["Chance level (an output that ignores its input): each example judged against another example's ground "
-                  "truth, all buckets. A generator above it follows its prompt; at it, it does not.", "",
-                  "| model | T2I all (test) | chance, T2I (test) | I2T all (test) | chance, I2T (test) | T2I all (test_seen) | "
-                  "chance, T2I (test_seen) | I2T all (test_seen) | chance, I2T (test_seen) |", "|---" * 9 + "|"]
+        lines += [
+            "Chance level (an output that ignores its input): each example judged against another example's ground "
+            "truth, all buckets. A generator above it follows its prompt; at it, it does not.",
+            "",
+            "| model | T2I all (test) | chance, T2I (test) | I2T all (test) | chance, I2T (test) | T2I all (test_seen) | "
+            "chance, T2I (test_seen) | I2T all (test_seen) | chance, I2T (test_seen) |",
+            "|---" * 9 + "|",
+        ]
         for q in quantizers:
             c, seen = summary["chance"][q], summary["seen"][q]
-            lines.append(f"| {QUANTIZER_NAMES[q]} | {_fmt(summary['table1'][q]['t2i_accuracy'])} | {_fmt(c['t2i_prompt_ignored_test'])} | "
-                         f"{_fmt(summary['table1'][q]['i2t_accuracy'])} | {_fmt(c['i2t_image_ignored_test'])} | "
-                         f"{_fmt(seen['t2i_accuracy'])} | {_fmt(c['t2i_prompt_ignored_test_seen'])} | "
-                         f"{_fmt(seen['i2t_accuracy'])} | {_fmt(c['i2t_image_ignored_test_seen'])} |")
+            lines.append(
+                f"| {QUANTIZER_NAMES[q]} | {_fmt(summary['table1'][q]['t2i_accuracy'])} | {_fmt(c['t2i_prompt_ignored_test'])} | "
+                f"{_fmt(summary['table1'][q]['i2t_accuracy'])} | {_fmt(c['i2t_image_ignored_test'])} | "
+                f"{_fmt(seen['t2i_accuracy'])} | {_fmt(c['t2i_prompt_ignored_test_seen'])} | "
+                f"{_fmt(seen['i2t_accuracy'])} | {_fmt(c['i2t_image_ignored_test_seen'])} |"
+            )
         lines += ["", chance_verdict(summary, quantizers), ""]
-    lines += ["Single centre digit (Centre) and all buckets together:", "",
-              "| model | T2I Centre | T2I all | I2T Centre | I2T all |", "|---|---|---|---|---|"]
+    lines += [
+        "Single centre digit (Centre) and all buckets together:",
+        "",
+        "| model | T2I Centre | T2I all | I2T Centre | I2T all |",
+        "|---|---|---|---|---|",
+    ]
     for q in quantizers:
         row = summary["table1"][q]
-        lines.append(f"| {QUANTIZER_NAMES[q]} | {_fmt(row['t2i_Centre'])} | {_fmt(row['t2i_accuracy'])} | {_fmt(row['i2t_Centre'])} | {_fmt(row['i2t_accuracy'])} |")
-    lines += ["", "## Table 2: sample efficiency, text-to-image Quad1 by training examples", "",
-              "| model | " + " | ".join(f"{n:,}" for n in preset["train_sizes"]) + " | paper (300K / 100K) |", "|---" * (len(preset["train_sizes"]) + 2) + "|"]
+        lines.append(
+            f"| {QUANTIZER_NAMES[q]} | {_fmt(row['t2i_Centre'])} | {_fmt(row['t2i_accuracy'])} | {_fmt(row['i2t_Centre'])} | {_fmt(row['i2t_accuracy'])} |"
+        )
+    lines += [
+        "",
+        "## Table 2: sample efficiency, text-to-image Quad1 by training examples",
+        "",
+        "| model | " + " | ".join(f"{n:,}" for n in preset["train_sizes"]) + " | paper (300K / 100K) |",
+        "|---" * (len(preset["train_sizes"]) + 2) + "|",
+    ]
     for q in quantizers:
         paper = PAPER["t2i_quad1_by_size"].get(q)
-        lines.append(f"| {QUANTIZER_NAMES[q]} | " + " | ".join(_fmt(summary["table2"][q][n]) for n in preset["train_sizes"])
-                     + f" | {f'{paper[300_000]:.3f} / {paper[100_000]:.3f}' if paper else '-'} |")
-    lines += ["", "## Table 3: the quantizers", "",
-              "| model | codes used | perplexity | recon L1 | recon L2 | perceptual | colour fidelity | shape IoU | paper: codes, recon |",
-              "|---" * 9 + "|"]
+        lines.append(
+            f"| {QUANTIZER_NAMES[q]} | "
+            + " | ".join(_fmt(summary["table2"][q][n]) for n in preset["train_sizes"])
+            + f" | {f'{paper[300_000]:.3f} / {paper[100_000]:.3f}' if paper else '-'} |"
+        )
+    lines += [
+        "",
+        "## Table 3: the quantizers",
+        "",
+        "| model | codes used | perplexity | recon L1 | recon L2 | perceptual | colour fidelity | shape IoU | paper: codes, recon |",
+        "|---" * 9 + "|",
+    ]
     for q in quantizers:
         t3 = summary["table3"][q]
         perceptual = _fmt(t3["perceptual"], 4) if t3["perceptual"] else "not measured (LPIPS not installed)"
         paper = f"{PAPER['codes_used'][q]}, {PAPER['recon_loss'][q]}" if q in PAPER["codes_used"] else "-"
-        lines.append(f"| {QUANTIZER_NAMES[q]} | {_fmt(t3['codes_used'], 1)} | {_fmt(t3['perplexity'], 1)} | {_fmt(t3['recon_l1'], 4)} | "
-                     f"{_fmt(t3['recon_l2'], 4)} | {perceptual} | {_fmt(t3['colour_fidelity'])} | {_fmt(t3['shape_iou'])} | {paper} |")
-    lines += ["", "## Sanity rows (test and test_seen)", "",
-              "Ground truth through each evaluator must score at least 0.99; the quantizer's reconstructions through the "
-              "text-to-image evaluator are the ceiling a perfect generator could reach with that quantizer.", "",
-              "| model | ground-truth images -> T2I evaluator | ground-truth captions -> I2T evaluator | reconstructions -> T2I evaluator |",
-              "|---|---|---|---|"]
+        lines.append(
+            f"| {QUANTIZER_NAMES[q]} | {_fmt(t3['codes_used'], 1)} | {_fmt(t3['perplexity'], 1)} | {_fmt(t3['recon_l1'], 4)} | "
+            f"{_fmt(t3['recon_l2'], 4)} | {perceptual} | {_fmt(t3['colour_fidelity'])} | {_fmt(t3['shape_iou'])} | {paper} |"
+        )
+    lines += [
+        "",
+        "## Sanity rows (test and test_seen)",
+        "",
+        "Ground truth through each evaluator must score at least 0.99; the quantizer's reconstructions through the "
+        "text-to-image evaluator are the ceiling a perfect generator could reach with that quantizer.",
+        "",
+        "| model | ground-truth images -> T2I evaluator | ground-truth captions -> I2T evaluator | reconstructions -> T2I evaluator |",
+        "|---|---|---|---|",
+    ]
     for q in quantizers:
         s = summary["sanity"][q]
-        lines.append(f"| {QUANTIZER_NAMES[q]} | {_fmt(s['t2i_ground_truth'])} | {_fmt(s['i2t_ground_truth'])} | {_fmt(s['t2i_reconstructions'])} |")
+        lines.append(
+            f"| {QUANTIZER_NAMES[q]} | {_fmt(s['t2i_ground_truth'])} | {_fmt(s['i2t_ground_truth'])} | {_fmt(s['t2i_reconstructions'])} |"
+        )
     classifier = results.get("classifier")
     if classifier:
-        lines += ["", "Evaluation classifier (windows of the splits; target 0.995 digit, 0.999 colour): " + "; ".join(
-            f"{split} colour {r['colour_accuracy']:.4f}, digit {r['digit_accuracy']:.4f} ({r['windows']:,} windows)"
-            for split, r in classifier["accuracy"].items())
-            + f" ({'met' if classifier['meets_target'] else 'not met'})."]
-    lines += ["", "## Equivariance of the quantizers", "",
-              "| model | authors' (white) | digit tokens (white) | authors', 4 colours | digit tokens, 4 colours | white | red | green | blue |",
-              "|---" * 9 + "|"]
+        lines += [
+            "",
+            "Evaluation classifier (windows of the splits; target 0.995 digit, 0.999 colour): "
+            + "; ".join(
+                f"{split} colour {r['colour_accuracy']:.4f}, digit {r['digit_accuracy']:.4f} ({r['windows']:,} windows)"
+                for split, r in classifier["accuracy"].items()
+            )
+            + f" ({'met' if classifier['meets_target'] else 'not met'}).",
+        ]
+    lines += [
+        "",
+        "## Equivariance of the quantizers",
+        "",
+        "| model | authors' (white) | digit tokens (white) | authors', 4 colours | digit tokens, 4 colours | white | red | green | blue |",
+        "|---" * 9 + "|",
+    ]
     for q in quantizers:
         e = summary["equivariance"][q]
-        lines.append(f"| {QUANTIZER_NAMES[q]} | " + " | ".join(_fmt(e[k]) for k in (
-            "shift_equivariance", "shift_equivariance_foreground", "shift_equivariance_all_colours", "shift_equivariance_foreground_all_colours",
-            "shift_equivariance_foreground_white", "shift_equivariance_foreground_red", "shift_equivariance_foreground_green",
-            "shift_equivariance_foreground_blue")) + " |")
+        lines.append(
+            f"| {QUANTIZER_NAMES[q]} | "
+            + " | ".join(
+                _fmt(e[k])
+                for k in (
+                    "shift_equivariance",
+                    "shift_equivariance_foreground",
+                    "shift_equivariance_all_colours",
+                    "shift_equivariance_foreground_all_colours",
+                    "shift_equivariance_foreground_white",
+                    "shift_equivariance_foreground_red",
+                    "shift_equivariance_foreground_green",
+                    "shift_equivariance_foreground_blue",
+                )
+            )
+            + " |"
+        )
     lines += ["", "The last four columns are the digit-token score per colour.", ""]
     if figures:
         lines += ["## Figures", "", what_to_see(summary, quantizers), ""]
@@ -883,10 +1312,20 @@ def render_report(results: dict, figures: dict[str, str] | None = None) -> str:
     timeline = results.get("timeline", {})
     if timeline:
         span = max(end for _, end in timeline.values()) - min(start for start, _ in timeline.values())
-        lines += [f"From the first stage's start to the last one's end (the stages of the last run, side by side where "
-                  f"`--jobs` > 1; a run continued later counts the pause): {span:.0f} s.", ""]
-    lines += ["## Settings, commands and versions", "", "```json",
-              json.dumps({k: v for k, v in preset.items() if k != "estimates"}, indent=1), "```", "", "```bash"]
+        lines += [
+            f"From the first stage's start to the last one's end (the stages of the last run, side by side where "
+            f"`--jobs` > 1; a run continued later counts the pause): {span:.0f} s.",
+            "",
+        ]
+    lines += [
+        "## Settings, commands and versions",
+        "",
+        "```json",
+        json.dumps({k: v for k, v in preset.items() if k != "estimates"}, indent=1),
+        "```",
+        "",
+        "```bash",
+    ]
     lines += list(results.get("commands", {}).values())
     lines += ["```", "", "```json", json.dumps(results.get("versions", {}), indent=1), "```", ""]
     return "\n".join(lines)
@@ -907,27 +1346,57 @@ def make_figures(plan: ReproducePlan, results: dict) -> dict[str, str]:
         reconstructions = out / "stage1" / run / "reconstructions.png"
         if reconstructions.is_file():
             shutil.copyfile(reconstructions, figures_dir / f"reconstructions-{q}.png")
-            figures[f"{QUANTIZER_NAMES[q]}: validation images, reconstructions, code indices"] = f"figures/reconstructions-{q}.png"
+            figures[f"{QUANTIZER_NAMES[q]}: validation images, reconstructions, code indices"] = (
+                f"figures/reconstructions-{q}.png"
+            )
         index_maps = figures_dir / f"index-maps-{q}.png"
         if (out / "stage1" / run / "metrics.json").is_file() and not index_maps.is_file():
-            digit_equivariance(str(out / "stage1" / run), str(index_maps), num_digits=20, mnist_dir=plan.mnist_dir, device=plan.device,
-                               log=lambda line: None)
+            digit_equivariance(
+                str(out / "stage1" / run),
+                str(index_maps),
+                num_digits=20,
+                mnist_dir=plan.mnist_dir,
+                device=plan.device,
+                log=lambda line: None,
+            )
         if index_maps.is_file():
-            figures[f"{QUANTIZER_NAMES[q]}: the same digit shifted, four colours, and its code indices"] = f"figures/index-maps-{q}.png"
-        for name, title in (("samples", "text-to-image samples (same prompts for every quantizer)"), ("captions", "generated captions under test images")):
+            figures[f"{QUANTIZER_NAMES[q]}: the same digit shifted, four colours, and its code indices"] = (
+                f"figures/index-maps-{q}.png"
+            )
+        for name, title in (
+            ("samples", "text-to-image samples (same prompts for every quantizer)"),
+            ("captions", "generated captions under test images"),
+        ):
             source = out / "evaluation" / f"{run}-n{size}" / f"test-{name}.png"
             if source.is_file():
-                shutil.copyfile(source, figures_dir / f"t2i-{name}-{q}.png" if name == "samples" else figures_dir / f"i2t-{name}-{q}.png")
-                figures[f"{QUANTIZER_NAMES[q]}: {title}"] = f"figures/{'t2i' if name == 'samples' else 'i2t'}-{name}-{q}.png"
-    points = [(r["quantizer"], r["stage1"]["codes_used"], r["stage1"]["shift_equivariance_foreground"], r["stage1"]["shift_equivariance"])
-              for r in results["runs"] if r["stage1"] and r["train_size"] == size]
+                shutil.copyfile(
+                    source,
+                    figures_dir / f"t2i-{name}-{q}.png" if name == "samples" else figures_dir / f"i2t-{name}-{q}.png",
+                )
+                figures[f"{QUANTIZER_NAMES[q]}: {title}"] = (
+                    f"figures/{'t2i' if name == 'samples' else 'i2t'}-{name}-{q}.png"
+                )
+    points = [
+        (
+            r["quantizer"],
+            r["stage1"]["codes_used"],
+            r["stage1"]["shift_equivariance_foreground"],
+            r["stage1"]["shift_equivariance"],
+        )
+        for r in results["runs"]
+        if r["stage1"] and r["train_size"] == size
+    ]
     if points:
         figure, axes = new_figure(1, 1, figsize=(6, 4))
         axis = axes[0, 0]
         for q in p.quantizers:
             mine = [pt for pt in points if pt[0] == q]
-            axis.scatter([pt[1] for pt in mine], [pt[2] for pt in mine], label=f"{QUANTIZER_NAMES[q]}, digit tokens", marker="o")
-            axis.scatter([pt[1] for pt in mine], [pt[3] for pt in mine], label=f"{QUANTIZER_NAMES[q]}, authors'", marker="x")
+            axis.scatter(
+                [pt[1] for pt in mine], [pt[2] for pt in mine], label=f"{QUANTIZER_NAMES[q]}, digit tokens", marker="o"
+            )
+            axis.scatter(
+                [pt[1] for pt in mine], [pt[3] for pt in mine], label=f"{QUANTIZER_NAMES[q]}, authors'", marker="x"
+            )
         axis.set_xlabel("codes used")
         axis.set_ylabel("shift equivariance")
         axis.legend(fontsize=7)
@@ -965,8 +1434,16 @@ def timeline_figure(timeline: dict[str, list[float]], path: Path) -> Path:
     return save_figure(figure, path)
 
 
-def reproduce(preset: Preset, output: str | Path, mnist_dir: str | None = None, device: str | None = None,
-              classifier: str | None = None, log=print, jobs: int | None = None, gpus: list[int] | None = None) -> Path:
+def reproduce(
+    preset: Preset,
+    output: str | Path,
+    mnist_dir: str | None = None,
+    device: str | None = None,
+    classifier: str | None = None,
+    log=print,
+    jobs: int | None = None,
+    gpus: list[int] | None = None,
+) -> Path:
     """Run (or continue) the plan, then write `results.json`, `figures/` and `report.md`.
     `classifier`: a trained evaluation classifier to use instead of training one; `jobs`:
     stages run side by side (`ReproducePlan.run`; default the preset's), on the CUDA devices
@@ -989,7 +1466,9 @@ def reproduce(preset: Preset, output: str | Path, mnist_dir: str | None = None, 
 
             previous = signal.signal(signal.SIGTERM, interrupted)
             stack.callback(signal.signal, signal.SIGTERM, previous)
-        log(f"te-vqgan reproduce --preset {preset.name}: {len(plan.steps)} stages, {sum(s.done for s in plan.steps)} done, output {plan.output}")
+        log(
+            f"te-vqgan reproduce --preset {preset.name}: {len(plan.steps)} stages, {sum(s.done for s in plan.steps)} done, output {plan.output}"
+        )
         state = plan.run(log=log, jobs=preset.jobs if jobs is None else jobs, gpus=gpus)
         results = collect_results(plan, state)
         write_json_atomic(plan.output / "results.json", results)
@@ -1014,7 +1493,9 @@ def preset_with(name: str, quantizers=None, seeds=None, train_sizes=None) -> Pre
     for option, values in (("--quantizers", quantizers), ("--seeds", seeds), ("--train-sizes", train_sizes)):
         repeated = sorted({v for v in values or () if list(values).count(v) > 1})
         if repeated:
-            raise ValueError(f"{option} names {repeated} more than once; each run would be counted twice in the mean and std.")
+            raise ValueError(
+                f"{option} names {repeated} more than once; each run would be counted twice in the mean and std."
+            )
     if seeds is not None:
         if not seeds or min(seeds) < 0 or max(seeds) >= 2**32:
             raise ValueError(f"--seeds must be integers in [0, 2**32) (got {seeds}).")

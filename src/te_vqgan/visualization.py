@@ -105,8 +105,12 @@ def save_shift_equivariance_figure(
                 rows, cols = cell_slices[c]
                 bottom.add_patch(
                     patches.Rectangle(
-                        (cols.start - 0.5, rows.start - 0.5), cols.stop - cols.start, rows.stop - rows.start,
-                        fill=False, edgecolor="white", linewidth=1.5,
+                        (cols.start - 0.5, rows.start - 0.5),
+                        cols.stop - cols.start,
+                        rows.stop - rows.start,
+                        fill=False,
+                        edgecolor="white",
+                        linewidth=1.5,
                     )
                 )
             for axis in (top, bottom):
@@ -155,7 +159,9 @@ def save_captioned_images(
     texts = ["\n".join(textwrap.wrap(str(caption), wrap)) for caption in captions]
     # Tall enough for the longest text under a row (a four-clause prompt is 5-6 lines), so none is cut off.
     lines = max(text.count("\n") + 1 for text in texts)
-    figure, axes = new_figure(rows, columns, figsize=(2.3 * columns, (2.4 + 0.14 * lines) * rows + (0.3 if title else 0)))
+    figure, axes = new_figure(
+        rows, columns, figsize=(2.3 * columns, (2.4 + 0.14 * lines) * rows + (0.3 if title else 0))
+    )
     for position, axis in enumerate(axes.flat):
         axis.set_xticks([])
         axis.set_yticks([])

@@ -30,6 +30,7 @@ import os
 import shlex
 import time
 from pathlib import Path
+
 from ..options import add_deprecated_alias, add_hub_push_options, resolve_hub_push
 
 
@@ -56,17 +57,30 @@ def register(subparsers) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--dataset-config", dest="config", default="mnist", choices=["mnist", "fashion_mnist"],
-                        help="Source digits (default mnist).")
+    parser.add_argument(
+        "--dataset-config",
+        dest="config",
+        default="mnist",
+        choices=["mnist", "fashion_mnist"],
+        help="Source digits (default mnist).",
+    )
     add_deprecated_alias(parser, "--config", "--dataset-config", "config", choices=["mnist", "fashion_mnist"])
-    parser.add_argument("--output-dir", dest="output", default=None,
-                        help="Folder to create (must be absent or empty unless --overwrite).")
+    parser.add_argument(
+        "--output-dir",
+        dest="output",
+        default=None,
+        help="Folder to create (must be absent or empty unless --overwrite).",
+    )
     add_deprecated_alias(parser, "--output", "--output-dir", "output", required=True)
     parser.add_argument("--num-train", type=int, default=None, help="Train images (default 300000).")
     parser.add_argument("--num-validation", type=int, default=None, help="Validation images (default 3000).")
-    parser.add_argument("--num-test", type=int, default=None, help="Test images, held-out combinations only (default 3000).")
+    parser.add_argument(
+        "--num-test", type=int, default=None, help="Test images, held-out combinations only (default 3000)."
+    )
     parser.add_argument("--num-test-seen", type=int, default=None, help="test_seen images (default: --num-test).")
-    parser.add_argument("--num-shift-groups", type=int, default=None, help="Groups of five in the shift split (default 100).")
+    parser.add_argument(
+        "--num-shift-groups", type=int, default=None, help="Groups of five in the shift split (default 100)."
+    )
     parser.add_argument("--captions-per-image", type=int, default=None, help="Caption variants per image (default 5).")
     parser.add_argument("--seed", type=int, default=None, help="Dataset seed (default 0).")
     parser.add_argument(
@@ -77,9 +91,14 @@ def register(subparsers) -> None:
         "else download the official files). Always SHA-256-checked.",
     )
     add_deprecated_alias(parser, "--data-dir", "--mnist-dir", "data_dir")
-    parser.add_argument("--cache-dir", default=None, help="datasets cache for the Arrow build (default: the datasets cache).")
     parser.add_argument(
-        "--num-proc", type=int, default=None, help="Worker processes (default: all CPUs); the data do not depend on it."
+        "--cache-dir", default=None, help="datasets cache for the Arrow build (default: the datasets cache)."
+    )
+    parser.add_argument(
+        "--num-proc",
+        type=int,
+        default=None,
+        help="Worker processes (default: all CPUs); the data do not depend on it.",
     )
     parser.add_argument("--max-shard-size", default="500MB", help="Parquet shard size (default 500MB).")
     parser.add_argument("--overwrite", action="store_true", help="Replace an existing --output folder.")
@@ -89,15 +108,31 @@ def register(subparsers) -> None:
 
 def reproduce_command(config: str, output, options: dict) -> str:
     """The `te-vqgan build-dataset` line that rebuilds the same data (no local paths)."""
-    parts = ["te-vqgan", "build-dataset", "--dataset-config", config, "--output-dir", os.path.basename(os.path.normpath(str(output)))]
+    parts = [
+        "te-vqgan",
+        "build-dataset",
+        "--dataset-config",
+        config,
+        "--output-dir",
+        os.path.basename(os.path.normpath(str(output))),
+    ]
     for field, flag in _CONFIG_OPTIONS:
         if options.get(field) is not None:
             parts += [flag, str(options[field])]
     return shlex.join(parts)
 
 
-def build_dataset(output, config: str = "mnist", *, mnist_dir=None, cache_dir=None, num_proc: int | None = None,
-                  max_shard_size: str = "500MB", overwrite: bool = False, **options):
+def build_dataset(
+    output,
+    config: str = "mnist",
+    *,
+    mnist_dir=None,
+    cache_dir=None,
+    num_proc: int | None = None,
+    max_shard_size: str = "500MB",
+    overwrite: bool = False,
+    **options,
+):
     """Build TextMNIST `config` with the builder `options` (`num_train`, `num_validation`, `num_test`,
     `num_test_seen`, `num_shift_groups`, `captions_per_image`, `seed`) and export it to `output`
     (Parquet shards, a dataset card, a contact sheet). Returns `(output, builder, build seconds)`."""
@@ -118,8 +153,13 @@ def build_dataset(output, config: str = "mnist", *, mnist_dir=None, cache_dir=No
     start = time.perf_counter()
     builder.download_and_prepare(num_proc=num_proc if num_proc > 1 else None)
     built = time.perf_counter() - start
-    output = export_textmnist(builder, output, command=reproduce_command(config, output, options), max_shard_size=max_shard_size,
-                              overwrite=overwrite)
+    output = export_textmnist(
+        builder,
+        output,
+        command=reproduce_command(config, output, options),
+        max_shard_size=max_shard_size,
+        overwrite=overwrite,
+    )
     return output, builder, built
 
 
@@ -130,9 +170,16 @@ def run(args) -> int:
 
     repo_id = resolve_hub_push(args)  # before any work
     options = {field: getattr(args, field) for field, _ in _CONFIG_OPTIONS}
-    output, builder, built = build_dataset(args.output, args.config, mnist_dir=args.data_dir, cache_dir=args.cache_dir,
-                                           num_proc=args.num_proc, max_shard_size=args.max_shard_size, overwrite=args.overwrite,
-                                           **options)
+    output, builder, built = build_dataset(
+        args.output,
+        args.config,
+        mnist_dir=args.data_dir,
+        cache_dir=args.cache_dir,
+        num_proc=args.num_proc,
+        max_shard_size=args.max_shard_size,
+        overwrite=args.overwrite,
+        **options,
+    )
     splits: datasets.SplitDict = builder.info.splits
     print(f"TextMNIST {args.config}: built in {built:.1f} s -> {output}")
     for name, info in splits.items():
@@ -141,8 +188,12 @@ def run(args) -> int:
     print(f"  {output / 'README.md'}\n  {output / 'contact_sheet.png'}")
     if repo_id:
         url = push_folder_to_hub(
-            output, repo_id, repo_type="dataset", private=args.hub_private_repo or None,
-            commit_message="Upload TextMNIST", ignore_patterns=None,
+            output,
+            repo_id,
+            repo_type="dataset",
+            private=args.hub_private_repo or None,
+            commit_message="Upload TextMNIST",
+            ignore_patterns=None,
         )
         print(f"Pushed to {url}")
     return 0

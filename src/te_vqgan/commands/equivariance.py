@@ -14,6 +14,7 @@ is filled in, both crops are real content), per shift and overall.
 from __future__ import annotations
 
 import numpy as np
+
 from ..options import add_deprecated_alias
 
 
@@ -24,26 +25,42 @@ def register(subparsers) -> None:
         description=__doc__,
         formatter_class=__import__("argparse").RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--vqmodel", dest="model", default=None, help="A model config .json, a save_pretrained folder or a Hub repo id.")
+    parser.add_argument(
+        "--vqmodel",
+        dest="model",
+        default=None,
+        help="A model config .json, a save_pretrained folder or a Hub repo id.",
+    )
     add_deprecated_alias(parser, "--model", "--vqmodel", "model", required=True)
     parser.add_argument(
         "--mnist-dir",
         default=None,
         help="Folder with the MNIST IDX .gz files (default: $TE_VQGAN_MNIST_DIR, else download the official files).",
     )
-    parser.add_argument("--num-digits", type=int, default=100, help="MNIST test digits to shift, 10 per class (default 100).")
     parser.add_argument(
-        "--colour", default="all", choices=["all", "white", "red", "green", "blue"],
+        "--num-digits", type=int, default=100, help="MNIST test digits to shift, 10 per class (default 100)."
+    )
+    parser.add_argument(
+        "--colour",
+        default="all",
+        choices=["all", "white", "red", "green", "blue"],
         help="Stroke colour of the shifted digits (default all four, side by side; the authors' metric uses white).",
     )
-    parser.add_argument("--output", default="equivariance.png", help="Where the PNG figure goes (default equivariance.png).")
-    parser.add_argument("--figure-digits", type=int, default=2, help="Digits shown per colour in the figure (default 2).")
+    parser.add_argument(
+        "--output", default="equivariance.png", help="Where the PNG figure goes (default equivariance.png)."
+    )
+    parser.add_argument(
+        "--figure-digits", type=int, default=2, help="Digits shown per colour in the figure (default 2)."
+    )
     parser.add_argument("--json", default=None, help="Also write the figures as JSON to this file.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of a randomly initialised model (default 0).")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available).")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--images", default=None,
-                        help="A folder of image files: measure equivariance on them by token shifts instead of on MNIST digits.")
+    parser.add_argument(
+        "--images",
+        default=None,
+        help="A folder of image files: measure equivariance on them by token shifts instead of on MNIST digits.",
+    )
     parser.add_argument("--max-images", type=int, default=256, help="With --images: at most this many (default 256).")
     parser.set_defaults(func=run)
 
@@ -57,7 +74,9 @@ def _folder_images(folder: str, size: int, limit: int):
     path = Path(folder)
     if not path.is_dir():
         raise FileNotFoundError(f"--images {folder!r} is not a folder of image files.")
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif"))[:limit]
+    files = sorted(
+        p for p in path.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif")
+    )[:limit]
     if not files:
         raise ValueError(f"--images {folder!r} holds no image files (.png, .jpg, .jpeg, .bmp, .webp, .gif).")
     arrays = []
@@ -68,7 +87,9 @@ def _folder_images(folder: str, size: int, limit: int):
         except (OSError, Image.DecompressionBombError) as error:
             raise ValueError(f"{str(file)!r} is not an image PIL can read ({error}).") from error
         scale = size / min(image.size)
-        image = image.resize((max(size, round(image.width * scale)), max(size, round(image.height * scale))), Image.BICUBIC)
+        image = image.resize(
+            (max(size, round(image.width * scale)), max(size, round(image.height * scale))), Image.BICUBIC
+        )
         left, top = (image.width - size) // 2, (image.height - size) // 2
         arrays.append(np.asarray(image.crop((left, top, left + size, top + size))))
     return np.stack(arrays), [f.name for f in files]
@@ -86,15 +107,26 @@ def run_images(args) -> int:
     images, names = _folder_images(args.images, size, args.max_images)
     result = image_shift_equivariance(model, images, batch_size=args.batch_size)
     print(description)
-    print(f"shift equivariance on {len(images)} images of {args.images}: {result.score:.4f} "
-          f"(tokens whose index moves with the shift; crops of {result.window} px, f = {result.downsample_factor})")
+    print(
+        f"shift equivariance on {len(images)} images of {args.images}: {result.score:.4f} "
+        f"(tokens whose index moves with the shift; crops of {result.window} px, f = {result.downsample_factor})"
+    )
     for shift, score in result.per_shift.items():
         print(f"  shift {shift} tokens: {score:.4f}")
     if args.json:
-        write_json_atomic(args.json, {"model": args.model, "description": description, "images": args.images,
-                                      "num_images": len(images), "image_shift_equivariance": result.score,
-                                      "per_shift": result.per_shift, "window": result.window,
-                                      "downsample_factor": result.downsample_factor})
+        write_json_atomic(
+            args.json,
+            {
+                "model": args.model,
+                "description": description,
+                "images": args.images,
+                "num_images": len(images),
+                "image_shift_equivariance": result.score,
+                "per_shift": result.per_shift,
+                "window": result.window,
+                "downsample_factor": result.downsample_factor,
+            },
+        )
         print(f"json: {args.json}")
     return 0
 
@@ -116,13 +148,35 @@ def run(args) -> int:
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1 (got {args.batch_size}).")
         return run_images(args)
-    digit_equivariance(args.model, args.output, num_digits=args.num_digits, colour=args.colour, figure_digits=args.figure_digits,
-                       batch_size=args.batch_size, mnist_dir=args.mnist_dir, device=args.device, seed=args.seed, json_path=args.json)
+    digit_equivariance(
+        args.model,
+        args.output,
+        num_digits=args.num_digits,
+        colour=args.colour,
+        figure_digits=args.figure_digits,
+        batch_size=args.batch_size,
+        mnist_dir=args.mnist_dir,
+        device=args.device,
+        seed=args.seed,
+        json_path=args.json,
+    )
     return 0
 
 
-def digit_equivariance(model: str, output="equivariance.png", *, num_digits: int = 100, colour: str = "all", figure_digits: int = 2,
-                       batch_size: int = 64, mnist_dir=None, device=None, seed: int = 0, json_path=None, log=print) -> dict:
+def digit_equivariance(
+    model: str,
+    output="equivariance.png",
+    *,
+    num_digits: int = 100,
+    colour: str = "all",
+    figure_digits: int = 2,
+    batch_size: int = 64,
+    mnist_dir=None,
+    device=None,
+    seed: int = 0,
+    json_path=None,
+    log=print,
+) -> dict:
     """The shift-equivariance scores and codebook usage of the quantizer `model` (a config .json, a
     save_pretrained folder or a Hub id) on `num_digits` MNIST test digits in the five placements,
     the figure of its token maps at `output`, the figures as JSON at `json_path`; returns the report.
@@ -136,7 +190,13 @@ def digit_equivariance(model: str, output="equivariance.png", *, num_digits: int
     from ..data.mnist import load_mnist
     from ..files import write_json_atomic
     from ..loading import load_vq_model
-    from ..metrics import codebook_usage, equivariance_summary, recolour_groups, render_shift_group, shift_equivariance_by_colour
+    from ..metrics import (
+        codebook_usage,
+        equivariance_summary,
+        recolour_groups,
+        render_shift_group,
+        shift_equivariance_by_colour,
+    )
     from ..models.stock_vq_model import as_tokenizer
     from ..visualization import save_shift_equivariance_figure
 
@@ -162,7 +222,9 @@ def digit_equivariance(model: str, output="equivariance.png", *, num_digits: int
     for colour, result in results.items():
         log(f"  {colour:<8} {result.score:>8.4f} {result.foreground_score:>13.4f}")
     if len(results) > 1:
-        log(f"  {'mean':<8} {summary['shift_equivariance_all_colours']:>8.4f} {summary['shift_equivariance_foreground_all_colours']:>13.4f}")
+        log(
+            f"  {'mean':<8} {summary['shift_equivariance_all_colours']:>8.4f} {summary['shift_equivariance_foreground_all_colours']:>13.4f}"
+        )
     log("  per placement pair:")
     for pair, score in main.per_pair.items():
         log(f"    {pair:<26} {score:.4f}")
@@ -181,7 +243,11 @@ def digit_equivariance(model: str, output="equivariance.png", *, num_digits: int
         cell_slices=[index_cell(location, main.downsample_factor) for location in LOCATIONS],
         title=(
             f"shift equivariance {main.score:.3f} (authors'), {main.foreground_score:.3f} (digit tokens)"
-            + (f", {summary['shift_equivariance_foreground_all_colours']:.3f} (digit tokens, 4 colours)" if len(results) > 1 else "")
+            + (
+                f", {summary['shift_equivariance_foreground_all_colours']:.3f} (digit tokens, 4 colours)"
+                if len(results) > 1
+                else ""
+            )
             + f"; {usage.codes_used}/{usage.num_codes} codes used\n{description}"
         ),
         row_scores=[float(s) for result in results.values() for s in result.per_digit[:shown]],

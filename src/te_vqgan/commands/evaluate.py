@@ -20,7 +20,9 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+
 from ..options import add_deprecated_alias
+
 
 SANITY_FLOOR = 0.99
 
@@ -32,35 +34,67 @@ def register(subparsers) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--pipeline", required=True, help="A TextToImagePipeline folder (training/train_generator.py's output) or Hub id.")
+    parser.add_argument(
+        "--pipeline",
+        required=True,
+        help="A TextToImagePipeline folder (training/train_generator.py's output) or Hub id.",
+    )
     parser.add_argument("--classifier", required=True, help="A `te-vqgan train-classifier` folder or Hub id.")
-    parser.add_argument("--dataset", default="textmnist", help="'textmnist' (built here), a build-dataset folder or a Hub id.")
+    parser.add_argument(
+        "--dataset", default="textmnist", help="'textmnist' (built here), a build-dataset folder or a Hub id."
+    )
     parser.add_argument("--mnist-dir", default=None, help="Folder of the MNIST .gz files (for --dataset textmnist).")
-    parser.add_argument("--num-test", type=int, default=3_000, help="Images in test and test_seen when building TextMNIST (default 3000).")
+    parser.add_argument(
+        "--num-test",
+        type=int,
+        default=3_000,
+        help="Images in test and test_seen when building TextMNIST (default 3000).",
+    )
     parser.add_argument("--dataset-seed", type=int, default=0)
     parser.add_argument("--cache-dir", default=None, help="datasets cache folder.")
     parser.add_argument("--splits", default="test,test_seen", help="Comma-separated splits (default test,test_seen).")
     parser.add_argument("--num-examples", type=int, default=500, help="Images per split (default 500).")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0, help="Sampling seed (default 0).")
-    parser.add_argument("--top-k-fraction", type=float, default=0.1, help="Sampling keeps this fraction of the vocabulary (authors 0.1).")
+    parser.add_argument(
+        "--top-k-fraction",
+        type=float,
+        default=0.1,
+        help="Sampling keeps this fraction of the vocabulary (authors 0.1).",
+    )
     parser.add_argument("--temperature", type=float, default=1.0, help="Sampling temperature (authors 1.0).")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available).")
-    parser.add_argument("--output-dir", dest="output", default=None, help="Folder for evaluation.json and the figures (created).")
+    parser.add_argument(
+        "--output-dir", dest="output", default=None, help="Folder for evaluation.json and the figures (created)."
+    )
     add_deprecated_alias(parser, "--output", "--output-dir", "output", required=True)
     parser.set_defaults(func=run)
 
 
-def evaluate_pipeline(pipeline: str, classifier: str, output, *, dataset: str = "textmnist", splits=("test", "test_seen"),
-                      num_examples: int = 500, batch_size: int = 64, seed: int = 0, top_k_fraction: float = 0.1,
-                      temperature: float = 1.0, device=None, mnist_dir=None, num_test: int = 3_000, dataset_seed: int = 0,
-                      cache_dir=None) -> dict:
+def evaluate_pipeline(
+    pipeline: str,
+    classifier: str,
+    output,
+    *,
+    dataset: str = "textmnist",
+    splits=("test", "test_seen"),
+    num_examples: int = 500,
+    batch_size: int = 64,
+    seed: int = 0,
+    top_k_fraction: float = 0.1,
+    temperature: float = 1.0,
+    device=None,
+    mnist_dir=None,
+    num_test: int = 3_000,
+    dataset_seed: int = 0,
+    cache_dir=None,
+) -> dict:
     """Text-to-image and image-to-text accuracy of the pipeline folder `pipeline` on `splits`, judged
     by `classifier`, with the sanity rows and figures; writes `output/evaluation.json` (returned)."""
     from ..classifier import DigitColourClassifier, classifier_fingerprint
-    from ..generation.sampling import _check_sampling
     from ..data.tokenized import builds_textmnist, load_source_dataset
     from ..files import write_json_atomic
+    from ..generation.sampling import _check_sampling
     from ..loading import resolve_device
     from ..pipelines import TextToImagePipeline
 
@@ -73,20 +107,37 @@ def evaluate_pipeline(pipeline: str, classifier: str, output, *, dataset: str = 
     judge = DigitColourClassifier.from_pretrained(classifier).to(device)
     options = None
     if builds_textmnist(dataset):
-        options = dict(num_train=0, num_validation=0, num_test=num_test, num_test_seen=num_test, num_shift_groups=0,
-                       seed=dataset_seed, data_dir=mnist_dir)
+        options = dict(
+            num_train=0,
+            num_validation=0,
+            num_test=num_test,
+            num_test_seen=num_test,
+            num_shift_groups=0,
+            seed=dataset_seed,
+            data_dir=mnist_dir,
+        )
     data = load_source_dataset(dataset, builder_options=options, cache_dir=cache_dir)
     missing = [s for s in splits if s not in data]
     if missing or not splits:
-        raise ValueError(f"--splits {','.join(splits)!r}: {missing or 'none given'} not in the dataset (splits: {sorted(data)}).")
+        raise ValueError(
+            f"--splits {','.join(splits)!r}: {missing or 'none given'} not in the dataset (splits: {sorted(data)})."
+        )
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     sampling = {"top_k_fraction": top_k_fraction, "temperature": temperature}
-    results = {split: evaluate_split(generator_pipeline, judge, data[split], num_examples, batch_size, seed, output / split,
-                                     sampling=sampling)
-               for split in splits}
-    record = {"pipeline": str(pipeline), "classifier": str(classifier), "classifier_fingerprint": classifier_fingerprint(classifier),
-              "sampling": sampling, "splits": results}
+    results = {
+        split: evaluate_split(
+            generator_pipeline, judge, data[split], num_examples, batch_size, seed, output / split, sampling=sampling
+        )
+        for split in splits
+    }
+    record = {
+        "pipeline": str(pipeline),
+        "classifier": str(classifier),
+        "classifier_fingerprint": classifier_fingerprint(classifier),
+        "sampling": sampling,
+        "splits": results,
+    }
     write_json_atomic(output / "evaluation.json", record)
     return record
 
@@ -95,15 +146,29 @@ def run(args) -> int:
     splits = [s.strip() for s in args.splits.split(",") if s.strip()]
     output = Path(args.output)
     record = evaluate_pipeline(
-        args.pipeline, args.classifier, output, dataset=args.dataset, splits=splits, num_examples=args.num_examples,
-        batch_size=args.batch_size, seed=args.seed, top_k_fraction=args.top_k_fraction, temperature=args.temperature,
-        device=args.device, mnist_dir=args.mnist_dir, num_test=args.num_test, dataset_seed=args.dataset_seed, cache_dir=args.cache_dir,
+        args.pipeline,
+        args.classifier,
+        output,
+        dataset=args.dataset,
+        splits=splits,
+        num_examples=args.num_examples,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        top_k_fraction=args.top_k_fraction,
+        temperature=args.temperature,
+        device=args.device,
+        mnist_dir=args.mnist_dir,
+        num_test=args.num_test,
+        dataset_seed=args.dataset_seed,
+        cache_dir=args.cache_dir,
     )
     for split, result in record["splits"].items():
-        print(f"{split}: text-to-image {result['t2i']['accuracy']:.3f}  image-to-text {result['i2t']['accuracy']:.3f}  "
-              f"(sanity: images {result['sanity']['t2i_ground_truth']:.3f}, captions {result['sanity']['i2t_ground_truth']:.3f}, "
-              f"quantizer ceiling {result['sanity']['t2i_reconstructions']:.3f}, input ignored "
-              f"{_figure(result['sanity']['t2i_prompt_ignored'])} / {_figure(result['sanity']['i2t_image_ignored'])})")
+        print(
+            f"{split}: text-to-image {result['t2i']['accuracy']:.3f}  image-to-text {result['i2t']['accuracy']:.3f}  "
+            f"(sanity: images {result['sanity']['t2i_ground_truth']:.3f}, captions {result['sanity']['i2t_ground_truth']:.3f}, "
+            f"quantizer ceiling {result['sanity']['t2i_reconstructions']:.3f}, input ignored "
+            f"{_figure(result['sanity']['t2i_prompt_ignored'])} / {_figure(result['sanity']['i2t_image_ignored'])})"
+        )
     print(f"results: {output / 'evaluation.json'}")
     return 0
 
@@ -112,8 +177,16 @@ def _figure(value) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def evaluate_split(pipeline, classifier, split, num_examples: int, batch_size: int, seed: int, figure_prefix: Path | None = None,
-                   sampling: dict | None = None) -> dict:
+def evaluate_split(
+    pipeline,
+    classifier,
+    split,
+    num_examples: int,
+    batch_size: int,
+    seed: int,
+    figure_prefix: Path | None = None,
+    sampling: dict | None = None,
+) -> dict:
     """Both directions, the three sanity rows and the chance level on the first `num_examples` of `split`
     (`sampling`: the pipelines' `top_k_fraction` and `temperature`, the authors' 0.1 and 1.0 by default)."""
     import torch
@@ -132,11 +205,16 @@ def evaluate_split(pipeline, classifier, split, num_examples: int, batch_size: i
     variant = caption_variant(split.features)
 
     sampling = dict(sampling or {})
-    generated = pipeline(prompts, generator=torch.Generator().manual_seed(seed), batch_size=batch_size, output_type="np",
-                         **sampling).images
+    generated = pipeline(
+        prompts, generator=torch.Generator().manual_seed(seed), batch_size=batch_size, output_type="np", **sampling
+    ).images
     t2i = text_to_image_scores(generated, truths, classifier)
-    captioner = ImageToTextPipeline(vqmodel=pipeline.vqmodel, generator=pipeline.generator, tokenizer=pipeline.tokenizer)
-    captions = captioner(images, generator=torch.Generator().manual_seed(seed), batch_size=batch_size, **sampling).captions
+    captioner = ImageToTextPipeline(
+        vqmodel=pipeline.vqmodel, generator=pipeline.generator, tokenizer=pipeline.tokenizer
+    )
+    captions = captioner(
+        images, generator=torch.Generator().manual_seed(seed), batch_size=batch_size, **sampling
+    ).captions
     i2t = image_to_text_scores(captions, truths, variant=variant)
 
     quantizer = as_tokenizer(pipeline.vqmodel)
@@ -155,13 +233,30 @@ def evaluate_split(pipeline, classifier, split, num_examples: int, batch_size: i
     # happen to share a clause, which the compositional test split makes more likely than uniform.
     other = np.roll(np.arange(n), 1)
     sanity["t2i_prompt_ignored"] = text_to_image_scores(images[other], truths, classifier).accuracy if n > 1 else None
-    sanity["i2t_image_ignored"] = image_to_text_scores([prompts[i] for i in other], truths, variant=variant).accuracy if n > 1 else None
+    sanity["i2t_image_ignored"] = (
+        image_to_text_scores([prompts[i] for i in other], truths, variant=variant).accuracy if n > 1 else None
+    )
     sanity["passed"] = sanity["t2i_ground_truth"] >= SANITY_FLOOR and sanity["i2t_ground_truth"] >= SANITY_FLOOR
     if figure_prefix is not None:
         shown = min(8, n)
-        save_captioned_images(generated[:shown], [f"prompt: {p}" for p in prompts[:shown]], f"{figure_prefix}-samples.png",
-                              title="text-to-image: the prompt under each generated image", columns=4)
-        save_captioned_images(images[:shown], [f"generated: {c}" for c in captions[:shown]], f"{figure_prefix}-captions.png",
-                              title="image-to-text: the generated caption under each test image", columns=4)
-    return {"examples": n, "t2i": t2i.as_dict(), "i2t": i2t.as_dict(), "sanity": sanity,
-            "samples": [{"prompt": p, "caption": c} for p, c in zip(prompts[:8], captions[:8])]}
+        save_captioned_images(
+            generated[:shown],
+            [f"prompt: {p}" for p in prompts[:shown]],
+            f"{figure_prefix}-samples.png",
+            title="text-to-image: the prompt under each generated image",
+            columns=4,
+        )
+        save_captioned_images(
+            images[:shown],
+            [f"generated: {c}" for c in captions[:shown]],
+            f"{figure_prefix}-captions.png",
+            title="image-to-text: the generated caption under each test image",
+            columns=4,
+        )
+    return {
+        "examples": n,
+        "t2i": t2i.as_dict(),
+        "i2t": i2t.as_dict(),
+        "sanity": sanity,
+        "samples": [{"prompt": p, "caption": c} for p, c in zip(prompts[:8], captions[:8])],
+    }

@@ -13,36 +13,51 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
 from ..options import add_deprecated_alias
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pipeline", required=True, help="A pipeline folder or a Hub repo id.")
     parser.add_argument("--seed", type=int, default=0, help="Sampling seed in [0, 2**63) (default 0).")
-    parser.add_argument("--top-k-fraction", type=float, default=None,
-                        help="Keep this fraction of the vocabulary (default: the pipeline's, model_index.json).")
-    parser.add_argument("--temperature", type=float, default=None, help="Softmax temperature (default: the pipeline's).")
+    parser.add_argument(
+        "--top-k-fraction",
+        type=float,
+        default=None,
+        help="Keep this fraction of the vocabulary (default: the pipeline's, model_index.json).",
+    )
+    parser.add_argument(
+        "--temperature", type=float, default=None, help="Softmax temperature (default: the pipeline's)."
+    )
     parser.add_argument("--batch-size", type=int, default=None, help="Sequences sampled at once (default: all).")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available).")
 
 
 def register(subparsers) -> None:
     generate = subparsers.add_parser(
-        "generate", help="Images from a caption with a saved text-to-image pipeline (PNGs and a grid).",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "generate",
+        help="Images from a caption with a saved text-to-image pipeline (PNGs and a grid).",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_common(generate)
     generate.add_argument("--prompt", required=True, action="append", help="A caption; repeat for several.")
-    generate.add_argument("--num-images-per-prompt", dest="num_images", type=int, default=4, help="Images per prompt (default 4).")
+    generate.add_argument(
+        "--num-images-per-prompt", dest="num_images", type=int, default=4, help="Images per prompt (default 4)."
+    )
     add_deprecated_alias(generate, "--num-images", "--num-images-per-prompt", "num_images", type=int)
     generate.add_argument("--output-dir", dest="output", default=None, help="Folder for the PNGs and grid.png.")
     add_deprecated_alias(generate, "--output", "--output-dir", "output", required=True)
-    generate.add_argument("--overwrite", action="store_true", help="Replace the images of an earlier run in --output-dir.")
+    generate.add_argument(
+        "--overwrite", action="store_true", help="Replace the images of an earlier run in --output-dir."
+    )
     generate.set_defaults(func=run_generate)
 
     caption = subparsers.add_parser(
-        "caption", help="Captions of images with a saved image-to-text pipeline, one line per image.",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "caption",
+        help="Captions of images with a saved image-to-text pipeline, one line per image.",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_common(caption)
     caption.add_argument("images", nargs="+", help="RGB image files of the quantizer's size (64x64 for TextMNIST).")
@@ -72,11 +87,9 @@ def _load(cls, args):
 def run_generate(args) -> int:
     import torch
 
-    from ..files import atomic_path
+    from ..files import atomic_path, check_not_an_input, check_output_dir
     from ..pipelines import TextToImagePipeline
     from ..visualization import save_captioned_images
-
-    from ..files import check_not_an_input, check_output_dir
 
     _check(args)
     check_not_an_input(Path(args.output), pipeline=args.pipeline)
@@ -87,9 +100,13 @@ def run_generate(args) -> int:
     pipeline = _load(TextToImagePipeline, args)
     pipeline.tokenizer.encode_captions(args.prompt)  # unknown words: one clear line before any work
     output = pipeline(
-        args.prompt, num_images_per_prompt=args.num_images, top_k_fraction=args.top_k_fraction,
-        temperature=args.temperature, generator=torch.Generator().manual_seed(args.seed),
-        batch_size=args.batch_size, output_type="np",
+        args.prompt,
+        num_images_per_prompt=args.num_images,
+        top_k_fraction=args.top_k_fraction,
+        temperature=args.temperature,
+        generator=torch.Generator().manual_seed(args.seed),
+        batch_size=args.batch_size,
+        output_type="np",
     )
     folder = Path(args.output)
     if folder.is_dir() and args.overwrite:
@@ -134,8 +151,11 @@ def run_caption(args) -> int:
         except ValueError as error:
             raise ValueError(f"{name}: {error}") from error
     captions = pipeline(
-        images, top_k_fraction=args.top_k_fraction, temperature=args.temperature,
-        generator=torch.Generator().manual_seed(args.seed), batch_size=args.batch_size,
+        images,
+        top_k_fraction=args.top_k_fraction,
+        temperature=args.temperature,
+        generator=torch.Generator().manual_seed(args.seed),
+        batch_size=args.batch_size,
     ).captions
     for name, caption in zip(args.images, captions):
         print(f"{name}\t{caption}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
 from ..options import add_deprecated_alias
 
 
@@ -28,14 +29,31 @@ def register(subparsers) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--vqmodel", required=True, help="A trained quantizer: a save_pretrained folder or a Hub repo id.")
-    parser.add_argument("--dataset", default="textmnist", help="textmnist[:fashion_mnist], a build-dataset folder, a save_to_disk folder or a Hub id.")
-    parser.add_argument("--output-dir", dest="output", default=None, help="Folder to create (must be absent or empty unless --overwrite).")
+    parser.add_argument(
+        "--vqmodel", required=True, help="A trained quantizer: a save_pretrained folder or a Hub repo id."
+    )
+    parser.add_argument(
+        "--dataset",
+        default="textmnist",
+        help="textmnist[:fashion_mnist], a build-dataset folder, a save_to_disk folder or a Hub id.",
+    )
+    parser.add_argument(
+        "--output-dir",
+        dest="output",
+        default=None,
+        help="Folder to create (must be absent or empty unless --overwrite).",
+    )
     add_deprecated_alias(parser, "--output", "--output-dir", "output", required=True)
-    parser.add_argument("--splits", default=None, help="Comma-separated splits (default: train,validation,test,test_seen present).")
+    parser.add_argument(
+        "--splits", default=None, help="Comma-separated splits (default: train,validation,test,test_seen present)."
+    )
     parser.add_argument("--batch-size", type=int, default=256, help="Images per forward (default 256).")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available).")
-    parser.add_argument("--mnist-dir", default=None, help="TextMNIST builder: folder of the MNIST .gz files (default: $TE_VQGAN_MNIST_DIR, else download).")
+    parser.add_argument(
+        "--mnist-dir",
+        default=None,
+        help="TextMNIST builder: folder of the MNIST .gz files (default: $TE_VQGAN_MNIST_DIR, else download).",
+    )
     for option in _BUILDER_OPTIONS:
         parser.add_argument(f"--{option.replace('_', '-')}", type=int, default=None, help="TextMNIST builder option.")
     parser.add_argument("--cache-dir", default=None, help="datasets cache folder.")
@@ -43,8 +61,19 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def tokenize_dataset_folder(vqmodel: str, dataset: str, output, *, splits=None, batch_size: int = 256, device=None,
-                            mnist_dir=None, cache_dir=None, overwrite: bool = False, **builder_options):
+def tokenize_dataset_folder(
+    vqmodel: str,
+    dataset: str,
+    output,
+    *,
+    splits=None,
+    batch_size: int = 256,
+    device=None,
+    mnist_dir=None,
+    cache_dir=None,
+    overwrite: bool = False,
+    **builder_options,
+):
     """Encode `dataset`'s images once with the frozen quantizer `vqmodel` into the folder `output`
     (what stage 2 trains on). Returns `(tokenised splits, TokenizedInfo, a line describing the quantizer)`;
     bad input and an occupied `output` (unless `overwrite`) are refused before any model or data is loaded."""
@@ -77,7 +106,9 @@ def tokenize_dataset_folder(vqmodel: str, dataset: str, output, *, splits=None, 
                 f"--dataset {dataset!r} split {name!r} has no {missing} column(s) (columns: {split.column_names}): "
                 "stage 2 trains on TextMNIST (`te-vqgan build-dataset`, or `textmnist` built here)."
             )
-    tokenised, info = tokenize_dataset(model, data, output, source=vqmodel, splits=splits, batch_size=batch_size, overwrite=overwrite)
+    tokenised, info = tokenize_dataset(
+        model, data, output, source=vqmodel, splits=splits, batch_size=batch_size, overwrite=overwrite
+    )
     return tokenised, info, description
 
 
@@ -85,10 +116,20 @@ def run(args) -> int:
     splits = tuple(s.strip() for s in args.splits.split(",") if s.strip()) if args.splits else None
     output = Path(args.output)
     tokenised, info, description = tokenize_dataset_folder(
-        args.vqmodel, args.dataset, output, splits=splits, batch_size=args.batch_size, device=args.device, mnist_dir=args.mnist_dir,
-        cache_dir=args.cache_dir, overwrite=args.overwrite, **{name: getattr(args, name) for name in _BUILDER_OPTIONS},
+        args.vqmodel,
+        args.dataset,
+        output,
+        splits=splits,
+        batch_size=args.batch_size,
+        device=args.device,
+        mnist_dir=args.mnist_dir,
+        cache_dir=args.cache_dir,
+        overwrite=args.overwrite,
+        **{name: getattr(args, name) for name in _BUILDER_OPTIONS},
     )
-    print(f"{description}: K={info.num_codes}, {info.image_grid[0]}x{info.image_grid[1]} tokens, fingerprint {info.fingerprint[:12]}")
+    print(
+        f"{description}: K={info.num_codes}, {info.image_grid[0]}x{info.image_grid[1]} tokens, fingerprint {info.fingerprint[:12]}"
+    )
     for name, split in tokenised.items():
         print(f"  {name:<10} {len(split):>8,} images")
     print(f"-> {output}")

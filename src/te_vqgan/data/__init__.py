@@ -1,15 +1,5 @@
 """Data: the MNIST IDX reader, the canvas layout, the TextMNIST builder and its caption grammar."""
 
-from .layout import (
-    CANVAS_SIZE,
-    CELL_ORIGINS,
-    COLOUR_RGB,
-    COLOURS,
-    LOCATIONS,
-    QUADRANTS,
-    index_cell,
-    render_canvas,
-)
 from .captions import (
     CaptionGrammar,
     Triplet,
@@ -20,6 +10,16 @@ from .captions import (
     parse_caption,
     render_caption,
     tokenize_caption,
+)
+from .layout import (
+    CANVAS_SIZE,
+    CELL_ORIGINS,
+    COLOUR_RGB,
+    COLOURS,
+    LOCATIONS,
+    QUADRANTS,
+    index_cell,
+    render_canvas,
 )
 from .mnist import (
     MNIST_VARIANTS,

@@ -243,9 +243,7 @@ class CaptionGrammar:
         """The longest caption (in tokens) for four digits, the most an image holds."""
         location = max(len(p.split()) for phrases in LOCATION_PHRASES.values() for p in phrases)
         item = max(len(p.split()) for phrases in self.item_phrases for p in phrases)
-        clause = max(
-            len(form.words) + (location - 1) * form.located + (item - 1) for form in self.located_forms
-        )
+        clause = max(len(form.words) + (location - 1) * form.located + (item - 1) for form in self.located_forms)
         return 4 * clause + 3 * max(len(j) for j in JOINERS) + 1
 
     # ---------------------------------------------------------------- emitting
@@ -388,9 +386,9 @@ class CaptionGrammar:
             "",
             "| slot | words |",
             "|---|---|",
-            "| location | " + "; ".join(
-                f"{loc}: " + " / ".join(f'`"{p}"`' for p in LOCATION_PHRASES[loc]) for loc in QUADRANTS
-            ) + " |",
+            "| location | "
+            + "; ".join(f"{loc}: " + " / ".join(f'`"{p}"`' for p in LOCATION_PHRASES[loc]) for loc in QUADRANTS)
+            + " |",
             "| colour | " + ", ".join(f'`"{c}"`' for c in COLOURS) + " |",
             f"| item | {item} |",
             "",

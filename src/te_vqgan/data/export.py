@@ -210,7 +210,9 @@ def build_dataset_card(
         colours=", ".join(f"`{n}`" for n in COLOURS),
         class_names=", ".join(f"`{n}`" for n in class_names),
         grammar=get_grammar(variant).describe(),
-        example_captions=first[0]["captions"][:3] + first[3]["captions"][:1] if len(first) > 3 else first[0]["captions"],
+        example_captions=first[0]["captions"][:3] + first[3]["captions"][:1]
+        if len(first) > 3
+        else first[0]["captions"],
         licence_text=_LICENCE_TEXT.format(source=source_name),
         citation=CITATION.strip(),
     )

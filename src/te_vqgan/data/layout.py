@@ -79,9 +79,7 @@ def render_canvas(objects: Iterable[tuple[str, str, np.ndarray]]) -> np.ndarray:
             raise ValueError(f"Unknown colour {colour!r}; expected one of {COLOURS}.")
         digit = np.asarray(digit)
         if digit.shape != (DIGIT_SIZE, DIGIT_SIZE) or digit.dtype != np.uint8:
-            raise ValueError(
-                f"A digit must be a uint8 array of shape (28, 28) (got {digit.dtype} {digit.shape})."
-            )
+            raise ValueError(f"A digit must be a uint8 array of shape (28, 28) (got {digit.dtype} {digit.shape}).")
         tint = np.asarray(COLOUR_RGB[colour], dtype=np.uint8)
         canvas[digit_window(location)] = digit[:, :, None] * tint
     return canvas

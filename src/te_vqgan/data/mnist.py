@@ -108,8 +108,16 @@ MNIST_VARIANTS: dict[str, MnistVariant] = {
             "t10k-labels-idx1-ubyte.gz": "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
         },
         class_names=(
-            "t-shirt", "trouser", "pullover", "dress", "coat",
-            "sandal", "shirt", "sneaker", "bag", "ankle boot",
+            "t-shirt",
+            "trouser",
+            "pullover",
+            "dress",
+            "coat",
+            "sandal",
+            "shirt",
+            "sneaker",
+            "bag",
+            "ankle boot",
         ),
     ),
 }
@@ -146,9 +154,7 @@ def verify_file(path: str | os.PathLike, expected_sha256: str) -> Path:
         )
     actual = sha256_file(path)
     if actual != expected_sha256:
-        raise ChecksumError(
-            f"MNIST file {str(path)!r} is corrupt: expected SHA-256 {expected_sha256}, got {actual}."
-        )
+        raise ChecksumError(f"MNIST file {str(path)!r} is corrupt: expected SHA-256 {expected_sha256}, got {actual}.")
     return path
 
 
@@ -185,7 +191,8 @@ def download_file(urls: str | list[str] | tuple[str, ...], destination: str | os
             errors.append(f"{url}: {error!r}")
     if corrupt:
         raise ChecksumError(
-            f"Downloaded MNIST file {destination.name!r} is corrupt: " + "; ".join(corrupt)
+            f"Downloaded MNIST file {destination.name!r} is corrupt: "
+            + "; ".join(corrupt)
             + ("" if not errors else "; other mirrors failed: " + "; ".join(errors))
         )
     raise OSError(f"Could not download {destination.name!r} from any mirror:\n  " + "\n  ".join(errors))

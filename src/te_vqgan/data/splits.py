@@ -108,11 +108,15 @@ def validate_held_out(entries: Iterable[Sequence], num_classes: int = 10) -> tup
             raise ValueError(f"A held-out entry must be (location, colour, digit) (got {entry!r}).")
         location, colour, digit = entry
         if location not in LOCATIONS:
-            raise ValueError(f"Held-out entry {tuple(entry)!r}: unknown location {location!r}; expected one of {LOCATIONS}.")
+            raise ValueError(
+                f"Held-out entry {tuple(entry)!r}: unknown location {location!r}; expected one of {LOCATIONS}."
+            )
         if colour not in COLOURS:
             raise ValueError(f"Held-out entry {tuple(entry)!r}: unknown colour {colour!r}; expected one of {COLOURS}.")
         if isinstance(digit, bool) or not isinstance(digit, (int, np.integer)) or not 0 <= digit < num_classes:
-            raise ValueError(f"Held-out entry {tuple(entry)!r}: `digit` must be an int in [0, {num_classes}) (got {digit!r}).")
+            raise ValueError(
+                f"Held-out entry {tuple(entry)!r}: `digit` must be an int in [0, {num_classes}) (got {digit!r})."
+            )
         triplet = Triplet(location, colour, int(digit))
         if triplet in table:
             raise ValueError(f"Held-out entry {tuple(entry)!r} is listed twice.")
@@ -154,9 +158,7 @@ def sample_objects(
         raise ValueError(f"`num_digits` must be in [1, {len(QUADRANTS)}] (got {num_digits}).")
     candidates = [loc for loc in (LOCATIONS if num_digits == 1 else QUADRANTS) if table[loc]]
     if len(candidates) < num_digits:
-        raise ValueError(
-            f"Cannot place {num_digits} digits: only {candidates} have combinations to draw from."
-        )
+        raise ValueError(f"Cannot place {num_digits} digits: only {candidates} have combinations to draw from.")
     chosen = np.sort(rng.choice(len(candidates), size=num_digits, replace=False))
     objects = []
     for i in chosen:

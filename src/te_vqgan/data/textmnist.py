@@ -192,7 +192,9 @@ def source_pools_by_label(labels: np.ndarray, split: str, num_classes: int = 10)
     """
     pool = SOURCE_POOLS[split]
     if len(labels) < pool.stop:
-        raise ValueError(f"Split {split!r} draws MNIST items [{pool.start}, {pool.stop}) but the file has {len(labels)}.")
+        raise ValueError(
+            f"Split {split!r} draws MNIST items [{pool.start}, {pool.stop}) but the file has {len(labels)}."
+        )
     window = labels[pool.start : pool.stop]
     by_label = [np.flatnonzero(window == label) + pool.start for label in range(num_classes)]
     empty = [label for label, items in enumerate(by_label) if len(items) == 0]
@@ -295,7 +297,9 @@ class TextMNIST(datasets.GeneratorBasedBuilder):
         if self.config.num_shift_groups:
             # Fail before any image is written if the pool is too small.
             labels = read_idx(files[spec.file_name(SOURCE_POOLS["shift"].mnist_split, "labels")])
-            _shift_sources(source_pools_by_label(labels, "shift", num_classes), self.config.seed, self.config.num_shift_groups)
+            _shift_sources(
+                source_pools_by_label(labels, "shift", num_classes), self.config.seed, self.config.num_shift_groups
+            )
 
         generators = []
         for split in SPLITS:
@@ -342,15 +346,22 @@ class TextMNIST(datasets.GeneratorBasedBuilder):
                     shift_group = group
                 else:
                     objects = sample_objects(rng, 1 + index % 4, table)
-                    object_sources = [int(by_label[digit][rng.integers(len(by_label[digit]))]) for _, _, digit in objects]
+                    object_sources = [
+                        int(by_label[digit][rng.integers(len(by_label[digit]))]) for _, _, digit in objects
+                    ]
                     shift_group = -1
-                yield index, {
-                    "image": render_canvas((loc, colour, images[src]) for (loc, colour, _), src in zip(objects, object_sources)),
-                    "captions": grammar.generate(objects, rng, config.captions_per_image),
-                    "objects": [
-                        {"location": loc, "colour": colour, "digit": digit, "source_index": src}
-                        for (loc, colour, digit), src in zip(objects, object_sources)
-                    ],
-                    "num_digits": len(objects),
-                    "shift_group": shift_group,
-                }
+                yield (
+                    index,
+                    {
+                        "image": render_canvas(
+                            (loc, colour, images[src]) for (loc, colour, _), src in zip(objects, object_sources)
+                        ),
+                        "captions": grammar.generate(objects, rng, config.captions_per_image),
+                        "objects": [
+                            {"location": loc, "colour": colour, "digit": digit, "source_index": src}
+                            for (loc, colour, digit), src in zip(objects, object_sources)
+                        ],
+                        "num_digits": len(objects),
+                        "shift_group": shift_group,
+                    },
+                )

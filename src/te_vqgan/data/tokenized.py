@@ -213,9 +213,14 @@ def tokenize_dataset(
         features["indices"] = datasets.Array2D(shape=grid, dtype="int16")
         tokenised[name] = split.map(
             lambda batch: _encode_batch(quantizer, batch, device, dtype),
-            batched=True, batch_size=batch_size, remove_columns=["image"], features=features,
+            batched=True,
+            batch_size=batch_size,
+            remove_columns=["image"],
+            features=features,
             # The quantizer is part of the result: the cache key is its fingerprint, not a hash of the function.
-            new_fingerprint=hashlib.sha256(f"{split._fingerprint}-{fingerprint}-{batch_size}".encode()).hexdigest()[:16],
+            new_fingerprint=hashlib.sha256(f"{split._fingerprint}-{fingerprint}-{batch_size}".encode()).hexdigest()[
+                :16
+            ],
             desc=f"tokenizing {name}",
         )
     result = datasets.DatasetDict(tokenised)
@@ -223,7 +228,9 @@ def tokenize_dataset(
     staging = output_dir.with_name(f".{output_dir.name}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
     result.save_to_disk(str(staging))
-    write_json_atomic(staging / TOKENIZED_INFO_FILE, {**asdict(info), "splits": {n: len(s) for n, s in result.items()}})
+    write_json_atomic(
+        staging / TOKENIZED_INFO_FILE, {**asdict(info), "splits": {n: len(s) for n, s in result.items()}}
+    )
     install_folder(staging, output_dir)
     return datasets.load_from_disk(str(output_dir)), info
 
@@ -242,7 +249,11 @@ def load_tokenized_dataset(path: str | os.PathLike, vqmodel=None):
     record = json.loads(info_file.read_text())
     try:
         info = QuantizerInfo(
-            record["fingerprint"], int(record["num_codes"]), tuple(record["image_grid"]), record["source"], record["class_name"]
+            record["fingerprint"],
+            int(record["num_codes"]),
+            tuple(record["image_grid"]),
+            record["source"],
+            record["class_name"],
         )
     except KeyError as error:
         raise ValueError(f"{str(info_file)!r} lacks the field {error.args[0]!r}.") from error

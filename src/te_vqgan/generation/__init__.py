@@ -1,10 +1,10 @@
 """Stage 2: a stock `GPT2LMHeadModel` over captions and VQ codes, for text-to-image and image-to-text.
 
-    >>> from transformers import GPT2LMHeadModel
-    >>> from te_vqgan.generation import TextImageTokenizer, build_generator_config, generate_image_indices
-    >>> tokenizer = TextImageTokenizer.build(codebook_size=128, text_length=50)
-    >>> model = GPT2LMHeadModel(build_generator_config(tokenizer, image_grid=(16, 16)))
-    >>> codes = generate_image_indices(model, tokenizer, tokenizer.encode_captions(["the red 7."]))  # [1, 16, 16]
+>>> from transformers import GPT2LMHeadModel
+>>> from te_vqgan.generation import TextImageTokenizer, build_generator_config, generate_image_indices
+>>> tokenizer = TextImageTokenizer.build(codebook_size=128, text_length=50)
+>>> model = GPT2LMHeadModel(build_generator_config(tokenizer, image_grid=(16, 16)))
+>>> codes = generate_image_indices(model, tokenizer, tokenizer.encode_captions(["the red 7."]))  # [1, 16, 16]
 """
 
 from .layout import DIRECTIONS, POSITION_SCHEMES, SequenceLayout

@@ -316,9 +316,7 @@ class SequenceLayout:
             return f"id {structural[position]}"
         image = self.image_positions(direction)
         if image.start <= position < image.stop:
-            return (
-                f"an image token in [{self.image_token_offset}, {self.image_token_offset + self.codebook_size})"
-            )
+            return f"an image token in [{self.image_token_offset}, {self.image_token_offset + self.codebook_size})"
         return f"a caption word or <eot> ({self.eot_id}), or <pad> ({self.pad_id}) after <eot>"
 
     # ------------------------------------------------------------------ sequences
@@ -381,9 +379,7 @@ class SequenceLayout:
     def t2i_prompt(self, text_ids: torch.Tensor) -> torch.LongTensor:
         """`<t2i>` text block `<boi>`: the `[B, T + 2]` prompt that generation continues with the image."""
         text_ids = _check_ids("text_ids", text_ids, self.text_length, "text blocks from `encode_captions`")
-        prompt = torch.cat(
-            [self._column(self.t2i_id, text_ids), text_ids, self._column(self.boi_id, text_ids)], dim=1
-        )
+        prompt = torch.cat([self._column(self.t2i_id, text_ids), text_ids, self._column(self.boi_id, text_ids)], dim=1)
         self.check_sequence(prompt, "t2i")
         return prompt
 

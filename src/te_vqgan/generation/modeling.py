@@ -89,7 +89,9 @@ def position_scheme(config: PretrainedConfig) -> str:
     return getattr(config, "position_scheme", "index")
 
 
-def position_ids_for(config: PretrainedConfig, layout: SequenceLayout, direction: str, length: int, batch: int, device):
+def position_ids_for(
+    config: PretrainedConfig, layout: SequenceLayout, direction: str, length: int, batch: int, device
+):
     """`[batch, length]` position ids of the first `length` tokens of `direction` sequences for a
     generator with `config`, or `None` under the `"index"` scheme (GPT-2's own positions)."""
     if position_scheme(config) == "index":
@@ -138,7 +140,9 @@ def build_generator_config(
             f"{reserved} are set from the tokenizer and `image_grid`; do not pass them to `build_generator_config`."
         )
     _check_scheme(position_scheme)
-    layout = SequenceLayout.from_tokenizer(tokenizer, tuple(image_grid) if isinstance(image_grid, list) else image_grid)
+    layout = SequenceLayout.from_tokenizer(
+        tokenizer, tuple(image_grid) if isinstance(image_grid, list) else image_grid
+    )
     return GPT2Config(
         vocab_size=layout.vocab_size,
         n_positions=layout.num_position_rows(position_scheme),
@@ -166,7 +170,9 @@ def sincos_2d(height: int, width: int, dim: int) -> torch.Tensor:
         raise ValueError(f"2-D sine-cosine positions need a width divisible by 4 (got {dim}).")
     quarter = dim // 4
     frequencies = 1.0 / 10_000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)
-    rows, columns = torch.meshgrid(torch.arange(height, dtype=torch.float64), torch.arange(width, dtype=torch.float64), indexing="ij")
+    rows, columns = torch.meshgrid(
+        torch.arange(height, dtype=torch.float64), torch.arange(width, dtype=torch.float64), indexing="ij"
+    )
     parts = []
     for axis in (rows.flatten(), columns.flatten()):
         angles = axis[:, None] * frequencies[None]
@@ -257,9 +263,7 @@ def layout_from_config(config: PretrainedConfig, tokenizer) -> SequenceLayout:
     return SequenceLayout.from_tokenizer(tokenizer, tuple(config.image_grid))
 
 
-def _masked_cross_entropy(
-    logits: torch.Tensor, targets: torch.Tensor, allowed: torch.Tensor
-) -> torch.Tensor:
+def _masked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
     # logits [B, P, V] predicting targets [B, P]; allowed [P, V]. Float32 first: in bf16 the
     # masked log-softmax would lose the small probabilities, and -inf is only added to a row
     # that still has allowed (finite) entries, so it never makes a NaN.
@@ -307,9 +311,7 @@ def generator_loss_from_logits(
     input_ids = input_ids.long()
 
     image = layout.image_positions(direction)
-    image_ce = _masked_cross_entropy(
-        logits[:, image.start - 1 : image.stop - 1], input_ids[:, image], allowed[image]
-    )
+    image_ce = _masked_cross_entropy(logits[:, image.start - 1 : image.stop - 1], input_ids[:, image], allowed[image])
     image_loss = image_ce.mean()
 
     text = layout.text_positions(direction)

@@ -136,7 +136,12 @@ def check_top_k_fraction(fraction: float, name: str = "`top_k_fraction`") -> Non
 
 def check_temperature(temperature: float, name: str = "`temperature`") -> None:
     """ValueError unless the sampling `temperature` is a finite number > 0; the message names it `name`."""
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature <= 0:
+    if (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, (int, float))
+        or not math.isfinite(temperature)
+        or temperature <= 0
+    ):
         raise ValueError(f"{name} must be a finite number > 0 (got {temperature!r}).")
 
 

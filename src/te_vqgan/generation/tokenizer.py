@@ -76,7 +76,14 @@ I2T_TOKEN = "<i2t>"  # task: image to text
 BOI_TOKEN = "<boi>"  # begin of image
 EOI_TOKEN = "<eoi>"  # end of image
 SPECIAL_TOKENS: tuple[str, ...] = (
-    PAD_TOKEN, UNK_TOKEN, BOT_TOKEN, EOT_TOKEN, T2I_TOKEN, I2T_TOKEN, BOI_TOKEN, EOI_TOKEN
+    PAD_TOKEN,
+    UNK_TOKEN,
+    BOT_TOKEN,
+    EOT_TOKEN,
+    T2I_TOKEN,
+    I2T_TOKEN,
+    BOI_TOKEN,
+    EOI_TOKEN,
 )
 
 # The task and image markers are named special tokens of their own (`tokenizer.boi_token`,
@@ -250,7 +257,9 @@ class TextImageTokenizer(PreTrainedTokenizerFast):
             raise ValueError(f"Expected a caption as a str (got {type(caption).__name__}).")
         words = tokenize_caption(caption)
         if not words:
-            raise ValueError(f"Caption {caption!r} has no words; a prompt is a caption of the grammar, e.g. 'the red 3.'.")
+            raise ValueError(
+                f"Caption {caption!r} has no words; a prompt is a caption of the grammar, e.g. 'the red 3.'."
+            )
         unknown = [word for word in words if word not in self._word_to_id]
         if unknown:
             raise ValueError(f"Caption {caption!r} has words outside the vocabulary: {unknown}")
@@ -287,7 +296,9 @@ class TextImageTokenizer(PreTrainedTokenizerFast):
         """
         if isinstance(ids, torch.Tensor):
             if ids.ndim != 1:
-                raise ValueError(f"Expected a 1-D tensor of ids (got shape {tuple(ids.shape)}); use `decode_captions`.")
+                raise ValueError(
+                    f"Expected a 1-D tensor of ids (got shape {tuple(ids.shape)}); use `decode_captions`."
+                )
             ids = ids.tolist()
         ids = [int(i) for i in ids]
         if ids and ids[0] == self.bos_token_id:
@@ -334,9 +345,7 @@ class TextImageTokenizer(PreTrainedTokenizerFast):
             )
         return indices.long() + self.image_token_offset
 
-    def decode_image_indices(
-        self, ids: torch.Tensor, grid: tuple[int, int] | None = None
-    ) -> torch.LongTensor:
+    def decode_image_indices(self, ids: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.LongTensor:
         """VQ code indices of image token ids (the inverse of `encode_image_indices`).
 
         Args:

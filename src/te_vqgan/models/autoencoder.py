@@ -102,10 +102,14 @@ class ResnetBlock2D(nn.Module):
         self.norm_type = norm_type
 
         self.norm1 = _norm(norm_type, in_channels, groups, eps, temb_channels)
-        self.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=1, padding=1, padding_mode=padding_mode)
+        self.conv1 = nn.Conv2d(
+            in_channels, out_channels, kernel_size=3, stride=1, padding=1, padding_mode=padding_mode
+        )
         self.norm2 = _norm(norm_type, out_channels, groups, eps, temb_channels)
         self.dropout = torch.nn.Dropout(dropout)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, kernel_size=3, stride=1, padding=1, padding_mode=padding_mode)
+        self.conv2 = nn.Conv2d(
+            out_channels, out_channels, kernel_size=3, stride=1, padding=1, padding_mode=padding_mode
+        )
         self.nonlinearity = get_activation(non_linearity)
 
         self.conv_shortcut = None
@@ -133,8 +137,15 @@ class ResnetBlock2D(nn.Module):
         return (input_tensor + hidden_states) / self.output_scale_factor
 
 
-def _attention(channels: int, attention_head_dim: int, eps: float, norm_type: str, groups: int,
-               temb_channels: int | None, output_scale_factor: float = 1.0) -> Attention:
+def _attention(
+    channels: int,
+    attention_head_dim: int,
+    eps: float,
+    norm_type: str,
+    groups: int,
+    temb_channels: int | None,
+    output_scale_factor: float = 1.0,
+) -> Attention:
     """diffusers' `Attention` as its VQ-VAE blocks build it: one residual self-attention over the pixels,
     normed as the res blocks around it (a group norm, or a spatial norm on the quantized latents)."""
     spatial = norm_type == "spatial"
@@ -162,8 +173,16 @@ def _resnets(num_layers: int, in_channels: int, out_channels: int, **kwargs) -> 
     ]
 
 
-def _attentions(num_layers: int, channels: int, attention_head_dim: int | None, eps: float, norm_type: str,
-                groups: int, temb_channels: int | None, output_scale_factor: float) -> list[Attention | None]:
+def _attentions(
+    num_layers: int,
+    channels: int,
+    attention_head_dim: int | None,
+    eps: float,
+    norm_type: str,
+    groups: int,
+    temb_channels: int | None,
+    output_scale_factor: float,
+) -> list[Attention | None]:
     """The self-attention of each of `num_layers` layers (`_attention`); None entries, which hold no
     weights, when `attention_head_dim` is None (a block without attention)."""
     if attention_head_dim is None:
@@ -239,8 +258,15 @@ class DownEncoderBlock2D(nn.Module):
     ):
         super().__init__()
         resnets = _resnets(
-            num_layers, in_channels, out_channels, eps=resnet_eps, groups=resnet_groups, dropout=dropout,
-            non_linearity=resnet_act_fn, output_scale_factor=output_scale_factor, padding_mode=padding_mode,
+            num_layers,
+            in_channels,
+            out_channels,
+            eps=resnet_eps,
+            groups=resnet_groups,
+            dropout=dropout,
+            non_linearity=resnet_act_fn,
+            output_scale_factor=output_scale_factor,
+            padding_mode=padding_mode,
         )
         attentions = _attentions(
             num_layers, out_channels, attention_head_dim, resnet_eps, "group", resnet_groups, None, output_scale_factor
@@ -307,12 +333,26 @@ class UpDecoderBlock2D(nn.Module):
     ):
         super().__init__()
         resnets = _resnets(
-            num_layers, in_channels, out_channels, eps=resnet_eps, groups=resnet_groups, dropout=dropout,
-            non_linearity=resnet_act_fn, output_scale_factor=output_scale_factor, norm_type=norm_type,
-            temb_channels=temb_channels, padding_mode=padding_mode,
+            num_layers,
+            in_channels,
+            out_channels,
+            eps=resnet_eps,
+            groups=resnet_groups,
+            dropout=dropout,
+            non_linearity=resnet_act_fn,
+            output_scale_factor=output_scale_factor,
+            norm_type=norm_type,
+            temb_channels=temb_channels,
+            padding_mode=padding_mode,
         )
         attentions = _attentions(
-            num_layers, out_channels, attention_head_dim, resnet_eps, norm_type, resnet_groups, temb_channels,
+            num_layers,
+            out_channels,
+            attention_head_dim,
+            resnet_eps,
+            norm_type,
+            resnet_groups,
+            temb_channels,
             output_scale_factor,
         )
         # Registered in diffusers' order, so the state dict lists the keys as diffusers' does.
@@ -320,7 +360,8 @@ class UpDecoderBlock2D(nn.Module):
         self.resnets = nn.ModuleList(resnets)
         self.upsamplers = (
             nn.ModuleList([Upsample2D(out_channels, out_channels=out_channels, padding_mode=padding_mode)])
-            if add_upsample else None
+            if add_upsample
+            else None
         )
 
     def forward(self, hidden_states: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
@@ -375,13 +416,26 @@ class UNetMidBlock2D(nn.Module):
         self.add_attention = add_attention
         resnets = _resnets(
             num_layers + 1,  # there is always at least one res block
-            in_channels, in_channels, eps=resnet_eps, groups=resnet_groups, dropout=dropout,
-            non_linearity=resnet_act_fn, output_scale_factor=output_scale_factor, norm_type=norm_type,
-            temb_channels=temb_channels, padding_mode=padding_mode,
+            in_channels,
+            in_channels,
+            eps=resnet_eps,
+            groups=resnet_groups,
+            dropout=dropout,
+            non_linearity=resnet_act_fn,
+            output_scale_factor=output_scale_factor,
+            norm_type=norm_type,
+            temb_channels=temb_channels,
+            padding_mode=padding_mode,
         )
         attentions = _attentions(
-            num_layers, in_channels, attention_head_dim if add_attention else None, resnet_eps, norm_type,
-            resnet_groups, temb_channels, output_scale_factor,
+            num_layers,
+            in_channels,
+            attention_head_dim if add_attention else None,
+            resnet_eps,
+            norm_type,
+            resnet_groups,
+            temb_channels,
+            output_scale_factor,
         )
         # Registered in diffusers' order, so the state dict lists the keys as diffusers' does.
         self.attentions = nn.ModuleList(attentions)
@@ -453,18 +507,20 @@ class Encoder(nn.Module):
             output_channel = block_out_channels[i]
             is_final_block = i == len(block_out_channels) - 1
             attention = _has_attention("down_block_types", down_block_type, DOWN_BLOCK_TYPES)
-            self.down_blocks.append(DownEncoderBlock2D(
-                num_layers=self.layers_per_block,
-                in_channels=input_channel,
-                out_channels=output_channel,
-                add_downsample=not is_final_block,
-                resnet_eps=1e-6,
-                resnet_act_fn=act_fn,
-                resnet_groups=norm_num_groups,
-                attention_head_dim=output_channel if attention else None,
-                downsample_type=downsample_type,
-                padding_mode=padding_mode,
-            ))
+            self.down_blocks.append(
+                DownEncoderBlock2D(
+                    num_layers=self.layers_per_block,
+                    in_channels=input_channel,
+                    out_channels=output_channel,
+                    add_downsample=not is_final_block,
+                    resnet_eps=1e-6,
+                    resnet_act_fn=act_fn,
+                    resnet_groups=norm_num_groups,
+                    attention_head_dim=output_channel if attention else None,
+                    downsample_type=downsample_type,
+                    padding_mode=padding_mode,
+                )
+            )
 
         self.mid_block = UNetMidBlock2D(
             in_channels=block_out_channels[-1],
@@ -560,19 +616,21 @@ class Decoder(nn.Module):
             output_channel = reversed_block_out_channels[i]
             is_final_block = i == len(block_out_channels) - 1
             attention = _has_attention("up_block_types", up_block_type, UP_BLOCK_TYPES)
-            self.up_blocks.append(UpDecoderBlock2D(
-                num_layers=self.layers_per_block + 1,
-                in_channels=prev_output_channel,
-                out_channels=output_channel,
-                add_upsample=not is_final_block,
-                resnet_eps=1e-6,
-                resnet_act_fn=act_fn,
-                resnet_groups=norm_num_groups,
-                temb_channels=temb_channels,
-                norm_type=norm_type,
-                attention_head_dim=output_channel if attention else None,
-                padding_mode=padding_mode,
-            ))
+            self.up_blocks.append(
+                UpDecoderBlock2D(
+                    num_layers=self.layers_per_block + 1,
+                    in_channels=prev_output_channel,
+                    out_channels=output_channel,
+                    add_upsample=not is_final_block,
+                    resnet_eps=1e-6,
+                    resnet_act_fn=act_fn,
+                    resnet_groups=norm_num_groups,
+                    temb_channels=temb_channels,
+                    norm_type=norm_type,
+                    attention_head_dim=output_channel if attention else None,
+                    padding_mode=padding_mode,
+                )
+            )
 
         self.conv_norm_out = _norm(norm_type, block_out_channels[0], norm_num_groups, 1e-6, temb_channels)
         self.conv_act = nn.SiLU()

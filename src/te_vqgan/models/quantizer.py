@@ -14,7 +14,11 @@ from ..torch_utils import check_integer_tensor, first_outside
 __all__ = [
     "CODEBOOK_LOOKUPS",
     "CODEBOOK_PARAMETRIZATIONS",
-    "QuantizerOutput", "TEVectorQuantizer", "check_code_indices", "downsample_factor"]
+    "QuantizerOutput",
+    "TEVectorQuantizer",
+    "check_code_indices",
+    "downsample_factor",
+]
 
 
 def downsample_factor(config) -> int:
@@ -83,7 +87,9 @@ class TEVectorQuantizer(nn.Module):
         if lookup not in CODEBOOK_LOOKUPS:
             raise ValueError(f"`codebook_lookup` must be one of {CODEBOOK_LOOKUPS} (got {lookup!r}).")
         if parametrization not in CODEBOOK_PARAMETRIZATIONS:
-            raise ValueError(f"`codebook_parametrization` must be one of {CODEBOOK_PARAMETRIZATIONS} (got {parametrization!r}).")
+            raise ValueError(
+                f"`codebook_parametrization` must be one of {CODEBOOK_PARAMETRIZATIONS} (got {parametrization!r})."
+            )
         self.num_embeddings = num_embeddings
         self.embedding_dim = embedding_dim
         self.commitment_beta = commitment_beta

@@ -68,6 +68,4 @@ def as_tokenizer(model):
 
     if isinstance(model, VQModel):
         return VQModelTokenizer(model)
-    raise TypeError(
-        f"Expected a model with `encode_to_indices` or a diffusers VQModel (got {type(model).__name__})."
-    )
+    raise TypeError(f"Expected a model with `encode_to_indices` or a diffusers VQModel (got {type(model).__name__}).")

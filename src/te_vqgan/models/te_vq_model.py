@@ -61,7 +61,9 @@ def check_config_keys(model_class, config, source: str = "the config") -> None:
         if not key.startswith("_") and key not in valid:
             nearest = difflib.get_close_matches(key, valid, n=1)
             hint = f" (did you mean {nearest[0]!r}?)" if nearest else ""
-            raise ValueError(f"Unknown {model_class.__name__} config key {key!r} in {source}{hint}; valid keys: {sorted(valid)}.")
+            raise ValueError(
+                f"Unknown {model_class.__name__} config key {key!r} in {source}{hint}; valid keys: {sorted(valid)}."
+            )
 
 
 # The block type names a TEVQModel folder saves when the network is not diffusers' own (replicate
@@ -239,17 +241,31 @@ class TEVQModel(TeVqganCardMixin, ModelMixin, ConfigMixin):
             raise ValueError(f"`padding_mode` must be one of {PADDING_MODES} (got {padding_mode!r}).")
         if not orthogonal_reg_weight >= 0:
             raise ValueError(f"`orthogonal_reg_weight` must be >= 0 (got {orthogonal_reg_weight}).")
-        if orthogonal_reg_max_codes is not None and (not isinstance(orthogonal_reg_max_codes, int) or orthogonal_reg_max_codes < 2):
-            raise ValueError(f"`orthogonal_reg_max_codes` must be None or an integer >= 2 (got {orthogonal_reg_max_codes}).")
+        if orthogonal_reg_max_codes is not None and (
+            not isinstance(orthogonal_reg_max_codes, int) or orthogonal_reg_max_codes < 2
+        ):
+            raise ValueError(
+                f"`orthogonal_reg_max_codes` must be None or an integer >= 2 (got {orthogonal_reg_max_codes})."
+            )
         if not commitment_beta >= 0:
             raise ValueError(f"`commitment_beta` must be >= 0 (got {commitment_beta}).")
-        for name, value in (("num_vq_embeddings", num_vq_embeddings), ("latent_channels", latent_channels),
-                            ("sample_size", sample_size), ("norm_num_groups", norm_num_groups),
-                            ("layers_per_block", layers_per_block), ("in_channels", in_channels), ("out_channels", out_channels)):
+        for name, value in (
+            ("num_vq_embeddings", num_vq_embeddings),
+            ("latent_channels", latent_channels),
+            ("sample_size", sample_size),
+            ("norm_num_groups", norm_num_groups),
+            ("layers_per_block", layers_per_block),
+            ("in_channels", in_channels),
+            ("out_channels", out_channels),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be an integer >= 1 (got {value!r}).")
-        if vq_embed_dim is not None and (isinstance(vq_embed_dim, bool) or not isinstance(vq_embed_dim, int) or vq_embed_dim < 1):
-            raise ValueError(f"`vq_embed_dim` must be None (= latent_channels) or an integer >= 1 (got {vq_embed_dim!r}).")
+        if vq_embed_dim is not None and (
+            isinstance(vq_embed_dim, bool) or not isinstance(vq_embed_dim, int) or vq_embed_dim < 1
+        ):
+            raise ValueError(
+                f"`vq_embed_dim` must be None (= latent_channels) or an integer >= 1 (got {vq_embed_dim!r})."
+            )
         undivided = [c for c in block_out_channels if c % norm_num_groups]
         if undivided:
             raise ValueError(
@@ -264,8 +280,12 @@ class TEVQModel(TeVqganCardMixin, ModelMixin, ConfigMixin):
         # VQModel's parts under VQModel's names (the state-dict keys of every saved folder), each built
         # with the padding and the downsampling of this config.
         levels = dict(
-            block_out_channels=block_out_channels, layers_per_block=layers_per_block, act_fn=act_fn,
-            norm_num_groups=norm_num_groups, mid_block_add_attention=mid_block_add_attention, padding_mode=padding_mode,
+            block_out_channels=block_out_channels,
+            layers_per_block=layers_per_block,
+            act_fn=act_fn,
+            norm_num_groups=norm_num_groups,
+            mid_block_add_attention=mid_block_add_attention,
+            padding_mode=padding_mode,
         )
         self.encoder = Encoder(
             in_channels=in_channels,
@@ -278,8 +298,11 @@ class TEVQModel(TeVqganCardMixin, ModelMixin, ConfigMixin):
         self.quant_conv = nn.Conv2d(latent_channels, embed_dim, 1)
         # Our quantizer: beta on the commitment term, indices kept as [B, H, W].
         self.quantize = TEVectorQuantizer(
-            num_vq_embeddings, embed_dim, commitment_beta=commitment_beta,
-            lookup=codebook_lookup, parametrization=codebook_parametrization,
+            num_vq_embeddings,
+            embed_dim,
+            commitment_beta=commitment_beta,
+            lookup=codebook_lookup,
+            parametrization=codebook_parametrization,
         )
         self.post_quant_conv = nn.Conv2d(embed_dim, latent_channels, 1)
         self.decoder = Decoder(
@@ -313,9 +336,12 @@ class TEVQModel(TeVqganCardMixin, ModelMixin, ConfigMixin):
                 hint = (
                     " A stock diffusers VQModel would load with other padding and an orthogonal term it was not trained "
                     "with: use diffusers.VQModel.from_pretrained or te_vqgan.loading.load_vq_model instead."
-                    if found == "VQModel" else ""
+                    if found == "VQModel"
+                    else ""
                 )
-                raise ValueError(f"The config describes a {found!r}; {cls.__name__} loads only configs of class {cls.__name__!r}.{hint}")
+                raise ValueError(
+                    f"The config describes a {found!r}; {cls.__name__} loads only configs of class {cls.__name__!r}.{hint}"
+                )
             check_config_keys(cls, config)
         return super().from_config(config, return_unused_kwargs=return_unused_kwargs, **kwargs)
 
@@ -335,17 +361,42 @@ class TEVQModel(TeVqganCardMixin, ModelMixin, ConfigMixin):
         if is_main_process:
             self._write_card(save_directory)
             if push_to_hub:
-                push_folder_to_hub(save_directory, kwargs.get("repo_id") or Path(save_directory).name, token=kwargs.get("token"),
-                                   private=kwargs.get("private"), commit_message=kwargs.get("commit_message"),
-                                   create_pr=kwargs.get("create_pr", False))
+                push_folder_to_hub(
+                    save_directory,
+                    kwargs.get("repo_id") or Path(save_directory).name,
+                    token=kwargs.get("token"),
+                    private=kwargs.get("private"),
+                    commit_message=kwargs.get("commit_message"),
+                    create_pr=kwargs.get("create_pr", False),
+                )
 
     # The VQModel config keys a conversion carries over, and the TEVQModel keys it may set (the
     # training losses only: anything else would change the network the stock weights compute).
-    _STOCK_KEYS = ("in_channels", "out_channels", "down_block_types", "up_block_types", "block_out_channels",
-                   "layers_per_block", "act_fn", "latent_channels", "sample_size", "num_vq_embeddings", "norm_num_groups",
-                   "vq_embed_dim", "scaling_factor", "norm_type", "mid_block_add_attention", "lookup_from_codebook",
-                   "force_upcast")
-    _LOSS_KEYS = ("orthogonal_reg_weight", "orthogonal_reg_max_codes", "commitment_beta", "orthogonal_reg_active_codes_only")
+    _STOCK_KEYS = (
+        "in_channels",
+        "out_channels",
+        "down_block_types",
+        "up_block_types",
+        "block_out_channels",
+        "layers_per_block",
+        "act_fn",
+        "latent_channels",
+        "sample_size",
+        "num_vq_embeddings",
+        "norm_num_groups",
+        "vq_embed_dim",
+        "scaling_factor",
+        "norm_type",
+        "mid_block_add_attention",
+        "lookup_from_codebook",
+        "force_upcast",
+    )
+    _LOSS_KEYS = (
+        "orthogonal_reg_weight",
+        "orthogonal_reg_max_codes",
+        "commitment_beta",
+        "orthogonal_reg_active_codes_only",
+    )
 
     @classmethod
     def from_vq_model(cls, vq_model, **loss_settings) -> TEVQModel:
@@ -376,13 +427,23 @@ class TEVQModel(TeVqganCardMixin, ModelMixin, ConfigMixin):
                 "stock one; build a TEVQModel from a config to change it."
             )
         if not getattr(vq_model.quantize, "legacy", True) or getattr(vq_model.quantize, "remap", None) is not None:
-            raise ValueError("`vq_model`'s quantizer uses `remap` or non-legacy indexing, which TEVQModel does not compute.")
+            raise ValueError(
+                "`vq_model`'s quantizer uses `remap` or non-legacy indexing, which TEVQModel does not compute."
+            )
         config = {key: vq_model.config[key] for key in cls._STOCK_KEYS if key in vq_model.config}
-        model = cls(**config, padding_mode="zeros", downsample_type="strided_conv", codebook_lookup="euclidean",
-                    codebook_parametrization="direct", **loss_settings)
+        model = cls(
+            **config,
+            padding_mode="zeros",
+            downsample_type="strided_conv",
+            codebook_lookup="euclidean",
+            codebook_parametrization="direct",
+            **loss_settings,
+        )
         missing, unexpected = model.load_state_dict(vq_model.state_dict(), strict=False)
         if missing or unexpected:
-            raise ValueError(f"`vq_model`'s weights do not map onto a TEVQModel (missing {missing[:5]}, unexpected {unexpected[:5]}).")
+            raise ValueError(
+                f"`vq_model`'s weights do not map onto a TEVQModel (missing {missing[:5]}, unexpected {unexpected[:5]})."
+            )
         if vq_model.dtype != model.dtype:
             model.to(dtype=vq_model.dtype)
         return model.to(vq_model.device).train(vq_model.training)
@@ -393,20 +454,30 @@ class TEVQModel(TeVqganCardMixin, ModelMixin, ConfigMixin):
 
         config = self.config
         size = config.sample_size
-        data = ModelCardData(library_name="diffusers", license="mit",
-                             tags=["te-vqgan", "vqgan", "image-tokenizer", "vector-quantization"])
+        data = ModelCardData(
+            library_name="diffusers",
+            license="mit",
+            tags=["te-vqgan", "vqgan", "image-tokenizer", "vector-quantization"],
+        )
         stock = (
             "The network is diffusers' own (zero padding, strided-conv downsampling), so a stock "
             "`diffusers.VQModel.from_pretrained` computes the same indices."
-            if self.computes_stock_network else
-            "Load it with `te_vqgan.TEVQModel`: a stock `diffusers.VQModel` would compute another network "
+            if self.computes_stock_network
+            else "Load it with `te_vqgan.TEVQModel`: a stock `diffusers.VQModel` would compute another network "
             f"({config.padding_mode} padding, {config.downsample_type} downsampling) and refuses the folder."
         )
         return ModelCard.from_template(
-            data, template_str=_DEFAULT_CARD, name=Path(str(config.get("_name_or_path") or "TE-VQGAN")).name or "TE-VQGAN",
-            kind="TE-VQGAN" if config.orthogonal_reg_weight > 0 else "VQGAN", size=size, grid=size // self.downsample_factor,
-            num_codes=config.num_vq_embeddings, stock_note=stock,
-            config_json=json.dumps({k: v for k, v in dict(config).items() if not k.startswith("_")}, indent=2, default=str),
+            data,
+            template_str=_DEFAULT_CARD,
+            name=Path(str(config.get("_name_or_path") or "TE-VQGAN")).name or "TE-VQGAN",
+            kind="TE-VQGAN" if config.orthogonal_reg_weight > 0 else "VQGAN",
+            size=size,
+            grid=size // self.downsample_factor,
+            num_codes=config.num_vq_embeddings,
+            stock_note=stock,
+            config_json=json.dumps(
+                {k: v for k, v in dict(config).items() if not k.startswith("_")}, indent=2, default=str
+            ),
         )
 
     # ------------------------------------------------------------------ properties
@@ -444,7 +515,9 @@ class TEVQModel(TeVqganCardMixin, ModelMixin, ConfigMixin):
         if not isinstance(images, torch.Tensor):
             raise ValueError(f"Expected images as a torch.Tensor (got {type(images).__name__}).")
         if images.ndim != 4:
-            raise ValueError(f"Expected images of shape (batch, channels, height, width) (got shape {tuple(images.shape)}).")
+            raise ValueError(
+                f"Expected images of shape (batch, channels, height, width) (got shape {tuple(images.shape)})."
+            )
         if not images.is_floating_point():
             raise ValueError(
                 f"Expected floating-point images in [-1, 1] (got dtype {images.dtype}); "
@@ -452,10 +525,14 @@ class TEVQModel(TeVqganCardMixin, ModelMixin, ConfigMixin):
             )
         channels, height, width = images.shape[1:]
         if channels != self.config.in_channels:
-            raise ValueError(f"Expected images with {self.config.in_channels} channels (got {channels}, shape {tuple(images.shape)}).")
+            raise ValueError(
+                f"Expected images with {self.config.in_channels} channels (got {channels}, shape {tuple(images.shape)})."
+            )
         f = self.downsample_factor
         if height % f or width % f:
-            raise ValueError(f"Image height and width must be divisible by the downsampling factor {f} (got {height}x{width}).")
+            raise ValueError(
+                f"Image height and width must be divisible by the downsampling factor {f} (got {height}x{width})."
+            )
         if len(images) == 0:
             raise ValueError(f"Got an empty batch (shape {tuple(images.shape)}); expected at least one image.")
         weights_dtype = self.quantize.embedding.weight.dtype
@@ -514,7 +591,11 @@ class TEVQModel(TeVqganCardMixin, ModelMixin, ConfigMixin):
 
     @apply_forward_hook
     def decode(
-        self, h: torch.Tensor, force_not_quantize: bool = False, return_dict: bool = True, shape: tuple[int, ...] | None = None
+        self,
+        h: torch.Tensor,
+        force_not_quantize: bool = False,
+        return_dict: bool = True,
+        shape: tuple[int, ...] | None = None,
     ) -> DecoderOutput | tuple[torch.Tensor, torch.Tensor]:
         """Images from latents, as `diffusers.VQModel.decode`.
 
@@ -577,7 +658,9 @@ class TEVQModel(TeVqganCardMixin, ModelMixin, ConfigMixin):
         quant = self.quantize.embed(indices.long())
         return self._decode_quantized(quant)
 
-    def forward(self, sample: torch.Tensor, return_dict: bool = True, check_finite: bool = True) -> TEVQModelOutput | tuple:
+    def forward(
+        self, sample: torch.Tensor, return_dict: bool = True, check_finite: bool = True
+    ) -> TEVQModelOutput | tuple:
         r"""Encode, quantize and decode.
 
         Args:

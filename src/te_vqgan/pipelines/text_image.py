@@ -28,9 +28,9 @@ import functools
 import os
 from dataclasses import dataclass
 
+import diffusers
 import numpy as np
 import torch
-import diffusers
 from diffusers import DiffusionPipeline
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import BaseOutput
@@ -118,15 +118,25 @@ def check_pipeline_folder(path: str | os.PathLike) -> None:
         for name in files:
             file = os.path.join(folder, component, name)
             if not os.path.isfile(file):
-                pickled = [f for f in ("pytorch_model.bin", "diffusion_pytorch_model.bin") if os.path.isfile(os.path.join(folder, component, f))]
-                hint = f" (it has {pickled[0]}: pickled weights are never loaded; save them as safetensors)" if pickled else ""
+                pickled = [
+                    f
+                    for f in ("pytorch_model.bin", "diffusion_pytorch_model.bin")
+                    if os.path.isfile(os.path.join(folder, component, f))
+                ]
+                hint = (
+                    f" (it has {pickled[0]}: pickled weights are never loaded; save them as safetensors)"
+                    if pickled
+                    else ""
+                )
                 raise FileNotFoundError(f"Pipeline folder {folder!r} has no {component}/{name}{hint}.")
             if name.endswith(".safetensors"):
                 try:
                     with safe_open(file, framework="pt") as weights:
                         list(weights.keys())
                 except Exception as error:  # noqa: BLE001 - safetensors raises its own error types
-                    raise ValueError(f"{file!r} cannot be read as safetensors ({type(error).__name__}: {error}).") from error
+                    raise ValueError(
+                        f"{file!r} cannot be read as safetensors ({type(error).__name__}: {error})."
+                    ) from error
 
 
 _DEFAULT_CARD = """---
@@ -167,8 +177,15 @@ class _TextImagePipeline(TeVqganCardMixin, DiffusionPipeline):
     # (a returned "scores" replaces them before the draw).
     _callback_tensor_inputs = ["input_ids", "scores"]
 
-    def __init__(self, vqmodel, generator, tokenizer: TextImageTokenizer, top_k_fraction: float = 0.1, temperature: float = 1.0,
-                 quantizer_fingerprint: str | None = None):
+    def __init__(
+        self,
+        vqmodel,
+        generator,
+        tokenizer: TextImageTokenizer,
+        top_k_fraction: float = 0.1,
+        temperature: float = 1.0,
+        quantizer_fingerprint: str | None = None,
+    ):
         super().__init__()
         check_compatible(tokenizer, generator.config, vqmodel)
         _check_sampling(temperature, top_k_fraction)
@@ -188,8 +205,11 @@ class _TextImagePipeline(TeVqganCardMixin, DiffusionPipeline):
                     f"model_index.json records {str(quantizer_fingerprint)[:12]}): was `vqmodel/` replaced?"
                 )
         self.register_modules(vqmodel=vqmodel, generator=generator, tokenizer=tokenizer)
-        self.register_to_config(top_k_fraction=float(top_k_fraction), temperature=float(temperature),
-                                quantizer_fingerprint=quantizer_fingerprint)
+        self.register_to_config(
+            top_k_fraction=float(top_k_fraction),
+            temperature=float(temperature),
+            quantizer_fingerprint=quantizer_fingerprint,
+        )
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
@@ -202,7 +222,9 @@ class _TextImagePipeline(TeVqganCardMixin, DiffusionPipeline):
         path = str(pretrained_model_name_or_path)
         if not os.path.isdir(path):
             if os.path.exists(path) or path.count("/") != 1 or path.startswith((".", "/")):
-                raise FileNotFoundError(f"Pipeline {path!r} is neither a pipeline folder nor a Hub repo id (org/name).")
+                raise FileNotFoundError(
+                    f"Pipeline {path!r} is neither a pipeline folder nor a Hub repo id (org/name)."
+                )
             from huggingface_hub import snapshot_download
 
             download_keys = ("cache_dir", "revision", "token", "local_files_only", "force_download", "proxies")
@@ -212,7 +234,9 @@ class _TextImagePipeline(TeVqganCardMixin, DiffusionPipeline):
             pipeline = super().from_pretrained(path, **kwargs)
         except (OSError, KeyError, AttributeError, TypeError, RuntimeError) as error:
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise ValueError(f"Pipeline folder {path!r} cannot be loaded ({type(error).__name__}: {first}).") from error
+            raise ValueError(
+                f"Pipeline folder {path!r} cannot be loaded ({type(error).__name__}: {first})."
+            ) from error
         pipeline._remember_card(path)
         return pipeline
 
@@ -222,18 +246,29 @@ class _TextImagePipeline(TeVqganCardMixin, DiffusionPipeline):
         te-vqgan's model card (`TeVqganCardMixin`), pushed as is with `push_to_hub=True`."""
         from ..data.tokenized import quantizer_fingerprint
 
-        configs = generation_configs(self.generator.config, self.layout, self.config.top_k_fraction, self.config.temperature)
+        configs = generation_configs(
+            self.generator.config, self.layout, self.config.top_k_fraction, self.config.temperature
+        )
         self.generator.generation_config = configs["default"]
         self.register_to_config(quantizer_fingerprint=quantizer_fingerprint(self.vqmodel))
-        hub = {key: kwargs.pop(key) for key in ("repo_id", "token", "private", "commit_message", "create_pr") if key in kwargs}
+        hub = {
+            key: kwargs.pop(key)
+            for key in ("repo_id", "token", "private", "commit_message", "create_pr")
+            if key in kwargs
+        }
         super().save_pretrained(save_directory, **kwargs)
         for direction, name in GENERATION_CONFIG_FILES.items():
             configs[direction].save_pretrained(os.path.join(save_directory, "generator"), config_file_name=name)
         self._write_card(save_directory)
         if push_to_hub:
-            push_folder_to_hub(save_directory, hub.get("repo_id") or os.path.basename(os.path.abspath(save_directory)),
-                               token=hub.get("token"), private=hub.get("private"),
-                               commit_message=hub.get("commit_message"), create_pr=hub.get("create_pr", False))
+            push_folder_to_hub(
+                save_directory,
+                hub.get("repo_id") or os.path.basename(os.path.abspath(save_directory)),
+                token=hub.get("token"),
+                private=hub.get("private"),
+                commit_message=hub.get("commit_message"),
+                create_pr=hub.get("create_pr", False),
+            )
 
     def default_model_card(self):
         """The card `save_pretrained` writes for a pipeline that came without one (`base_model`: the
@@ -243,14 +278,23 @@ class _TextImagePipeline(TeVqganCardMixin, DiffusionPipeline):
         source = self.vqmodel.config.get("_name_or_path")
         config = self.generator.config
         data = ModelCardData(
-            library_name="diffusers", license="mit", pipeline_tag="text-to-image", base_model=hub_repo_id(source),
+            library_name="diffusers",
+            license="mit",
+            pipeline_tag="text-to-image",
+            base_model=hub_repo_id(source),
             tags=["te-vqgan", "text-to-image", "image-to-text", "gpt2", "vector-quantization"],
         )
         return ModelCard.from_template(
-            data, template_str=_DEFAULT_CARD, name="te-vqgan text-image pipeline", n_layer=config.n_layer,
-            n_embd=config.n_embd, grid="x".join(map(str, config.image_grid)), num_codes=config.codebook_size,
+            data,
+            template_str=_DEFAULT_CARD,
+            name="te-vqgan text-image pipeline",
+            n_layer=config.n_layer,
+            n_embd=config.n_embd,
+            grid="x".join(map(str, config.image_grid)),
+            num_codes=config.codebook_size,
             quantizer=type(self.vqmodel).__name__ + (f" `{source}`" if source else ""),
-            top_k=f"{100 * self.config.top_k_fraction:g}%", temperature=f"{self.config.temperature:g}",
+            top_k=f"{100 * self.config.top_k_fraction:g}%",
+            temperature=f"{self.config.temperature:g}",
         )
 
     @property
@@ -261,12 +305,24 @@ class _TextImagePipeline(TeVqganCardMixin, DiffusionPipeline):
     def image_size(self) -> int:
         return int(self.vqmodel.config.sample_size)
 
-    def check_inputs(self, batch, top_k_fraction, temperature, generator, batch_size, output_type, callback_on_step_end,
-                     callback_on_step_end_tensor_inputs, allowed_output_types=OUTPUT_TYPES):
+    def check_inputs(
+        self,
+        batch,
+        top_k_fraction,
+        temperature,
+        generator,
+        batch_size,
+        output_type,
+        callback_on_step_end,
+        callback_on_step_end_tensor_inputs,
+        allowed_output_types=OUTPUT_TYPES,
+    ):
         """Every call argument, checked before any work: one-line ValueErrors that name the value."""
         _check_sampling(temperature, top_k_fraction)
         if temperature > MAX_TEMPERATURE:
-            raise ValueError(f"`temperature` {temperature!r} is above {MAX_TEMPERATURE:g}, where sampling ignores the model.")
+            raise ValueError(
+                f"`temperature` {temperature!r} is above {MAX_TEMPERATURE:g}, where sampling ignores the model."
+            )
         if batch_size is None and batch > MAX_SEQUENCES_AT_ONCE:
             raise ValueError(
                 f"{batch} samples in one batch is more than {MAX_SEQUENCES_AT_ONCE} sampled at once; pass `batch_size` "
@@ -274,28 +330,47 @@ class _TextImagePipeline(TeVqganCardMixin, DiffusionPipeline):
             )
         if isinstance(generator, (list, tuple)):
             if not all(isinstance(g, torch.Generator) for g in generator):
-                raise ValueError(f"`generator` must be a torch.Generator or a list of them (got {[type(g).__name__ for g in generator]}).")
+                raise ValueError(
+                    f"`generator` must be a torch.Generator or a list of them (got {[type(g).__name__ for g in generator]})."
+                )
             if len(generator) != batch:
                 raise ValueError(
                     f"Got a list of {len(generator)} generators for {batch} samples; give one per sample "
                     "(prompts times `num_images_per_prompt`, or images) or a single generator."
                 )
         elif generator is not None and not isinstance(generator, torch.Generator):
-            raise ValueError(f"`generator` must be a torch.Generator or a list of them (got {type(generator).__name__}).")
-        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+            raise ValueError(
+                f"`generator` must be a torch.Generator or a list of them (got {type(generator).__name__})."
+            )
+        if batch_size is not None and (
+            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+        ):
             raise ValueError(f"`batch_size` must be an integer >= 1 (got {batch_size!r}).")
         if output_type not in allowed_output_types:
             raise ValueError(f"`output_type` must be one of {allowed_output_types} (got {output_type!r}).")
         if callback_on_step_end is not None and not callable(callback_on_step_end):
             raise ValueError(f"`callback_on_step_end` must be callable (got {type(callback_on_step_end).__name__}).")
-        unknown = [name for name in callback_on_step_end_tensor_inputs or [] if name not in self._callback_tensor_inputs]
+        unknown = [
+            name for name in callback_on_step_end_tensor_inputs or [] if name not in self._callback_tensor_inputs
+        ]
         if unknown:
             raise ValueError(
                 f"`callback_on_step_end_tensor_inputs` {unknown} are not among {self._callback_tensor_inputs}."
             )
 
-    def _sample(self, sample, ids: torch.Tensor, steps: int, top_k_fraction, temperature, generator, batch_size,
-                cache_implementation, callback_on_step_end, callback_on_step_end_tensor_inputs):
+    def _sample(
+        self,
+        sample,
+        ids: torch.Tensor,
+        steps: int,
+        top_k_fraction,
+        temperature,
+        generator,
+        batch_size,
+        cache_implementation,
+        callback_on_step_end,
+        callback_on_step_end_tensor_inputs,
+    ):
         """Run `sample(chunk, **options)` over `ids` in chunks of `batch_size`, with a progress bar over
         the sampling steps and `callback_on_step_end(pipe, step, position, callback_kwargs)` at each."""
         batch_size = batch_size or len(ids)
@@ -313,14 +388,22 @@ class _TextImagePipeline(TeVqganCardMixin, DiffusionPipeline):
                     if callback_on_step_end is None:
                         return None
                     available = {"input_ids": input_ids, "scores": scores}
-                    returned = callback_on_step_end(self, number * steps + step, input_ids.shape[1], {n: available[n] for n in names})
+                    returned = callback_on_step_end(
+                        self, number * steps + step, input_ids.shape[1], {n: available[n] for n in names}
+                    )
                     return (returned or {}).get("scores")
 
-                rows = generators[number * batch_size: number * batch_size + len(chunk)] if generators else generator
-                results.append(sample(
-                    chunk.to(self.device), top_k_fraction=top_k_fraction, temperature=temperature, generator=rows,
-                    cache_implementation=cache_implementation, on_step=on_step,
-                ))
+                rows = generators[number * batch_size : number * batch_size + len(chunk)] if generators else generator
+                results.append(
+                    sample(
+                        chunk.to(self.device),
+                        top_k_fraction=top_k_fraction,
+                        temperature=temperature,
+                        generator=rows,
+                        cache_implementation=cache_implementation,
+                        on_step=on_step,
+                    )
+                )
         return results
 
 
@@ -382,26 +465,53 @@ class TextToImagePipeline(_TextImagePipeline):
         prompts = [prompt] if isinstance(prompt, str) else list(prompt) if isinstance(prompt, (list, tuple)) else None
         if not prompts or not all(isinstance(p, str) for p in prompts):
             raise ValueError(f"`prompt` must be a caption or a non-empty list of captions (got {prompt!r}).")
-        if isinstance(num_images_per_prompt, bool) or not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
+        if (
+            isinstance(num_images_per_prompt, bool)
+            or not isinstance(num_images_per_prompt, int)
+            or num_images_per_prompt < 1
+        ):
             raise ValueError(f"`num_images_per_prompt` must be an integer >= 1 (got {num_images_per_prompt!r}).")
         top_k_fraction = self.config.top_k_fraction if top_k_fraction is None else top_k_fraction
         temperature = self.config.temperature if temperature is None else temperature
-        self.check_inputs(len(prompts) * num_images_per_prompt, top_k_fraction, temperature, generator, batch_size,
-                          output_type, callback_on_step_end, callback_on_step_end_tensor_inputs)
+        self.check_inputs(
+            len(prompts) * num_images_per_prompt,
+            top_k_fraction,
+            temperature,
+            generator,
+            batch_size,
+            output_type,
+            callback_on_step_end,
+            callback_on_step_end_tensor_inputs,
+        )
         text_ids = self.tokenizer.encode_captions(prompts).repeat_interleave(num_images_per_prompt, dim=0)
         sample = functools.partial(generate_image_indices, self.generator, self.tokenizer)
-        indices = torch.cat([codes.cpu() for codes in self._sample(
-            sample, text_ids, self.layout.num_image_tokens + 1, top_k_fraction, temperature, generator, batch_size,
-            cache_implementation, callback_on_step_end, callback_on_step_end_tensor_inputs,
-        )])
+        indices = torch.cat(
+            [
+                codes.cpu()
+                for codes in self._sample(
+                    sample,
+                    text_ids,
+                    self.layout.num_image_tokens + 1,
+                    top_k_fraction,
+                    temperature,
+                    generator,
+                    batch_size,
+                    cache_implementation,
+                    callback_on_step_end,
+                    callback_on_step_end_tensor_inputs,
+                )
+            ]
+        )
         if output_type == "latent":
             images = indices
         else:
             quantizer = as_tokenizer(self.vqmodel)
-            pixels = torch.cat([
-                quantizer.decode_indices(chunk.to(self.vqmodel.device)).clamp(-1, 1).float().cpu()
-                for chunk in indices.split(batch_size or len(indices))
-            ])
+            pixels = torch.cat(
+                [
+                    quantizer.decode_indices(chunk.to(self.vqmodel.device)).clamp(-1, 1).float().cpu()
+                    for chunk in indices.split(batch_size or len(indices))
+                ]
+            )
             images = pixels if output_type == "pt" else tensor_to_images(pixels)
             if output_type == "pil":
                 images = [Image.fromarray(image) for image in images]
@@ -446,18 +556,40 @@ class ImageToTextPipeline(_TextImagePipeline):
         pixels = self.preprocess(image)
         top_k_fraction = self.config.top_k_fraction if top_k_fraction is None else top_k_fraction
         temperature = self.config.temperature if temperature is None else temperature
-        self.check_inputs(len(pixels), top_k_fraction, temperature, generator, batch_size, "pil",
-                          callback_on_step_end, callback_on_step_end_tensor_inputs)
+        self.check_inputs(
+            len(pixels),
+            top_k_fraction,
+            temperature,
+            generator,
+            batch_size,
+            "pil",
+            callback_on_step_end,
+            callback_on_step_end_tensor_inputs,
+        )
         quantizer = as_tokenizer(self.vqmodel)
-        image_ids = torch.cat([
-            self.tokenizer.encode_image_indices(quantizer.encode_to_indices(chunk.to(self.vqmodel.device, self.vqmodel.dtype)).cpu())
-            for chunk in pixels.split(batch_size or len(pixels))
-        ])
+        image_ids = torch.cat(
+            [
+                self.tokenizer.encode_image_indices(
+                    quantizer.encode_to_indices(chunk.to(self.vqmodel.device, self.vqmodel.dtype)).cpu()
+                )
+                for chunk in pixels.split(batch_size or len(pixels))
+            ]
+        )
         sample = functools.partial(generate_caption_ids, self.generator, self.tokenizer)
         captions = [
             self.tokenizer.decode_caption(row)
-            for ids in self._sample(sample, image_ids, self.layout.text_length - 1, top_k_fraction, temperature, generator,
-                                    batch_size, cache_implementation, callback_on_step_end, callback_on_step_end_tensor_inputs)
+            for ids in self._sample(
+                sample,
+                image_ids,
+                self.layout.text_length - 1,
+                top_k_fraction,
+                temperature,
+                generator,
+                batch_size,
+                cache_implementation,
+                callback_on_step_end,
+                callback_on_step_end_tensor_inputs,
+            )
             for row in ids.cpu()
         ]
         self.maybe_free_model_hooks()
@@ -469,11 +601,18 @@ class ImageToTextPipeline(_TextImagePipeline):
         """Images -> float `[B, 3, S, S]` in [-1, 1], S the quantizer's size; checks size and mode."""
         size = self.image_size
         if image is None or isinstance(image, (str, bytes, int, float)):
-            raise ValueError(f"`image` must be PIL images, a uint8 array or a float tensor (got {type(image).__name__}).")
+            raise ValueError(
+                f"`image` must be PIL images, a uint8 array or a float tensor (got {type(image).__name__})."
+            )
         if isinstance(image, torch.Tensor):
             if image.ndim == 3:
                 image = image[None]
-            if image.ndim != 4 or image.shape[1] != 3 or tuple(image.shape[-2:]) != (size, size) or not image.is_floating_point():
+            if (
+                image.ndim != 4
+                or image.shape[1] != 3
+                or tuple(image.shape[-2:]) != (size, size)
+                or not image.is_floating_point()
+            ):
                 raise ValueError(
                     f"Expected a float tensor [B, 3, {size}, {size}] in [-1, 1] (got {image.dtype} of shape {tuple(image.shape)})."
                 )
@@ -485,14 +624,20 @@ class ImageToTextPipeline(_TextImagePipeline):
                     "(pixels in [0, 255] are uint8 arrays or PIL images)."
                 )
             return image.float()
-        images = [image] if isinstance(image, (Image.Image, np.ndarray)) and not (isinstance(image, np.ndarray) and image.ndim == 4) else list(image)
+        images = (
+            [image]
+            if isinstance(image, (Image.Image, np.ndarray)) and not (isinstance(image, np.ndarray) and image.ndim == 4)
+            else list(image)
+        )
         if not images:
             raise ValueError("`image` is empty: expected at least one image.")
         arrays = []
         for position, item in enumerate(images):
             if isinstance(item, Image.Image):
                 if item.mode != "RGB":
-                    raise ValueError(f"Image {position} has mode {item.mode!r}; expected an RGB image (convert it with .convert('RGB')).")
+                    raise ValueError(
+                        f"Image {position} has mode {item.mode!r}; expected an RGB image (convert it with .convert('RGB'))."
+                    )
                 item = np.asarray(item)
             item = np.asarray(item)
             if item.dtype != np.uint8 or item.shape != (size, size, 3):
@@ -502,7 +647,6 @@ class ImageToTextPipeline(_TextImagePipeline):
                 )
             arrays.append(item)
         return images_to_tensor(np.stack(arrays))
-
 
 
 def _register_with_diffusers() -> None:

@@ -76,7 +76,9 @@ def build_accelerator(
     )
 
 
-def scaled_learning_rate(base_lr: float, batch_size: int, gradient_accumulation_steps: int, num_processes: int) -> float:
+def scaled_learning_rate(
+    base_lr: float, batch_size: int, gradient_accumulation_steps: int, num_processes: int
+) -> float:
     """taming-transformers' rule: lr = base_lr x batch per device x accumulation x devices.
 
     The authors' 8e-6 x 96 x 1 x 2 = 1.536e-3 (docs/REPRODUCTION.md, "Stage 1: the quantizer")."""
@@ -159,7 +161,13 @@ def list_checkpoints(output_dir: str | os.PathLike) -> list[tuple[int, Path]]:
     return [(step, path) for step, path in _checkpoint_folders(Path(output_dir)) if not missing_checkpoint_files(path)]
 
 
-def save_checkpoint(accelerator, output_dir: str | os.PathLike, step: int, total_limit: int | None = None, extra_state: dict | None = None) -> Path:
+def save_checkpoint(
+    accelerator,
+    output_dir: str | os.PathLike,
+    step: int,
+    total_limit: int | None = None,
+    extra_state: dict | None = None,
+) -> Path:
     """Save the full training state as `output_dir/checkpoint-{step}`. Call on every process.
 
     The state goes to `checkpoint-{step}.tmp` first and is renamed once every process has
@@ -188,7 +196,9 @@ def save_checkpoint(accelerator, output_dir: str | os.PathLike, step: int, total
     return final
 
 
-def resolve_resume_checkpoint(output_dir: str | os.PathLike, resume_from_checkpoint: str | None) -> tuple[Path, int] | None:
+def resolve_resume_checkpoint(
+    output_dir: str | os.PathLike, resume_from_checkpoint: str | None
+) -> tuple[Path, int] | None:
     """`(path, step)` of the checkpoint to resume from, or None to start afresh.
 
     `"latest"` takes the newest complete checkpoint in `output_dir` (none there: start
@@ -199,10 +209,14 @@ def resolve_resume_checkpoint(output_dir: str | os.PathLike, resume_from_checkpo
     if resume_from_checkpoint == "latest":
         incomplete = [p.name for _, p in _checkpoint_folders(Path(output_dir)) if missing_checkpoint_files(p)]
         if incomplete:
-            logger.warning("Skipping incomplete checkpoint folders (no %s or state files): %s", COMPLETION_MARKER, incomplete)
+            logger.warning(
+                "Skipping incomplete checkpoint folders (no %s or state files): %s", COMPLETION_MARKER, incomplete
+            )
         checkpoints = list_checkpoints(output_dir)
         if not checkpoints:
-            logger.warning("--resume_from_checkpoint latest: no complete checkpoint in %s; starting a new run.", output_dir)
+            logger.warning(
+                "--resume_from_checkpoint latest: no complete checkpoint in %s; starting a new run.", output_dir
+            )
             return None
         step, path = checkpoints[-1]
         return path, step
@@ -240,7 +254,9 @@ def check_checkpoint_fits(path: str | os.PathLike, models) -> None:
             with safe_open(str(file), framework="pt") as weights:
                 shapes = {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}
         except (SafetensorError, OSError) as error:
-            raise ValueError(f"Checkpoint weights {str(file)!r} cannot be read ({type(error).__name__}: {error}).") from error
+            raise ValueError(
+                f"Checkpoint weights {str(file)!r} cannot be read ({type(error).__name__}: {error})."
+            ) from error
         for name, shape in shapes.items():
             if name in expected and expected[name] != shape:
                 raise ValueError(

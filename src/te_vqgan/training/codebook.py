@@ -18,8 +18,13 @@ import torch
 __all__ = ["encoder_latents", "init_codebook_kmeans", "kmeans", "restart_dead_codes"]
 
 
-def kmeans(vectors: torch.Tensor, num_clusters: int, num_iterations: int = 20, spherical: bool = False,
-           generator: torch.Generator | None = None) -> torch.Tensor:
+def kmeans(
+    vectors: torch.Tensor,
+    num_clusters: int,
+    num_iterations: int = 20,
+    spherical: bool = False,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Lloyd's k-means with k-means++ seeding (Arthur & Vassilvitskii, 2007) on `vectors` `(N, d)`.
 
     Args:
@@ -34,7 +39,9 @@ def kmeans(vectors: torch.Tensor, num_clusters: int, num_iterations: int = 20, s
         `torch.Tensor` of shape `(K, d)`, float32. A cluster that empties keeps its centroid.
     """
     if vectors.ndim != 2 or len(vectors) < num_clusters:
-        raise ValueError(f"k-means needs at least {num_clusters} vectors of shape (N, d) (got shape {tuple(vectors.shape)}).")
+        raise ValueError(
+            f"k-means needs at least {num_clusters} vectors of shape (N, d) (got shape {tuple(vectors.shape)})."
+        )
     points = vectors.float()
     if spherical:
         points = torch.nn.functional.normalize(points, dim=1)
@@ -76,8 +83,9 @@ def _check_direct(quantizer, remedy: str) -> None:
 
 
 @torch.no_grad()
-def init_codebook_kmeans(model, latents: torch.Tensor, generator: torch.Generator | None = None,
-                         num_iterations: int = 20) -> None:
+def init_codebook_kmeans(
+    model, latents: torch.Tensor, generator: torch.Generator | None = None, num_iterations: int = 20
+) -> None:
     """Set the codes of `model` (a `TEVQModel`) to the k-means centroids of `latents` `(N, d)`.
 
     Initialising the codebook from data rather than U(-1/K, 1/K) (whose codes are much smaller
@@ -88,14 +96,20 @@ def init_codebook_kmeans(model, latents: torch.Tensor, generator: torch.Generato
     """
     quantizer = model.quantize
     _check_direct(quantizer, "k-means initialisation")
-    centroids = kmeans(latents, quantizer.num_embeddings, num_iterations=num_iterations,
-                       spherical=quantizer.lookup == "cosine", generator=generator)
+    centroids = kmeans(
+        latents,
+        quantizer.num_embeddings,
+        num_iterations=num_iterations,
+        spherical=quantizer.lookup == "cosine",
+        generator=generator,
+    )
     quantizer.embedding.weight.copy_(centroids.to(quantizer.embedding.weight))
 
 
 @torch.no_grad()
-def restart_dead_codes(model, latents: torch.Tensor, min_count: int = 1,
-                       generator: torch.Generator | None = None) -> int:
+def restart_dead_codes(
+    model, latents: torch.Tensor, min_count: int = 1, generator: torch.Generator | None = None
+) -> int:
     """Move every code chosen fewer than `min_count` times by `latents` `(N, d)` onto one of
     those latents, drawn at random (Dhariwal et al., "Jukebox", 2020, Sec. 2.2; Łańcucki et
     al., 2020). Returns the number of codes restarted.
@@ -108,5 +122,7 @@ def restart_dead_codes(model, latents: torch.Tensor, min_count: int = 1,
     dead = torch.nonzero(counts < min_count).flatten()
     if len(dead):
         picks = torch.randint(len(latents), (len(dead),), generator=generator).to(latents.device)
-        quantizer.embedding.weight[dead.to(quantizer.embedding.weight.device)] = latents[picks].to(quantizer.embedding.weight)
+        quantizer.embedding.weight[dead.to(quantizer.embedding.weight.device)] = latents[picks].to(
+            quantizer.embedding.weight
+        )
     return len(dead)

@@ -47,10 +47,17 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..files import COMPLETION_MARKER, FINAL_STAGING, FolderLockedError, folder_lock, install_folder, write_completion_marker, write_json_atomic
+from ..files import (
+    COMPLETION_MARKER,
+    FINAL_STAGING,
+    FolderLockedError,
+    folder_lock,
+    install_folder,
+    write_completion_marker,
+    write_json_atomic,
+)
 from ..hub import push_folder_to_hub
 from ..torch_utils import non_finite_weights
-from .settings import SETTINGS_FILE, TrainingSettings
 from .accelerate_utils import (
     EpochShuffleSampler,
     build_accelerator,
@@ -60,6 +67,7 @@ from .accelerate_utils import (
     resolve_resume_checkpoint,
     save_checkpoint,
 )
+from .settings import SETTINGS_FILE, TrainingSettings
 
 
 logger = logging.getLogger(__name__)
@@ -223,11 +231,18 @@ class TrainingEngine:
         from accelerate.utils import set_seed
 
         if not isinstance(settings, TrainingSettings):
-            raise TypeError(f"TrainingEngine takes a TrainingSettings (got {type(settings).__name__}); parse flags with parse_settings.")
+            raise TypeError(
+                f"TrainingEngine takes a TrainingSettings (got {type(settings).__name__}); parse flags with parse_settings."
+            )
         self.args = args = settings
         self.output_dir = Path(args.output_dir)
         self.accelerator = build_accelerator(
-            self.output_dir, args.mixed_precision, args.gradient_accumulation_steps, args.report_to, args.logging_dir, cpu=args.cpu
+            self.output_dir,
+            args.mixed_precision,
+            args.gradient_accumulation_steps,
+            args.report_to,
+            args.logging_dir,
+            cpu=args.cpu,
         )
         logging.basicConfig(
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -241,11 +256,17 @@ class TrainingEngine:
         args, accelerator = self.args, self.accelerator
         parts = stage.build(accelerator)
         if len(parts.optimizers) < 1 or len(parts.models) < 1:
-            raise ValueError(f"A stage needs at least one model and one optimizer (got {len(parts.models)} and {len(parts.optimizers)}).")
+            raise ValueError(
+                f"A stage needs at least one model and one optimizer (got {len(parts.models)} and {len(parts.optimizers)})."
+            )
         sampler = EpochShuffleSampler(len(parts.train_dataset), seed=args.seed)
         dataloader = DataLoader(
-            parts.train_dataset, batch_size=args.train_batch_size, sampler=sampler, collate_fn=parts.collate_fn,
-            num_workers=args.dataloader_num_workers, drop_last=True,
+            parts.train_dataset,
+            batch_size=args.train_batch_size,
+            sampler=sampler,
+            collate_fn=parts.collate_fn,
+            num_workers=args.dataloader_num_workers,
+            drop_last=True,
         )
         if len(dataloader) == 0:
             raise ValueError(
@@ -253,19 +274,31 @@ class TrainingEngine:
             )
         n_models, n_optimizers = len(parts.models), len(parts.optimizers)
         prepared = accelerator.prepare(*parts.models, *parts.optimizers, dataloader)
-        models, optimizers, dataloader = prepared[:n_models], prepared[n_models : n_models + n_optimizers], prepared[-1]
+        models, optimizers, dataloader = (
+            prepared[:n_models],
+            prepared[n_models : n_models + n_optimizers],
+            prepared[-1],
+        )
 
         steps_per_epoch = math.ceil(len(dataloader) / args.gradient_accumulation_steps)
         max_train_steps = args.max_train_steps or args.num_train_epochs * steps_per_epoch
         warmup = steps_per_epoch if args.lr_warmup_steps is None else args.lr_warmup_steps
-        schedulers = [self._scheduler(optimizer, warmup, max_train_steps, stage.updates_per_batch) for optimizer in optimizers]
+        schedulers = [
+            self._scheduler(optimizer, warmup, max_train_steps, stage.updates_per_batch) for optimizer in optimizers
+        ]
         # Prepared schedulers are saved in checkpoints and step only when their optimizer did.
         schedulers = [accelerator.prepare(scheduler) for scheduler in schedulers]
         # Clipping acts on the parameters each optimizer owns.
         names = [type(model).__name__ for model in parts.models] + [f"optimizer {i}" for i in range(n_optimizers)]
         updates = [
-            OptimizerUpdate(accelerator, optimizer, [p for group in optimizer.param_groups for p in group["params"]],
-                            scheduler, args.max_grad_norm, name=name)
+            OptimizerUpdate(
+                accelerator,
+                optimizer,
+                [p for group in optimizer.param_groups for p in group["params"]],
+                scheduler,
+                args.max_grad_norm,
+                name=name,
+            )
             for optimizer, scheduler, name in zip(optimizers, schedulers, names)
         ]
         stage.attach(accelerator, models, updates)
@@ -278,8 +311,11 @@ class TrainingEngine:
         # diffusers examples), so the schedule's lengths are counted the same way.
         scale = self.accelerator.num_processes * updates_per_batch
         return get_scheduler(
-            self.args.lr_scheduler, optimizer, num_warmup_steps=warmup_steps * scale,
-            num_training_steps=max_train_steps * scale, num_cycles=self.args.lr_num_cycles,
+            self.args.lr_scheduler,
+            optimizer,
+            num_warmup_steps=warmup_steps * scale,
+            num_training_steps=max_train_steps * scale,
+            num_cycles=self.args.lr_num_cycles,
         )
 
     # ------------------------------------------------------------ the loop
@@ -308,7 +344,9 @@ class TrainingEngine:
 
         if accelerator.is_main_process:
             output_dir.mkdir(parents=True, exist_ok=True)
-            config = {k: v for k, v in args.to_dict().items() if isinstance(v, (int, float, str, bool))}  # no None/lists
+            config = {
+                k: v for k, v in args.to_dict().items() if isinstance(v, (int, float, str, bool))
+            }  # no None/lists
             accelerator.init_trackers(stage.name, config={**config, **stage.tracker_config()})
 
         global_step = start_step = 0
@@ -326,7 +364,11 @@ class TrainingEngine:
 
         logger.info(
             "%d train examples, %d steps per epoch, %d steps, batch %d in total, lr %.3g, mixed precision %s",
-            len(parts.train_dataset), steps_per_epoch, max_train_steps, total_batch_size, parts.learning_rate,
+            len(parts.train_dataset),
+            steps_per_epoch,
+            max_train_steps,
+            total_batch_size,
+            parts.learning_rate,
             accelerator.mixed_precision,
         )
         progress = _progress_bar(max_train_steps, global_step, not accelerator.is_local_main_process)
@@ -374,8 +416,13 @@ class TrainingEngine:
                 accelerator.log(logs, step=global_step)
 
                 if global_step % args.checkpointing_steps == 0:
-                    save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit,
-                                    {"epoch": epoch, "train_logs": logs, **stage.checkpoint_state()})
+                    save_checkpoint(
+                        accelerator,
+                        output_dir,
+                        global_step,
+                        args.checkpoints_total_limit,
+                        {"epoch": epoch, "train_logs": logs, **stage.checkpoint_state()},
+                    )
                 if global_step % args.validation_steps == 0:
                     if accelerator.is_main_process:
                         metrics, validated_step = self._validate(stage, global_step), global_step
@@ -392,20 +439,31 @@ class TrainingEngine:
         if global_step % args.checkpointing_steps and global_step > start_step:
             # The last step too, so that a later, longer run resumes here instead of repeating steps,
             # and so that a kill during the final save loses nothing.
-            save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit,
-                            {"epoch": epoch, "train_logs": logs, **stage.checkpoint_state()})
+            save_checkpoint(
+                accelerator,
+                output_dir,
+                global_step,
+                args.checkpoints_total_limit,
+                {"epoch": epoch, "train_logs": logs, **stage.checkpoint_state()},
+            )
         if accelerator.is_main_process:
             if validated_step != global_step:
                 metrics = self._validate(stage, global_step)
             run = RunInfo(
-                global_step=global_step, total_batch_size=total_batch_size, learning_rate=parts.learning_rate,
-                mixed_precision=str(accelerator.mixed_precision), num_processes=accelerator.num_processes,
-                train_seconds=round(time.time() - start_time, 1), settings=args,
+                global_step=global_step,
+                total_batch_size=total_batch_size,
+                learning_rate=parts.learning_rate,
+                mixed_precision=str(accelerator.mixed_precision),
+                num_processes=accelerator.num_processes,
+                train_seconds=round(time.time() - start_time, 1),
+                settings=args,
             )
             final = self._save_final(stage, metrics, logs, run)
             metrics = json.loads((final / "metrics.json").read_text())
             if args.push_to_hub:
-                url = push_folder_to_hub(output_dir, args.hub_model_id, token=args.hub_token, private=args.hub_private_repo or None)
+                url = push_folder_to_hub(
+                    output_dir, args.hub_model_id, token=args.hub_token, private=args.hub_private_repo or None
+                )
                 logger.info("Pushed %s to %s", output_dir, url)
         accelerator.end_training()
         return TrainingResult(model=published, metrics=metrics, global_step=global_step)
@@ -438,7 +496,9 @@ class TrainingEngine:
                     from PIL import Image
 
                     with Image.open(figure) as image:
-                        tracker.writer.add_image("validation/figure", np.asarray(image.convert("RGB")), step, dataformats="HWC")
+                        tracker.writer.add_image(
+                            "validation/figure", np.asarray(image.convert("RGB")), step, dataformats="HWC"
+                        )
         logger.info("step %d: %s", step, ", ".join(f"{k}={v:.4g}" for k, v in results.items()))
         self._last_figure = figure
         return results
@@ -487,7 +547,14 @@ class TrainingEngine:
 
 # What a training script reports as one line (exit 2) rather than a traceback: bad input,
 # missing files, a diverged run. Anything else is a bug and keeps its traceback.
-EXPECTED_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, FloatingPointError, FolderLockedError)
+EXPECTED_ERRORS = (
+    ValueError,
+    FileNotFoundError,
+    NotADirectoryError,
+    PermissionError,
+    FloatingPointError,
+    FolderLockedError,
+)
 
 
 def run_script(main: Callable, parse_args: Callable, prog: str, expected: tuple = ()) -> None:

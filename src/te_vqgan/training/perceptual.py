@@ -20,7 +20,7 @@ __all__ = ["PerceptualLossUnavailable", "load_perceptual_loss", "vgg16_weights_p
 VGG16_FILE = "vgg16-397923af.pth"
 VGG16_URL = f"https://download.pytorch.org/models/{VGG16_FILE}"
 HOW_TO = (
-    "To train with the perceptual loss: `pip install \"te-vqgan[lpips]\"` where torchvision matches your torch, "
+    'To train with the perceptual loss: `pip install "te-vqgan[lpips]"` where torchvision matches your torch, '
     f"and make the VGG16 weights available (downloaded once from {VGG16_URL} to {{path}}). "
     "To train without it, pass `--perceptual_weight 0`."
 )

@@ -91,11 +91,15 @@ class TrainingSettings:
     lr_scheduler: LRScheduler = field(default="constant", metadata=_help("diffusers.optimization schedule."))
     lr_warmup_steps: int | None = field(default=0, metadata=_help("Warm-up optimizer steps (None: one epoch)."))
     lr_num_cycles: int = field(default=1, metadata=_help("Hard restarts of cosine_with_restarts."))
-    max_grad_norm: float | None = field(default=None, metadata=_help("Clip each optimizer step's gradient norm to this (None: no clipping)."))
+    max_grad_norm: float | None = field(
+        default=None, metadata=_help("Clip each optimizer step's gradient norm to this (None: no clipping).")
+    )
     mixed_precision: Literal["no", "fp16", "bf16"] | None = field(
         default=None, metadata=_help("Default: what `accelerate launch` / its config file says, else no.")
     )
-    cpu: bool = field(default=False, metadata=_help("Train on CPU even where a GPU is present (also: DDP over gloo on CPU)."))
+    cpu: bool = field(
+        default=False, metadata=_help("Train on CPU even where a GPU is present (also: DDP over gloo on CPU).")
+    )
     dataloader_num_workers: int = 0
     checkpointing_steps: int = 5000
     checkpoints_total_limit: int | None = None
@@ -108,12 +112,25 @@ class TrainingSettings:
     hub_token: str | None = None
     hub_private_repo: bool = False
     scaled_down: str | None = field(
-        default=None, metadata=_help("Say in the model card how this run is smaller than the paper's (e.g. '2k images, 300 steps').")
+        default=None,
+        metadata=_help(
+            "Say in the model card how this run is smaller than the paper's (e.g. '2k images, 300 steps')."
+        ),
     )
 
     def __post_init__(self):
-        _at_least(self, 1, "train_batch_size", "num_train_epochs", "gradient_accumulation_steps", "checkpointing_steps",
-                  "validation_steps", "lr_num_cycles", "max_train_steps", "checkpoints_total_limit")
+        _at_least(
+            self,
+            1,
+            "train_batch_size",
+            "num_train_epochs",
+            "gradient_accumulation_steps",
+            "checkpointing_steps",
+            "validation_steps",
+            "lr_num_cycles",
+            "max_train_steps",
+            "checkpoints_total_limit",
+        )
         _at_least(self, 0, "lr_warmup_steps", "dataloader_num_workers")
         _finite(self, "learning_rate", "adam_beta1", "adam_beta2", "max_grad_norm")
         if not self.learning_rate >= 0:
@@ -132,7 +149,9 @@ class TrainingSettings:
         if not str(self.output_dir).strip():
             raise ValueError("--output_dir is empty; give the run's folder")
         if Path(self.output_dir).exists() and not Path(self.output_dir).is_dir():
-            raise ValueError(f"--output_dir {self.output_dir!r} is a file; expected a folder (new or of an earlier run)")
+            raise ValueError(
+                f"--output_dir {self.output_dir!r} is a file; expected a folder (new or of an earlier run)"
+            )
 
     # ------------------------------------------------------------ the two spellings
     def to_dict(self) -> dict:
@@ -156,10 +175,16 @@ class TrainingSettings:
         if unknown:
             import difflib
 
-            hints = [f"{k!r}" + (f" (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(k, names, n=1)) else "") for k in unknown]
+            hints = [
+                f"{k!r}" + (f" (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(k, names, n=1)) else "")
+                for k in unknown
+            ]
             raise ValueError(f"{source} has settings {cls.__name__} does not take: {', '.join(hints)}")
-        missing = [f.name for f in dataclasses.fields(cls) if f.name not in values
-                   and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        missing = [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.name not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
         if missing:
             raise ValueError(f"{source} lacks the required settings {', '.join(missing)}")
         return cls(**values)
@@ -184,7 +209,9 @@ class TrainingSettings:
             if has_default and value == f.default:
                 continue
             if value is None:
-                raise ValueError(f"--{f.name} None cannot be written as a flag (its default is {f.default!r}); use --config")
+                raise ValueError(
+                    f"--{f.name} None cannot be written as a flag (its default is {f.default!r}); use --config"
+                )
             if isinstance(value, bool):
                 flags.append(f"--{f.name}" if value else f"--no-{f.name}")
             else:
@@ -209,19 +236,35 @@ class VQGANTrainingSettings(TrainingSettings):
     96, 40 epochs, 8e-6 x batch, Adam (0.5, 0.9))."""
 
     # model
-    model_config: str | None = field(default=None, metadata=_help("A model config JSON (e.g. hub_configs/te-vqgan-mnist.json)."))
-    pretrained_model_name_or_path: str | None = field(default=None, metadata=_help(
-        "Start from a save_pretrained folder or Hub id instead: a TEVQModel, or a stock diffusers VQModel "
-        "(converted with TEVQModel.from_vq_model, then fine-tuned with the orthogonal term)."))
-    freeze_encoder: bool = field(default=False, metadata=_help(
-        "Fine-tune without updating the encoder (and its quant_conv): the codebook and decoder learn."))
-    freeze_decoder: bool = field(default=False, metadata=_help("Fine-tune without updating the decoder (and its post_quant_conv)."))
+    model_config: str | None = field(
+        default=None, metadata=_help("A model config JSON (e.g. hub_configs/te-vqgan-mnist.json).")
+    )
+    pretrained_model_name_or_path: str | None = field(
+        default=None,
+        metadata=_help(
+            "Start from a save_pretrained folder or Hub id instead: a TEVQModel, or a stock diffusers VQModel "
+            "(converted with TEVQModel.from_vq_model, then fine-tuned with the orthogonal term)."
+        ),
+    )
+    freeze_encoder: bool = field(
+        default=False,
+        metadata=_help("Fine-tune without updating the encoder (and its quant_conv): the codebook and decoder learn."),
+    )
+    freeze_decoder: bool = field(
+        default=False, metadata=_help("Fine-tune without updating the decoder (and its post_quant_conv).")
+    )
     # data
-    dataset: str = field(default="textmnist", metadata=_help(
-        "'textmnist' (built here by te_vqgan.data.TextMNIST), or a datasets name / local folder with an `image` column.",
-        aliases=["--dataset_name", "--train_data_dir"]))
+    dataset: str = field(
+        default="textmnist",
+        metadata=_help(
+            "'textmnist' (built here by te_vqgan.data.TextMNIST), or a datasets name / local folder with an `image` column.",
+            aliases=["--dataset_name", "--train_data_dir"],
+        ),
+    )
     dataset_config: str = field(default="mnist", metadata=_help("TextMNIST config: mnist or fashion_mnist."))
-    mnist_dir: str | None = field(default=None, metadata=_help("Folder of the MNIST .gz files (default: $TE_VQGAN_MNIST_DIR, else download)."))
+    mnist_dir: str | None = field(
+        default=None, metadata=_help("Folder of the MNIST .gz files (default: $TE_VQGAN_MNIST_DIR, else download).")
+    )
     num_train: int = field(default=300_000, metadata=_help("TextMNIST train images."))
     num_validation: int = field(default=3_000, metadata=_help("TextMNIST validation images."))
     num_shift_groups: int = field(default=100, metadata=_help("TextMNIST shift groups for the equivariance metric."))
@@ -229,13 +272,21 @@ class VQGANTrainingSettings(TrainingSettings):
     cache_dir: str | None = field(default=None, metadata=_help("datasets cache folder."))
     validation_split: str = field(default="validation", metadata=_help("The split validation runs on."))
     image_column: str = "image"
-    resolution: int | None = field(default=None, metadata=_help(
-        "Images are resized on their shorter side to this, then cropped square (default: the model's sample_size); "
-        "the saved model's sample_size follows it."))
+    resolution: int | None = field(
+        default=None,
+        metadata=_help(
+            "Images are resized on their shorter side to this, then cropped square (default: the model's sample_size); "
+            "the saved model's sample_size follows it."
+        ),
+    )
     center_crop: bool = field(default=False, metadata=_help("Crop the centre (default: a random crop for training)."))
     random_flip: bool = field(default=False, metadata=_help("Flip training images left-right at random."))
-    validation_fraction: float | None = field(default=None, metadata=_help(
-        "Without a --validation_split in the dataset: hold out this fraction of train (a fixed slice)."))
+    validation_fraction: float | None = field(
+        default=None,
+        metadata=_help(
+            "Without a --validation_split in the dataset: hold out this fraction of train (a fixed slice)."
+        ),
+    )
     max_train_samples: int | None = field(default=None, metadata=_help("Train on the first N images only."))
     # the authors' optimisation
     seed: int = 23
@@ -245,24 +296,44 @@ class VQGANTrainingSettings(TrainingSettings):
     adam_beta1: float = 0.5
     adam_beta2: float = 0.9
     # losses
-    scale_lr: bool = field(default=True, metadata=_help(
-        "Multiply the learning rate by batch x accumulation x processes (taming; 8e-6 x 96 x 2 = 1.536e-3)."))
+    scale_lr: bool = field(
+        default=True,
+        metadata=_help(
+            "Multiply the learning rate by batch x accumulation x processes (taming; 8e-6 x 96 x 2 = 1.536e-3)."
+        ),
+    )
     perceptual_weight: float = field(default=1.0, metadata=_help("LPIPS weight; 0 trains without it."))
-    reconstruction_loss: Literal["l1", "l2", "l1+l2"] | None = field(default=None, metadata=_help(
-        "Pixel loss. Default: l1 (the paper's) with LPIPS, l2 without it (L1 alone loses the digits' colour)."))
+    reconstruction_loss: Literal["l1", "l2", "l1+l2"] | None = field(
+        default=None,
+        metadata=_help(
+            "Pixel loss. Default: l1 (the paper's) with LPIPS, l2 without it (L1 alone loses the digits' colour)."
+        ),
+    )
     codebook_weight: float = 1.0
     disc_weight: float = 0.8
     disc_start: int = field(default=30001, metadata=_help("Step at which the GAN terms switch on."))
     disc_num_layers: int = 3
     disc_ndf: int = 64
     num_validation_images: int = field(default=256, metadata=_help("Validation images used per evaluation."))
-    allow_perceptual_download: bool = field(default=False, metadata=_help("Let torchvision download the VGG16 weights."))
+    allow_perceptual_download: bool = field(
+        default=False, metadata=_help("Let torchvision download the VGG16 weights.")
+    )
     # codebook collapse (beyond the paper; the model-side remedies are config keys of TEVQModel)
-    kmeans_init_step: int | None = field(default=None, metadata=_help(
-        "At this step, set the codes to the k-means centroids of the batch's encoder outputs (e.g. 300; default off)."))
-    dead_code_restart_steps: int = field(default=0, metadata=_help(
-        "Every N steps, move the codes the batch chooses fewer than --dead_code_min_count times onto its encoder outputs (0: off)."))
-    dead_code_min_count: int = field(default=1, metadata=_help("A code chosen fewer times than this in the batch is dead."))
+    kmeans_init_step: int | None = field(
+        default=None,
+        metadata=_help(
+            "At this step, set the codes to the k-means centroids of the batch's encoder outputs (e.g. 300; default off)."
+        ),
+    )
+    dead_code_restart_steps: int = field(
+        default=0,
+        metadata=_help(
+            "Every N steps, move the codes the batch chooses fewer than --dead_code_min_count times onto its encoder outputs (0: off)."
+        ),
+    )
+    dead_code_min_count: int = field(
+        default=1, metadata=_help("A code chosen fewer times than this in the batch is dead.")
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -281,12 +352,16 @@ class VQGANTrainingSettings(TrainingSettings):
         if self.reconstruction_loss is None:
             object.__setattr__(self, "reconstruction_loss", "l1" if self.perceptual_weight > 0 else "l2")
         if self.reconstruction_loss not in RECONSTRUCTION_LOSSES:
-            raise ValueError(f"--reconstruction_loss must be one of {', '.join(RECONSTRUCTION_LOSSES)} (got {self.reconstruction_loss!r})")
+            raise ValueError(
+                f"--reconstruction_loss must be one of {', '.join(RECONSTRUCTION_LOSSES)} (got {self.reconstruction_loss!r})"
+            )
         if self.builds_textmnist:
             if ":" in self.dataset:
                 object.__setattr__(self, "dataset_config", self.dataset.split(":", 1)[1])
             if self.dataset_config not in TEXTMNIST_CONFIGS:
-                raise ValueError(f"--dataset_config must be mnist or fashion_mnist for TextMNIST (got {self.dataset_config!r})")
+                raise ValueError(
+                    f"--dataset_config must be mnist or fashion_mnist for TextMNIST (got {self.dataset_config!r})"
+                )
             if self.num_validation < 1:
                 raise ValueError(f"--num_validation must be >= 1: validation needs images (got {self.num_validation})")
 
@@ -306,11 +381,15 @@ class VQGANTrainingSettings(TrainingSettings):
             # a typo or another class in the config: refused here, before any work
             config = load_model_config(self.model_config)
             if config.get("_class_name") not in (None, "TEVQModel"):
-                raise ValueError(f"--model_config {self.model_config!r} describes a {config['_class_name']!r}; training needs a TEVQModel config.")
+                raise ValueError(
+                    f"--model_config {self.model_config!r} describes a {config['_class_name']!r}; training needs a TEVQModel config."
+                )
             check_config_keys(TEVQModel, config, repr(self.model_config))
         source = self.pretrained_model_name_or_path
         if source is not None and not Path(source).is_dir() and (source.count("/") != 1 or Path(source).exists()):
-            raise ValueError(f"--pretrained_model_name_or_path {source!r} is neither a save_pretrained folder nor a Hub repo id (org/name)")
+            raise ValueError(
+                f"--pretrained_model_name_or_path {source!r} is neither a save_pretrained folder nor a Hub repo id (org/name)"
+            )
 
 
 # ---------------------------------------------------------------------------- stage 2
@@ -327,25 +406,41 @@ class GeneratorTrainingSettings(TrainingSettings):
     # data
     tokenized_dataset: str = field(metadata=_help("A folder written by `te-vqgan tokenize-dataset`."))
     vqmodel: str = field(metadata=_help("The quantizer that tokenised it (a save_pretrained folder or Hub id)."))
-    train_subset_size: int | None = field(default=None, metadata=_help("Train on the first N examples only (sample efficiency)."))
+    train_subset_size: int | None = field(
+        default=None, metadata=_help("Train on the first N examples only (sample efficiency).")
+    )
     validation_split: str = "validation"
-    evaluation_splits: str = field(default="test_seen,test", metadata=_help(
-        "Splits scored by image-to-text accuracy at the end (those present; '' for none)."))
+    evaluation_splits: str = field(
+        default="test_seen,test",
+        metadata=_help("Splits scored by image-to-text accuracy at the end (those present; '' for none)."),
+    )
     num_evaluation_examples: int = field(default=200, metadata=_help("Images per evaluation split."))
     # generator
     text_length: int = field(default=50, metadata=_help("Tokens of the text block (<bot> caption <eot> padding)."))
     n_embd: int = 256
     n_layer: int = 8
     n_head: int = 8
-    dropout: float = field(default=0.1, metadata=_help(
-        "GPT-2's residual, embedding and attention dropout (GPT2Config's default 0.1; the presets train with 0)."))
-    position_scheme: Literal["index", "modality"] = field(default="index", metadata=_help(
-        "index: a token's position is its index in the sequence (GPT-2's own); modality: positions counted inside "
-        "each modality and shared by both directions, as the authors do (`SequenceLayout.position_ids`)."))
-    image_position_init: Literal["learned", "sincos2d"] = field(default="learned", metadata=_help(
-        "learned: GPT-2's random position table; sincos2d: the image block's rows start as 2-D sine-cosine values "
-        "of each token's (row, column), as the authors' fixed image positions (still learnt; under --position_scheme "
-        "index only the text-to-image block's rows)."))
+    dropout: float = field(
+        default=0.1,
+        metadata=_help(
+            "GPT-2's residual, embedding and attention dropout (GPT2Config's default 0.1; the presets train with 0)."
+        ),
+    )
+    position_scheme: Literal["index", "modality"] = field(
+        default="index",
+        metadata=_help(
+            "index: a token's position is its index in the sequence (GPT-2's own); modality: positions counted inside "
+            "each modality and shared by both directions, as the authors do (`SequenceLayout.position_ids`)."
+        ),
+    )
+    image_position_init: Literal["learned", "sincos2d"] = field(
+        default="learned",
+        metadata=_help(
+            "learned: GPT-2's random position table; sincos2d: the image block's rows start as 2-D sine-cosine values "
+            "of each token's (row, column), as the authors' fixed image positions (still learnt; under --position_scheme "
+            "index only the text-to-image block's rows)."
+        ),
+    )
     # the authors' optimisation
     seed: int = 42
     train_batch_size: int = 100
@@ -356,13 +451,23 @@ class GeneratorTrainingSettings(TrainingSettings):
     lr_num_cycles: int = 6
     max_grad_norm: float | None = 1.0
     # stage 2
-    directions: str = field(default="t2i,i2t", metadata=_help("t2i, i2t or both (each batch: i2t step, then t2i step)."))
-    weight_decay: float = field(default=0.0, metadata=_help(
-        "AdamW's decoupled weight decay on the 2-D weights (0: Adam, as the authors; biases and LayerNorms never decay)."))
+    directions: str = field(
+        default="t2i,i2t", metadata=_help("t2i, i2t or both (each batch: i2t step, then t2i step).")
+    )
+    weight_decay: float = field(
+        default=0.0,
+        metadata=_help(
+            "AdamW's decoupled weight decay on the 2-D weights (0: Adam, as the authors; biases and LayerNorms never decay)."
+        ),
+    )
     target_loss_weight: float = field(default=7.0, metadata=_help("Weight of the target modality's loss."))
-    num_validation_examples: int = field(default=256, metadata=_help("Validation examples for the teacher-forced losses."))
+    num_validation_examples: int = field(
+        default=256, metadata=_help("Validation examples for the teacher-forced losses.")
+    )
     num_validation_samples: int = field(default=8, metadata=_help("Images and captions sampled at each validation."))
-    top_k_fraction: float = field(default=0.1, metadata=_help("Sampling keeps this fraction of the vocabulary (authors 0.1)."))
+    top_k_fraction: float = field(
+        default=0.1, metadata=_help("Sampling keeps this fraction of the vocabulary (authors 0.1).")
+    )
     temperature: float = 1.0
 
     def __post_init__(self):
@@ -370,8 +475,17 @@ class GeneratorTrainingSettings(TrainingSettings):
         directions = [d.strip() for d in self.directions.split(",") if d.strip()]
         if not directions or set(directions) - set(DIRECTIONS):
             raise ValueError(f"--directions must name t2i and/or i2t (got {self.directions!r})")
-        _at_least(self, 1, "text_length", "n_embd", "n_layer", "n_head", "num_validation_examples", "num_validation_samples",
-                  "train_subset_size")
+        _at_least(
+            self,
+            1,
+            "text_length",
+            "n_embd",
+            "n_layer",
+            "n_head",
+            "num_validation_examples",
+            "num_validation_samples",
+            "train_subset_size",
+        )
         _at_least(self, 0, "num_evaluation_examples")
         if self.n_embd % self.n_head:
             raise ValueError(f"--n_embd must be divisible by --n_head (got {self.n_embd} and {self.n_head})")
@@ -397,17 +511,23 @@ class GeneratorTrainingSettings(TrainingSettings):
 
     def check_inputs(self) -> None:
         if not Path(self.tokenized_dataset).is_dir():
-            raise ValueError(f"--tokenized_dataset {self.tokenized_dataset!r} is not a folder (make one with `te-vqgan tokenize-dataset`)")
+            raise ValueError(
+                f"--tokenized_dataset {self.tokenized_dataset!r} is not a folder (make one with `te-vqgan tokenize-dataset`)"
+            )
 
 
 # ---------------------------------------------------------------------------- parsing
 # Spellings kept for one release (hidden, with a FutureWarning): (old flag, field, the new flag).
 DEPRECATED_FLAGS = {
-    VQGANTrainingSettings: [("--pretrained_model", "pretrained_model_name_or_path", "--pretrained_model_name_or_path")],
+    VQGANTrainingSettings: [
+        ("--pretrained_model", "pretrained_model_name_or_path", "--pretrained_model_name_or_path")
+    ],
 }
 
 
-def settings_parser(cls: type[TrainingSettings], description: str | None = None, defaults: bool = True) -> argparse.ArgumentParser:
+def settings_parser(
+    cls: type[TrainingSettings], description: str | None = None, defaults: bool = True
+) -> argparse.ArgumentParser:
     """An argument parser for `cls`: `--NAME` per field (typed from its annotation, choices from a
     `Literal`, `--NAME/--no-NAME` for a switch, aliases from the field's metadata), `--config FILE`,
     and the deprecated spellings of `DEPRECATED_FLAGS`. With `defaults=False` nothing is required and
@@ -436,8 +556,12 @@ def settings_parser(cls: type[TrainingSettings], description: str | None = None,
         else:
             kwargs["type"] = kind
         parser.add_argument(f"--{f.name}", *f.metadata.get("aliases", ()), **kwargs)
-    parser.add_argument("--config", default=None if defaults else argparse.SUPPRESS, metavar="FILE",
-                        help=f"A JSON file of {cls.__name__} (as a run writes to {SETTINGS_FILE}); flags after it override it.")
+    parser.add_argument(
+        "--config",
+        default=None if defaults else argparse.SUPPRESS,
+        metavar="FILE",
+        help=f"A JSON file of {cls.__name__} (as a run writes to {SETTINGS_FILE}); flags after it override it.",
+    )
     for old, dest, new in DEPRECATED_FLAGS.get(cls, []):
         add_deprecated_alias(parser, old, new, dest)
     return parser
@@ -453,8 +577,9 @@ def _field_type(hint) -> tuple[object, bool]:
     return hint, False
 
 
-def parse_settings(cls: type[Settings], argv: list[str] | None = None, description: str | None = None,
-                   check_inputs: bool = True) -> Settings:
+def parse_settings(
+    cls: type[Settings], argv: list[str] | None = None, description: str | None = None, check_inputs: bool = True
+) -> Settings:
     """Parse `argv` (default `sys.argv[1:]`) into a `cls`; a bad value exits 2 with one line, as argparse does.
 
     `--config FILE` reads a JSON file of settings; flags beside it override the file's values. With

@@ -70,7 +70,13 @@ def vqgan_train_step(
         update_d(d_loss)
 
     terms = {
-        "loss": loss, "rec_loss": rec_loss, "p_loss": p_loss, "commit_loss": output.commit_loss,
-        "orthogonal_loss": output.orthogonal_loss, "g_loss": g_loss, "d_weight": d_weight, "d_loss": d_loss,
+        "loss": loss,
+        "rec_loss": rec_loss,
+        "p_loss": p_loss,
+        "commit_loss": output.commit_loss,
+        "orthogonal_loss": output.orthogonal_loss,
+        "g_loss": g_loss,
+        "d_weight": d_weight,
+        "d_loss": d_loss,
     }
     return {name: value.detach().float() for name, value in terms.items()}
