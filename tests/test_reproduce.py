@@ -317,6 +317,7 @@ def test_library_stages_replace_what_an_interrupted_run_left(tmp_path):
         plan._run_step(failing)
 
 
+@pytest.mark.slow
 def test_jobs_run_library_stages_in_worker_processes_with_their_logs(tmp_path):
     import functools
     import os
