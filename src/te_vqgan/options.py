@@ -27,7 +27,13 @@ import argparse
 import warnings
 
 
-__all__ = ["add_deprecated_alias", "add_hub_push_options", "check_required", "resolve_hub_push"]
+__all__ = [
+    "add_deprecated_alias",
+    "add_hub_push_options",
+    "add_output_dir_option",
+    "check_required",
+    "resolve_hub_push",
+]
 
 
 class _DeprecatedAlias(argparse.Action):
@@ -64,6 +70,15 @@ def add_deprecated_alias(
         help=argparse.SUPPRESS,
         **kwargs,
     )
+
+
+def add_output_dir_option(parser, help: str, overwrite: str | None = None) -> None:
+    """`--output-dir` (required; `--output` its deprecated spelling), stored as `output`, and with
+    `overwrite` (its help) an `--overwrite` switch."""
+    parser.add_argument("--output-dir", dest="output", default=None, help=help)
+    add_deprecated_alias(parser, "--output", "--output-dir", "output", required=True)
+    if overwrite is not None:
+        parser.add_argument("--overwrite", action="store_true", help=overwrite)
 
 
 def add_hub_push_options(parser, repo_type: str = "model") -> None:

@@ -25,13 +25,13 @@ second run with the same options only re-exports.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shlex
 import time
 from pathlib import Path
 
-from ..options import add_deprecated_alias, add_hub_push_options, resolve_hub_push
+from ..options import add_deprecated_alias, add_hub_push_options, add_output_dir_option, resolve_hub_push
+from . import add_command
 
 
 # Options that change the data: quoted in the dataset card's reproduce command.
@@ -51,11 +51,11 @@ def _default_num_proc() -> int:
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "build-dataset",
         help="Build TextMNIST (text-augmented colored MNIST) and write Parquet shards, a dataset card and a contact sheet.",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--dataset-config",
@@ -65,13 +65,11 @@ def register(subparsers) -> None:
         help="Source digits (default mnist).",
     )
     add_deprecated_alias(parser, "--config", "--dataset-config", "config", choices=["mnist", "fashion_mnist"])
-    parser.add_argument(
-        "--output-dir",
-        dest="output",
-        default=None,
+    add_output_dir_option(
+        parser,
         help="Folder to create (must be absent or empty unless --overwrite).",
+        overwrite="Replace an existing --output folder.",
     )
-    add_deprecated_alias(parser, "--output", "--output-dir", "output", required=True)
     parser.add_argument("--num-train", type=int, default=None, help="Train images (default 300000).")
     parser.add_argument("--num-validation", type=int, default=None, help="Validation images (default 3000).")
     parser.add_argument(
@@ -101,7 +99,6 @@ def register(subparsers) -> None:
         help="Worker processes (default: all CPUs); the data do not depend on it.",
     )
     parser.add_argument("--max-shard-size", default="500MB", help="Parquet shard size (default 500MB).")
-    parser.add_argument("--overwrite", action="store_true", help="Replace an existing --output folder.")
     add_hub_push_options(parser, repo_type="dataset")
     parser.set_defaults(func=run)
 

@@ -16,14 +16,15 @@ from __future__ import annotations
 import numpy as np
 
 from ..options import add_deprecated_alias
+from . import add_command
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "equivariance",
         help="Shift-equivariance score and codebook usage of a quantizer, with a PNG of its token maps.",
         description=__doc__,
-        formatter_class=__import__("argparse").RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--vqmodel",

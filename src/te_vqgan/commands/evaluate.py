@@ -16,23 +16,23 @@ images) and `{split}-captions.png` (generated captions under test images).
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 
-from ..options import add_deprecated_alias
+from ..options import add_output_dir_option
+from . import add_command
 
 
 SANITY_FLOOR = 0.99
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "evaluate",
         help="Text-to-image and image-to-text accuracy of a pipeline (bucketed as in the paper), with sanity rows and figures.",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--pipeline",
@@ -64,10 +64,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--temperature", type=float, default=1.0, help="Sampling temperature (authors 1.0).")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available).")
-    parser.add_argument(
-        "--output-dir", dest="output", default=None, help="Folder for evaluation.json and the figures (created)."
-    )
-    add_deprecated_alias(parser, "--output", "--output-dir", "output", required=True)
+    add_output_dir_option(parser, help="Folder for evaluation.json and the figures (created).")
     parser.set_defaults(func=run)
 
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..options import add_deprecated_alias
+from ..options import add_deprecated_alias, add_output_dir_option
+from . import add_command
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -34,11 +35,11 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers) -> None:
-    generate = subparsers.add_parser(
+    generate = add_command(
+        subparsers,
         "generate",
         help="Images from a caption with a saved text-to-image pipeline (PNGs and a grid).",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_common(generate)
     generate.add_argument("--prompt", required=True, action="append", help="A caption; repeat for several.")
@@ -46,18 +47,18 @@ def register(subparsers) -> None:
         "--num-images-per-prompt", dest="num_images", type=int, default=4, help="Images per prompt (default 4)."
     )
     add_deprecated_alias(generate, "--num-images", "--num-images-per-prompt", "num_images", type=int)
-    generate.add_argument("--output-dir", dest="output", default=None, help="Folder for the PNGs and grid.png.")
-    add_deprecated_alias(generate, "--output", "--output-dir", "output", required=True)
-    generate.add_argument(
-        "--overwrite", action="store_true", help="Replace the images of an earlier run in --output-dir."
+    add_output_dir_option(
+        generate,
+        help="Folder for the PNGs and grid.png.",
+        overwrite="Replace the images of an earlier run in --output-dir.",
     )
     generate.set_defaults(func=run_generate)
 
-    caption = subparsers.add_parser(
+    caption = add_command(
+        subparsers,
         "caption",
         help="Captions of images with a saved image-to-text pipeline, one line per image.",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_common(caption)
     caption.add_argument("images", nargs="+", help="RGB image files of the quantizer's size (64x64 for TextMNIST).")

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..options import add_deprecated_alias
+from ..options import add_output_dir_option
+from . import add_command
 
 
 def _int_list(text: str) -> list[int]:
@@ -27,11 +28,11 @@ def _int_list(text: str) -> list[int]:
 def register(subparsers) -> None:
     from ..reproduce import PRESETS
 
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "reproduce",
         help="The paper's experiment end to end (smoke, cpu or paper preset), resumable, with a report and figures.",
         description=__doc__ + "\nPresets:\n" + "\n".join(f"  {name}: {p.description}" for name, p in PRESETS.items()),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--preset", default="smoke", choices=sorted(PRESETS), help="Scale of the experiment (default smoke)."
@@ -57,10 +58,7 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--device", default=None, help="cpu or cuda for the in-process stages (default: cuda when available)."
     )
-    parser.add_argument(
-        "--output-dir", dest="output", default=None, help="Folder of the run (created; an existing one is continued)."
-    )
-    add_deprecated_alias(parser, "--output", "--output-dir", "output", required=True)
+    add_output_dir_option(parser, help="Folder of the run (created; an existing one is continued).")
     parser.add_argument(
         "--jobs",
         type=int,

@@ -13,21 +13,21 @@ captions and labels, and `quantizer.json` with the quantizer's fingerprint: stag
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from ..options import add_deprecated_alias
+from ..options import add_output_dir_option
+from . import add_command
 
 
 _BUILDER_OPTIONS = ("num_train", "num_validation", "num_test", "num_test_seen", "seed")
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "tokenize-dataset",
         help="Encode a TextMNIST's images once with a frozen quantizer (index maps for stage-2 training).",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--vqmodel", required=True, help="A trained quantizer: a save_pretrained folder or a Hub repo id."
@@ -37,13 +37,11 @@ def register(subparsers) -> None:
         default="textmnist",
         help="textmnist[:fashion_mnist], a build-dataset folder, a save_to_disk folder or a Hub id.",
     )
-    parser.add_argument(
-        "--output-dir",
-        dest="output",
-        default=None,
+    add_output_dir_option(
+        parser,
         help="Folder to create (must be absent or empty unless --overwrite).",
+        overwrite="Replace an existing --output folder.",
     )
-    add_deprecated_alias(parser, "--output", "--output-dir", "output", required=True)
     parser.add_argument(
         "--splits", default=None, help="Comma-separated splits (default: train,validation,test,test_seen present)."
     )
@@ -57,7 +55,6 @@ def register(subparsers) -> None:
     for option in _BUILDER_OPTIONS:
         parser.add_argument(f"--{option.replace('_', '-')}", type=int, default=None, help="TextMNIST builder option.")
     parser.add_argument("--cache-dir", default=None, help="datasets cache folder.")
-    parser.add_argument("--overwrite", action="store_true", help="Replace an existing --output folder.")
     parser.set_defaults(func=run)
 
 

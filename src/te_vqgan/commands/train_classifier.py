@@ -10,33 +10,30 @@ a model card with the accuracy table. `--push-to-hub org/name` uploads the folde
 
 from __future__ import annotations
 
-import argparse
 import shlex
 import shutil
 import time
 from pathlib import Path
 
-from ..options import add_deprecated_alias, add_hub_push_options, resolve_hub_push
+from ..options import add_hub_push_options, add_output_dir_option, resolve_hub_push
+from . import add_command
 
 
 DIGIT_TARGET, COLOUR_TARGET = 0.995, 0.999
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "train-classifier",
         help="Train the evaluation classifier (colour + digit heads on 28x28 windows) and save it with its accuracy.",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--output-dir",
-        dest="output",
-        default=None,
+    add_output_dir_option(
+        parser,
         help="Folder to create (must be absent or empty unless --overwrite).",
+        overwrite="Replace a non-empty --output.",
     )
-    add_deprecated_alias(parser, "--output", "--output-dir", "output", required=True)
-    parser.add_argument("--overwrite", action="store_true", help="Replace a non-empty --output.")
     parser.add_argument(
         "--dataset", default="textmnist", help="'textmnist' (built here) or a `te-vqgan build-dataset` folder."
     )
