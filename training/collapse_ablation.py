@@ -48,6 +48,7 @@ class Row:
 
 
 KMEANS = {"kmeans_init_step": 300}
+SHIFT = {"shift_equivariance_weight": 1.0}
 ROWS = {
     row.name: row
     for row in (
@@ -78,6 +79,16 @@ ROWS = {
             settings={"reconstruction_loss": "l1"},
         ),
         Row("te_l1", "TE with L1 instead of L2", settings={"reconstruction_loss": "l1"}),
+        # The direct shift-equivariance term (te_vqgan.losses.shift_equivariance_loss), with and without the orthogonal one.
+        Row("te_shift", "TE + the shift-equivariance term (weight 1)", settings=SHIFT),
+        Row("sc_shift", "SC + the shift-equivariance term alone (weight 1, lambda 0)", config=SC_CPU, settings=SHIFT),
+        Row("te_kmeans_shift", "TE + k-means init + the shift-equivariance term", settings={**KMEANS, **SHIFT}),
+        Row(
+            "sc_kmeans_shift",
+            "SC + k-means init + the shift-equivariance term alone",
+            config=SC_CPU,
+            settings={**KMEANS, **SHIFT},
+        ),
         Row(
             "te_simvq",
             "TE + SimVQ codebook (frozen basis x learnt linear map)",

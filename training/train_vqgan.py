@@ -328,6 +328,12 @@ class VQGANStage(TrainingStage):
             raise ValueError(
                 f"--resolution {resolution} is not a multiple of the model's downsampling factor f = {model.downsample_factor}."
             )
+        tokens = resolution // model.downsample_factor
+        if args.shift_equivariance_weight > 0 and tokens - 3 * args.shift_equivariance_max_shift < 1:
+            raise ValueError(
+                f"--shift_equivariance_max_shift {args.shift_equivariance_max_shift} leaves no token to compare on "
+                f"{tokens}x{tokens}-token images (it needs at most {(tokens - 1) // 3})."
+            )
         if resolution != model.config.sample_size:  # the saved config, card and grid say what it was trained on
             model.register_to_config(sample_size=resolution)
         if (
@@ -366,7 +372,12 @@ class VQGANStage(TrainingStage):
             torch.optim.Adam(discriminator.parameters(), lr=learning_rate, betas=betas),
         ]
         self.loss_weights = VQGANLossWeights(
-            args.perceptual_weight, args.codebook_weight, args.disc_weight, args.disc_start, args.reconstruction_loss
+            perceptual_weight=args.perceptual_weight,
+            codebook_weight=args.codebook_weight,
+            disc_weight=args.disc_weight,
+            disc_start=args.disc_start,
+            reconstruction_loss=args.reconstruction_loss,
+            shift_equivariance_weight=args.shift_equivariance_weight,
         )
         return StageParts(
             [model, discriminator], optimizers, train_dataset.with_transform(transform), collate, learning_rate
@@ -386,10 +397,21 @@ class VQGANStage(TrainingStage):
             global_step,
             self.loss_weights,
             self.perceptual,
+            shift=self._shift(global_step),
         )
         if restarted is not None:
             terms["codes_restarted"] = torch.tensor(float(restarted))
         return terms
+
+    def _shift(self, global_step: int) -> tuple[int, int] | None:
+        """This step's whole-token shift for the shift-equivariance term: (rows, columns), each drawn
+        from 0..--shift_equivariance_max_shift, not both 0, from (seed, step) only (exact on resume)."""
+        if self.args.shift_equivariance_weight <= 0:
+            return None
+        m = self.args.shift_equivariance_max_shift
+        generator = torch.Generator().manual_seed(derive_seed(self.args.seed, global_step, 1))
+        choice = int(torch.randint((m + 1) ** 2 - 1, (), generator=generator)) + 1  # 0 would be no shift
+        return divmod(choice, m + 1)
 
     def _codebook_remedies(self, images, global_step: int) -> int | None:
         """k-means initialisation and dead-code restarts (`te_vqgan.training.codebook`) due at
@@ -439,6 +461,7 @@ class VQGANStage(TrainingStage):
         record["reconstruction_loss"] = args.reconstruction_loss
         record["kmeans_init_step"] = args.kmeans_init_step
         record["dead_code_restart_steps"] = args.dead_code_restart_steps
+        record["shift_equivariance_weight"] = args.shift_equivariance_weight
         config = model.config
         name = args.hub_model_id or Path(args.output_dir).name
         dataset_id = f"textmnist-{args.dataset_config}" if builds_textmnist(args.dataset) else args.dataset

@@ -1,6 +1,7 @@
 """Losses of the stage-1 quantizer, as pure functions.
 
-The orthogonal regulariser is the paper's Eq. (5); the VQ loss is VQ-VAE's codebook and
+The orthogonal regulariser is the paper's Eq. (5); the shift-equivariance regulariser is beyond the
+paper (EQ-VAE's idea, for whole-token shifts); the VQ loss is VQ-VAE's codebook and
 commitment terms with beta on the commitment term; the adversarial terms are VQGAN's hinge
 losses with its adaptive weight (Esser et al., "Taming Transformers", Eq. 7; docs/REPRODUCTION.md,
 "Stage 1: the quantizer").
@@ -19,6 +20,7 @@ __all__ = [
     "hinge_g_loss",
     "orthogonal_loss",
     "reconstruction_loss",
+    "shift_equivariance_loss",
     "vq_loss",
 ]
 
@@ -136,3 +138,41 @@ def adaptive_gan_weight(
     g_grads = torch.autograd.grad(g_loss, last_layer, retain_graph=True)[0]
     weight = torch.linalg.vector_norm(nll_grads.float()) / (torch.linalg.vector_norm(g_grads.float()) + eps)
     return torch.clamp(weight, 0.0, max_weight).detach()
+
+
+def shift_equivariance_loss(
+    encode, images: torch.Tensor, shift: tuple[int, int], downsample_factor: int
+) -> torch.Tensor:
+    """A direct shift-equivariance regulariser (beyond the paper; EQ-VAE pulls the latents of a
+    transformed image toward the transformed latents, for scale and rotation): the encoder's
+    features of an image shifted by `shift = (rows, columns)` whole tokens are pulled toward
+    its features, shifted.
+
+    Two crops `shift * f` pixels apart, `A = x[:, :, :H - s_y, :W - s_x]` and
+    `B = x[:, :, s_y:, s_x:]`, hold the same pixels at offset `shift` tokens: token `(i, j)` of
+    `B` sees what token `(i + rows, j + columns)` of `A` sees. No border is filled; the tokens
+    within `shift` of a crop's edge, whose receptive field reaches the edge, are left out:
+    the loss is the mean squared difference of `encode(B)[..., :h - 2 rows, :w - 2 columns]`
+    and `encode(A)[..., rows:h - rows, columns:w - columns]` (`h`, `w`: tokens of a crop).
+
+    Args:
+        encode (`Callable`): images `[N, C, H, W]` -> latents `[N, D, H / f, W / f]` (the features
+            that are quantized, e.g. `quant_conv(encoder(x))`).
+        images (`torch.Tensor`): `[N, C, H, W]`, `H` and `W` multiples of `downsample_factor`.
+        shift (`tuple[int, int]`): whole tokens, each >= 0, not both 0.
+        downsample_factor (`int`): pixels per token.
+    """
+    rows, columns = (int(v) for v in shift)
+    f = int(downsample_factor)
+    height, width = images.shape[-2] // f, images.shape[-1] // f
+    if rows < 0 or columns < 0 or rows + columns == 0:
+        raise ValueError(f"`shift` must be two whole token counts >= 0, not both 0 (got {shift!r}).")
+    if height - 3 * rows < 1 or width - 3 * columns < 1:
+        raise ValueError(
+            f"A shift of {shift} tokens leaves no token to compare on a {height}x{width}-token image "
+            "(the crops lose `shift`, their edges another `shift` each side)."
+        )
+    a = encode(images[..., : images.shape[-2] - rows * f, : images.shape[-1] - columns * f])
+    b = encode(images[..., rows * f :, columns * f :])
+    h, w = a.shape[-2], a.shape[-1]
+    return F.mse_loss(b[..., : h - 2 * rows, : w - 2 * columns], a[..., rows : h - rows, columns : w - columns])

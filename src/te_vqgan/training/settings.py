@@ -318,6 +318,17 @@ class VQGANTrainingSettings(TrainingSettings):
     allow_perceptual_download: bool = field(
         default=False, metadata=_help("Let torchvision download the VGG16 weights.")
     )
+    # a direct shift-equivariance term (beyond the paper; te_vqgan.losses.shift_equivariance_loss)
+    shift_equivariance_weight: float = field(
+        default=0.0,
+        metadata=_help(
+            "Weight of the direct shift-equivariance term: the encoder's latents of the image shifted by whole tokens are "
+            "pulled toward its latents, shifted (0: off)."
+        ),
+    )
+    shift_equivariance_max_shift: int = field(
+        default=1, metadata=_help("Each step shifts by (rows, columns) drawn from 0..N tokens each, not both 0.")
+    )
     # codebook collapse (beyond the paper; the model-side remedies are config keys of TEVQModel)
     kmeans_init_step: int | None = field(
         default=None,
@@ -341,8 +352,16 @@ class VQGANTrainingSettings(TrainingSettings):
             raise ValueError("give exactly one of --model_config and --pretrained_model_name_or_path")
         _at_least(self, 0, "kmeans_init_step", "dead_code_restart_steps", "dead_code_min_count")
         _at_least(self, 1, "num_validation_images", "resolution", "max_train_samples", "disc_num_layers", "disc_ndf")
-        _finite(self, "perceptual_weight", "codebook_weight", "disc_weight", "validation_fraction")
-        for name in ("perceptual_weight", "codebook_weight", "disc_weight"):
+        _finite(
+            self,
+            "perceptual_weight",
+            "codebook_weight",
+            "disc_weight",
+            "validation_fraction",
+            "shift_equivariance_weight",
+        )
+        _at_least(self, 1, "shift_equivariance_max_shift")
+        for name in ("perceptual_weight", "codebook_weight", "disc_weight", "shift_equivariance_weight"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"--{name} must be >= 0 (got {getattr(self, name)})")
         if self.validation_fraction is not None and not 0 < self.validation_fraction < 1:
