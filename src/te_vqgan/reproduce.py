@@ -138,14 +138,48 @@ CPU_STAGE1 = dict(learning_rate=3e-4, scale_lr=False, perceptual_weight=0.0, rec
 # authors (top-k 2% of the vocabulary, temperature 0.7), which an undertrained generator's flat distribution needs.
 CPU_STAGE2 = dict(dropout=0.0, lr_num_cycles=1, text_length=45)
 CPU_EVAL = dict(top_k_fraction=0.02, temperature=0.7)
+CPU_PRESET = Preset(
+    name="cpu",
+    description="the largest run our 2-core CPU machines finish in a working day or two, resumable: "
+    "TE and SC, 3 seeds. Stage 1: the CPU quantizer configs at f = 8 (`-cpu-f8`: 8x8 = 64 tokens per image, a "
+    "quarter of the paper's 256, so that the generator's sequence is 112 tokens instead of 309), L2, k-means codebook "
+    "initialisation at step 300, 1,500 steps of batch 16. Stage 2: the recipe of results/stage2_recipe (no dropout, one "
+    "cosine cycle) on a 4-layer, 128-wide GPT-2 with a 45-token text block, batch 32, 1,700 steps (54,400 examples per "
+    "direction, about 2.7 epochs); train sizes scaled down 15x (20,000 and 6,667). Evaluation: 500 images per split, "
+    "sampled with top-k 2% and temperature 0.7, classifier 32-64-128 wide. Not comparable to the paper's numbers; its "
+    "question is whether TE's text-to-image gain over SC is outside the seed spread at this scale.",
+    comparable=False,
+    quantizers=("te", "sc"),
+    seeds=(0, 1, 2),
+    train_sizes=(20_000, 6_667),
+    num_train=20_000,
+    num_validation=256,
+    num_test=500,
+    num_shift_groups=100,
+    classifier_train=48_000,
+    classifier_epochs=4,
+    config_suffix="-cpu-f8",
+    stage1_steps=1_500,
+    stage1_batch=16,
+    stage1_settings={**CPU_STAGE1, "kmeans_init_step": 300},
+    stage2_steps=1_700,
+    stage2_batch=32,
+    stage2_model=(4, 128, 4),
+    num_eval=500,
+    stage2_settings={"lr_warmup_steps": 100, **CPU_STAGE2},
+    evaluation_settings=CPU_EVAL,
+    classifier_settings={"channels": (32, 64, 128)},
+    estimates={"data": 60, "classifier": 480, "stage1": 240, "tokenize": 40, "stage2": 620, "evaluate": 60},
+)
+
 PRESETS = {
-    "smoke": Preset(
+    # The cpu preset's design, smaller.
+    "smoke": replace(
+        CPU_PRESET,
         name="smoke",
         description="a check of the whole chain on a 2-core CPU in minutes: TE and SC, one seed, tiny data "
         "and models (the `cpu` preset's design and stage-2 recipe, smaller: f = 8 quantizers for 800 steps, a 2-layer "
         "generator for 400 steps on 3,000 examples). Its numbers are NOT comparable to the paper's.",
-        comparable=False,
-        quantizers=("te", "sc"),
         seeds=(0,),
         train_sizes=(3_000,),
         num_train=3_000,
@@ -153,79 +187,31 @@ PRESETS = {
         num_test=200,
         num_shift_groups=20,
         classifier_train=8_000,
-        classifier_epochs=4,
-        config_suffix="-cpu-f8",
         stage1_steps=800,
-        stage1_batch=16,
         stage1_settings={**CPU_STAGE1, "kmeans_init_step": 200},
         stage2_steps=400,
-        stage2_batch=32,
         stage2_model=(2, 128, 4),
         num_eval=200,
         stage2_settings={"lr_warmup_steps": 40, **CPU_STAGE2},
-        evaluation_settings=CPU_EVAL,
+        classifier_settings={},
         estimates={"data": 5, "classifier": 60, "stage1": 140, "tokenize": 8, "stage2": 100, "evaluate": 20},
     ),
-    "cpu": Preset(
-        name="cpu",
-        description="the largest run our 2-core CPU machines finish in a working day or two, resumable: "
-        "TE and SC, 3 seeds. Stage 1: the CPU quantizer configs at f = 8 (`-cpu-f8`: 8x8 = 64 tokens per image, a "
-        "quarter of the paper's 256, so that the generator's sequence is 112 tokens instead of 309), L2, k-means codebook "
-        "initialisation at step 300, 1,500 steps of batch 16. Stage 2: the recipe of results/stage2_recipe (no dropout, one "
-        "cosine cycle) on a 4-layer, 128-wide GPT-2 with a 45-token text block, batch 32, 1,700 steps (54,400 examples per "
-        "direction, about 2.7 epochs); train sizes scaled down 15x (20,000 and 6,667). Evaluation: 500 images per split, "
-        "sampled with top-k 2% and temperature 0.7, classifier 32-64-128 wide. Not comparable to the paper's numbers; its "
-        "question is whether TE's text-to-image gain over SC is outside the seed spread at this scale.",
-        comparable=False,
-        quantizers=("te", "sc"),
-        seeds=(0, 1, 2),
-        train_sizes=(20_000, 6_667),
-        num_train=20_000,
-        num_validation=256,
-        num_test=500,
-        num_shift_groups=100,
-        classifier_train=48_000,
-        classifier_epochs=4,
-        config_suffix="-cpu-f8",
-        stage1_steps=1_500,
-        stage1_batch=16,
-        stage1_settings={**CPU_STAGE1, "kmeans_init_step": 300},
-        stage2_steps=1_700,
-        stage2_batch=32,
-        stage2_model=(4, 128, 4),
-        num_eval=500,
-        stage2_settings={"lr_warmup_steps": 100, **CPU_STAGE2},
-        evaluation_settings=CPU_EVAL,
-        classifier_settings={"channels": (32, 64, 128)},
-        estimates={"data": 60, "classifier": 480, "stage1": 240, "tokenize": 40, "stage2": 620, "evaluate": 60},
-    ),
-    "gpu": Preset(
+    "cpu": CPU_PRESET,
+    # The cpu preset's data, quantizers and evaluation with a longer stage 2, side by side on one GPU.
+    "gpu": replace(
+        CPU_PRESET,
         name="gpu",
         description="the cpu preset's data, quantizers and evaluation with a longer stage 2, for one GPU in "
         "minutes: TE and SC, 3 seeds, stages side by side on the one device (--jobs 6). Stage 1 as in the cpu preset (f = 8, "
         "1,500 steps of 16); stage 2 the authors' GPT size (8 layers, 256 wide) in bf16, batch 100 for 3,000 steps (300,000 "
         "examples per direction, 15 epochs of 20,000); 1,000 images per evaluated split. Not comparable to the paper's numbers.",
-        comparable=False,
-        quantizers=("te", "sc"),
-        seeds=(0, 1, 2),
-        train_sizes=(20_000, 6_667),
-        num_train=20_000,
-        num_validation=256,
         num_test=1_000,
-        num_shift_groups=100,
-        classifier_train=48_000,
-        classifier_epochs=4,
-        config_suffix="-cpu-f8",
-        stage1_steps=1_500,
-        stage1_batch=16,
         stage1_settings={**CPU_STAGE1, "kmeans_init_step": 300, "dataloader_num_workers": 1},
         stage2_steps=3_000,
         stage2_batch=100,
         stage2_model=(8, 256, 8),
         num_eval=1_000,
         stage2_settings={"lr_warmup_steps": 150, **CPU_STAGE2, "mixed_precision": "bf16", "dataloader_num_workers": 1},
-        evaluation_settings=CPU_EVAL,
-        classifier_settings={"channels": (32, 64, 128)},
         # Not yet measured on a GPU: from the H100 run of results/stage2_gpu (stage 2 at 8 x 256 ran 7.1 steps/s of 100
         # at 309 tokens alone) with six jobs sharing the device.
         estimates={"data": 40, "classifier": 120, "stage1": 90, "tokenize": 30, "stage2": 300, "evaluate": 40},

@@ -89,7 +89,7 @@ def evaluate_pipeline(
     """Text-to-image and image-to-text accuracy of the pipeline folder `pipeline` on `splits`, judged
     by `classifier`, with the sanity rows and figures; writes `output/evaluation.json` (returned)."""
     from ..classifier import DigitColourClassifier, classifier_fingerprint
-    from ..data.tokenized import builds_textmnist, load_source_dataset
+    from ..data.tokenized import load_evaluation_splits
     from ..files import write_json_atomic
     from ..generation.sampling import _check_sampling
     from ..loading import resolve_device
@@ -102,18 +102,9 @@ def evaluate_pipeline(
     device = resolve_device(device)
     generator_pipeline = TextToImagePipeline.from_pretrained(pipeline).to(device)
     judge = DigitColourClassifier.from_pretrained(classifier).to(device)
-    options = None
-    if builds_textmnist(dataset):
-        options = dict(
-            num_train=0,
-            num_validation=0,
-            num_test=num_test,
-            num_test_seen=num_test,
-            num_shift_groups=0,
-            seed=dataset_seed,
-            data_dir=mnist_dir,
-        )
-    data = load_source_dataset(dataset, builder_options=options, cache_dir=cache_dir)
+    data = load_evaluation_splits(
+        dataset, num_test=num_test, seed=dataset_seed, mnist_dir=mnist_dir, cache_dir=cache_dir
+    )
     missing = [s for s in splits if s not in data]
     if missing or not splits:
         raise ValueError(

@@ -225,24 +225,15 @@ def train_and_save(
     )
 
     from ..classifier import evaluate_classifier, train_classifier, windows_of_split
-    from ..data.tokenized import builds_textmnist, load_source_dataset
+    from ..data.tokenized import load_evaluation_splits
     from ..files import install_folder, write_json_atomic
     from ..loading import resolve_device
     from ..training.accelerate_utils import render_model_card
 
     device = resolve_device(device)
-    options = None
-    if builds_textmnist(dataset):
-        options = dict(
-            num_train=num_train,
-            num_validation=0,
-            num_test=num_test,
-            num_test_seen=num_test,
-            num_shift_groups=0,
-            seed=dataset_seed,
-            data_dir=mnist_dir,
-        )
-    splits = load_source_dataset(dataset, builder_options=options, cache_dir=cache_dir)
+    splits = load_evaluation_splits(
+        dataset, num_train=num_train, num_test=num_test, seed=dataset_seed, mnist_dir=mnist_dir, cache_dir=cache_dir
+    )
     missing = [name for name in ("train", "test", "test_seen") if name not in splits]
     if missing:
         raise ValueError(f"Dataset {dataset!r} lacks the split(s) {missing} (has {sorted(splits)}).")

@@ -104,6 +104,31 @@ def builds_textmnist(spec: str) -> bool:
     return spec.split(":")[0] == "textmnist" and not Path(spec).is_dir()
 
 
+def load_evaluation_splits(
+    spec: str,
+    *,
+    num_train: int = 0,
+    num_test: int = 3_000,
+    seed: int = 0,
+    mnist_dir=None,
+    cache_dir: str | None = None,
+):
+    """`load_source_dataset(spec)` for judging: a TextMNIST `spec` is built with `num_train` train
+    images and `num_test` images each of `test` and `test_seen` (no validation, no shift split)."""
+    options = None
+    if builds_textmnist(spec):
+        options = dict(
+            num_train=num_train,
+            num_validation=0,
+            num_test=num_test,
+            num_test_seen=num_test,
+            num_shift_groups=0,
+            seed=seed,
+            data_dir=mnist_dir,
+        )
+    return load_source_dataset(spec, builder_options=options, cache_dir=cache_dir)
+
+
 def load_source_dataset(spec: str, *, builder_options: dict | None = None, cache_dir: str | None = None):
     """The image dataset to tokenise, as a `datasets.DatasetDict`.
 
