@@ -102,6 +102,10 @@ def test_train_vqgan_fine_tunes_a_stock_folder(tmp_path, mnist_dir):
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert "orthogonal_loss" in json.dumps(metrics) or "final_loss" in metrics
     assert not torch.equal(tuned.codebook, stock.quantize.embedding.weight)  # it was trained
+    # The converted model's orthogonal weight is a flag (0: the control without the term).
+    args[args.index(str(tmp_path / "run"))] = str(tmp_path / "run0")
+    script.main(script.parse_args([*args, "--orthogonal_reg_weight", "0"]))
+    assert json.loads((tmp_path / "run0" / "config.json").read_text())["orthogonal_reg_weight"] == 0.0
 
 
 @pytest.mark.slow

@@ -150,3 +150,17 @@ def test_the_token_is_never_written_and_a_run_saves_its_settings(tmp_path):
     saved = tmp_path / "run" / SETTINGS_FILE
     assert parse_settings(TrainingSettings, ["--config", str(saved)]) == settings.replace(hub_token=None)
     assert SETTINGS_FILE in json.loads((tmp_path / "run" / ".complete.json").read_text())["files"]
+
+
+def test_the_conversion_weight_is_only_for_a_stock_model(capsys):
+    assert (
+        parse_settings(
+            VQGANTrainingSettings,
+            ["--pretrained_model_name_or_path", "org/vq", "--output_dir", "run", "--orthogonal_reg_weight", "0"],
+            check_inputs=False,
+        ).orthogonal_reg_weight
+        == 0
+    )
+    with pytest.raises(SystemExit):
+        parse_settings(VQGANTrainingSettings, STAGE1 + ["--orthogonal_reg_weight", "1"], check_inputs=False)
+    assert "with --model_config set it in the config" in capsys.readouterr().err

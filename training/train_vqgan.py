@@ -315,7 +315,15 @@ class VQGANStage(TrainingStage):
             # orthogonal term (TEVQModel.from_vq_model).
             model = load_vq_model(args.pretrained_model_name_or_path, device="cpu")
             if not isinstance(model, TEVQModel):
-                model = TEVQModel.from_vq_model(model)
+                weight = (
+                    {} if args.orthogonal_reg_weight is None else {"orthogonal_reg_weight": args.orthogonal_reg_weight}
+                )
+                model = TEVQModel.from_vq_model(model, **weight)
+            elif args.orthogonal_reg_weight is not None:
+                raise ValueError(
+                    f"--orthogonal_reg_weight is for converting a stock VQModel; {args.pretrained_model_name_or_path!r} "
+                    "is a TEVQModel, which keeps its config's weight."
+                )
             model.train()
         if args.freeze_encoder:
             model.encoder.requires_grad_(False)

@@ -246,6 +246,13 @@ class VQGANTrainingSettings(TrainingSettings):
             "(converted with TEVQModel.from_vq_model, then fine-tuned with the orthogonal term)."
         ),
     )
+    orthogonal_reg_weight: float | None = field(
+        default=None,
+        metadata=_help(
+            "With --pretrained_model_name_or_path of a stock diffusers VQModel: the orthogonal term's weight of the "
+            "converted model (default 10, TE-VQGAN's; 0 fine-tunes without it). A TEVQModel keeps its config's."
+        ),
+    )
     freeze_encoder: bool = field(
         default=False,
         metadata=_help("Fine-tune without updating the encoder (and its quant_conv): the codebook and decoder learn."),
@@ -351,6 +358,14 @@ class VQGANTrainingSettings(TrainingSettings):
         if (self.model_config is None) == (self.pretrained_model_name_or_path is None):
             raise ValueError("give exactly one of --model_config and --pretrained_model_name_or_path")
         _at_least(self, 0, "kmeans_init_step", "dead_code_restart_steps", "dead_code_min_count")
+        _finite(self, "orthogonal_reg_weight")
+        if self.orthogonal_reg_weight is not None and (
+            self.model_config is not None or not self.orthogonal_reg_weight >= 0
+        ):
+            raise ValueError(
+                f"--orthogonal_reg_weight {self.orthogonal_reg_weight} applies to converting a stock VQModel "
+                "(--pretrained_model_name_or_path) and must be >= 0; with --model_config set it in the config."
+            )
         _at_least(self, 1, "num_validation_images", "resolution", "max_train_samples", "disc_num_layers", "disc_ndf")
         _finite(
             self,
