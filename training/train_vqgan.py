@@ -249,8 +249,9 @@ def validate(
         if shift_groups is not None:
             by_colour = shift_equivariance_by_colour(model, shift_groups, batch_size=batch_size)
             metrics.update({f"val/{k}": v for k, v in equivariance_summary(by_colour).items()})
-        elif min(images.shape[-2:]) >= 3 * model.downsample_factor:
-            # No TextMNIST placements: the validation images themselves, by whole-token shifts.
+        if min(images.shape[-2:]) >= 3 * model.downsample_factor:
+            # On any dataset (beside the authors' protocol on TextMNIST): the validation images themselves,
+            # by whole-token shifts.
             from te_vqgan.metrics import image_shift_equivariance  # noqa: PLC0415
 
             shifts = [s for s in DEFAULT_TOKEN_SHIFTS if max(s) * model.downsample_factor < min(images.shape[-2:])]
