@@ -88,7 +88,7 @@ def test_the_command_measures_a_folder_of_images(tmp_path, capsys):
     assert report["num_images"] == 3 and 0 <= report["image_shift_equivariance"] <= 1 and len(report["per_shift"]) == 6
     assert "shift equivariance on 3 images" in capsys.readouterr().out
     assert cli(["equivariance", "--vqmodel", str(tmp_path / "model"), "--images", str(tmp_path / "model")]) == 2
-    assert "holds no image files" in capsys.readouterr().err
+    assert "is a folder without image files" in capsys.readouterr().err
 
 
 def _image_folder(folder, n=24):
@@ -189,3 +189,42 @@ def test_a_folder_without_images_is_refused(tmp_path):
     (tmp_path / "empty" / "notes.txt").write_text("no images here")
     with pytest.raises(ValueError, match="is a folder without image files"):
         script.main(script.parse_args(_train_args(tmp_path, tmp_path / "empty", "--validation_fraction", "0.5")))
+
+
+def test_mnist_variants_load_as_image_datasets(fashion_mnist_dir, tmp_path):
+    from te_vqgan.data.image_datasets import load_image_dataset
+
+    splits = load_image_dataset("fashion_mnist", mnist_dir=str(fashion_mnist_dir))
+    assert {name: len(split) for name, split in splits.items()} == {"train": 60_000, "test": 10_000}
+    example = splits["test"][0]
+    assert example["image"].size == (28, 28) and example["image"].mode == "L"
+    assert splits["test"].features["label"].names[example["label"]] == "Ankle boot"  # Fashion-MNIST's first test item
+    # a save_to_disk folder of it reads back the same
+    small = splits["test"].select(range(5))
+    small.save_to_disk(str(tmp_path / "disk"))
+    again = load_image_dataset(str(tmp_path / "disk"))
+    assert list(again) == ["train"] and again["train"]["label"] == small["label"]
+    with pytest.raises(ValueError, match="--images '.*' is a file"):
+        load_image_dataset(str(tmp_path / "disk" / "state.json"), option="--images")
+
+
+def test_the_command_measures_a_dataset_split(fashion_mnist_dir, tmp_path, capsys):
+    from te_vqgan import TEVQModel
+
+    torch.manual_seed(0)
+    TEVQModel(
+        block_out_channels=(8, 16, 16),
+        latent_channels=8,
+        vq_embed_dim=8,
+        num_vq_embeddings=16,
+        norm_num_groups=4,
+        sample_size=32,
+    ).save_pretrained(tmp_path / "model")
+    common = ["equivariance", "--vqmodel", str(tmp_path / "model"), "--images", "fashion_mnist"]
+    common += ["--mnist-dir", str(fashion_mnist_dir), "--max-images", "8"]
+    assert cli([*common, "--json", str(tmp_path / "e.json")]) == 0
+    report = json.loads((tmp_path / "e.json").read_text())
+    assert report["split"] == "test" and report["num_images"] == 8 and 0 <= report["image_shift_equivariance"] <= 1
+    assert "shift equivariance on 8 images of fashion_mnist (test)" in capsys.readouterr().out
+    assert cli([*common, "--split", "validation"]) == 2
+    assert "has no split 'validation'" in capsys.readouterr().err

@@ -194,3 +194,19 @@ def test_ablation_rows_table_and_plan(tmp_path):
     assert "| `te_kmeans` | 2 | 1.000 (0.500) |" in table and "k-means init" in table
     with pytest.raises(SystemExit):
         ablation.parse_args(["--rows", "nope", "--output_dir", str(tmp_path)])
+
+
+def test_ablation_on_any_image_dataset(tmp_path):
+    ablation = load_training_script("collapse_ablation")
+    args = ablation.parse_args(
+        ["--rows", "te_shift", "--seeds", "0", "--output_dir", str(tmp_path), "--dataset", "fashion_mnist"]
+        + ["--resolution", "32", "--validation_split", "test", "--num_train", "300"]
+    )
+    settings = ablation.AblationPlan(args).steps[0].settings
+    assert (settings.dataset, settings.resolution, settings.validation_split) == ("fashion_mnist", 32, "test")
+    assert settings.max_train_samples == 300 and settings.shift_equivariance_weight == 1.0
+    # a row without the TextMNIST columns: "-" in the table, the any-image score in the scatter
+    records = {"te_shift": [{"seed": 0, "image_shift_equivariance": 0.9, "codes_used": 40.0}]}
+    table = ablation.render_table(ablation.summarise(records), records)
+    assert "| `te_shift` | 1 | - | - | - | 0.900 (0.000) |" in table
+    assert ablation.save_scatter(records, tmp_path / "scatter.png").is_file()

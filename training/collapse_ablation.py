@@ -102,6 +102,7 @@ COLUMNS = (
     ("shift_equivariance", "equiv. (authors')", "{:.3f}"),
     ("shift_equivariance_foreground", "equiv. digit tokens", "{:.3f}"),
     ("shift_equivariance_foreground_all_colours", "equiv. digit tokens, 4 colours", "{:.3f}"),
+    ("image_shift_equivariance", "equiv. any-image (whole-token shifts)", "{:.3f}"),
     ("codes_used", "codes used", "{:.1f}"),
     ("perplexity", "perplexity", "{:.1f}"),
     ("recon_l1", "recon L1", "{:.4f}"),
@@ -128,7 +129,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--train_batch_size", type=int, default=16)
     parser.add_argument("--learning_rate", type=float, default=None, help="Default: the CPU recipe's (3e-4).")
     parser.add_argument("--jobs", type=int, default=1, help="Runs side by side, each a process (default 1).")
-    parser.add_argument("--num_train", type=int, default=5000)
+    parser.add_argument("--num_train", type=int, default=5000, help="Training images (default 5000).")
+    parser.add_argument(
+        "--dataset",
+        default="textmnist",
+        help="What every row trains on: TextMNIST (default), or any image dataset `train_vqgan.py --dataset` takes "
+        "(a folder of images, a datasets folder, a Hub id, mnist / fashion_mnist read from --mnist_dir).",
+    )
+    parser.add_argument(
+        "--resolution", type=int, default=None, help="With --dataset: the image side (default the config's, 64)."
+    )
+    parser.add_argument(
+        "--validation_split", default="validation", help="With --dataset: the validation split (default validation)."
+    )
+    parser.add_argument(
+        "--validation_fraction",
+        type=float,
+        default=None,
+        help="With --dataset and no validation split: hold out this fraction of train.",
+    )
     parser.add_argument("--num_validation_images", type=int, default=512)
     parser.add_argument(
         "--report_only", action="store_true", help="Write the table from finished runs; train nothing."
@@ -163,12 +182,23 @@ class AblationPlan(StageRunner):
     def recorded_settings(self) -> dict:
         # What every run shares; rows and seeds may be added to a folder later.
         keys = ("max_train_steps", "train_batch_size", "learning_rate", "num_train", "num_validation_images")
+        if self.args.dataset != "textmnist":  # (not recorded for TextMNIST: folders made before keep their settings)
+            keys += ("dataset", "resolution", "validation_split", "validation_fraction")
         return {key: getattr(self.args, key) for key in keys}
 
     def settings_of(self, row: Row, seed: int) -> VQGANTrainingSettings:
         """The run's training settings: the CPU recipe, this ablation's sizes, the row's changes."""
         args, folder = self.args, run_folder(self.output, row.name, seed)
         recipe = {**CPU_STAGE1, **({"learning_rate": args.learning_rate} if args.learning_rate is not None else {})}
+        data = {}
+        if args.dataset != "textmnist":  # any images: the first --num_train of train, validation as asked
+            data = dict(
+                dataset=args.dataset,
+                resolution=args.resolution,
+                validation_split=args.validation_split,
+                validation_fraction=args.validation_fraction,
+                max_train_samples=args.num_train,
+            )
         return VQGANTrainingSettings(
             model_config=str(folder.parent / f"{folder.name}.config.json"),
             output_dir=str(folder),
@@ -186,6 +216,7 @@ class AblationPlan(StageRunner):
             validation_steps=10 * args.max_train_steps,
             report_to="none",
             scaled_down=f"CPU-scale collapse ablation, {args.max_train_steps} steps",
+            **data,
             **{**recipe, **row.settings},
         )
 
@@ -241,12 +272,17 @@ def save_scatter(records, path: Path) -> Path:
 
     figure, axes = new_figure(1, 1, figsize=(6.5, 4.5))
     axis = axes[0, 0]
+    # TextMNIST: the digit's own tokens; any other images: whole-token shifts of the validation images.
+    key = "shift_equivariance_foreground"
+    if not all(key in r for runs in records.values() for r in runs):
+        key = "image_shift_equivariance"
     for row, runs in records.items():
-        axis.scatter(
-            [r["codes_used"] for r in runs], [r["shift_equivariance_foreground"] for r in runs], label=row, s=36
-        )
+        axis.scatter([r["codes_used"] for r in runs], [r[key] for r in runs], label=row, s=36)
     axis.set_xlabel("codes used (of 128), validation images")
-    axis.set_ylabel("shift equivariance on the digit's tokens")
+    axis.set_ylabel(
+        "shift equivariance on the digit's tokens" if key == "shift_equivariance_foreground" else
+        "shift equivariance, whole-token shifts"
+    )
     axis.axhline(0.99, color="grey", lw=0.6, ls="--")
     axis.axvline(64, color="grey", lw=0.6, ls="--")
     axis.legend(fontsize=7, loc="lower left")

@@ -30,6 +30,7 @@ import torch
 
 import te_vqgan
 from te_vqgan import TEVQModel, codebook_usage, orthogonal_loss
+from te_vqgan.data.image_datasets import load_image_dataset, prepare_image
 from te_vqgan.data.layout import LOCATIONS
 from te_vqgan.data.tokenized import builds_textmnist
 from te_vqgan.hub import eval_results, hub_repo_id
@@ -92,7 +93,7 @@ def load_image_datasets(args):
             if name in builder.info.splits
         }
     else:
-        splits = dict(_load_any_images(args))
+        splits = load_image_dataset(args.dataset, cache_dir=args.cache_dir, mnist_dir=args.mnist_dir)
     if "train" not in splits:
         raise ValueError(f"Dataset {args.dataset!r} has no train split (splits: {sorted(splits)}).")
     if args.max_train_samples is not None:
@@ -114,33 +115,6 @@ def load_image_datasets(args):
     return splits["train"], validation, None if shift is None else shift_groups_from_split(shift)
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
-
-
-def _load_any_images(args):
-    """A Hub dataset id or `datasets` folder (`load_dataset`), a `save_to_disk` folder, or a plain
-    folder of image files (`imagefolder`, diffusers' `--train_data_dir`)."""
-    import datasets
-
-    path = Path(args.dataset)
-    if path.is_dir():
-        if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
-            loaded = datasets.load_from_disk(str(path))
-            return loaded if isinstance(loaded, datasets.DatasetDict) else {"train": loaded}
-        has_data_files = any(p.suffix in (".parquet", ".arrow", ".csv", ".json", ".jsonl") for p in path.rglob("*"))
-        if not has_data_files:
-            if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.rglob("*")):
-                raise ValueError(
-                    f"--dataset {args.dataset!r} is a folder without image files ({', '.join(IMAGE_SUFFIXES)})."
-                )
-            return datasets.load_dataset("imagefolder", data_dir=str(path), cache_dir=args.cache_dir)
-    elif path.exists():
-        raise ValueError(
-            f"--dataset {args.dataset!r} is a file; expected a folder of images, a dataset folder or a Hub id."
-        )
-    return datasets.load_dataset(args.dataset, cache_dir=args.cache_dir)
-
-
 def shift_groups_from_split(shift) -> np.ndarray:
     """TextMNIST's `shift` split as uint8 placements `[groups, 5, H, W, 3]` in `LOCATIONS` order."""
     location_names = shift.features["objects"].feature["location"].names
@@ -152,43 +126,21 @@ def shift_groups_from_split(shift) -> np.ndarray:
 
 
 class ToTensor:
-    """Images of a batch -> `pixel_values` float `[B, 3, R, R]` in [-1, 1], as diffusers' training
-    examples prepare them: converted to RGB (L, RGBA, P ...), resized on the shorter side to R
-    (bicubic) when it is not R already, cropped to R x R (the centre, or at random with `random_crop`)
-    and flipped left-right at random with `random_flip`. The random draws come from the global RNG,
-    which the engine seeds per batch; images already R x R, as TextMNIST's, are used as they are."""
+    """Images of a batch -> `pixel_values` float `[B, 3, R, R]` in [-1, 1], each prepared by
+    `te_vqgan.data.image_datasets.prepare_image` (RGB, resized on the shorter side, cropped square, flipped
+    at random with `random_flip`); images already R x R, as TextMNIST's, are used as they are."""
 
     def __init__(self, image_column: str, resolution: int, random_crop: bool = False, random_flip: bool = False):
         self.image_column = image_column
         self.resolution = resolution
         self.random_crop, self.random_flip = random_crop, random_flip
 
-    def _prepare(self, image) -> np.ndarray:
-        from PIL import Image
-
-        image = image.convert("RGB")
-        r = self.resolution
-        if min(image.size) != r:
-            scale = r / min(image.size)
-            image = image.resize(
-                (max(r, round(image.width * scale)), max(r, round(image.height * scale))), Image.BICUBIC
-            )
-        if image.size != (r, r):
-            if self.random_crop:
-                left = int(torch.randint(0, image.width - r + 1, ()).item())
-                top = int(torch.randint(0, image.height - r + 1, ()).item())
-            else:
-                left, top = (image.width - r) // 2, (image.height - r) // 2
-            image = image.crop((left, top, left + r, top + r))
-        array = np.asarray(image, dtype=np.uint8)
-        if self.random_flip and torch.rand(()).item() < 0.5:
-            array = array[:, ::-1]
-        return np.ascontiguousarray(array)
-
     def __call__(self, batch: dict) -> dict:
-        return {
-            "pixel_values": images_to_tensor(np.stack([self._prepare(image) for image in batch[self.image_column]]))
-        }
+        prepared = [
+            prepare_image(image, self.resolution, random_crop=self.random_crop, random_flip=self.random_flip)
+            for image in batch[self.image_column]
+        ]
+        return {"pixel_values": images_to_tensor(np.stack(prepared))}
 
 
 def collate(examples: list[dict]) -> torch.Tensor:

@@ -4,8 +4,11 @@
     te-vqgan equivariance --model outputs/te-vqgan-mnist        # a save_pretrained folder
     te-vqgan equivariance --vqmodel org/te-vqgan-mnist          # a Hub repo
     te-vqgan equivariance --vqmodel MODEL --images my_photos/   # any images (no TextMNIST placements)
+    te-vqgan equivariance --vqmodel MODEL --images fashion_mnist --mnist-dir ../shared/data/fashion_mnist
+    te-vqgan equivariance --vqmodel MODEL --images uoft-cs/cifar10 --image-column img   # a Hub dataset
 
-With `--images`, each image (resized on its shorter side to the model's size and centre-cropped)
+With `--images` (a folder of image files, a datasets folder, a Hub dataset id, or mnist /
+fashion_mnist), each image (resized on its shorter side to the model's size and centre-cropped)
 is tokenised as two crops a whole number of tokens apart, and the score is the fraction of
 tokens whose index moves with the shift (`te_vqgan.metrics.image_shift_equivariance`: no border
 is filled in, both crops are real content), per shift and overall.
@@ -60,40 +63,37 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--images",
         default=None,
-        help="A folder of image files: measure equivariance on them by token shifts instead of on MNIST digits.",
+        help="Measure equivariance by token shifts on these images instead of on MNIST digits: a folder of image "
+        "files, a datasets folder, a Hub dataset id, or mnist / fashion_mnist (read from --mnist-dir).",
     )
+    parser.add_argument(
+        "--split", default=None, help="With --images: the split (default: validation, else test, else train)."
+    )
+    parser.add_argument("--image-column", default="image", help="With --images: the image column (default image).")
     parser.add_argument("--max-images", type=int, default=256, help="With --images: at most this many (default 256).")
     parser.set_defaults(func=run)
 
 
-def _folder_images(folder: str, size: int, limit: int):
-    """RGB images of `folder` (sorted by name), resized on the shorter side to `size` and centre-cropped."""
-    from pathlib import Path
+def _dataset_images(args, size: int) -> tuple[np.ndarray, str]:
+    """The first `--max-images` images of `--images` (`te_vqgan.data.image_datasets.load_image_dataset`: a folder
+    of image files, a dataset folder, a Hub id, mnist / fashion_mnist), resized on the shorter side to the
+    model's size and centre-cropped; and the split they came from."""
+    from ..data.image_datasets import load_image_dataset, prepare_image
 
-    from PIL import Image
-
-    path = Path(folder)
-    if not path.is_dir():
-        raise FileNotFoundError(f"--images {folder!r} is not a folder of image files.")
-    files = sorted(
-        p for p in path.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif")
-    )[:limit]
-    if not files:
-        raise ValueError(f"--images {folder!r} holds no image files (.png, .jpg, .jpeg, .bmp, .webp, .gif).")
-    arrays = []
-    for file in files:
-        try:
-            with Image.open(file) as image:
-                image = image.convert("RGB")
-        except (OSError, Image.DecompressionBombError) as error:
-            raise ValueError(f"{str(file)!r} is not an image PIL can read ({error}).") from error
-        scale = size / min(image.size)
-        image = image.resize(
-            (max(size, round(image.width * scale)), max(size, round(image.height * scale))), Image.BICUBIC
+    splits = load_image_dataset(args.images, mnist_dir=args.mnist_dir, option="--images")
+    split = args.split or next((name for name in ("validation", "test", "train") if name in splits), None)
+    if split is None or split not in splits:
+        raise ValueError(f"--images {args.images!r} has no split {split!r} (splits: {sorted(splits)}); pass --split.")
+    dataset = splits[split]
+    if args.image_column not in dataset.column_names:
+        raise ValueError(
+            f"--images {args.images!r}: split {split!r} has no {args.image_column!r} column "
+            f"(columns: {dataset.column_names}); pass --image-column."
         )
-        left, top = (image.width - size) // 2, (image.height - size) // 2
-        arrays.append(np.asarray(image.crop((left, top, left + size, top + size))))
-    return np.stack(arrays), [f.name for f in files]
+    chosen = dataset.select(range(min(args.max_images, len(dataset))))
+    if len(chosen) == 0:
+        raise ValueError(f"--images {args.images!r}: split {split!r} holds no images.")
+    return np.stack([prepare_image(image, size) for image in chosen[args.image_column]]), split
 
 
 def run_images(args) -> int:
@@ -105,11 +105,11 @@ def run_images(args) -> int:
         raise ValueError(f"--max-images must be >= 1 (got {args.max_images}).")
     model, description = load_vq_model(args.model, seed=args.seed, device=args.device, output_loading_info=True)
     size = model.config.sample_size if isinstance(model.config.sample_size, int) else model.config.sample_size[0]
-    images, names = _folder_images(args.images, size, args.max_images)
+    images, split = _dataset_images(args, size)
     result = image_shift_equivariance(model, images, batch_size=args.batch_size)
     print(description)
     print(
-        f"shift equivariance on {len(images)} images of {args.images}: {result.score:.4f} "
+        f"shift equivariance on {len(images)} images of {args.images} ({split}): {result.score:.4f} "
         f"(tokens whose index moves with the shift; crops of {result.window} px, f = {result.downsample_factor})"
     )
     for shift, score in result.per_shift.items():
@@ -121,6 +121,7 @@ def run_images(args) -> int:
                 "model": args.model,
                 "description": description,
                 "images": args.images,
+                "split": split,
                 "num_images": len(images),
                 "image_shift_equivariance": result.score,
                 "per_shift": result.per_shift,
