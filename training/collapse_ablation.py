@@ -280,8 +280,9 @@ def save_scatter(records, path: Path) -> Path:
         axis.scatter([r["codes_used"] for r in runs], [r[key] for r in runs], label=row, s=36)
     axis.set_xlabel("codes used (of 128), validation images")
     axis.set_ylabel(
-        "shift equivariance on the digit's tokens" if key == "shift_equivariance_foreground" else
-        "shift equivariance, whole-token shifts"
+        "shift equivariance on the digit's tokens"
+        if key == "shift_equivariance_foreground"
+        else "shift equivariance, whole-token shifts"
     )
     axis.axhline(0.99, color="grey", lw=0.6, ls="--")
     axis.axvline(64, color="grey", lw=0.6, ls="--")
