@@ -46,6 +46,21 @@ def test_an_equivariant_tokenizer_scores_one_and_a_positional_one_less(images):
     assert positional.per_shift["1,0"] < 0.2 and positional.score < 1.0
 
 
+def test_token_maps_of_one_shift_line_up_with_the_content(images, tmp_path):
+    from te_vqgan.metrics import image_shift_token_maps
+    from te_vqgan.visualization import save_image_shift_figure
+
+    maps = image_shift_token_maps(PatchQuantizer(), images, (1, 2))
+    assert maps.window == 24 and maps.base.shape == maps.moved.shape == (5, 6, 6) and maps.match.shape == (5, 5, 4)
+    assert maps.match.all()  # the equivariant toy: the moved crop's token (i, j) is the base crop's (i + 1, j + 2)
+    positional = image_shift_token_maps(PatchQuantizer(absolute=True), images, (1, 0))
+    assert not positional.match.any()  # every row's code changes with its position
+    figure = save_image_shift_figure(
+        images[:2], image_shift_token_maps(PatchQuantizer(), images[:2], (1, 1)), 64, tmp_path / "f.png"
+    )
+    assert figure.is_file()
+
+
 def test_bad_shifts_and_images_are_refused(images):
     with pytest.raises(ValueError, match=r"not both 0 \(got \[\(0, 0\)\]\)"):
         image_shift_equivariance(PatchQuantizer(), images, shifts=[(0, 0)])
@@ -80,10 +95,13 @@ def test_the_command_measures_a_folder_of_images(tmp_path, capsys):
                 str(tmp_path),
                 "--json",
                 str(tmp_path / "e.json"),
+                "--output",
+                str(tmp_path / "e.png"),
             ]
         )
         == 0
     )
+    assert (tmp_path / "e.png").is_file()
     report = json.loads((tmp_path / "e.json").read_text())
     assert report["num_images"] == 3 and 0 <= report["image_shift_equivariance"] <= 1 and len(report["per_shift"]) == 6
     assert "shift equivariance on 3 images" in capsys.readouterr().out
@@ -221,8 +239,9 @@ def test_the_command_measures_a_dataset_split(fashion_mnist_dir, tmp_path, capsy
         sample_size=32,
     ).save_pretrained(tmp_path / "model")
     common = ["equivariance", "--vqmodel", str(tmp_path / "model"), "--images", "fashion_mnist"]
-    common += ["--mnist-dir", str(fashion_mnist_dir), "--max-images", "8"]
+    common += ["--mnist-dir", str(fashion_mnist_dir), "--max-images", "8", "--output", str(tmp_path / "e.png")]
     assert cli([*common, "--json", str(tmp_path / "e.json")]) == 0
+    assert (tmp_path / "e.png").is_file()
     report = json.loads((tmp_path / "e.json").read_text())
     assert report["split"] == "test" and report["num_images"] == 8 and 0 <= report["image_shift_equivariance"] <= 1
     assert "shift equivariance on 8 images of fashion_mnist (test)" in capsys.readouterr().out

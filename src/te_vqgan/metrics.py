@@ -38,6 +38,8 @@ from .torch_utils import check_integer_tensor, eval_mode, non_finite_weights
 __all__ = [
     "CodebookUsage",
     "DEFAULT_TOKEN_SHIFTS",
+    "ShiftedTokenMaps",
+    "image_shift_token_maps",
     "ImageShiftEquivarianceResult",
     "ReconstructionFidelity",
     "colour_of_stroke",
@@ -270,17 +272,53 @@ def image_shift_equivariance(
         shifts (`tuple[tuple[int, int], ...]`): token shifts (dy, dx), each >= 0, not both 0.
         batch_size (`int`): crops per `encode_to_indices` call.
     """
+    shifts = [tuple(int(v) for v in shift) for shift in shifts]
+    if not shifts or any(len(s) != 2 or min(s) < 0 or s == (0, 0) for s in shifts):
+        raise ValueError(f"`shifts` must be token shifts (dy, dx) >= 0, not both 0 (got {shifts}).")
+    largest = max(max(s) for s in shifts)
+    if isinstance(images, np.ndarray):
+        images = images_to_tensor(images)
+    per_shift, same, total, base = {}, 0, 0, None
+    for shift in shifts:
+        maps = image_shift_token_maps(model, images, shift, max_shift=largest, batch_size=batch_size, base=base)
+        base = maps.base
+        per_shift[f"{shift[0]},{shift[1]}"] = maps.match.float().mean().item()
+        same, total = same + int(maps.match.sum()), total + maps.match.numel()
+    return ImageShiftEquivarianceResult(same / total, per_shift, maps.downsample_factor, maps.window)
+
+
+@dataclass
+class ShiftedTokenMaps:
+    """Result of `image_shift_token_maps`: `base` `[N, h, w]` the code map of the crop at (0, 0), `moved` that of
+    the crop moved by `shift` tokens, `match` `[N, h - dy, w - dx]` whether the moved crop's token shows the
+    index of the base crop's token at the same content; `window` the crops' side in pixels."""
+
+    base: torch.Tensor
+    moved: torch.Tensor
+    match: torch.Tensor
+    shift: tuple[int, int]
+    downsample_factor: int
+    window: int
+
+
+@torch.no_grad()
+def image_shift_token_maps(
+    model, images, shift: tuple[int, int], *, max_shift: int | None = None, batch_size: int = 32, base=None
+) -> ShiftedTokenMaps:
+    """The two crops of `image_shift_equivariance` for one token shift, tokenised (see there). The crops' side is
+    set by `max_shift` (default the shift's largest component), so that every shift of one measurement compares
+    crops of one size; `base` reuses the code maps of the crops at (0, 0) already computed for that size."""
     quantizer = as_tokenizer(model)
     if isinstance(images, np.ndarray):
         images = images_to_tensor(images)
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3 or len(images) == 0:
         raise ValueError(f"Expected images [N, 3, S, S] (got {getattr(images, 'shape', type(images).__name__)}).")
-    shifts = [tuple(int(v) for v in shift) for shift in shifts]
-    if not shifts or any(len(s) != 2 or min(s) < 0 or s == (0, 0) for s in shifts):
-        raise ValueError(f"`shifts` must be token shifts (dy, dx) >= 0, not both 0 (got {shifts}).")
+    dy, dx = (int(v) for v in shift)
+    if min(dy, dx) < 0 or (dy, dx) == (0, 0):
+        raise ValueError(f"`shifts` must be token shifts (dy, dx) >= 0, not both 0 (got {[(dy, dx)]}).")
     f = quantizer.downsample_factor
     side = min(images.shape[-2:])
-    largest = max(max(s) for s in shifts)
+    largest = max(dy, dx) if max_shift is None else max_shift
     window = (side - largest * f) // f * f
     if window < f:
         raise ValueError(f"Images of side {side} are too small for token shifts up to {largest} at f = {f}.")
@@ -289,15 +327,12 @@ def image_shift_equivariance(
     def encode(crops):
         return torch.cat([quantizer.encode_to_indices(c.to(device, dtype)).cpu() for c in crops.split(batch_size)])
 
-    base = encode(images[:, :, :window, :window])
-    per_shift, same, total = {}, 0, 0
-    for dy, dx in shifts:
-        moved = encode(images[:, :, dy * f : dy * f + window, dx * f : dx * f + window])
-        h, w = base.shape[-2:]
-        match = moved[:, : h - dy, : w - dx] == base[:, dy:, dx:]
-        per_shift[f"{dy},{dx}"] = match.float().mean().item()
-        same, total = same + int(match.sum()), total + match.numel()
-    return ImageShiftEquivarianceResult(same / total, per_shift, f, window)
+    if base is None:
+        base = encode(images[:, :, :window, :window])
+    moved = encode(images[:, :, dy * f : dy * f + window, dx * f : dx * f + window])
+    h, w = base.shape[-2:]
+    match = moved[:, : h - dy, : w - dx] == base[:, dy:, dx:]
+    return ShiftedTokenMaps(base, moved, match, (dy, dx), f, window)
 
 
 @dataclass

@@ -130,6 +130,40 @@ def save_shift_equivariance_figure(
     return save_figure(figure, path)
 
 
+def save_image_shift_figure(images: np.ndarray, maps, num_codes: int, path: str | os.PathLike, title=None) -> Path:
+    """Per image (a row): the crop at (0, 0), the crop moved by the shift, their code maps, and where the index
+    moved with the content (white) or not (black) over their overlap.
+
+    Args:
+        images (`np.ndarray` `[N, S, S, 3]` uint8): the images the maps were made of.
+        maps (`te_vqgan.metrics.ShiftedTokenMaps`): `image_shift_token_maps` of those images.
+        num_codes (`int`): K, for the colour of each code.
+    """
+    images = np.asarray(images)
+    (dy, dx), f, window = maps.shift, maps.downsample_factor, maps.window
+    rows = len(images)
+    figure, axes = new_figure(rows, 5, figsize=(10, 2.1 * rows))
+    for r in range(rows):
+        pictures = (
+            (images[r, :window, :window], "crop at (0, 0)"),
+            (images[r, dy * f : dy * f + window, dx * f : dx * f + window], f"moved by ({dy}, {dx}) tokens"),
+            (index_map_to_rgb(maps.base[r], num_codes), "codes of the crop"),
+            (index_map_to_rgb(maps.moved[r], num_codes), "codes of the moved crop"),
+            (maps.match[r].numpy().astype(np.float32), "index moved with it"),
+        )
+        for c, (picture, name) in enumerate(pictures):
+            axes[r, c].imshow(picture, interpolation="nearest", cmap="gray", vmin=0, vmax=1)
+            axes[r, c].set_xticks([])
+            axes[r, c].set_yticks([])
+            if r == 0:
+                axes[r, c].set_title(name, fontsize=9)
+        axes[r, 4].set_xlabel(f"{maps.match[r].float().mean().item():.2f} of tokens", fontsize=8)
+    if title:
+        figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    return save_figure(figure, path)
+
+
 def save_captioned_images(
     images: np.ndarray,
     captions,

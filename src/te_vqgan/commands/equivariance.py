@@ -54,7 +54,10 @@ def register(subparsers) -> None:
         "--output", default="equivariance.png", help="Where the PNG figure goes (default equivariance.png)."
     )
     parser.add_argument(
-        "--figure-digits", type=int, default=2, help="Digits shown per colour in the figure (default 2)."
+        "--figure-digits",
+        type=int,
+        default=2,
+        help="Digits shown per colour in the figure (default 2); with --images, the images shown.",
     )
     parser.add_argument("--json", default=None, help="Also write the figures as JSON to this file.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of a randomly initialised model (default 0).")
@@ -99,10 +102,12 @@ def _dataset_images(args, size: int) -> tuple[np.ndarray, str]:
 def run_images(args) -> int:
     from ..files import write_json_atomic
     from ..loading import load_vq_model
-    from ..metrics import image_shift_equivariance
+    from ..metrics import image_shift_equivariance, image_shift_token_maps
+    from ..visualization import save_image_shift_figure
 
-    if args.max_images < 1:
-        raise ValueError(f"--max-images must be >= 1 (got {args.max_images}).")
+    for name in ("max_images", "figure_digits", "batch_size"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(args, name)}).")
     model, description = load_vq_model(args.model, seed=args.seed, device=args.device, output_loading_info=True)
     size = model.config.sample_size if isinstance(model.config.sample_size, int) else model.config.sample_size[0]
     images, split = _dataset_images(args, size)
@@ -114,6 +119,16 @@ def run_images(args) -> int:
     )
     for shift, score in result.per_shift.items():
         print(f"  shift {shift} tokens: {score:.4f}")
+    shown = images[: args.figure_digits]
+    maps = image_shift_token_maps(model, shown, (1, 1), batch_size=args.batch_size)
+    figure = save_image_shift_figure(
+        shown,
+        maps,
+        model.config.num_vq_embeddings,
+        args.output,
+        title=f"{args.model}: {result.score:.3f} of tokens move with a whole-token shift ({args.images}, {split})",
+    )
+    print(f"figure: {figure}")
     if args.json:
         write_json_atomic(
             args.json,
