@@ -30,3 +30,13 @@ for row in sc te te_shift; do
   $TE equivariance --vqmodel "$OUT/natural-ablation/runs/$row-seed0" --images "$OUT/natural-crops" \
       --figure-digits 4 --output "$OUT/natural-$row-shifted.png" --json "$OUT/natural-$row-shifted.json"
 done
+
+# What is committed: each ablation's table, results and scatter, the seed-0 models' reconstructions and shifted code maps.
+RESULTS=${RESULTS:-results/real_images}
+for set in fashion natural; do
+  for file in table.md results.json scatter.png; do cp "$OUT/$set-ablation/$file" "$RESULTS/$set-$file"; done
+  for row in sc te te_shift; do
+    cp "$OUT/$set-ablation/runs/$row-seed0/reconstructions.png" "$RESULTS/$set-$row-reconstructions.png"
+    cp "$OUT/$set-$row-shifted.png" "$OUT/$set-$row-shifted.json" "$RESULTS/"
+  done
+done
