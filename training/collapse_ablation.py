@@ -82,6 +82,9 @@ ROWS = {
         # The direct shift-equivariance term (te_vqgan.losses.shift_equivariance_loss), with and without the orthogonal one.
         Row("te_shift", "TE + the shift-equivariance term (weight 1)", settings=SHIFT),
         Row("sc_shift", "SC + the shift-equivariance term alone (weight 1, lambda 0)", config=SC_CPU, settings=SHIFT),
+        Row(
+            "te_shift10", "TE + the shift-equivariance term at weight 10", settings={"shift_equivariance_weight": 10.0}
+        ),
         Row("te_kmeans_shift", "TE + k-means init + the shift-equivariance term", settings={**KMEANS, **SHIFT}),
         Row(
             "sc_kmeans_shift",
