@@ -5,6 +5,7 @@
 # 2. that folder fine-tuned by train_vqgan.py --pretrained_model_name_or_path (TEVQModel.from_vq_model: the same
 #    network and outputs, then the orthogonal term, weight 10) for 500 steps;
 # 2b. the control: the same 500 steps with the orthogonal weight 0;
+# 2c. the same 500 steps with the direct shift-equivariance term (weight 1) as well;
 # 3. all three measured by `te-vqgan equivariance` (100 MNIST test digits in five placements, four colours), and by
 #    their validation (metrics.json: reconstruction, codes in use) on the same 512 validation images.
 # Rerun to continue: finished steps are skipped. Run from the repository root.
@@ -44,6 +45,13 @@ if [ ! -f "$OUT/finetuned-no-orthogonal/.complete.json" ]; then
   $PY training/train_vqgan.py --pretrained_model_name_or_path "$OUT/stock-vqmodel" --output_dir "$OUT/finetuned-no-orthogonal" \
       --orthogonal_reg_weight 0 --max_train_steps 500 "${COMMON[@]}" $(resume "$OUT/finetuned-no-orthogonal")
 fi
+# EQ-VAE's recipe for a VQ model: the same 500 steps with the direct shift-equivariance term (weight 1) beside the
+# orthogonal one (weight 10).
+if [ ! -f "$OUT/finetuned-shift/.complete.json" ]; then
+  $PY training/train_vqgan.py --pretrained_model_name_or_path "$OUT/stock-vqmodel" --output_dir "$OUT/finetuned-shift" \
+      --shift_equivariance_weight 1 --max_train_steps 500 "${COMMON[@]}" $(resume "$OUT/finetuned-shift")
+fi
+$TE equivariance --vqmodel "$OUT/finetuned-shift" --mnist-dir "$MNIST" --output "$OUT/after-shift.png" --json "$OUT/after-shift.json"
 $TE equivariance --vqmodel "$OUT/finetuned-no-orthogonal" --mnist-dir "$MNIST" --output "$OUT/control.png" --json "$OUT/control.json"
 $TE equivariance --vqmodel "$OUT/stock-vqmodel" --mnist-dir "$MNIST" --output "$OUT/before.png" --json "$OUT/before.json"
 $TE equivariance --vqmodel "$OUT/finetuned" --mnist-dir "$MNIST" --output "$OUT/after.png" --json "$OUT/after.json"
