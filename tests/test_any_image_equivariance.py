@@ -247,3 +247,25 @@ def test_the_command_measures_a_dataset_split(fashion_mnist_dir, tmp_path, capsy
     assert "shift equivariance on 8 images of fashion_mnist (test)" in capsys.readouterr().out
     assert cli([*common, "--split", "validation"]) == 2
     assert "has no split 'validation'" in capsys.readouterr().err
+
+
+def test_a_stock_vqmodel_is_measured_as_its_converted_twin(images):
+    from diffusers import VQModel
+
+    from te_vqgan import TEVQModel
+
+    torch.manual_seed(0)
+    stock = VQModel(
+        block_out_channels=(8, 16, 16),
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        latent_channels=8,
+        vq_embed_dim=8,
+        num_vq_embeddings=16,
+        norm_num_groups=4,
+        sample_size=32,
+    ).eval()
+    on_stock = image_shift_equivariance(stock, images)
+    on_twin = image_shift_equivariance(TEVQModel.from_vq_model(stock).eval(), images)
+    assert 0 <= on_stock.score <= 1 and on_stock.per_shift == on_twin.per_shift  # the same network, the same indices
+    assert on_stock.downsample_factor == 4
