@@ -255,14 +255,17 @@ def summarise(records: dict[str, list[dict]]) -> dict[str, dict[str, tuple[float
 
 
 def render_table(summary, records) -> str:
+    """The markdown table: mean (std) over seeds, "-" where a row lacks a column; a column no row has (TextMNIST's
+    scores on other images) is left out."""
+    columns = [column for column in COLUMNS if any(column[0] in values for values in summary.values())]
     lines = [
-        "| row | seeds | " + " | ".join(header for _, header, _ in COLUMNS) + " |",
-        "|---" * (len(COLUMNS) + 2) + "|",
+        "| row | seeds | " + " | ".join(header for _, header, _ in columns) + " |",
+        "|---" * (len(columns) + 2) + "|",
     ]
     for row, values in summary.items():
         cells = [
             f"{fmt.format(values[key][0])} ({fmt.format(values[key][1])})" if key in values else "-"
-            for key, _, fmt in COLUMNS
+            for key, _, fmt in columns
         ]
         lines.append(f"| `{row}` | {len(records[row])} | " + " | ".join(cells) + " |")
     lines.append("")
