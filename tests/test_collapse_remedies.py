@@ -207,10 +207,11 @@ def test_ablation_on_any_image_dataset(tmp_path):
     assert settings.max_train_samples == 300 and settings.shift_equivariance_weight == 1.0
     # a row without the TextMNIST columns: "-" in the table, the any-image score in the scatter
     records = {
-        "te_shift": [{"seed": 0, "image_shift_equivariance": 0.9, "codes_used": 40.0}],
-        "sc": [{"seed": 0, "image_shift_equivariance": 0.8}],
+        "te_shift": [{"seed": 0, "image_shift_equivariance": 0.9, "codes_used": 40.0, "perplexity": 4.0}],
+        "sc": [{"seed": 0, "image_shift_equivariance": 0.8, "codes_used": 20.0}],
     }
     table = ablation.render_table(ablation.summarise(records), records)
-    assert table.startswith("| row | seeds | equiv. any-image (whole-token shifts) | codes used |")
-    assert "| `te_shift` | 1 | 0.900 (0.000) | 40.0 (0.0) |" in table and "| `sc` | 1 | 0.800 (0.000) | - |" in table
+    assert table.startswith("| row | seeds | equiv. any-image (whole-token shifts) | codes used | perplexity |")
+    assert "| `te_shift` | 1 | 0.900 (0.000) | 40.0 (0.0) | 4.0 (0.0) |" in table
+    assert "| `sc` | 1 | 0.800 (0.000) | 20.0 (0.0) | - |" in table
     assert ablation.save_scatter(records, tmp_path / "scatter.png").is_file()
