@@ -292,7 +292,7 @@ def save_scatter(records, path: Path) -> Path:
     )
     axis.axhline(0.99, color="grey", lw=0.6, ls="--")
     axis.axvline(64, color="grey", lw=0.6, ls="--")
-    axis.legend(fontsize=7, loc="lower left")
+    axis.legend(fontsize=7, loc="best")
     axis.set_title("Equivariance against codebook use (one point per seed)", fontsize=9)
     figure.tight_layout()
     return save_figure(figure, path)
