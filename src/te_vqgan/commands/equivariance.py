@@ -119,7 +119,10 @@ def run_images(args) -> int:
     )
     for shift, score in result.per_shift.items():
         print(f"  shift {shift} tokens: {score:.4f}")
-    shown = images[: args.figure_digits]
+    # Images spread over the split (a folder sorted by name often groups similar images).
+    shown = images[
+        np.unique(np.linspace(0, len(images) - 1, min(args.figure_digits, len(images))).round().astype(int))
+    ]
     maps = image_shift_token_maps(model, shown, (1, 1), batch_size=args.batch_size)
     figure = save_image_shift_figure(
         shown,
