@@ -24,7 +24,7 @@ $PY results/real_images/make_natural_crops.py --output "$OUT/natural-crops"
 $PY training/collapse_ablation.py --dataset "$OUT/natural-crops" --resolution 32 --num_train 4000 \
     --validation_split validation --rows $ROWS --seeds 0,1 --output_dir "$OUT/natural-ablation"
 
-for row in sc te te_shift; do
+for row in sc te te_shift sc_shift; do
   $TE equivariance --vqmodel "$OUT/fashion-ablation/runs/$row-seed0" --images fashion_mnist --mnist-dir "$FASHION" \
       --figure-digits 4 --output "$OUT/fashion-$row-shifted.png" --json "$OUT/fashion-$row-shifted.json"
   $TE equivariance --vqmodel "$OUT/natural-ablation/runs/$row-seed0" --images "$OUT/natural-crops" \
@@ -35,7 +35,7 @@ done
 RESULTS=${RESULTS:-results/real_images}
 for set in fashion natural; do
   for file in table.md results.json scatter.png; do cp "$OUT/$set-ablation/$file" "$RESULTS/$set-$file"; done
-  for row in sc te te_shift; do
+  for row in sc te te_shift sc_shift; do
     cp "$OUT/$set-ablation/runs/$row-seed0/reconstructions.png" "$RESULTS/$set-$row-reconstructions.png"
     cp "$OUT/$set-$row-shifted.png" "$OUT/$set-$row-shifted.json" "$RESULTS/"
   done
