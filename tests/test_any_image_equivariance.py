@@ -68,14 +68,10 @@ def test_bad_shifts_and_images_are_refused(images):
         image_shift_equivariance(PatchQuantizer(), images, shifts=[(8, 0)])
 
 
-def test_the_command_measures_a_folder_of_images(tmp_path, capsys):
+def save_tiny_model(folder):
+    """A random f = 4 TEVQModel of 32x32 images, saved to `folder`."""
     from te_vqgan import TEVQModel
 
-    rng = np.random.default_rng(1)
-    for i in range(3):  # other sizes and modes: resized on the shorter side, centre-cropped, converted to RGB
-        Image.fromarray(rng.integers(0, 256, (40 + i, 50, 3), dtype=np.uint8)).convert("L" if i == 2 else "RGB").save(
-            tmp_path / f"{i}.png"
-        )
     torch.manual_seed(0)
     TEVQModel(
         block_out_channels=(8, 16, 16),
@@ -84,7 +80,17 @@ def test_the_command_measures_a_folder_of_images(tmp_path, capsys):
         num_vq_embeddings=16,
         norm_num_groups=4,
         sample_size=32,
-    ).save_pretrained(tmp_path / "model")
+    ).save_pretrained(folder)
+
+
+def test_the_command_measures_a_folder_of_images(tmp_path, capsys):
+
+    rng = np.random.default_rng(1)
+    for i in range(3):  # other sizes and modes: resized on the shorter side, centre-cropped, converted to RGB
+        Image.fromarray(rng.integers(0, 256, (40 + i, 50, 3), dtype=np.uint8)).convert("L" if i == 2 else "RGB").save(
+            tmp_path / f"{i}.png"
+        )
+    save_tiny_model(tmp_path / "model")
     assert (
         cli(
             [
@@ -227,17 +233,7 @@ def test_mnist_variants_load_as_image_datasets(fashion_mnist_dir, tmp_path):
 
 
 def test_the_command_measures_a_dataset_split(fashion_mnist_dir, tmp_path, capsys):
-    from te_vqgan import TEVQModel
-
-    torch.manual_seed(0)
-    TEVQModel(
-        block_out_channels=(8, 16, 16),
-        latent_channels=8,
-        vq_embed_dim=8,
-        num_vq_embeddings=16,
-        norm_num_groups=4,
-        sample_size=32,
-    ).save_pretrained(tmp_path / "model")
+    save_tiny_model(tmp_path / "model")
     common = ["equivariance", "--vqmodel", str(tmp_path / "model"), "--images", "fashion_mnist"]
     common += ["--mnist-dir", str(fashion_mnist_dir), "--max-images", "8", "--output", str(tmp_path / "e.png")]
     assert cli([*common, "--json", str(tmp_path / "e.json")]) == 0
