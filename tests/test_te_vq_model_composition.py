@@ -14,17 +14,13 @@ from diffusers.models import downsampling as diffusers_downsampling
 from diffusers.models import resnet as diffusers_resnet
 from diffusers.models import upsampling as diffusers_upsampling
 from diffusers.models.autoencoders import vae as diffusers_vae
-from safetensors import safe_open
 from safetensors.torch import load_file
+from te_vq_fixtures import LAYOUTS, expected_outputs, materialise
 
 from te_vqgan import TEVQModel
 from te_vqgan.models import DOWNSAMPLE_TYPES, PADDING_MODES, BlurPool2d, Downsample
 from te_vqgan.models.autoencoder import Decoder, Encoder
 
-
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "te_vq_model"
-LAYOUTS = ("te_default", "te_conv_blurpool", "te_max_blurpool_simvq", "te_maxpool_no_attention", "stock_zeros")
-FIXTURE_COMMIT = "d797ee26223b8a3d507cdfd624e7b21ae59418eb"  # see tests/fixtures/make_te_vq_model_fixtures.py
 
 TINY = dict(
     block_out_channels=(2, 4, 4),
@@ -38,13 +34,6 @@ TE_BLOCKS = dict(
     down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D", "AttnDownEncoderBlock2D"),
     up_block_types=("AttnUpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"),
 )
-
-
-def expected_outputs(name: str) -> dict[str, torch.Tensor]:
-    path = FIXTURES / name / "outputs.safetensors"
-    with safe_open(str(path), "pt") as f:
-        assert f.metadata()["commit"] == FIXTURE_COMMIT, f"{path} was not made by the pre-composition model"
-    return load_file(path)
 
 
 def public_config(folder: Path) -> dict:
@@ -67,7 +56,7 @@ def test_a_diffusers_model_of_its_own():
 # ------------------------------------------------------------------ the saved folders of before
 @pytest.mark.parametrize("name", LAYOUTS)
 def test_a_fixture_folder_loads_every_weight_and_computes_the_same(name, tmp_path):
-    folder = FIXTURES / name
+    folder = materialise(name, tmp_path / "fixture")
     model, info = TEVQModel.from_pretrained(folder, output_loading_info=True)
     assert {key: value for key, value in info.items() if value} == {}
     assert set(model.state_dict()) == set(load_file(folder / "diffusion_pytorch_model.safetensors"))
@@ -89,14 +78,14 @@ def test_a_fixture_folder_loads_every_weight_and_computes_the_same(name, tmp_pat
     assert torch.equal(out.indices, indices) and torch.equal(out.sample, reconstruction)
 
     # Saved again, the folder is the same: config (block type names included) and weights.
-    model.save_pretrained(tmp_path)
-    assert public_config(tmp_path) == public_config(folder)
-    saved, original = (load_file(p / "diffusion_pytorch_model.safetensors") for p in (tmp_path, folder))
+    model.save_pretrained(tmp_path / "saved")
+    assert public_config(tmp_path / "saved") == public_config(folder)
+    saved, original = (load_file(p / "diffusion_pytorch_model.safetensors") for p in (tmp_path / "saved", folder))
     assert saved.keys() == original.keys() and all(torch.equal(saved[k], original[k]) for k in saved)
 
 
-def test_the_stock_layout_fixture_still_loads_in_diffusers_vqmodel():
-    stock, info = VQModel.from_pretrained(FIXTURES / "stock_zeros", output_loading_info=True)
+def test_the_stock_layout_fixture_still_loads_in_diffusers_vqmodel(tmp_path):
+    stock, info = VQModel.from_pretrained(materialise("stock_zeros", tmp_path), output_loading_info=True)
     assert {key: value for key, value in info.items() if value} == {}
     expected = expected_outputs("stock_zeros")
     stock.eval()
@@ -113,9 +102,9 @@ def test_the_stock_layout_fixture_still_loads_in_diffusers_vqmodel():
     )  # float32 sums reorder with the thread count
 
 
-def test_a_te_fixture_is_still_refused_by_diffusers_vqmodel():
+def test_a_te_fixture_is_still_refused_by_diffusers_vqmodel(tmp_path):
     with pytest.raises(ValueError, match=r"TEVQModel\.DownEncoderBlock2D does not exist"):
-        VQModel.from_pretrained(FIXTURES / "te_default")
+        VQModel.from_pretrained(materialise("te_default", tmp_path))
 
 
 # ------------------------------------------------------------------ built, not patched
