@@ -279,6 +279,41 @@ def test_a_classifier_settings_change_retrains_the_classifier_and_reevaluates_on
         ReproducePlan(replace(preset, classifier_epochs=1, stage1_steps=900), tmp_path).run(log=lambda line: None)
 
 
+def test_a_stage2_recipe_change_trains_the_generators_afresh_on_the_same_tokens(tmp_path, monkeypatch):
+    preset = replace(PRESETS["smoke"], quantizers=("te",), seeds=(0,), train_sizes=(100, 50))
+    plan = ReproducePlan(preset, tmp_path)
+    ran = []
+
+    def fake_run(step):
+        ran.append(step.key)
+        finish(step)
+
+    def stopped_in_the_second_generator(step):  # the first run ends inside stage2/te-seed0-n50
+        if step.key == "stage2/te-seed0-n50":
+            (step.folder / "checkpoint-10").mkdir(parents=True)
+            raise StageFailed("interrupted")
+        fake_run(step)
+
+    monkeypatch.setattr(plan, "_run_step", stopped_in_the_second_generator)
+    with pytest.raises(StageFailed):
+        plan.run(log=lambda line: None)
+    ran.clear()
+    changed = ReproducePlan(replace(preset, stage2_batch=8, stage2_steps=preset.stage2_steps * 4), tmp_path)
+    monkeypatch.setattr(changed, "_run_step", fake_run)
+    lines = []
+    changed.run(log=lines.append)
+    # Stage 1, the tokens and the classifier are kept; both generators train again, from nothing: the finished one
+    # and the interrupted one (whose checkpoint holds the old batch) are moved aside, not resumed.
+    assert ran == ["stage2/te-seed0-n100", "evaluate/te-seed0-n100", "stage2/te-seed0-n50", "evaluate/te-seed0-n50"]
+    assert "stage2_batch" in lines[0] and "stage2_steps" in lines[0]
+    moved = sorted(p.relative_to(tmp_path).parts[2:] for p in (tmp_path / "replaced").glob("*/stage2/*"))
+    assert moved == [("stage2", "te-seed0-n100"), ("stage2", "te-seed0-n50")]
+    assert not any((tmp_path / "stage2" / "te-seed0-n50").glob("checkpoint-*"))
+    ran.clear()
+    changed.run(log=lambda line: None)
+    assert ran == [] and len(list((tmp_path / "replaced").iterdir())) == 1
+
+
 def record_call(folder, overwrite=False, fail=False):
     """A library stage for the tests: writes its marker (and how it was called) into `folder`."""
     import os

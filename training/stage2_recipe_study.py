@@ -115,6 +115,16 @@ ROWS = {
             NO_DROPOUT + (("max_train_steps", 700), ("lr_warmup_steps", 50)),
         ),
         Row(
+            "no_dropout_0.5x_batch8",
+            "dropout 0, batch 8 for 2,800 steps (half no_dropout's examples, four times the updates)",
+            NO_DROPOUT + (("train_batch_size", 8), ("max_train_steps", 2800), ("lr_warmup_steps", 200)),
+        ),
+        Row(
+            "cpu_preset_batch8",
+            "the cpu preset's stage 2 (dropout 0, 54,400 examples) at batch 8: 6,800 steps, warm-up 400",
+            NO_DROPOUT + (("train_batch_size", 8), ("max_train_steps", 6800), ("lr_warmup_steps", 400)),
+        ),
+        Row(
             "no_dropout_t0.7",
             "no_dropout's generator, sampled at temperature 0.7",
             evaluate_only="no_dropout",

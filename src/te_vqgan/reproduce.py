@@ -264,6 +264,11 @@ RERUN_ON_CHANGE = {
     "classifier_test": ("classifier",),
     "num_eval": ("evaluate",),
     "evaluation_settings": ("evaluate",),
+    # The generator's recipe: stage 2 is trained again (its old folders moved to OUTPUT/replaced/), on the same tokens.
+    "stage2_steps": ("stage2", "evaluate"),
+    "stage2_batch": ("stage2", "evaluate"),
+    "stage2_model": ("stage2", "evaluate"),
+    "stage2_settings": ("stage2", "evaluate"),
 }
 
 
@@ -542,6 +547,15 @@ class StageRunner:
             state["stale"] = sorted(stale)
             why = f"settings changed ({', '.join(changed)})" if changed else "an interrupted rerun continues"
             log(f"{why}: {len(stale)} finished stage(s) rerun: {', '.join(sorted(stale))}")
+        # A training the change invalidates starts afresh, finished or not (its checkpoints hold the old settings):
+        # its folder is moved aside, before the new settings are recorded, so that an interruption repeats the move.
+        replaced = self.output / "replaced" / time.strftime("%Y%m%d-%H%M%S")
+        for step in self.steps:
+            if step.resumable and step.kind in invalidated and step.folder.exists():
+                target = replaced / step.key
+                target.parent.mkdir(parents=True, exist_ok=True)
+                step.folder.rename(target)
+                log(f"{step.key}: trained with the old settings, moved to {target}")
         write_json_atomic(state_path, state)
 
         def finished(step: Step, started: float) -> None:
