@@ -298,7 +298,7 @@ def test_a_stage2_recipe_change_trains_the_generators_afresh_on_the_same_tokens(
     with pytest.raises(StageFailed):
         plan.run(log=lambda line: None)
     ran.clear()
-    changed = ReproducePlan(replace(preset, stage2_batch=8, stage2_steps=preset.stage2_steps * 4), tmp_path)
+    changed = ReproducePlan(replace(preset, stage2_batch=4, stage2_steps=preset.stage2_steps * 2), tmp_path)
     monkeypatch.setattr(changed, "_run_step", fake_run)
     lines = []
     changed.run(log=lines.append)
