@@ -30,6 +30,13 @@ def finish(step):
         write_completion_marker(step.folder, [step.marker, "README.md"])
 
 
+def test_the_data_stage_builds_in_one_process(tmp_path):
+    # `datasets` would fork its workers from the long-lived `reproduce` process, where a fork taken
+    # while pyarrow's jemalloc thread holds a lock hangs the worker for good (measured on the smoke preset).
+    data = ReproducePlan(PRESETS["smoke"], tmp_path, mnist_dir="mnist").steps[0]
+    assert data.key == "data" and data.call.keywords["num_proc"] == 1
+
+
 def test_the_plan_has_every_stage_in_order(tmp_path):
     preset = replace(PRESETS["cpu"], quantizers=("te", "sc"), seeds=(0, 1), train_sizes=(100, 50))
     plan = ReproducePlan(preset, tmp_path, mnist_dir="mnist")

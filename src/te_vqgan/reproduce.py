@@ -775,6 +775,12 @@ class ReproducePlan(StageRunner):
                     num_shift_groups=p.num_shift_groups,
                     cache_dir=cache,
                     mnist_dir=self.mnist_dir,
+                    # One process: `datasets` forks its `num_proc` workers from this long-lived
+                    # process, and a fork taken while one of its threads (pyarrow's jemalloc
+                    # background thread) holds a lock hangs the worker for good (measured:
+                    # the smoke preset's data stage idle for 30 min, a worker in `futex_wait`).
+                    # The data do not depend on `num_proc`; the build takes seconds to a minute.
+                    num_proc=1,
                 ),
             ),
         ]
