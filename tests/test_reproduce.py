@@ -399,6 +399,7 @@ folder, seconds, code = Path(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
 folder.mkdir(parents=True, exist_ok=True)
 (folder / "pid").write_text(str(os.getpid()))
 (folder / "gpu").write_text(os.environ.get("CUDA_VISIBLE_DEVICES", "-"))
+(folder / "threads").write_text(os.environ.get("OMP_NUM_THREADS", "-"))
 start = time.time()
 if "--resume_from_checkpoint" not in sys.argv:
     (folder / "checkpoint-1").mkdir(exist_ok=True)
@@ -445,6 +446,23 @@ def fake_plan(tmp_path, specs):
 
 def times(tmp_path, key):
     return json.loads((tmp_path / key / "times.json").read_text())
+
+
+@pytest.mark.parametrize("user_threads", [None, "3"])
+def test_jobs_share_the_cpu_cores_out(tmp_path, monkeypatch, user_threads):
+    # Each stage's torch would take every core; side by side they would wait on one another.
+    from te_vqgan.reproduce import cpu_threads_per_job
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(4)), raising=False)
+    assert [cpu_threads_per_job(jobs) for jobs in (1, 2, 3, 8)] == [4, 2, 1, 1]
+    if user_threads is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", user_threads)  # the caller's choice is kept
+    plan = fake_plan(tmp_path, [("a", (), 0, 0, False), ("b", (), 0, 0, False)])
+    plan.run(log=lambda line: None, jobs=2)
+    for key in ("a", "b"):
+        assert (tmp_path / key / "threads").read_text() == (user_threads or "2")
 
 
 def test_jobs_run_independent_stages_together_and_dependent_ones_after(tmp_path):
