@@ -33,7 +33,16 @@ __all__ = [
     "add_output_dir_option",
     "check_required",
     "resolve_hub_push",
+    "usable_cpu_cores",
 ]
+
+
+def usable_cpu_cores() -> int:
+    """The CPU cores this process may run on (its affinity where the OS tells it): the default of
+    `--num-proc` and what `reproduce --jobs` shares out among its stages."""
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 class _DeprecatedAlias(argparse.Action):

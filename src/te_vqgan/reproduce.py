@@ -398,10 +398,9 @@ def cpu_threads_per_job(jobs: int) -> int:
     Without it every stage's torch takes all the cores, and OpenMP threads that outnumber the cores
     wait on one another: measured on our 2-core machine, a two-thread stage-1 run of the smoke preset
     went from 1.2 steps/s to one step in 9 s when two single-thread jobs ran beside it."""
-    import os
+    from .options import usable_cpu_cores
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // max(1, jobs))
+    return max(1, usable_cpu_cores() // max(1, jobs))
 
 
 class _LibraryStage:

@@ -30,7 +30,13 @@ import shlex
 import time
 from pathlib import Path
 
-from ..options import add_deprecated_alias, add_hub_push_options, add_output_dir_option, resolve_hub_push
+from ..options import (
+    add_deprecated_alias,
+    add_hub_push_options,
+    add_output_dir_option,
+    resolve_hub_push,
+    usable_cpu_cores,
+)
 from . import add_command
 
 
@@ -44,10 +50,6 @@ _CONFIG_OPTIONS = (
     ("captions_per_image", "--captions-per-image"),
     ("seed", "--seed"),
 )
-
-
-def _default_num_proc() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def register(subparsers) -> None:
@@ -140,7 +142,7 @@ def build_dataset(
     unknown = sorted(set(options) - {field for field, _ in _CONFIG_OPTIONS})
     if unknown:
         raise ValueError(f"Unknown TextMNIST option(s) {unknown}; expected {[field for field, _ in _CONFIG_OPTIONS]}.")
-    num_proc = num_proc if num_proc is not None else _default_num_proc()
+    num_proc = num_proc if num_proc is not None else usable_cpu_cores()
     if num_proc < 1:
         raise ValueError(f"--num-proc must be at least 1 (got {num_proc}).")
     options = {k: v for k, v in options.items() if v is not None}
