@@ -193,6 +193,14 @@ CASES = [
     Case("t2i/top_k_fraction 0", lambda c: t2i(c, top_k_fraction=0), ValueError, "`top_k_fraction`"),
     Case("t2i/top_k_fraction 1.5", lambda c: t2i(c, top_k_fraction=1.5), ValueError, "1.5"),
     Case("t2i/batch_size 0", lambda c: t2i(c, batch_size=0), ValueError, "`batch_size`"),
+    Case("t2i/num_candidates 0", lambda c: t2i(c, num_candidates=0), ValueError, "`num_candidates` must be"),
+    Case("t2i/num_candidates True", lambda c: t2i(c, num_candidates=True), ValueError, "(got True)"),
+    Case(
+        "t2i/600 images x 2 candidates in one batch",
+        lambda c: t2i(c, num_images_per_prompt=600, num_candidates=2),
+        ValueError,
+        "x 2 candidates",
+    ),
     Case("t2i/batch_size 1.5", lambda c: t2i(c, batch_size=1.5), ValueError, "1.5"),
     Case(
         "t2i/60000 images in one batch",
@@ -231,6 +239,7 @@ CASES = [
     Case("i2t/temperature -1", lambda c: i2t(c, temperature=-1), ValueError, "-1"),
     Case("i2t/top_k_fraction 2", lambda c: i2t(c, top_k_fraction=2), ValueError, "2"),
     Case("i2t/batch_size -3", lambda c: i2t(c, batch_size=-3), ValueError, "-3"),
+    Case("i2t/num_candidates 2.5", lambda c: i2t(c, num_candidates=2.5), ValueError, "(got 2.5)"),
     Case(
         "i2t/callback tensor input unknown",
         lambda c: i2t(c, callback_on_step_end=lambda *a: {}, callback_on_step_end_tensor_inputs=["logits"]),

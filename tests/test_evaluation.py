@@ -234,6 +234,8 @@ def test_evaluate_command_on_a_tiny_pipeline(stage2_assets, mnist_dir, tmp_path,
             "6",
             "--batch-size",
             "6",
+            "--num-candidates",
+            "2",
             "--device",
             "cpu",
             "--output",
@@ -242,6 +244,7 @@ def test_evaluate_command_on_a_tiny_pipeline(stage2_assets, mnist_dir, tmp_path,
     )
     assert code == 0, capsys.readouterr().err
     report = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    assert report["sampling"] == {"top_k_fraction": 0.1, "temperature": 1.0, "num_candidates": 2}
     for split in ("test", "test_seen"):
         result = report["splits"][split]
         assert result["examples"] == 6
@@ -280,6 +283,12 @@ def test_evaluate_command_on_a_tiny_pipeline(stage2_assets, mnist_dir, tmp_path,
         ]
     )
     assert code == 2 and "'nope'" in capsys.readouterr().err
+    code = main(
+        ["evaluate", "--pipeline", str(tmp_path / "pipe"), "--classifier", str(tmp_path / "classifier")]
+        + ["--num-candidates", "0", "--output", str(tmp_path / "eval3")]
+    )
+    assert code == 2 and "--num-candidates must be an integer >= 1 (got 0)" in capsys.readouterr().err
+    assert not (tmp_path / "eval3").exists()  # refused before any work
 
 
 def test_train_classifier_command_writes_a_loadable_folder_with_its_accuracy(mnist_dir, tmp_path, capsys):

@@ -28,6 +28,7 @@ from te_vqgan.generation import (
     generator_loss,
     generator_loss_from_logits,
     layout_from_config,
+    target_log_likelihood,
     top_k_from_fraction,
 )
 
@@ -602,6 +603,96 @@ def test_generation_validates(tokenizer, layout):
         assert math.isfinite(
             generator_loss(model, layout.t2i_sequence(text_ids, image_ids), layout, "t2i").loss.item()
         )
+
+
+# ---------------------------------------------------------------------------- reranking
+
+
+@pytest.mark.parametrize("direction", ["t2i", "i2t"])
+def test_target_log_likelihood_sums_what_the_loss_averages(tokenizer, layout, direction):
+    model = tiny_model(tokenizer, seed=2)
+    text_ids, image_ids = batch(tokenizer, layout, 3, seed=8)
+    sequences = (
+        layout.t2i_sequence(text_ids, image_ids) if direction == "t2i" else layout.i2t_sequence(image_ids, text_ids)
+    )
+    with torch.no_grad():
+        scores = target_log_likelihood(model, sequences, layout, direction)
+        for row, score in zip(sequences, scores):
+            out = generator_loss(model, row[None], layout, direction)
+            if direction == "t2i":  # the image codes
+                expected = -out.image_loss * layout.num_image_tokens
+            else:  # the words and <eot>, not the <pad>s
+                expected = -out.text_loss * (row[layout.text_positions("i2t")] != tokenizer.pad_token_id).sum()
+            torch.testing.assert_close(score, expected, rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match="full i2t sequences"):
+        target_log_likelihood(model, sequences[:, :-1], layout, "i2t")
+
+
+def candidate_generators(seeds, count):
+    """What the samplers derive from one generator per input: a generator per candidate."""
+    parents = [torch.Generator().manual_seed(seed) for seed in seeds]
+    return [
+        torch.Generator().manual_seed(int(torch.randint(2**62, (), generator=g)))
+        for g in parents
+        for _ in range(count)
+    ]
+
+
+def test_reranking_keeps_the_candidate_the_other_direction_scores_highest(tokenizer, layout):
+    model = tiny_model(tokenizer, seed=5)
+    text_ids, image_ids = batch(tokenizer, layout, 2, seed=12)
+    count = 4
+
+    # Text to image: of each caption's candidates, the likeliest under image-to-text.
+    candidates = generate_image_indices(
+        model, tokenizer, text_ids.repeat_interleave(count, 0), generator=candidate_generators([3, 4], count)
+    )
+    with torch.no_grad():
+        scores = target_log_likelihood(
+            model,
+            layout.i2t_sequence(tokenizer.encode_image_indices(candidates), text_ids.repeat_interleave(count, 0)),
+            layout,
+            "i2t",
+        ).view(2, count)
+    assert len(set(scores.flatten().tolist())) == 2 * count  # the candidates differ
+    best = candidates.view(2, count, *GRID)[torch.arange(2), scores.argmax(1)]
+    generators = [torch.Generator().manual_seed(seed) for seed in (3, 4)]
+    reranked = generate_image_indices(model, tokenizer, text_ids, generator=generators, num_candidates=count)
+    assert torch.equal(reranked, best)
+    # Each caption's choice depends on its own generator only, not on the batch.
+    alone = generate_image_indices(
+        model, tokenizer, text_ids[1:], generator=[torch.Generator().manual_seed(4)], num_candidates=count
+    )
+    assert torch.equal(alone, best[1:])
+    assert generate_image_indices(model, tokenizer, text_ids, num_candidates=1).shape == (2, *GRID)
+
+    # Image to text: of each image's captions, the one under which text-to-image finds the image likeliest.
+    captions = generate_caption_ids(
+        model, tokenizer, image_ids.repeat_interleave(count, 0), generator=candidate_generators([7, 8], count)
+    )
+    blocks = torch.full((2 * count, layout.text_length), tokenizer.pad_token_id)
+    blocks[:, 0] = layout.bot_id
+    blocks[:, 1 : 1 + captions.shape[1]] = captions
+    with torch.no_grad():
+        scores = target_log_likelihood(
+            model, layout.t2i_sequence(blocks, image_ids.repeat_interleave(count, 0)), layout, "t2i"
+        )
+    scores[~(captions == layout.eot_id).any(1)] = float("-inf")  # a caption never closed is not chosen
+    expected = captions.view(2, count, -1)[torch.arange(2), scores.view(2, count).argmax(1)]
+    generators = [torch.Generator().manual_seed(seed) for seed in (7, 8)]
+    chosen = generate_caption_ids(model, tokenizer, image_ids, generator=generators, num_candidates=count)
+    assert torch.equal(chosen, expected)
+
+
+def test_reranking_validates(tokenizer, layout):
+    model = tiny_model(tokenizer)
+    text_ids, image_ids = batch(tokenizer, layout, 1)
+    with pytest.raises(ValueError, match=r"`num_candidates` must be an integer >= 1 \(got 0\)"):
+        generate_image_indices(model, tokenizer, text_ids, num_candidates=0)
+    with pytest.raises(ValueError, match=r"`num_candidates` must be an integer >= 1 \(got 2.0\)"):
+        generate_caption_ids(model, tokenizer, image_ids, num_candidates=2.0)
+    with pytest.raises(ValueError, match="2 generators for 1 sequences"):
+        generate_image_indices(model, tokenizer, text_ids, generator=[torch.Generator()] * 2, num_candidates=3)
 
 
 # ---------------------------------------------------------------------------- position schemes

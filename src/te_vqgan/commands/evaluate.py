@@ -63,6 +63,12 @@ def register(subparsers) -> None:
         help="Sampling keeps this fraction of the vocabulary (authors 0.1).",
     )
     parser.add_argument("--temperature", type=float, default=1.0, help="Sampling temperature (authors 1.0).")
+    parser.add_argument(
+        "--num-candidates",
+        type=int,
+        default=1,
+        help="Samples per input, the one the generator's other direction scores highest kept (authors 1).",
+    )
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available).")
     add_output_dir_option(parser, help="Folder for evaluation.json and the figures (created).")
     parser.set_defaults(func=run)
@@ -80,6 +86,7 @@ def evaluate_pipeline(
     seed: int = 0,
     top_k_fraction: float = 0.1,
     temperature: float = 1.0,
+    num_candidates: int = 1,
     device=None,
     mnist_dir=None,
     num_test: int = 3_000,
@@ -91,13 +98,14 @@ def evaluate_pipeline(
     from ..classifier import DigitColourClassifier, classifier_fingerprint
     from ..data.tokenized import load_evaluation_splits
     from ..files import write_json_atomic
-    from ..generation.sampling import _check_sampling
+    from ..generation.sampling import _check_sampling, check_num_candidates
     from ..loading import resolve_device
     from ..pipelines import TextToImagePipeline
 
     if num_examples < 1 or batch_size < 1:
         raise ValueError(f"--num-examples and --batch-size must be >= 1 (got {num_examples}, {batch_size}).")
-    _check_sampling(temperature, top_k_fraction)  # the pipelines' own check, before any work
+    _check_sampling(temperature, top_k_fraction)  # the pipelines' own checks, before any work
+    check_num_candidates(num_candidates, "--num-candidates")
     splits = list(splits)
     device = resolve_device(device)
     generator_pipeline = TextToImagePipeline.from_pretrained(pipeline).to(device)
@@ -112,7 +120,7 @@ def evaluate_pipeline(
         )
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    sampling = {"top_k_fraction": top_k_fraction, "temperature": temperature}
+    sampling = {"top_k_fraction": top_k_fraction, "temperature": temperature, "num_candidates": num_candidates}
     results = {
         split: evaluate_split(
             generator_pipeline, judge, data[split], num_examples, batch_size, seed, output / split, sampling=sampling
@@ -144,6 +152,7 @@ def run(args) -> int:
         seed=args.seed,
         top_k_fraction=args.top_k_fraction,
         temperature=args.temperature,
+        num_candidates=args.num_candidates,
         device=args.device,
         mnist_dir=args.mnist_dir,
         num_test=args.num_test,
@@ -176,7 +185,8 @@ def evaluate_split(
     sampling: dict | None = None,
 ) -> dict:
     """Both directions, the three sanity rows and the chance level on the first `num_examples` of `split`
-    (`sampling`: the pipelines' `top_k_fraction` and `temperature`, the authors' 0.1 and 1.0 by default)."""
+    (`sampling`: the pipelines' `top_k_fraction`, `temperature` and `num_candidates`, the authors' 0.1, 1.0
+    and 1 by default)."""
     import torch
 
     from ..evaluation import caption_variant, image_to_text_scores, objects_to_triplets, text_to_image_scores

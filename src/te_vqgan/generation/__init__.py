@@ -20,11 +20,13 @@ from .modeling import (
     position_ids_for,
     position_scheme,
     sincos_2d,
+    target_log_likelihood,
 )
 from .sampling import (
     GENERATION_CONFIG_FILES,
     GumbelSamplingLogitsProcessor,
     ModalityMaskLogitsProcessor,
+    check_num_candidates,
     check_top_k_fraction,
     generate_caption_ids,
     generate_image_indices,
@@ -47,6 +49,7 @@ __all__ = [
     "TextImageTokenizer",
     "build_generator_config",
     "check_compatible",
+    "check_num_candidates",
     "check_top_k_fraction",
     "generate_caption_ids",
     "generate_image_indices",
@@ -59,5 +62,6 @@ __all__ = [
     "position_ids_for",
     "position_scheme",
     "sincos_2d",
+    "target_log_likelihood",
     "top_k_from_fraction",
 ]

@@ -51,6 +51,7 @@ __all__ = [
     "position_ids_for",
     "position_scheme",
     "sincos_2d",
+    "target_log_likelihood",
 ]
 
 # The keys `build_generator_config` adds to the GPT2Config, beyond GPT-2's own.
@@ -347,6 +348,12 @@ def generator_loss(
     Returns:
         `GeneratorLossOutput` with `loss` = `(other + w * target) / (1 + w)`, `text_loss` and `image_loss`.
     """
+    return generator_loss_from_logits(
+        _logits(model, input_ids, layout, direction), input_ids, layout, direction, target_weight
+    )
+
+
+def _logits(model, input_ids: torch.Tensor, layout: SequenceLayout, direction: str) -> torch.Tensor:
     # Checked before the forward so a malformed batch fails with the layout's message.
     layout.check_sequence(input_ids, direction)
     attention_mask = torch.ones_like(input_ids)
@@ -354,5 +361,33 @@ def generator_loss(
     # Under DDP (`accelerate launch`) the model is wrapped; its positions are the inner model's.
     config = getattr(model, "module", model).config
     positions = position_ids_for(config, layout, direction, length, batch, input_ids.device)
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions).logits
-    return generator_loss_from_logits(logits, input_ids, layout, direction, target_weight)
+    return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions).logits
+
+
+def target_log_likelihood(model, input_ids: torch.Tensor, layout: SequenceLayout, direction: str) -> torch.Tensor:
+    """`[B]`: the log-probability `model` gives each sequence's target modality after its source,
+    `log p(image | caption)` for t2i sequences and `log p(caption | image)` for i2t ones.
+
+    The sum over the target tokens of the masked log-softmax `generator_loss` trains (the image
+    codes; the caption's words and `<eot>`, `<pad>` left out), in float32. A caption without
+    `<eot>` is scored over the words it has.
+
+    Args:
+        model (`GPT2LMHeadModel`): the generator.
+        input_ids (`torch.LongTensor`): `[B, L]` full sequences of `layout.t2i_sequence` / `i2t_sequence`.
+        layout (`SequenceLayout`): the layout the sequences follow.
+        direction (`str`): `"t2i"` or `"i2t"`.
+    """
+    _check_direction(direction)
+    if input_ids.dim() != 2 or input_ids.shape[1] != layout.sequence_length:
+        raise ValueError(
+            f"Expected full {direction} sequences of length {layout.sequence_length} (got shape {tuple(input_ids.shape)})."
+        )
+    logits = _logits(model, input_ids, layout, direction)
+    input_ids = input_ids.long()
+    target = layout.image_positions(direction) if direction == "t2i" else layout.text_positions(direction)
+    targets = input_ids[:, target]
+    allowed = layout.allowed_tokens(direction)[target]
+    nll = _masked_cross_entropy(logits[:, target.start - 1 : target.stop - 1], targets, allowed)
+    # Selecting (not multiplying by a 0/1 weight): a <pad> target is disallowed, so its NLL is inf.
+    return -torch.where(targets == layout.pad_id, torch.zeros_like(nll), nll).sum(dim=1)

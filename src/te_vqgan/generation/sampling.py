@@ -40,13 +40,14 @@ import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from .layout import SequenceLayout
-from .modeling import layout_from_config, position_ids_for
+from .modeling import layout_from_config, position_ids_for, target_log_likelihood
 
 
 __all__ = [
     "GENERATION_CONFIG_FILES",
     "GumbelSamplingLogitsProcessor",
     "ModalityMaskLogitsProcessor",
+    "check_num_candidates",
     "check_top_k_fraction",
     "generate_caption_ids",
     "generate_image_indices",
@@ -160,6 +161,33 @@ def _check_generators(generator, batch: int) -> None:
         raise ValueError(
             f"Got a list of {len(generator)} generators for {batch} sequences; give one per sequence (or a single one)."
         )
+
+
+def check_num_candidates(num_candidates: int, name: str = "`num_candidates`") -> None:
+    if isinstance(num_candidates, bool) or not isinstance(num_candidates, int) or num_candidates < 1:
+        raise ValueError(f"{name} must be an integer >= 1 (got {num_candidates!r}).")
+
+
+def _candidates(prompt: torch.Tensor, generator, num_candidates: int):
+    """The prompt rows repeated `num_candidates` times (candidates of one input adjacent) and their
+    generators: a list of one per input becomes one per candidate, each seeded from its input's
+    generator, so that an input's candidates depend only on that input's generator."""
+    _check_generators(generator, prompt.shape[0])
+    if num_candidates == 1:
+        return prompt, generator
+    if isinstance(generator, (list, tuple)):
+        generator = [
+            torch.Generator(g.device).manual_seed(int(torch.randint(2**62, (), generator=g, device=g.device)))
+            for g in generator
+            for _ in range(num_candidates)
+        ]
+    return prompt.repeat_interleave(num_candidates, dim=0), generator
+
+
+def _best_candidates(scores: torch.Tensor, num_candidates: int) -> torch.Tensor:
+    """Row indices of the highest-scoring candidate of each input (`scores`: `[B * num_candidates]`)."""
+    best = scores.view(-1, num_candidates).argmax(dim=1)
+    return torch.arange(best.shape[0], device=best.device) * num_candidates + best
 
 
 class GumbelSamplingLogitsProcessor(LogitsProcessor):
@@ -285,11 +313,15 @@ def generate_image_indices(
     use_cache: bool = True,
     cache_implementation: str | None = None,
     on_step: Callable | None = None,
+    num_candidates: int = 1,
 ) -> torch.LongTensor:
     """Sample a VQ code map for each caption (text to image).
 
     Generates exactly N + 1 tokens after the `<t2i>` text `<boi>` prompt: the H * W image
-    tokens and `<eoi>`.
+    tokens and `<eoi>`. With `num_candidates` > 1 it samples that many code maps per caption
+    and keeps the one the generator's image-to-text direction finds likeliest to carry the caption
+    (`log p(caption | image)`, `target_log_likelihood`): the bidirectional generator reranks its
+    own samples, as DALL-E reranks with CLIP, with no second model.
 
     Args:
         model (`GPT2LMHeadModel`): a generator (`build_generator_config`).
@@ -306,15 +338,20 @@ def generate_image_indices(
         cache_implementation (`str`, *optional*): passed to `generate`, e.g. `"static"` (useful
             with `torch.compile` on CUDA).
         on_step (`Callable`, *optional*): `on_step(step, input_ids, scores)` at every sampling
-            step (see `GumbelSamplingLogitsProcessor`).
+            step (see `GumbelSamplingLogitsProcessor`); with candidates, `input_ids` has a row per
+            candidate (`B * num_candidates`, an input's candidates adjacent).
+        num_candidates (`int`, *optional*, defaults to `1`): samples per caption, of which the
+            likeliest under image-to-text is returned. A generator list keeps one generator per
+            caption; each candidate's is seeded from it.
 
     Returns:
         `torch.LongTensor` of shape `[B, H, W]`: codes in `[0, K)`, for `vqmodel.decode_indices`,
         on the device of `text_ids`.
     """
     _check_sampling(temperature, top_k_fraction)
+    check_num_candidates(num_candidates)
     layout = layout_from_config(model.config, tokenizer)
-    prompt = layout.t2i_prompt(text_ids)
+    prompt, generator = _candidates(layout.t2i_prompt(text_ids), generator, num_candidates)
     positions = position_ids_for(model.config, layout, "t2i", prompt.shape[1], prompt.shape[0], prompt.device)
     n = layout.num_image_tokens
     new = _generate(
@@ -345,6 +382,11 @@ def generate_image_indices(
             f"t2i generation returned tokens of shape {tuple(new.shape)} that are not {n} image tokens and <eoi>; "
             "the modality mask makes this impossible, so this is a bug."
         )
+    if num_candidates > 1:
+        captions = text_ids.to(image.device).repeat_interleave(num_candidates, dim=0)
+        with torch.no_grad():
+            scores = target_log_likelihood(model, layout.i2t_sequence(image, captions), layout, "i2t")
+        image = image[_best_candidates(scores, num_candidates)]
     return tokenizer.decode_image_indices(image, grid=layout.image_grid).to(text_ids.device)
 
 
@@ -359,18 +401,22 @@ def generate_caption_ids(
     use_cache: bool = True,
     cache_implementation: str | None = None,
     on_step: Callable | None = None,
+    num_candidates: int = 1,
 ) -> torch.LongTensor:
     """Sample caption tokens for each image (image to text).
 
     Continues the `<i2t>` `<boi>` image `<eoi>` `<bot>` prompt with up to `text_length - 1`
-    tokens, stopping once every caption has its `<eot>`.
+    tokens, stopping once every caption has its `<eot>`. With `num_candidates` > 1 it samples
+    that many captions per image and keeps the one under which the generator's text-to-image
+    direction finds the image likeliest (`log p(image | caption)`); a caption that reached the
+    length limit without `<eot>` is kept only if every candidate did.
 
     Args:
         model (`GPT2LMHeadModel`): a generator (`build_generator_config`).
         tokenizer (`TextImageTokenizer`): its tokenizer.
         image_ids (`torch.LongTensor`): `[B, N]` image token ids (`tokenizer.encode_image_indices`).
-        top_k_fraction, temperature, generator, use_cache, cache_implementation, on_step: as in
-            `generate_image_indices` (a generator list has one per image).
+        top_k_fraction, temperature, generator, use_cache, cache_implementation, on_step,
+            num_candidates: as in `generate_image_indices` (a generator list has one per image).
 
     Returns:
         `torch.LongTensor` of shape `[B, <= text_length - 1]`: caption words, then `<eot>`
@@ -378,8 +424,9 @@ def generate_caption_ids(
         of `image_ids`; read it with `tokenizer.decode_caption`.
     """
     _check_sampling(temperature, top_k_fraction)
+    check_num_candidates(num_candidates)
     layout = layout_from_config(model.config, tokenizer)
-    prompt = layout.i2t_prompt(image_ids)
+    prompt, generator = _candidates(layout.i2t_prompt(image_ids), generator, num_candidates)
     positions = position_ids_for(model.config, layout, "i2t", prompt.shape[1], prompt.shape[0], prompt.device)
     new = _generate(
         model,
@@ -410,6 +457,16 @@ def generate_caption_ids(
             f"i2t generation returned tokens of shape {tuple(new.shape)} that are not only text tokens; "
             "the modality mask makes this impossible, so this is a bug."
         )
+    if num_candidates > 1:
+        blocks = torch.full((new.shape[0], layout.text_length), layout.pad_id, dtype=torch.long, device=new.device)
+        blocks[:, 0] = layout.bot_id
+        blocks[:, 1 : 1 + new.shape[1]] = new
+        images = image_ids.to(new.device).repeat_interleave(num_candidates, dim=0)
+        with torch.no_grad():
+            scores = target_log_likelihood(model, layout.t2i_sequence(blocks, images), layout, "t2i")
+        unfinished = ~(new == layout.eot_id).any(dim=1)
+        scores = scores.masked_fill(unfinished, float("-inf"))
+        new = new[_best_candidates(scores, num_candidates)]
     return new
 
 

@@ -41,6 +41,7 @@ from ..generation import (
     SequenceLayout,
     TextImageTokenizer,
     check_compatible,
+    check_num_candidates,
     generate_caption_ids,
     generate_image_indices,
     generation_configs,
@@ -316,16 +317,20 @@ class _TextImagePipeline(TeVqganCardMixin, DiffusionPipeline):
         callback_on_step_end,
         callback_on_step_end_tensor_inputs,
         allowed_output_types=OUTPUT_TYPES,
+        num_candidates=1,
     ):
         """Every call argument, checked before any work: one-line ValueErrors that name the value."""
         _check_sampling(temperature, top_k_fraction)
+        check_num_candidates(num_candidates)
         if temperature > MAX_TEMPERATURE:
             raise ValueError(
                 f"`temperature` {temperature!r} is above {MAX_TEMPERATURE:g}, where sampling ignores the model."
             )
-        if batch_size is None and batch > MAX_SEQUENCES_AT_ONCE:
+        if batch_size is None and batch * num_candidates > MAX_SEQUENCES_AT_ONCE:
             raise ValueError(
-                f"{batch} samples in one batch is more than {MAX_SEQUENCES_AT_ONCE} sampled at once; pass `batch_size` "
+                f"{batch} samples"
+                + (f" x {num_candidates} candidates" if num_candidates > 1 else "")
+                + f" in one batch is more than {MAX_SEQUENCES_AT_ONCE} sampled at once; pass `batch_size` "
                 "(e.g. 256) to sample them in chunks."
             )
         if isinstance(generator, (list, tuple)):
@@ -370,9 +375,11 @@ class _TextImagePipeline(TeVqganCardMixin, DiffusionPipeline):
         cache_implementation,
         callback_on_step_end,
         callback_on_step_end_tensor_inputs,
+        num_candidates=1,
     ):
-        """Run `sample(chunk, **options)` over `ids` in chunks of `batch_size`, with a progress bar over
-        the sampling steps and `callback_on_step_end(pipe, step, position, callback_kwargs)` at each."""
+        """Run `sample(chunk, **options)` over `ids` in chunks of `batch_size` inputs (each sampled
+        with its `num_candidates` candidates), with a progress bar over the sampling steps and
+        `callback_on_step_end(pipe, step, position, callback_kwargs)` at each."""
         batch_size = batch_size or len(ids)
         chunks = list(ids.split(batch_size))
         generators = list(generator) if isinstance(generator, (list, tuple)) else None
@@ -402,6 +409,7 @@ class _TextImagePipeline(TeVqganCardMixin, DiffusionPipeline):
                         generator=rows,
                         cache_implementation=cache_implementation,
                         on_step=on_step,
+                        num_candidates=num_candidates,
                     )
                 )
         return results
@@ -433,6 +441,7 @@ class TextToImagePipeline(_TextImagePipeline):
         return_dict: bool = True,
         callback_on_step_end=None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
+        num_candidates: int = 1,
     ) -> TextToImagePipelineOutput | tuple:
         r"""
         Args:
@@ -458,6 +467,11 @@ class TextToImagePipeline(_TextImagePipeline):
                 returned `"scores"` replaces the step's scores before the draw.
             callback_on_step_end_tensor_inputs (`list[str]`, *optional*): among
                 `pipe._callback_tensor_inputs` (`"input_ids"`, `"scores"`); default `["input_ids"]`.
+            num_candidates (`int`, *optional*, defaults to 1): code maps sampled per image, of
+                which the one the generator's image-to-text direction finds likeliest to carry
+                the prompt is kept (`log p(caption | image)`: the bidirectional generator reranks
+                its own samples, with no second model). Sampling costs `num_candidates` times as
+                much; `batch_size` counts images, each sampled with its candidates.
 
         Returns:
             [`TextToImagePipelineOutput`] or `(images, indices)`.
@@ -482,6 +496,7 @@ class TextToImagePipeline(_TextImagePipeline):
             output_type,
             callback_on_step_end,
             callback_on_step_end_tensor_inputs,
+            num_candidates=num_candidates,
         )
         text_ids = self.tokenizer.encode_captions(prompts).repeat_interleave(num_images_per_prompt, dim=0)
         sample = functools.partial(generate_image_indices, self.generator, self.tokenizer)
@@ -499,6 +514,7 @@ class TextToImagePipeline(_TextImagePipeline):
                     cache_implementation,
                     callback_on_step_end,
                     callback_on_step_end_tensor_inputs,
+                    num_candidates,
                 )
             ]
         )
@@ -540,6 +556,7 @@ class ImageToTextPipeline(_TextImagePipeline):
         return_dict: bool = True,
         callback_on_step_end=None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
+        num_candidates: int = 1,
     ) -> ImageToTextPipelineOutput | tuple:
         r"""
         Args:
@@ -549,6 +566,9 @@ class ImageToTextPipeline(_TextImagePipeline):
             generator (`torch.Generator` or `list[torch.Generator]`, *optional*): one, or one per image.
             top_k_fraction, temperature, batch_size, cache_implementation, callback_on_step_end,
                 callback_on_step_end_tensor_inputs: as in [`TextToImagePipeline.__call__`].
+            num_candidates (`int`, *optional*, defaults to 1): captions sampled per image, of
+                which the one under which the generator's text-to-image direction finds the image
+                likeliest is kept (`log p(image | caption)`).
 
         Returns:
             [`ImageToTextPipelineOutput`] or `(captions,)`.
@@ -565,6 +585,7 @@ class ImageToTextPipeline(_TextImagePipeline):
             "pil",
             callback_on_step_end,
             callback_on_step_end_tensor_inputs,
+            num_candidates=num_candidates,
         )
         quantizer = as_tokenizer(self.vqmodel)
         image_ids = torch.cat(
@@ -589,6 +610,7 @@ class ImageToTextPipeline(_TextImagePipeline):
                 cache_implementation,
                 callback_on_step_end,
                 callback_on_step_end_tensor_inputs,
+                num_candidates,
             )
             for row in ids.cpu()
         ]
