@@ -148,6 +148,15 @@ def test_generate_and_caption_commands(pipeline_dir, tmp_path, capsys):
     assert cli(["caption", "--pipeline", str(pipeline_dir), *files]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split("\t")[0] for line in lines] == files
+    # Reranked: one output per input still, chosen among 3 candidates.
+    assert cli(["caption", "--pipeline", str(pipeline_dir), "--num-candidates", "3", *files]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 2
+    reranked = ["generate", "--pipeline", str(pipeline_dir), "--prompt", PROMPT, "--num-images", "1"]
+    assert cli([*reranked, "--num-candidates", "3", "--output", str(tmp_path / "best")]) == 0
+    assert sorted(p.name for p in (tmp_path / "best").glob("*.png")) == ["00-00.png", "grid.png"]
+    assert cli([*reranked, "--num-candidates", "0", "--output", str(tmp_path / "none")]) == 2
+    assert "--num-candidates must be an integer >= 1 (got 0)" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()
 
     assert (
         cli(["generate", "--pipeline", str(pipeline_dir), "--prompt", "the purple 3", "--output", str(tmp_path / "x")])

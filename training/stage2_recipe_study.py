@@ -53,7 +53,9 @@ class Row:
     description: str
     changes: tuple[tuple[str, object], ...] = ()
     evaluate_only: str | None = None  # another row's generator, evaluated with `sampling`
-    sampling: tuple[tuple[str, object], ...] = ()  # te-vqgan evaluate's --top-k-fraction / --temperature
+    sampling: tuple[
+        tuple[str, object], ...
+    ] = ()  # te-vqgan evaluate's --top-k-fraction / --temperature / --num-candidates
 
     def settings(self) -> dict:
         return {**BASE, **dict(self.changes)}
@@ -147,6 +149,24 @@ ROWS = {
             "no_dropout's generator, greedy (top-k keeps 1 id)",
             evaluate_only="no_dropout",
             sampling=(("top_k_fraction", 0.001),),
+        ),
+        Row(
+            "cpu_preset_batch8_k0.02_t0.7",
+            "cpu_preset_batch8's generator, top-k 2% and temperature 0.7 (the cpu preset's sampling before reranking)",
+            evaluate_only="cpu_preset_batch8",
+            sampling=(("top_k_fraction", 0.02), ("temperature", 0.7)),
+        ),
+        Row(
+            "cpu_preset_batch8_rerank8",
+            "cpu_preset_batch8's generator, top-k 2%, temperature 0.7, the best of 8 candidates by the other direction",
+            evaluate_only="cpu_preset_batch8",
+            sampling=(("top_k_fraction", 0.02), ("temperature", 0.7), ("num_candidates", 8)),
+        ),
+        Row(
+            "cpu_preset_batch8_rerank32",
+            "cpu_preset_batch8's generator, top-k 2%, temperature 0.7, the best of 32 candidates by the other direction",
+            evaluate_only="cpu_preset_batch8",
+            sampling=(("top_k_fraction", 0.02), ("temperature", 0.7), ("num_candidates", 32)),
         ),
     )
 }

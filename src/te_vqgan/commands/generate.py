@@ -30,7 +30,13 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--temperature", type=float, default=None, help="Softmax temperature (default: the pipeline's)."
     )
-    parser.add_argument("--batch-size", type=int, default=None, help="Sequences sampled at once (default: all).")
+    parser.add_argument(
+        "--num-candidates",
+        type=int,
+        default=1,
+        help="Samples per output, the one the generator's other direction scores highest kept (default 1).",
+    )
+    parser.add_argument("--batch-size", type=int, default=None, help="Inputs sampled at once (default: all).")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available).")
 
 
@@ -66,7 +72,7 @@ def register(subparsers) -> None:
 
 
 def _check(args) -> None:
-    from ..generation.sampling import check_temperature, check_top_k_fraction
+    from ..generation.sampling import check_num_candidates, check_temperature, check_top_k_fraction
 
     if not 0 <= args.seed < 2**63:
         raise ValueError(f"--seed must be in [0, 2**63) (got {args.seed}).")
@@ -76,6 +82,7 @@ def _check(args) -> None:
         check_top_k_fraction(args.top_k_fraction, "--top-k-fraction")
     if args.temperature is not None:
         check_temperature(args.temperature, "--temperature")
+    check_num_candidates(args.num_candidates, "--num-candidates")
 
 
 def _load(cls, args):
@@ -108,6 +115,7 @@ def run_generate(args) -> int:
         generator=torch.Generator().manual_seed(args.seed),
         batch_size=args.batch_size,
         output_type="np",
+        num_candidates=args.num_candidates,
     )
     folder = Path(args.output)
     if folder.is_dir() and args.overwrite:
@@ -157,6 +165,7 @@ def run_caption(args) -> int:
         temperature=args.temperature,
         generator=torch.Generator().manual_seed(args.seed),
         batch_size=args.batch_size,
+        num_candidates=args.num_candidates,
     ).captions
     for name, caption in zip(args.images, captions):
         print(f"{name}\t{caption}")
