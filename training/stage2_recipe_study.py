@@ -163,6 +163,18 @@ ROWS = {
             sampling=(("top_k_fraction", 0.02), ("temperature", 0.7), ("num_candidates", 8)),
         ),
         Row(
+            "no_dropout_0.5x_batch8_k0.02_t0.7",
+            "no_dropout_0.5x_batch8's generator (22,400 examples), top-k 2% and temperature 0.7",
+            evaluate_only="no_dropout_0.5x_batch8",
+            sampling=(("top_k_fraction", 0.02), ("temperature", 0.7)),
+        ),
+        Row(
+            "no_dropout_0.5x_batch8_rerank8",
+            "no_dropout_0.5x_batch8's generator, top-k 2%, temperature 0.7, the best of 8 candidates",
+            evaluate_only="no_dropout_0.5x_batch8",
+            sampling=(("top_k_fraction", 0.02), ("temperature", 0.7), ("num_candidates", 8)),
+        ),
+        Row(
             "cpu_preset_batch8_rerank32",
             "cpu_preset_batch8's generator, top-k 2%, temperature 0.7, the best of 32 candidates by the other direction",
             evaluate_only="cpu_preset_batch8",
