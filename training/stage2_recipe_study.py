@@ -368,6 +368,7 @@ def write_summary(records: list[dict], out: Path) -> None:
     )
     if records:
         _figure(records, out / "curve.png")
+        _reranking_figure(records, out / "reranking.png")
 
 
 def _figure(records: list[dict], path: Path) -> None:
@@ -402,6 +403,51 @@ def _figure(records: list[dict], path: Path) -> None:
     axes[0].set_ylabel("all-bucket accuracy (authors' sampling)")
     axes[-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=7)
     figure.suptitle("Stage-2 recipes at CPU scale (scaled down: one seed, TE tokens, 300 images per split)")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def _reranking_figure(records: list[dict], path: Path) -> None:
+    """Accuracy against `--num-candidates` (1 = no reranking), one line per generator and
+    sampling temperature / top-k evaluated with several candidate counts."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        sampling = {k: v for k, v in r["sampling"].items() if k != "num_candidates"}
+        source = ROWS[r["row"]].evaluate_only or r["row"]
+        groups.setdefault((source, json.dumps(sampling, sort_keys=True)), []).append(r)
+    groups = {key: members for key, members in groups.items() if len(members) > 1}
+    if not groups:
+        return
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for axis, direction in zip(axes, ("t2i", "i2t")):
+        for number, ((source, _), members) in enumerate(groups.items()):
+            members = sorted(members, key=lambda r: r["sampling"].get("num_candidates", 1))
+            xs = [r["sampling"].get("num_candidates", 1) for r in members]
+            for split, style in (("test_seen", "-"), ("test", ":")):
+                axis.plot(
+                    xs,
+                    [r[split][direction] for r in members],
+                    style,
+                    marker="o",
+                    color=f"C{number % 10}",
+                    label=f"{source} ({members[0]['examples_per_direction']:,} examples), {split}",
+                )
+        axis.set_xscale("log", base=2)
+        ticks = sorted({r["sampling"].get("num_candidates", 1) for members in groups.values() for r in members})
+        axis.set_xticks(ticks, [str(t) for t in ticks])
+        axis.set_xlabel("candidates per input (1: no reranking)")
+        axis.set_title(f"{direction.upper()}, all buckets")
+        axis.set_ylim(0, None)
+    axes[0].set_ylabel("all-bucket accuracy")
+    axes[1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=7)
+    figure.suptitle("Reranking at evaluation (scaled down: one seed, TE tokens, 300 images per split)")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
