@@ -137,8 +137,8 @@ CPU_STAGE1 = dict(learning_rate=3e-4, scale_lr=False, perceptual_weight=0.0, rec
 # learning at these budgets), batch 8 (four times the updates of batch 32 for the same examples and CPU time: image-to-text
 # 0.295 -> 0.475 on test_seen at 54,400 examples), one cosine cycle, a 45-token text block; the evaluation samples sharper than the
 # authors (top-k 2% of the vocabulary, temperature 0.7), which an undertrained generator's flat distribution needs, and
-# keeps the best of 8 candidates by the generator's other direction (text-to-image 0.113 -> 0.220, image-to-text
-# 0.487 -> 0.544 on test_seen for the cpu preset's generator, results/stage2_recipe).
+# keeps the best of 8 candidates by the generator's other direction (text-to-image 0.116 -> 0.216, image-to-text
+# 0.505 -> 0.552 on test_seen for the cpu preset's generator, results/stage2_recipe).
 CPU_STAGE2 = dict(dropout=0.0, lr_num_cycles=1, text_length=45)
 CPU_EVAL = dict(top_k_fraction=0.02, temperature=0.7, num_candidates=8)
 CPU_PRESET = Preset(
@@ -199,7 +199,7 @@ PRESETS = {
         num_eval=200,
         stage2_settings={"lr_warmup_steps": 160, **CPU_STAGE2},
         # One sample per input: reranking needs a generator whose other direction already reads its input (at 22,400
-        # examples 16 candidates lift text-to-image only 0.060 -> 0.079, results/stage2_recipe), for 8x the sampling.
+        # examples 8 candidates lift text-to-image only 0.059 -> 0.081, image-to-text not at all, results/stage2_recipe).
         evaluation_settings={**CPU_EVAL, "num_candidates": 1},
         classifier_settings={},
         estimates={"data": 5, "classifier": 60, "stage1": 140, "tokenize": 8, "stage2": 100, "evaluate": 20},
@@ -220,7 +220,7 @@ PRESETS = {
         stage2_model=(8, 256, 8),
         num_eval=1_000,
         stage2_settings={"lr_warmup_steps": 150, **CPU_STAGE2, "mixed_precision": "bf16", "dataloader_num_workers": 1},
-        # Sampling is cheap on the GPU: 32 candidates (on CPU, 8 -> 32 lifted text-to-image 0.220 -> 0.341).
+        # Sampling is cheap on the GPU: 32 candidates (on CPU, 8 -> 32 lifted text-to-image 0.216 -> 0.348).
         evaluation_settings={**CPU_EVAL, "num_candidates": 32},
         # Not yet measured on a GPU: from the H100 run of results/stage2_gpu (stage 2 at 8 x 256 ran 7.1 steps/s of 100
         # at 309 tokens alone) with six jobs sharing the device.
