@@ -173,7 +173,9 @@ CPU_PRESET = Preset(
     stage2_settings={"lr_warmup_steps": 400, **CPU_STAGE2},
     evaluation_settings=CPU_EVAL,
     classifier_settings={"channels": (32, 64, 128)},
-    estimates={"data": 60, "classifier": 480, "stage1": 240, "tokenize": 40, "stage2": 620, "evaluate": 60},
+    # Seconds per stage on one core, before any is measured: stage 2 at batch 8 (6,800 steps ~3,200 s, 2,267 ~1,100 s),
+    # "evaluate" with 8 candidates (1,540 s beside two other jobs).
+    estimates={"data": 60, "classifier": 480, "stage1": 240, "tokenize": 40, "stage2": 2_100, "evaluate": 900},
 )
 
 PRESETS = {
