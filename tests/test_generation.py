@@ -594,6 +594,12 @@ def test_generation_validates(tokenizer, layout):
         generate_image_indices(model, tokenizer, text_ids, temperature=0)
     with pytest.raises(ValueError, match=r"`top_k_fraction` must be in \(0, 1\]"):
         generate_caption_ids(model, tokenizer, image_ids, top_k_fraction=2.0)
+    with pytest.raises(ValueError, match=r"`num_candidates` must be an integer >= 1 \(got 0\)"):
+        generate_image_indices(model, tokenizer, text_ids, num_candidates=0)
+    with pytest.raises(ValueError, match=r"`num_candidates` must be an integer >= 1 \(got 2.0\)"):
+        generate_caption_ids(model, tokenizer, image_ids, num_candidates=2.0)
+    with pytest.raises(ValueError, match="2 generators for 1 sequences"):
+        generate_image_indices(model, tokenizer, text_ids, generator=[torch.Generator()] * 2, num_candidates=3)
     other = TextImageTokenizer.build(codebook_size=32, text_length=TEXT_LENGTH)
     with pytest.raises(ValueError, match="codebook_size: config has 16 but the tokenizer has 32"):
         generate_image_indices(model, other, text_ids)
@@ -682,17 +688,6 @@ def test_reranking_keeps_the_candidate_the_other_direction_scores_highest(tokeni
     generators = [torch.Generator().manual_seed(seed) for seed in (7, 8)]
     chosen = generate_caption_ids(model, tokenizer, image_ids, generator=generators, num_candidates=count)
     assert torch.equal(chosen, expected)
-
-
-def test_reranking_validates(tokenizer, layout):
-    model = tiny_model(tokenizer)
-    text_ids, image_ids = batch(tokenizer, layout, 1)
-    with pytest.raises(ValueError, match=r"`num_candidates` must be an integer >= 1 \(got 0\)"):
-        generate_image_indices(model, tokenizer, text_ids, num_candidates=0)
-    with pytest.raises(ValueError, match=r"`num_candidates` must be an integer >= 1 \(got 2.0\)"):
-        generate_caption_ids(model, tokenizer, image_ids, num_candidates=2.0)
-    with pytest.raises(ValueError, match="2 generators for 1 sequences"):
-        generate_image_indices(model, tokenizer, text_ids, generator=[torch.Generator()] * 2, num_candidates=3)
 
 
 # ---------------------------------------------------------------------------- position schemes

@@ -66,6 +66,27 @@ class Row:
 
 
 NO_DROPOUT = (("dropout", 0.0),)
+# The cpu preset's sampling at evaluation (te_vqgan.reproduce.CPU_EVAL), without its reranking.
+CPU_SAMPLING = (("top_k_fraction", 0.02), ("temperature", 0.7))
+
+
+def sampled(generator: str, candidates: int, note: str = "") -> Row:
+    """A row evaluating `generator`'s row with the cpu preset's sampling and `candidates` per input."""
+    if candidates == 1:
+        return Row(
+            f"{generator}_k0.02_t0.7",
+            f"{generator}'s generator{note}, top-k 2% and temperature 0.7 (no reranking)",
+            evaluate_only=generator,
+            sampling=CPU_SAMPLING,
+        )
+    return Row(
+        f"{generator}_rerank{candidates}",
+        f"{generator}'s generator{note}, top-k 2%, temperature 0.7, the best of {candidates} candidates by the other direction",
+        evaluate_only=generator,
+        sampling=CPU_SAMPLING + (("num_candidates", candidates),),
+    )
+
+
 ROWS = {
     row.name: row
     for row in (
@@ -142,7 +163,7 @@ ROWS = {
             "no_dropout_k0.02_t0.7",
             "no_dropout's generator, top-k 2% and temperature 0.7",
             evaluate_only="no_dropout",
-            sampling=(("top_k_fraction", 0.02), ("temperature", 0.7)),
+            sampling=CPU_SAMPLING,
         ),
         Row(
             "no_dropout_greedy",
@@ -150,36 +171,8 @@ ROWS = {
             evaluate_only="no_dropout",
             sampling=(("top_k_fraction", 0.001),),
         ),
-        Row(
-            "cpu_preset_batch8_k0.02_t0.7",
-            "cpu_preset_batch8's generator, top-k 2% and temperature 0.7 (the cpu preset's sampling before reranking)",
-            evaluate_only="cpu_preset_batch8",
-            sampling=(("top_k_fraction", 0.02), ("temperature", 0.7)),
-        ),
-        Row(
-            "cpu_preset_batch8_rerank8",
-            "cpu_preset_batch8's generator, top-k 2%, temperature 0.7, the best of 8 candidates by the other direction",
-            evaluate_only="cpu_preset_batch8",
-            sampling=(("top_k_fraction", 0.02), ("temperature", 0.7), ("num_candidates", 8)),
-        ),
-        Row(
-            "no_dropout_0.5x_batch8_k0.02_t0.7",
-            "no_dropout_0.5x_batch8's generator (22,400 examples), top-k 2% and temperature 0.7",
-            evaluate_only="no_dropout_0.5x_batch8",
-            sampling=(("top_k_fraction", 0.02), ("temperature", 0.7)),
-        ),
-        Row(
-            "no_dropout_0.5x_batch8_rerank8",
-            "no_dropout_0.5x_batch8's generator, top-k 2%, temperature 0.7, the best of 8 candidates",
-            evaluate_only="no_dropout_0.5x_batch8",
-            sampling=(("top_k_fraction", 0.02), ("temperature", 0.7), ("num_candidates", 8)),
-        ),
-        Row(
-            "cpu_preset_batch8_rerank32",
-            "cpu_preset_batch8's generator, top-k 2%, temperature 0.7, the best of 32 candidates by the other direction",
-            evaluate_only="cpu_preset_batch8",
-            sampling=(("top_k_fraction", 0.02), ("temperature", 0.7), ("num_candidates", 32)),
-        ),
+        *(sampled("cpu_preset_batch8", count) for count in (1, 8, 32)),
+        *(sampled("no_dropout_0.5x_batch8", count, " (22,400 examples)") for count in (1, 8)),
     )
 }
 
