@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from te_vqgan.cli import main as cli
-from te_vqgan.metrics import image_shift_equivariance
+from te_vqgan.metrics import DEFAULT_TOKEN_SHIFTS, image_shift_equivariance, token_shifts_that_fit
 
 
 class PatchQuantizer:
@@ -66,6 +66,13 @@ def test_bad_shifts_and_images_are_refused(images):
         image_shift_equivariance(PatchQuantizer(), images, shifts=[(0, 0)])
     with pytest.raises(ValueError, match="too small for token shifts up to 8"):
         image_shift_equivariance(PatchQuantizer(), images, shifts=[(8, 0)])
+    # 8 tokens a side: a 4-token shift leaves crops of 4 tokens that no longer overlap (once a NaN score).
+    with pytest.raises(ValueError, match="too small for token shifts up to 4 at f = 4: their crops' code maps do not"):
+        image_shift_equivariance(PatchQuantizer(), images, shifts=[(4, 0)])
+    assert image_shift_equivariance(PatchQuantizer(), images, shifts=token_shifts_that_fit(32, 4, [(3, 0)])).score == 1
+    assert token_shifts_that_fit(64, 8) == list(DEFAULT_TOKEN_SHIFTS)
+    assert token_shifts_that_fit(64, 16) == [(0, 1), (1, 0), (1, 1)]  # a 4x4 code map
+    assert token_shifts_that_fit(32, 16) == []
 
 
 def save_tiny_model(folder):

@@ -37,10 +37,10 @@ from te_vqgan.hub import eval_results, hub_repo_id
 from te_vqgan.images import images_to_tensor, tensor_to_images
 from te_vqgan.loading import load_model_config
 from te_vqgan.metrics import (
-    DEFAULT_TOKEN_SHIFTS,
     equivariance_summary,
     reconstruction_fidelity,
     shift_equivariance_by_colour,
+    token_shifts_that_fit,
 )
 from te_vqgan.torch_utils import eval_mode
 from te_vqgan.training import NLayerDiscriminator, PerceptualLossUnavailable, load_perceptual_loss  # noqa: F401 (re-exported for callers)
@@ -201,12 +201,12 @@ def validate(
         if shift_groups is not None:
             by_colour = shift_equivariance_by_colour(model, shift_groups, batch_size=batch_size)
             metrics.update({f"val/{k}": v for k, v in equivariance_summary(by_colour).items()})
-        if min(images.shape[-2:]) >= 3 * model.downsample_factor:
+        shifts = token_shifts_that_fit(min(images.shape[-2:]), model.downsample_factor)
+        if shifts:
             # On any dataset (beside the authors' protocol on TextMNIST): the validation images themselves,
             # by whole-token shifts.
             from te_vqgan.metrics import image_shift_equivariance  # noqa: PLC0415
 
-            shifts = [s for s in DEFAULT_TOKEN_SHIFTS if max(s) * model.downsample_factor < min(images.shape[-2:])]
             result = image_shift_equivariance(model, images, shifts=shifts, batch_size=batch_size)
             metrics["val/image_shift_equivariance"] = result.score
             metrics.update(

@@ -57,6 +57,7 @@ __all__ = [
     "render_shift_group",
     "shift_equivariance",
     "shift_equivariance_of_groups",
+    "token_shifts_that_fit",
     "tensor_to_images",
 ]
 
@@ -253,6 +254,15 @@ class ImageShiftEquivarianceResult:
 DEFAULT_TOKEN_SHIFTS = ((0, 1), (1, 0), (1, 1), (0, 2), (2, 0), (2, 2))
 
 
+def token_shifts_that_fit(side: int, downsample_factor: int, shifts=DEFAULT_TOKEN_SHIFTS) -> list[tuple[int, int]]:
+    """The token shifts of `shifts` that `image_shift_equivariance` can measure together on images of `side` pixels
+    at f = `downsample_factor`: the crops of side `side - largest * f` must still overlap after the largest shift
+    (a code map of `side // f` tokens holds shifts up to `(side // f - 1) // 2`). At f = 16 on 64-pixel images: the
+    1-token shifts only."""
+    limit = (side // downsample_factor - 1) // 2
+    return [tuple(s) for s in shifts if max(s) <= limit]
+
+
 @torch.no_grad()
 def image_shift_equivariance(
     model, images, shifts=DEFAULT_TOKEN_SHIFTS, batch_size: int = 32
@@ -320,8 +330,11 @@ def image_shift_token_maps(
     side = min(images.shape[-2:])
     largest = max(dy, dx) if max_shift is None else max_shift
     window = (side - largest * f) // f * f
-    if window < f:
-        raise ValueError(f"Images of side {side} are too small for token shifts up to {largest} at f = {f}.")
+    if window // f <= largest:  # the moved crop's code map would not overlap the base crop's
+        raise ValueError(
+            f"Images of side {side} are too small for token shifts up to {largest} at f = {f}: their crops' code maps "
+            f"do not overlap (shifts up to {(side // f - 1) // 2} fit; `token_shifts_that_fit`)."
+        )
     device, dtype = _model_device_dtype(quantizer)
 
     def encode(crops):
