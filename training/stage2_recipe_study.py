@@ -148,6 +148,11 @@ ROWS = {
             NO_DROPOUT + (("train_batch_size", 8), ("max_train_steps", 6800), ("lr_warmup_steps", 400)),
         ),
         Row(
+            "cpu_preset_batch8_2x",
+            "cpu_preset_batch8 with twice the steps: 13,600 steps of 8 (108,800 examples), warm-up 400",
+            NO_DROPOUT + (("train_batch_size", 8), ("max_train_steps", 13600), ("lr_warmup_steps", 400)),
+        ),
+        Row(
             "no_dropout_t0.7",
             "no_dropout's generator, sampled at temperature 0.7",
             evaluate_only="no_dropout",
@@ -173,6 +178,7 @@ ROWS = {
         ),
         *(sampled("cpu_preset_batch8", count) for count in (1, 8, 32)),
         *(sampled("no_dropout_0.5x_batch8", count, " (22,400 examples)") for count in (1, 8)),
+        *(sampled("cpu_preset_batch8_2x", count, " (108,800 examples)") for count in (1, 8)),
     )
 }
 
