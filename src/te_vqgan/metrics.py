@@ -259,8 +259,12 @@ def token_shifts_that_fit(side: int, downsample_factor: int, shifts=DEFAULT_TOKE
     at f = `downsample_factor`: the crops of side `side - largest * f` must still overlap after the largest shift
     (a code map of `side // f` tokens holds shifts up to `(side // f - 1) // 2`). At f = 16 on 64-pixel images: the
     1-token shifts only."""
-    limit = (side // downsample_factor - 1) // 2
-    return [tuple(s) for s in shifts if max(s) <= limit]
+    return [tuple(s) for s in shifts if max(s) <= _largest_token_shift(side, downsample_factor)]
+
+
+def _largest_token_shift(side: int, f: int) -> int:
+    """The largest token shift whose crops' code maps still overlap on images of `side` pixels at f."""
+    return (side // f - 1) // 2
 
 
 @torch.no_grad()
@@ -330,10 +334,10 @@ def image_shift_token_maps(
     side = min(images.shape[-2:])
     largest = max(dy, dx) if max_shift is None else max_shift
     window = (side - largest * f) // f * f
-    if window // f <= largest:  # the moved crop's code map would not overlap the base crop's
+    if largest > _largest_token_shift(side, f):  # the moved crop's code map would not overlap the base crop's
         raise ValueError(
             f"Images of side {side} are too small for token shifts up to {largest} at f = {f}: their crops' code maps "
-            f"do not overlap (shifts up to {(side // f - 1) // 2} fit; `token_shifts_that_fit`)."
+            f"do not overlap (shifts up to {_largest_token_shift(side, f)} fit; `token_shifts_that_fit`)."
         )
     device, dtype = _model_device_dtype(quantizer)
 
