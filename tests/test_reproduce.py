@@ -1,5 +1,6 @@
 """`te-vqgan reproduce`: the plan, resumption (finished stages are skipped) and the report."""
 
+import dataclasses
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -556,3 +557,72 @@ def test_the_gpu_preset_runs_six_jobs_in_bf16(tmp_path):
     again = ReproducePlan(replace(small, jobs=4), tmp_path / "run")
     again.steps = []
     again.run(log=lambda line: None)  # no "holds a run with other settings"
+
+
+def _finished_folder(folder, runs, fingerprint="judge-a", sampling=None, settings=None):
+    """A `reproduce` folder as a results folder keeps it: each run's stage-1 metrics and evaluation."""
+    from te_vqgan.reproduce import CPU_EVAL
+
+    for r in runs:
+        stage1 = folder / "stage1" / f"{r['quantizer']}-seed{r['seed']}"
+        stage1.mkdir(parents=True, exist_ok=True)
+        (stage1 / "metrics.json").write_text(json.dumps(r["stage1"]))
+        evaluation = folder / "evaluation" / f"{r['quantizer']}-seed{r['seed']}-n{r['train_size']}"
+        evaluation.mkdir(parents=True, exist_ok=True)
+        recorded = {"classifier_fingerprint": fingerprint, "sampling": sampling or CPU_EVAL, "splits": r["evaluation"]}
+        (evaluation / "evaluation.json").write_text(json.dumps(recorded))
+    state = {"seconds": {f"stage2/{r['quantizer']}-seed{r['seed']}-n{r['train_size']}": 10.0 for r in runs}}
+    if settings is not None:
+        state["settings"] = settings
+    (folder / "state.json").write_text(json.dumps(state))
+    return folder
+
+
+def test_a_report_merges_runs_made_in_several_folders(tmp_path):
+    from te_vqgan.cli import main
+    from te_vqgan.reproduce import NOT_SETTINGS, merge_results
+
+    te = _finished_folder(
+        tmp_path / "node-te", [_run("te", 0, 20000, 0.5, 0.3, 80), _run("te", 1, 20000, 0.7, 0.5, 90)]
+    )
+    sc = _finished_folder(
+        tmp_path / "node-sc", [_run("sc", 0, 20000, 0.2, 0.1, 100), _run("sc", 1, 20000, 0.4, 0.3, 100)]
+    )
+    assert main(["report", "--preset", "cpu", "--output-dir", str(tmp_path / "report"), str(te), str(sc)]) == 0
+    results = json.loads((tmp_path / "report" / "results.json").read_text())
+    assert results["preset"]["quantizers"] == ["te", "sc"] and results["preset"]["seeds"] == [0, 1]
+    assert results["preset"]["train_sizes"] == [20000]
+    assert results["sources"]["evaluation/sc-seed1-n20000"] == str(sc)
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "| TE (SC + orth.) | 2 | 0.600 (0.100) |" in report and "| SC | 2 | 0.300 (0.100) |" in report
+    assert (
+        "TE against SC, text-to-image over all buckets: +0.300; the seed spread (std TE + std SC) is 0.200" in report
+    )
+    assert "Merged by `te-vqgan report`" in report and "| stage2/sc-seed1-n20000 | 10 |" in report
+
+    # Parts that must match are checked before anything is written.
+    with pytest.raises(ValueError, match="is in both"):
+        merge_results("cpu", [te, _finished_folder(tmp_path / "again", [_run("te", 1, 20000, 0.7, 0.5, 90)])])
+    other_judge = _finished_folder(tmp_path / "judge-b", [_run("sc", 2, 20000, 0.2, 0.1, 100)], fingerprint="judge-b")
+    with pytest.raises(ValueError, match="different classifiers"):
+        merge_results("cpu", [te, other_judge])
+    one_sample = _finished_folder(
+        tmp_path / "one-sample", [_run("sc", 3, 20000, 0.2, 0.1, 100)], sampling={"num_candidates": 1}
+    )
+    with pytest.raises(ValueError, match=r"num_candidates 1 \(the cpu preset: 8\)"):
+        merge_results("cpu", [te, one_sample])
+    settings = {
+        k: v for k, v in json.loads(json.dumps(dataclasses.asdict(PRESETS["cpu"]))).items() if k not in NOT_SETTINGS
+    }
+    batch32 = _finished_folder(
+        tmp_path / "batch32", [_run("sc", 4, 20000, 0.2, 0.1, 100)], settings={**settings, "stage2_batch": 32}
+    )
+    with pytest.raises(ValueError, match="stage2_batch: 32 there, 8 in the preset"):
+        merge_results("cpu", [te, batch32])
+    same = _finished_folder(
+        tmp_path / "same", [_run("sc", 5, 20000, 0.2, 0.1, 100)], settings={**settings, "seeds": [5]}
+    )
+    assert merge_results("cpu", [te, same])[2].seeds == (0, 1, 5)
+    with pytest.raises(ValueError, match="holds no finished stage 1"):
+        merge_results("cpu", [te, tmp_path])
+    assert not (tmp_path / "again" / "report.md").exists()

@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "te_vqgan.commands.equivariance",
     "te_vqgan.commands.evaluate",
     "te_vqgan.commands.generate",
+    "te_vqgan.commands.report",
     "te_vqgan.commands.reproduce",
     "te_vqgan.commands.tokenize_dataset",
     "te_vqgan.commands.train_classifier",

@@ -20,6 +20,7 @@ import dataclasses
 import functools
 import json
 import platform
+import re
 import shlex
 import shutil
 import subprocess
@@ -976,25 +977,30 @@ def _mean_std(values) -> tuple[float, float] | None:
     return (float(np.mean(values)), float(np.std(values))) if values else None
 
 
+def _run_result(q: str, seed: int, size: int, stage1_folder: Path | None, evaluation_folder: Path | None) -> dict:
+    """One run's row of `results.json`: its quantizer's metrics and its evaluation, read from the
+    output folders that hold them (None where a stage has not finished or no folder holds it)."""
+    stage1 = stage1_folder / "stage1" / f"{q}-seed{seed}" / "metrics.json" if stage1_folder else None
+    evaluation = (
+        evaluation_folder / "evaluation" / f"{q}-seed{seed}-n{size}" / "evaluation.json" if evaluation_folder else None
+    )
+    recorded = json.loads(evaluation.read_text()) if evaluation and evaluation.is_file() else None
+    return {
+        "quantizer": q,
+        "seed": seed,
+        "train_size": size,
+        "stage1": json.loads(stage1.read_text()) if stage1 and stage1.is_file() else None,
+        "evaluation": recorded["splits"] if recorded else None,
+        # Which judge scored it and how it sampled: a merged report checks that they agree.
+        "classifier_fingerprint": recorded.get("classifier_fingerprint") if recorded else None,
+        "sampling": recorded.get("sampling") if recorded else None,
+    }
+
+
 def collect_results(plan: ReproducePlan, state: dict) -> dict:
     """Everything the report needs, read from the stages' folders."""
     p, out = plan.preset, plan.output
-    runs = []
-    for q in p.quantizers:
-        for seed in p.seeds:
-            stage1 = out / "stage1" / f"{q}-seed{seed}" / "metrics.json"
-            quantizer = json.loads(stage1.read_text()) if stage1.is_file() else None
-            for size in p.train_sizes:
-                evaluation = out / "evaluation" / f"{q}-seed{seed}-n{size}" / "evaluation.json"
-                runs.append(
-                    {
-                        "quantizer": q,
-                        "seed": seed,
-                        "train_size": size,
-                        "stage1": quantizer,
-                        "evaluation": json.loads(evaluation.read_text())["splits"] if evaluation.is_file() else None,
-                    }
-                )
+    runs = [_run_result(q, seed, size, out, out) for q in p.quantizers for seed in p.seeds for size in p.train_sizes]
     classifier = plan.classifier / "metrics.json"
     return {
         "preset": asdict(p),
@@ -1205,6 +1211,17 @@ def render_report(results: dict, figures: dict[str, str] | None = None) -> str:
             "down (see the settings below). The paper's numbers stand beside ours for orientation only.",
             "",
         ]
+    sources = results.get("sources")
+    if sources:
+        by_folder: dict[str, list[str]] = {}
+        for key, folder in sources.items():
+            by_folder.setdefault(folder, []).append(key)
+        lines += [
+            "Merged by `te-vqgan report` from the finished stages of "
+            + "; ".join(f"`{folder}` ({', '.join(keys)})" for folder, keys in by_folder.items())
+            + ". A run no folder holds shows as `-`.",
+            "",
+        ]
     largest = max(preset["train_sizes"])
     lines += [
         f"## Table 1: accuracy on held-out combinations (`test`), {largest:,} training examples",
@@ -1371,32 +1388,43 @@ def render_report(results: dict, figures: dict[str, str] | None = None) -> str:
     return "\n".join(lines)
 
 
-def make_figures(plan: ReproducePlan, results: dict) -> dict[str, str]:
-    """Copy and draw the report's figures into `figures/`; returns {title: relative path}."""
+def make_figures(
+    out: Path,
+    p: Preset,
+    results: dict,
+    mnist_dir: str | None = None,
+    device: str | None = None,
+    sources: dict[str, Path] | None = None,
+) -> dict[str, str]:
+    """Copy and draw the report's figures into `out/figures/`; returns {title: relative path}.
+    `sources`: the output folder holding each stage ("stage1/te-seed0", "evaluation/te-seed0-n100";
+    default `out`), for a report merged from several runs' folders."""
     from .commands.equivariance import digit_equivariance
     from .visualization import new_figure, save_figure
 
-    out, p = plan.output, plan.preset
+    sources = sources or {}
     figures_dir = out / "figures"
     figures_dir.mkdir(parents=True, exist_ok=True)
     figures: dict[str, str] = {}
     seed, size = p.seeds[0], max(p.train_sizes)
     for q in p.quantizers:
         run = f"{q}-seed{seed}"
-        reconstructions = out / "stage1" / run / "reconstructions.png"
+        stage1 = sources.get(f"stage1/{run}", out) / "stage1" / run
+        reconstructions = stage1 / "reconstructions.png"
         if reconstructions.is_file():
             shutil.copyfile(reconstructions, figures_dir / f"reconstructions-{q}.png")
             figures[f"{QUANTIZER_NAMES[q]}: validation images, reconstructions, code indices"] = (
                 f"figures/reconstructions-{q}.png"
             )
         index_maps = figures_dir / f"index-maps-{q}.png"
-        if (out / "stage1" / run / "metrics.json").is_file() and not index_maps.is_file():
+        # A finished stage 1 with its weights (a merged report's folders may hold only metrics).
+        if (stage1 / "metrics.json").is_file() and (stage1 / "config.json").is_file() and not index_maps.is_file():
             digit_equivariance(
-                str(out / "stage1" / run),
+                str(stage1),
                 str(index_maps),
                 num_digits=20,
-                mnist_dir=plan.mnist_dir,
-                device=plan.device,
+                mnist_dir=mnist_dir,
+                device=device,
                 log=lambda line: None,
             )
         if index_maps.is_file():
@@ -1407,7 +1435,8 @@ def make_figures(plan: ReproducePlan, results: dict) -> dict[str, str]:
             ("samples", "text-to-image samples (same prompts for every quantizer)"),
             ("captions", "generated captions under test images"),
         ):
-            source = out / "evaluation" / f"{run}-n{size}" / f"test-{name}.png"
+            evaluation = f"evaluation/{run}-n{size}"
+            source = sources.get(evaluation, out) / evaluation / f"test-{name}.png"
             if source.is_file():
                 shutil.copyfile(
                     source,
@@ -1512,11 +1541,173 @@ def reproduce(
         state = plan.run(log=log, jobs=preset.jobs if jobs is None else jobs, gpus=gpus)
         results = collect_results(plan, state)
         write_json_atomic(plan.output / "results.json", results)
-        figures = make_figures(plan, results)
+        figures = make_figures(plan.output, preset, results, mnist_dir=plan.mnist_dir, device=plan.device)
         report = plan.output / "report.md"
         with atomic_path(report) as tmp:
             Path(tmp).write_text(render_report(results, figures))
     log(f"report: {report}")
+    return report
+
+
+# `reproduce` names each run's folder `<quantizer>-seed<seed>` (stage 1) and `...-n<train size>` (stage 2 on).
+RUN_FOLDER = re.compile(r"(?P<quantizer>[a-z]+)-seed(?P<seed>\d+)(?:-n(?P<size>\d+))?")
+# Preset fields a merged report's folders may differ in: which runs each holds.
+RUN_SELECTION = ("quantizers", "seeds", "train_sizes", "num_train")
+
+
+def _finished_runs(folders: list[Path]) -> tuple[dict, dict]:
+    """{(quantizer, seed): folder} of finished stage 1s and {(quantizer, seed, size): folder} of
+    finished evaluations over `folders`; a run in two folders is refused."""
+    stage1_of: dict = {}
+    evaluation_of: dict = {}
+    for folder in folders:
+        if not folder.is_dir():
+            raise ValueError(f"{str(folder)!r} is not a folder (expected a `te-vqgan reproduce` output folder).")
+        found = 0
+        for kind, table, marker in (
+            ("stage1", stage1_of, "metrics.json"),
+            ("evaluation", evaluation_of, "evaluation.json"),
+        ):
+            for path in sorted((folder / kind).glob(f"*/{marker}")):
+                match = RUN_FOLDER.fullmatch(path.parent.name)
+                if not match or (kind == "evaluation") != (match["size"] is not None):
+                    continue
+                key = (match["quantizer"], int(match["seed"]), *((int(match["size"]),) if match["size"] else ()))
+                if key in table:
+                    raise ValueError(
+                        f"{kind}/{path.parent.name} is in both {str(table[key])!r} and {str(folder)!r}: "
+                        "each run must come from one folder, or its seed would be counted twice."
+                    )
+                table[key] = folder
+                found += 1
+        if not found:
+            raise ValueError(
+                f"{str(folder)!r} holds no finished stage 1 (stage1/<run>/metrics.json) or evaluation "
+                "(evaluation/<run>/evaluation.json) of a `te-vqgan reproduce` run."
+            )
+    unknown = sorted({key[0] for key in (*stage1_of, *evaluation_of)} - set(QUANTIZER_CONFIGS))
+    if unknown:
+        raise ValueError(f"runs of unknown quantizers {unknown}; expected names from {sorted(QUANTIZER_CONFIGS)}.")
+    return stage1_of, evaluation_of
+
+
+def _state_of(folder: Path) -> dict:
+    path = folder / "state.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def merge_results(name: str, folders) -> tuple[dict, dict[str, Path], Preset]:
+    """`results.json`'s content for preset `name` from the finished stages of several `reproduce`
+    output folders (a run split over machines, one quantizer or seed on each; or a run still
+    going), the folder each stage came from, and the preset over the runs found. Refused before anything is written: a run found
+    in two folders, evaluations scored by different classifiers or sampled otherwise than the
+    preset says, and a folder whose recorded settings are not the preset's."""
+    from .classifier import classifier_fingerprint
+
+    if name not in PRESETS:
+        raise ValueError(f"Unknown preset {name!r}; expected one of {sorted(PRESETS)}.")
+    folders = [Path(f) for f in folders]
+    if not folders:
+        raise ValueError("Give at least one `te-vqgan reproduce` output folder to report on.")
+    if len({f.resolve() for f in folders}) != len(folders):
+        raise ValueError(f"A folder is given twice in {[str(f) for f in folders]}.")
+    stage1_of, evaluation_of = _finished_runs(folders)
+    pairs = {*stage1_of, *(key[:2] for key in evaluation_of)}
+    preset = preset_with(
+        name,
+        quantizers=[q for q in QUANTIZER_CONFIGS if any(q == key[0] for key in pairs)],
+        seeds=sorted({seed for _, seed in pairs}),
+        train_sizes=sorted({key[2] for key in evaluation_of}, reverse=True) or None,
+    )
+    expected = {
+        k: v for k, v in json.loads(json.dumps(asdict(preset))).items() if k not in (*NOT_SETTINGS, *RUN_SELECTION)
+    }
+    for folder in folders:
+        recorded = _settings_in_todays_form(_state_of(folder).get("settings"))
+        changed = sorted(k for k in expected if recorded is not None and k in recorded and recorded[k] != expected[k])
+        if changed:
+            raise ValueError(
+                f"{str(folder)!r} holds a run with other settings than the {name} preset's "
+                f"({', '.join(f'{k}: {recorded[k]} there, {expected[k]} in the preset' for k in changed)})."
+            )
+    runs, sources = [], {}
+    for q in preset.quantizers:
+        for seed in preset.seeds:
+            stage1 = stage1_of.get((q, seed))
+            if stage1:
+                sources[f"stage1/{q}-seed{seed}"] = stage1
+            for size in preset.train_sizes:
+                evaluation = evaluation_of.get((q, seed, size))
+                if evaluation:
+                    sources[f"evaluation/{q}-seed{seed}-n{size}"] = evaluation
+                runs.append(_run_result(q, seed, size, stage1, evaluation))
+    judges: dict[str, list[str]] = {}
+    for r in runs:
+        name_of = f"{r['quantizer']}-seed{r['seed']}-n{r['train_size']}"
+        if r["classifier_fingerprint"]:
+            judges.setdefault(r["classifier_fingerprint"], []).append(name_of)
+        sampled = r["sampling"] or {}
+        other = {k: (sampled[k], v) for k, v in preset.evaluation_settings.items() if k in sampled and sampled[k] != v}
+        if other:
+            raise ValueError(
+                f"evaluation/{name_of} sampled with "
+                + ", ".join(f"{k} {mine} (the {name} preset: {theirs})" for k, (mine, theirs) in other.items())
+                + "; evaluate it again with the preset's settings."
+            )
+    if len(judges) > 1:
+        raise ValueError(
+            "The evaluations were scored by different classifiers ("
+            + "; ".join(f"{fp[:12]}: {', '.join(names)}" for fp, names in judges.items())
+            + "); evaluate every run with one (`te-vqgan reproduce --classifier FOLDER`)."
+        )
+    classifier = None
+    for folder in folders:
+        metrics = folder / "classifier" / "metrics.json"
+        if not metrics.is_file():
+            continue
+        if judges and (folder / "classifier" / "config.json").is_file():
+            if classifier_fingerprint(folder / "classifier") not in judges:
+                continue  # another judge than the evaluations': not the one to quote
+        classifier = {**json.loads(metrics.read_text()), "path": str(folder / "classifier")}
+        break
+    seconds: dict = {}
+    commands: dict = {}
+    for folder in folders:
+        state = _state_of(folder)
+        for merged, recorded in ((seconds, state.get("seconds", {})), (commands, state.get("commands", {}))):
+            for key, value in recorded.items():
+                merged[key if key not in merged else f"{key} ({folder.name})"] = value
+    results = {
+        "preset": asdict(preset),
+        "runs": runs,
+        "classifier": classifier,
+        "seconds": seconds,
+        # One timeline's clock per run: side by side only for a single folder.
+        "timeline": _state_of(folders[0]).get("timeline", {}) if len(folders) == 1 else {},
+        "commands": commands,
+        "versions": versions(),
+        "sources": {key: str(folder) for key, folder in sources.items()},
+    }
+    return results, sources, preset
+
+
+def report_from_folders(name: str, folders, output, log=print) -> Path:
+    """`report.md`, `results.json` and `figures/` in `output` from the finished stages of the
+    `reproduce` output `folders` of preset `name` (`merge_results`); runs no stage."""
+    from .files import atomic_path, write_json_atomic
+
+    results, sources, preset = merge_results(name, folders)
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(output / "results.json", results)
+    figures = make_figures(output, preset, results, sources=sources)
+    report = output / "report.md"
+    with atomic_path(report) as tmp:
+        Path(tmp).write_text(render_report(results, figures))
+    evaluated = sum(r["evaluation"] is not None for r in results["runs"])
+    log(
+        f"report: {report} ({evaluated} of {len(results['runs'])} runs evaluated, from {len(set(sources.values()))} folders)"
+    )
     return report
 
 
