@@ -626,3 +626,13 @@ def test_a_report_merges_runs_made_in_several_folders(tmp_path):
     with pytest.raises(ValueError, match="holds no finished stage 1"):
         merge_results("cpu", [te, tmp_path])
     assert not (tmp_path / "again" / "report.md").exists()
+
+
+def test_jobs_start_the_stage_the_rest_of_the_run_waits_on_first(tmp_path):
+    # x and y end chains of one stage; z has w waiting on it: z takes the second slot, y waits.
+    specs = [("x", (), 0.6, 0, False), ("y", (), 0.6, 0, False), ("z", (), 0.6, 0, False), ("w", ("z",), 0, 0, False)]
+    plan = fake_plan(tmp_path, specs)
+    assert [s.key for s in plan.critical_path_first(plan.steps, {"seconds": {}})] == ["z", "x", "y", "w"]
+    plan.run(log=lambda line: None, jobs=2)
+    (x_start, x_end), (y_start, _), (z_start, z_end) = (times(tmp_path, k) for k in "xyz")
+    assert z_start < x_end and y_start >= min(x_end, z_end)

@@ -645,7 +645,7 @@ class StageRunner:
         logs = self.output / "logs"
         logs.mkdir(exist_ok=True)
         done = {step.key for step in self.steps if step.done and step.key not in stale}
-        pending = [step for step in self.steps if step.key not in done]
+        pending = self.critical_path_first([step for step in self.steps if step.key not in done], state)
         known = {step.key for step in self.steps}
         running: dict[str, tuple[Step, subprocess.Popen, float, object]] = {}
         on_gpu: dict[str, int] = {}
@@ -734,19 +734,37 @@ class StageRunner:
         ]
         return f"{step.call.func.__module__}.{step.call.func.__name__}({', '.join(arguments)})"
 
-    def estimate_left(self, state: dict, done_before: int, stale=()) -> float:
-        """Seconds the stages from `done_before` on should take (those not done, and the `stale`
-        ones to rerun): the mean measured time of each kind where one was measured, the preset's
-        estimate otherwise."""
+    def estimated_seconds(self, state: dict) -> Callable[[Step], float]:
+        """A stage's expected seconds: the mean measured time of its kind where one was measured,
+        the preset's estimate otherwise."""
         measured: dict[str, list[float]] = {}
         for step in self.steps:
             if step.key in state["seconds"]:
                 measured.setdefault(step.kind, []).append(state["seconds"][step.key])
-        return sum(
-            float(np.mean(measured[s.kind])) if s.kind in measured else self.estimates.get(s.kind, 60)
-            for s in self.steps[done_before:]
-            if not s.done or s.key in stale
-        )
+        return lambda s: float(np.mean(measured[s.kind])) if s.kind in measured else self.estimates.get(s.kind, 60)
+
+    def estimate_left(self, state: dict, done_before: int, stale=()) -> float:
+        """Seconds the stages from `done_before` on should take (those not done, and the `stale`
+        ones to rerun)."""
+        seconds = self.estimated_seconds(state)
+        return sum(seconds(s) for s in self.steps[done_before:] if not s.done or s.key in stale)
+
+    def critical_path_first(self, steps: list[Step], state: dict) -> list[Step]:
+        """`steps` by the longest chain of expected seconds from each to the end of the plan (itself
+        and, transitively, the stages that need it), longest first, the plan's order breaking ties:
+        side by side, a free slot goes to the stage the rest of the run waits on most (a second
+        seed's stage 1 before a first seed's stage 2, which nothing else waits for)."""
+        seconds = self.estimated_seconds(state)
+        needed_by: dict[str, list[Step]] = {}
+        for step in steps:
+            for need in step.needs:
+                needed_by.setdefault(need, []).append(step)
+
+        @functools.cache
+        def chain(key: str, cost: float) -> float:
+            return cost + max((chain(s.key, seconds(s)) for s in needed_by.get(key, ())), default=0.0)
+
+        return sorted(steps, key=lambda s: -chain(s.key, seconds(s)))
 
 
 class ReproducePlan(StageRunner):
