@@ -1314,7 +1314,13 @@ def render_report(results: dict, figures: dict[str, str] | None = None) -> str:
     ]
     for q in quantizers:
         t3 = summary["table3"][q]
-        perceptual = _fmt(t3["perceptual"], 4) if t3["perceptual"] else "not measured (LPIPS not installed)"
+        perceptual = (
+            _fmt(t3["perceptual"], 4)
+            if t3["perceptual"]
+            else "-"
+            if t3["codes_used"] is None  # no stage 1 of this quantizer in the results
+            else "not measured (LPIPS not installed)"
+        )
         paper = f"{PAPER['codes_used'][q]}, {PAPER['recon_loss'][q]}" if q in PAPER["codes_used"] else "-"
         lines.append(
             f"| {QUANTIZER_NAMES[q]} | {_fmt(t3['codes_used'], 1)} | {_fmt(t3['perplexity'], 1)} | {_fmt(t3['recon_l1'], 4)} | "
@@ -1709,16 +1715,19 @@ def merge_results(name: str, folders) -> tuple[dict, dict[str, Path], Preset]:
     return results, sources, preset
 
 
-def report_from_folders(name: str, folders, output, log=print) -> Path:
+def report_from_folders(
+    name: str, folders, output, mnist_dir: str | None = None, device: str | None = None, log=print
+) -> Path:
     """`report.md`, `results.json` and `figures/` in `output` from the finished stages of the
-    `reproduce` output `folders` of preset `name` (`merge_results`); runs no stage."""
+    `reproduce` output `folders` of preset `name` (`merge_results`); runs no stage. `mnist_dir`
+    and `device`: for the index-map figure of a quantizer whose weights a folder holds."""
     from .files import atomic_path, write_json_atomic
 
     results, sources, preset = merge_results(name, folders)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     write_json_atomic(output / "results.json", results)
-    figures = make_figures(output, preset, results, sources=sources)
+    figures = make_figures(output, preset, results, mnist_dir=mnist_dir, device=device, sources=sources)
     report = output / "report.md"
     with atomic_path(report) as tmp:
         Path(tmp).write_text(render_report(results, figures))
