@@ -588,7 +588,12 @@ def test_a_report_merges_runs_made_in_several_folders(tmp_path):
     sc = _finished_folder(
         tmp_path / "node-sc", [_run("sc", 0, 20000, 0.2, 0.1, 100), _run("sc", 1, 20000, 0.4, 0.3, 100)]
     )
+    # The figures come from the first seed whose files a folder keeps (here TE's seed 1 only).
+    png = b"\x89PNG seed 1 samples"
+    (te / "evaluation" / "te-seed1-n20000" / "test-samples.png").write_bytes(png)
     assert main(["report", "--preset", "cpu", "--output-dir", str(tmp_path / "report"), str(te), str(sc)]) == 0
+    assert (tmp_path / "report" / "figures" / "t2i-samples-te.png").read_bytes() == png
+    assert "TE (SC + orth.) (seed 1): text-to-image samples" in (tmp_path / "report" / "report.md").read_text()
     results = json.loads((tmp_path / "report" / "results.json").read_text())
     assert results["preset"]["quantizers"] == ["te", "sc"] and results["preset"]["seeds"] == [0, 1]
     assert results["preset"]["train_sizes"] == [20000]

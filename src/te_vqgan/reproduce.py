@@ -1423,6 +1423,8 @@ def make_figures(
     """Copy and draw the report's figures into `out/figures/`; returns {title: relative path}.
     `sources`: the output folder holding each stage ("stage1/te-seed0", "evaluation/te-seed0-n100";
     default `out`), for a report merged from several runs' folders."""
+    from diffusers.utils import SAFETENSORS_WEIGHTS_NAME
+
     from .commands.equivariance import digit_equivariance
     from .visualization import new_figure, save_figure
 
@@ -1430,19 +1432,32 @@ def make_figures(
     figures_dir = out / "figures"
     figures_dir.mkdir(parents=True, exist_ok=True)
     figures: dict[str, str] = {}
-    seed, size = p.seeds[0], max(p.train_sizes)
+    size = max(p.train_sizes)
+
+    def first_seed_with(q: str, stage: str, suffix: str, name: str):
+        """(seed, path) of the first of the preset's seeds whose `stage/<q>-seed<seed><suffix>/name` a
+        folder holds (a merged report's folders may lack a seed's files); the first seed otherwise."""
+        for seed in p.seeds:
+            run = f"{stage}/{q}-seed{seed}{suffix}"
+            path = sources.get(run, out) / run / name
+            if path.is_file():
+                return seed, path
+        run = f"{stage}/{q}-seed{p.seeds[0]}{suffix}"
+        return p.seeds[0], sources.get(run, out) / run / name
+
     for q in p.quantizers:
-        run = f"{q}-seed{seed}"
-        stage1 = sources.get(f"stage1/{run}", out) / "stage1" / run
+        seed, metrics = first_seed_with(q, "stage1", "", "metrics.json")
+        stage1 = metrics.parent
         reconstructions = stage1 / "reconstructions.png"
         if reconstructions.is_file():
             shutil.copyfile(reconstructions, figures_dir / f"reconstructions-{q}.png")
-            figures[f"{QUANTIZER_NAMES[q]}: validation images, reconstructions, code indices"] = (
+            figures[f"{QUANTIZER_NAMES[q]} (seed {seed}): validation images, reconstructions, code indices"] = (
                 f"figures/reconstructions-{q}.png"
             )
         index_maps = figures_dir / f"index-maps-{q}.png"
         # A finished stage 1 with its weights (a merged report's folders may hold only metrics).
-        if (stage1 / "metrics.json").is_file() and (stage1 / "config.json").is_file() and not index_maps.is_file():
+        weights = stage1 / SAFETENSORS_WEIGHTS_NAME
+        if metrics.is_file() and (stage1 / "config.json").is_file() and weights.is_file() and not index_maps.is_file():
             digit_equivariance(
                 str(stage1),
                 str(index_maps),
@@ -1452,21 +1467,20 @@ def make_figures(
                 log=lambda line: None,
             )
         if index_maps.is_file():
-            figures[f"{QUANTIZER_NAMES[q]}: the same digit shifted, four colours, and its code indices"] = (
-                f"figures/index-maps-{q}.png"
-            )
+            figures[
+                f"{QUANTIZER_NAMES[q]} (seed {seed}): the same digit shifted, four colours, and its code indices"
+            ] = f"figures/index-maps-{q}.png"
         for name, title in (
             ("samples", "text-to-image samples (same prompts for every quantizer)"),
             ("captions", "generated captions under test images"),
         ):
-            evaluation = f"evaluation/{run}-n{size}"
-            source = sources.get(evaluation, out) / evaluation / f"test-{name}.png"
+            sampled_seed, source = first_seed_with(q, "evaluation", f"-n{size}", f"test-{name}.png")
             if source.is_file():
                 shutil.copyfile(
                     source,
                     figures_dir / f"t2i-{name}-{q}.png" if name == "samples" else figures_dir / f"i2t-{name}-{q}.png",
                 )
-                figures[f"{QUANTIZER_NAMES[q]}: {title}"] = (
+                figures[f"{QUANTIZER_NAMES[q]} (seed {sampled_seed}): {title}"] = (
                     f"figures/{'t2i' if name == 'samples' else 'i2t'}-{name}-{q}.png"
                 )
     points = [
