@@ -238,8 +238,8 @@ def test_an_output_folder_is_continued_only_with_the_same_settings(tmp_path, mon
     plan = ReproducePlan(preset, tmp_path)
     monkeypatch.setattr(plan, "_run_step", lambda step: finish(step))
     plan.run(log=lambda line: None)
-    other = ReproducePlan(replace(preset, seeds=(1,)), tmp_path)
-    with pytest.raises(ValueError, match=r"seeds: \[0\] -> \[1\]"):
+    other = ReproducePlan(replace(preset, num_train=preset.num_train + 1), tmp_path)  # the data every run reads
+    with pytest.raises(ValueError, match=f"num_train: {preset.num_train} -> {preset.num_train + 1}"):
         other.run(log=lambda line: None)
 
 
@@ -557,6 +557,19 @@ def test_the_gpu_preset_runs_six_jobs_in_bf16(tmp_path):
     again = ReproducePlan(replace(small, jobs=4), tmp_path / "run")
     again.steps = []
     again.run(log=lambda line: None)  # no "holds a run with other settings"
+
+
+def test_a_folder_takes_more_seeds_quantizers_and_train_sizes(tmp_path):
+    small = replace(PRESETS["smoke"], quantizers=("te",), seeds=(0,), train_sizes=(100,))
+    first = ReproducePlan(small, tmp_path / "run")
+    first.steps = []
+    first.run(log=lambda line: None)
+    more = ReproducePlan(
+        replace(small, quantizers=("te", "sc"), seeds=(0, 1), train_sizes=(100, 50)), tmp_path / "run"
+    )
+    assert {"stage2/sc-seed1-n50", "stage1/sc-seed1"} <= {step.key for step in more.steps}
+    more.steps = []
+    assert not more.run(log=lambda line: None).get("stale")  # added runs, nothing rerun
 
 
 def _finished_folder(folder, runs, fingerprint="judge-a", sampling=None, settings=None):

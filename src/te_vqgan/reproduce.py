@@ -282,6 +282,11 @@ RERUN_ON_CHANGE = {
     "stage2_batch": ("stage2", "evaluate"),
     "stage2_model": ("stage2", "evaluate"),
     "stage2_settings": ("stage2", "evaluate"),
+    # Which runs a folder holds: more (or fewer) quantizers, seeds or train sizes add (or leave out)
+    # stages and rerun none; `num_train`, the data every run reads, may not change.
+    "quantizers": (),
+    "seeds": (),
+    "train_sizes": (),
 }
 
 
