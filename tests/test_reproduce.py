@@ -39,7 +39,7 @@ def test_the_data_stage_builds_in_one_process(tmp_path):
 
 
 def test_the_plan_has_every_stage_in_order(tmp_path):
-    preset = replace(PRESETS["cpu"], quantizers=("te", "sc"), seeds=(0, 1), train_sizes=(100, 50))
+    preset = replace(PRESETS["cpu"], quantizers=("te", "sc"), seeds=(0, 1), train_sizes=(100, 50), num_train=100)
     plan = ReproducePlan(preset, tmp_path, mnist_dir="mnist")
     keys = [step.key for step in plan.steps]
     assert keys[:2] == ["data", "classifier"]
@@ -557,6 +557,19 @@ def test_the_gpu_preset_runs_six_jobs_in_bf16(tmp_path):
     again = ReproducePlan(replace(small, jobs=4), tmp_path / "run")
     again.steps = []
     again.run(log=lambda line: None)  # no "holds a run with other settings"
+
+
+def test_a_train_size_trains_as_long_whichever_sizes_are_asked_for(tmp_path):
+    # `--train-sizes 6667` alone (a folder finishing the smaller size) once trained 6,800 steps
+    # instead of the 2,267 it gets beside 20,000: the steps follow the data built, not the selection.
+    def stage2_steps(preset, folder):
+        plan = ReproducePlan(preset, tmp_path / folder, mnist_dir="mnist")
+        return {s.key: s.settings.max_train_steps for s in plan.steps if s.kind == "stage2"}
+
+    whole = stage2_steps(PRESETS["cpu"], "whole")
+    assert whole["stage2/te-seed0-n6667"] == round(PRESETS["cpu"].stage2_steps * 6667 / 20000) == 2267
+    assert stage2_steps(preset_with("cpu", train_sizes=[6667]), "small")["stage2/te-seed0-n6667"] == 2267
+    assert stage2_steps(preset_with("cpu", train_sizes=[20000]), "large")["stage2/te-seed0-n20000"] == 6800
 
 
 def test_a_folder_takes_more_seeds_quantizers_and_train_sizes(tmp_path):

@@ -106,7 +106,7 @@ class Preset:
     stage1_steps: int
     stage1_batch: int
     stage1_settings: dict  # further `VQGANTrainingSettings` fields, by name
-    stage2_steps: int  # for the largest train size; smaller ones get as many epochs (the authors: 20 for each)
+    stage2_steps: int  # for num_train examples; a smaller train size gets as many epochs (the authors: 20 for each)
     stage2_batch: int
     stage2_model: tuple[int, int, int]  # n_layer, n_embd, n_head
     num_eval: int  # images per evaluated split
@@ -913,7 +913,9 @@ class ReproducePlan(StageRunner):
                 )
                 for size in p.train_sizes:
                     name = f"{run}-n{size}"
-                    steps2 = max(1, round(p.stage2_steps * size / max(p.train_sizes)))
+                    # Anchored to the data built (`num_train`, which a folder keeps), not to the largest
+                    # size asked for: `--train-sizes 6667` alone trains as long as beside 20000.
+                    steps2 = max(1, round(p.stage2_steps * size / p.num_train))
                     stage2 = out / "stage2" / name
                     n_layer, n_embd, n_head = p.stage2_model
                     steps.append(
