@@ -659,6 +659,31 @@ def test_a_report_merges_runs_made_in_several_folders(tmp_path):
     assert not (tmp_path / "again" / "report.md").exists()
 
 
+def test_a_report_whose_figure_fails_leaves_the_earlier_report_whole(tmp_path):
+    # A folder holding a quantizer's weights gets its index-map figure, which reads MNIST: offline
+    # with no MNIST folder that fails, and the earlier results.json and report.md must stay a pair.
+    from tiny_configs import TINY_TEVQ
+
+    from te_vqgan.models import TEVQModel
+    from te_vqgan.reproduce import report_from_folders
+
+    te = _finished_folder(tmp_path / "node-te", [_run("te", 0, 20000, 0.5, 0.3, 80)])
+    report_from_folders("cpu", [te], tmp_path / "report", log=lambda line: None)
+    before = {name: (tmp_path / "report" / name).read_text() for name in ("results.json", "report.md")}
+    metrics = (te / "stage1" / "te-seed0" / "metrics.json").read_text()
+    TEVQModel(**TINY_TEVQ).save_pretrained(te / "stage1" / "te-seed0")  # weights and config beside the metrics
+    (te / "stage1" / "te-seed0" / "metrics.json").write_text(metrics)
+    (te / "evaluation" / "te-seed0-n20000" / "evaluation.json").write_text(
+        (te / "evaluation" / "te-seed0-n20000" / "evaluation.json").read_text().replace("0.5", "0.6")
+    )
+    (tmp_path / "no-mnist").mkdir()
+    with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte.gz|t10k-images-idx3-ubyte.gz"):
+        report_from_folders(
+            "cpu", [te], tmp_path / "report", mnist_dir=str(tmp_path / "no-mnist"), log=lambda line: None
+        )
+    assert {name: (tmp_path / "report" / name).read_text() for name in before} == before
+
+
 def test_jobs_start_the_stage_the_rest_of_the_run_waits_on_first(tmp_path):
     # x and y end chains of one stage; z has w waiting on it: z takes the second slot, y waits.
     specs = [("x", (), 0.6, 0, False), ("y", (), 0.6, 0, False), ("z", (), 0.6, 0, False), ("w", ("z",), 0, 0, False)]

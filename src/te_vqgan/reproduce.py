@@ -1566,7 +1566,7 @@ def reproduce(
     import signal
     import threading
 
-    from .files import atomic_path, folder_lock, write_json_atomic
+    from .files import folder_lock
 
     plan = ReproducePlan(preset, Path(output), mnist_dir=mnist_dir, device=device, classifier=classifier)
     with contextlib.ExitStack() as stack:
@@ -1585,11 +1585,7 @@ def reproduce(
         )
         state = plan.run(log=log, jobs=preset.jobs if jobs is None else jobs, gpus=gpus)
         results = collect_results(plan, state)
-        write_json_atomic(plan.output / "results.json", results)
-        figures = make_figures(plan.output, preset, results, mnist_dir=plan.mnist_dir, device=plan.device)
-        report = plan.output / "report.md"
-        with atomic_path(report) as tmp:
-            Path(tmp).write_text(render_report(results, figures))
+        report = write_report(plan.output, preset, results, mnist_dir=plan.mnist_dir, device=plan.device)
     log(f"report: {report}")
     return report
 
@@ -1736,22 +1732,30 @@ def merge_results(name: str, folders) -> tuple[dict, dict[str, Path], Preset]:
     return results, sources, preset
 
 
+def write_report(output: Path, preset: Preset, results: dict, mnist_dir=None, device=None, sources=None) -> Path:
+    """`figures/`, `results.json` and `report.md` in `output`, in that order: a figure that cannot be
+    drawn (say, MNIST for an index map cannot be fetched offline) leaves an earlier report's
+    `results.json` and `report.md` as they were, together."""
+    from .files import atomic_path, write_json_atomic
+
+    figures = make_figures(output, preset, results, mnist_dir=mnist_dir, device=device, sources=sources)
+    write_json_atomic(output / "results.json", results)
+    report = output / "report.md"
+    with atomic_path(report) as tmp:
+        Path(tmp).write_text(render_report(results, figures))
+    return report
+
+
 def report_from_folders(
     name: str, folders, output, mnist_dir: str | None = None, device: str | None = None, log=print
 ) -> Path:
     """`report.md`, `results.json` and `figures/` in `output` from the finished stages of the
     `reproduce` output `folders` of preset `name` (`merge_results`); runs no stage. `mnist_dir`
     and `device`: for the index-map figure of a quantizer whose weights a folder holds."""
-    from .files import atomic_path, write_json_atomic
-
     results, sources, preset = merge_results(name, folders)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(output / "results.json", results)
-    figures = make_figures(output, preset, results, mnist_dir=mnist_dir, device=device, sources=sources)
-    report = output / "report.md"
-    with atomic_path(report) as tmp:
-        Path(tmp).write_text(render_report(results, figures))
+    report = write_report(output, preset, results, mnist_dir=mnist_dir, device=device, sources=sources)
     evaluated = sum(r["evaluation"] is not None for r in results["runs"])
     log(
         f"report: {report} ({evaluated} of {len(results['runs'])} runs evaluated, from {len(set(sources.values()))} folders)"
