@@ -10,6 +10,7 @@ from te_vqgan.data.captions import (
     LOCATED_FORMS,
     CaptionGrammar,
     Triplet,
+    canonical_caption,
     caption_vocabulary,
     detokenize_caption,
     generate_captions,
@@ -59,6 +60,34 @@ def test_parse_inverts_every_emitted_caption(objects, seed, variant):
         assert len(tokens) <= grammar.max_caption_tokens
         assert detokenize_caption(tokens) == caption
         assert tokens[-1] == "."
+
+
+@settings(max_examples=200, deadline=None)
+@given(objects=image_objects(), seed=st.integers(0, 2**32 - 1), variant=st.sampled_from(VARIANTS))
+def test_every_caption_of_the_same_objects_has_one_canonical_caption(objects, seed, variant):
+    grammar = get_grammar(variant)
+    captions = grammar.generate(objects, np.random.default_rng(seed), num_captions=5)
+    canonical = {canonical_caption(caption, variant) for caption in captions}
+    assert len(canonical) == 1
+    (text,) = canonical
+    assert grammar.parse(text, strict=True) == frozenset(objects)  # it says what they say
+    assert canonical_caption(text, variant) == text  # and is its own canonical caption
+    assert len(tokenize_caption(text)) <= grammar.max_caption_tokens
+
+
+def test_canonical_caption_orders_quadrants_and_names_each_the_same_way():
+    assert (
+        canonical_caption(
+            "the number 3 on the bottom left is green, red five on the upper right and the top left is white 0."
+        )
+        == "the upper left is white 0, the upper right is red 5, the lower left is green 3."
+    )
+    assert canonical_caption("this is the red number seven.") == "the red 7."
+    assert canonical_caption("the ankle boot is blue.", "fashion_mnist") == "the blue ankle boot."
+    with pytest.raises(ValueError, match=r"clauses without both a colour and an item \['the red'\]"):
+        canonical_caption("the red.")
+    with pytest.raises(ValueError, match=r"unknown or misplaced words \['purple'\]"):
+        canonical_caption("the purple 3.")
 
 
 def test_every_clause_form_and_synonym_parses():

@@ -1,5 +1,6 @@
 """Stage 2: the merged tokenizer, the sequence layout, the generator loss and masked sampling."""
 
+import json
 import math
 
 import numpy as np
@@ -13,7 +14,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, LogitsProcessorList
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper
 
 from te_vqgan import TEVQModel
-from te_vqgan.data.captions import caption_vocabulary, get_grammar, render_caption, tokenize_caption
+from te_vqgan.data.captions import canonical_caption, caption_vocabulary, get_grammar, render_caption, tokenize_caption
 from te_vqgan.data.layout import COLOURS, QUADRANTS
 from te_vqgan.generation import (
     GENERATOR_CONFIG_KEYS,
@@ -167,6 +168,35 @@ def test_caption_round_trip(variant):
         assert tokenizer(caption, padding="max_length")["input_ids"] == row.tolist()
         assert tokenizer.decode(row, skip_special_tokens=True) == caption
     assert tokenizer.decode_captions(ids) == captions
+
+
+def test_a_canonical_tokenizer_encodes_what_a_caption_says_and_keeps_the_setting(tmp_path):
+    tokenizer = TextImageTokenizer.build(codebook_size=K, text_length=45, caption_form="canonical")
+    same = [
+        "the lower right is blue nine, and the white 2 is on the top left.",
+        "white two on the upper left, the 9 on the bottom right is blue.",
+    ]
+    ids = tokenizer.encode_captions(same)
+    assert torch.equal(ids[0], ids[1])
+    assert tokenizer.decode_caption(ids[0]) == "the upper left is white 2, the lower right is blue 9."
+    # the stock call encodes what it is given: the canonical wording, given it
+    assert tokenizer(canonical_caption(same[1]), padding="max_length")["input_ids"] == ids[0].tolist()
+    tokenizer.save_pretrained(tmp_path)
+    loaded = TextImageTokenizer.from_pretrained(tmp_path)
+    assert loaded.caption_form == "canonical"
+    assert torch.equal(loaded.encode_captions(same), ids)
+    with pytest.raises(ValueError, match=r"has words outside the vocabulary: \['purple'\]"):
+        loaded.encode_caption("the purple 3.")
+    with pytest.raises(ValueError, match=r"clauses without both a colour and an item"):
+        loaded.encode_caption("the red.")
+    # the default, and a tokenizer saved before the setting existed: as written
+    assert TextImageTokenizer.build(codebook_size=K).caption_form == "as_written"
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    del config["caption_form"]
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    assert TextImageTokenizer.from_pretrained(tmp_path).caption_form == "as_written"
+    with pytest.raises(ValueError, match=r"Unknown `caption_form` 'sorted'"):
+        TextImageTokenizer.build(codebook_size=K, caption_form="sorted")
 
 
 def test_caption_errors(tokenizer):

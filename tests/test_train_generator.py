@@ -299,12 +299,26 @@ def test_a_cache_made_by_another_quantizer_is_refused(stage2_assets, tmp_path):
         (["--dropout", "1"], "--dropout must be in [0, 1) (got 1.0)"),
         (["--weight_decay", "-0.1"], "--weight_decay must be >= 0 (got -0.1)"),
         (["--image_position_init", "rope"], "argument --image_position_init: invalid choice: 'rope'"),
+        (["--caption_form", "sorted"], "argument --caption_form: invalid choice: 'sorted'"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(stage2_assets, tmp_path, extra, message, capsys):
     with pytest.raises(SystemExit):
         train_generator.parse_args(tiny_args(stage2_assets, tmp_path, *extra))
     assert message in capsys.readouterr().err
+
+
+def test_a_text_block_too_short_for_the_captions_is_refused_before_training(stage2_assets, tmp_path):
+    # the grammar's longest caption is 43 words, its longest canonical one 28
+    with pytest.raises(
+        ValueError, match="--text_length 44 cannot hold the longest as_written caption .* need --text_length 45"
+    ):
+        run(tiny_args(stage2_assets, tmp_path / "run", "--text_length", "44"))
+    with pytest.raises(
+        ValueError, match="--text_length 29 cannot hold the longest canonical caption .* need --text_length 30"
+    ):
+        run(tiny_args(stage2_assets, tmp_path / "run", "--text_length", "29", "--caption_form", "canonical"))
+    assert not any((tmp_path / "run").iterdir())  # nothing written
 
 
 def test_too_large_a_subset_and_a_missing_dataset(stage2_assets, tmp_path, capsys):

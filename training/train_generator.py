@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 import te_vqgan
+from te_vqgan.data.captions import get_grammar
 from te_vqgan.data.tokenized import load_tokenized_dataset
 from te_vqgan.evaluation import caption_variant, image_to_text_accuracy, objects_to_triplets
 from te_vqgan.generation import (
@@ -144,7 +145,16 @@ class GeneratorStage(TrainingStage):
             train = train.select(range(args.train_subset_size))
         self.num_train = len(train)
         self.variant = caption_variant(train.features)
-        self.tokenizer = TextImageTokenizer.build(self.quantizer_info.num_codes, args.text_length, self.variant)
+        grammar = get_grammar(self.variant)
+        longest = grammar.max_canonical_tokens if args.caption_form == "canonical" else grammar.max_caption_tokens
+        if args.text_length < longest + 2:
+            raise ValueError(
+                f"--text_length {args.text_length} cannot hold the longest {args.caption_form} caption of "
+                f"{self.variant!r}: {longest} words plus <bot> and <eot> need --text_length {longest + 2}."
+            )
+        self.tokenizer = TextImageTokenizer.build(
+            self.quantizer_info.num_codes, args.text_length, self.variant, caption_form=args.caption_form
+        )
         self.layout = SequenceLayout.from_tokenizer(self.tokenizer, tuple(self.quantizer_info.image_grid))
         self.dataset = dataset
 

@@ -58,6 +58,7 @@ __all__ = [
     "LOCATED_FORMS",
     "LOCATION_PHRASES",
     "Triplet",
+    "canonical_caption",
     "caption_vocabulary",
     "detokenize_caption",
     "generate_captions",
@@ -126,6 +127,9 @@ CENTRE_FORMS: tuple[ClauseForm, ...] = (
     ClauseForm("this_is_number", "this is the {colour} number {item}", numeric=True),
     ClauseForm("number_is", "the number {item} is {colour}", numeric=True),
 )
+
+# The forms of a canonical caption (`CaptionGrammar.canonical`): located, centre; names the location first.
+CANONICAL_FORMS = ("location_is", "the")
 
 LOCATION_PHRASES: dict[str, tuple[str, ...]] = {
     "upper_left": ("upper left", "top left"),
@@ -246,6 +250,13 @@ class CaptionGrammar:
         clause = max(len(form.words) + (location - 1) * form.located + (item - 1) for form in self.located_forms)
         return 4 * clause + 3 * max(len(j) for j in JOINERS) + 1
 
+    @functools.cached_property
+    def max_canonical_tokens(self) -> int:
+        """The longest canonical caption (`canonical`) in tokens: four digits with the longest item name."""
+        longest = max(range(len(self.item_phrases)), key=lambda item: len(self.item_phrases[item][0].split()))
+        text = self.render([(location, COLOURS[0], longest) for location in QUADRANTS], np.random.default_rng(0))
+        return len(tokenize_caption(self.canonical(text)))
+
     # ---------------------------------------------------------------- emitting
 
     def _clause_tokens(self, obj: Triplet, rng: np.random.Generator) -> list[str]:
@@ -308,6 +319,39 @@ class CaptionGrammar:
         while len(captions) < num_captions:
             captions.append(captions[len(captions) % distinct])
         return captions
+
+    def canonical(self, text: str) -> str:
+        """The one caption of the objects `text` describes that `canonical_caption` defines: clauses in
+        `LOCATIONS`' quadrant order (the centre last), each in the first form with the first phrase
+        (`"the upper left is red 3"`, `"the red 3"` at the centre), joined by ",".
+
+        Raises:
+            `ValueError`: `text` has words outside the grammar or a clause without both a colour and an
+                item (`parse(strict=True)`): a clause that a canonical caption would drop silently.
+        """
+        objects = self.parse(text, strict=True)
+        if not objects:
+            raise ValueError(
+                f"Caption {text!r} describes no digit; a caption names a colour and an item, e.g. 'the red 3.'."
+            )
+        order = {location: index for index, location in enumerate(QUADRANTS + ("centre",))}
+        located = next(f for f in self.located_forms if f.name == CANONICAL_FORMS[0])
+        centre = next(f for f in self.centre_forms if f.name == CANONICAL_FORMS[1])
+        tokens: list[str] = []
+        for position, (location, colour, item) in enumerate(
+            sorted(objects, key=lambda o: (order[o.location], o.colour, o.digit))
+        ):
+            if position:
+                tokens.extend(JOINERS[0])
+            fill = {
+                "{location}": tuple(LOCATION_PHRASES[location][0].split()) if location != "centre" else (),
+                "{colour}": (colour,),
+                "{item}": tuple(self.item_phrases[item][0].split()),
+            }
+            for word in (located if location != "centre" else centre).words:
+                tokens.extend(fill.get(word, (word,)))
+        tokens.append(END)
+        return detokenize_caption(tokens)
 
     # ---------------------------------------------------------------- parsing
 
@@ -426,6 +470,16 @@ def generate_captions(
 ) -> list[str]:
     """`num_captions` random captions of `objects`, distinct where the grammar allows."""
     return get_grammar(variant).generate(objects, rng, num_captions)
+
+
+def canonical_caption(text: str, variant: str = "mnist") -> str:
+    """The canonical caption of what `text` describes (`CaptionGrammar.canonical`): one fixed form per
+    clause, clauses in quadrant order. Every caption of the same objects gives the same one::
+
+        >>> canonical_caption("the lower right is blue nine, and the white 2 is on the top left.")
+        'the upper left is white 2, the lower right is blue 9.'
+    """
+    return get_grammar(variant).canonical(text)
 
 
 def parse_caption(text: str, variant: str = "mnist", strict: bool = False) -> frozenset[Triplet]:

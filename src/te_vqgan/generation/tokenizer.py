@@ -30,6 +30,11 @@ There, as in every stock tokenizer, a word outside the vocabulary becomes `<unk>
 caption is cut only with `truncation=True`; this class's `encode_caption(s)` refuse both, naming
 the words.
 
+A tokenizer built with `caption_form="canonical"` (the CPU presets' generators) encodes each caption's
+canonical wording (`te_vqgan.data.captions.canonical_caption`: clauses in quadrant order, one form);
+`encode_caption(s)` and the pipelines do that themselves, the stock tokenizer does not: give it
+`canonical_caption(text)`.
+
 Example::
 
     >>> from te_vqgan.generation import TextImageTokenizer
@@ -48,7 +53,7 @@ import torch
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from ..data.captions import caption_vocabulary, detokenize_caption, tokenize_caption
+from ..data.captions import canonical_caption, caption_vocabulary, detokenize_caption, tokenize_caption
 from ..data.mnist import MNIST_VARIANTS
 from ..torch_utils import check_integer_tensor, first_outside
 
@@ -56,6 +61,7 @@ from ..torch_utils import check_integer_tensor, first_outside
 __all__ = [
     "BOI_TOKEN",
     "BOT_TOKEN",
+    "CAPTION_FORMS",
     "EOI_TOKEN",
     "EOT_TOKEN",
     "I2T_TOKEN",
@@ -85,6 +91,9 @@ SPECIAL_TOKENS: tuple[str, ...] = (
     BOI_TOKEN,
     EOI_TOKEN,
 )
+
+# How a caption is encoded (`TextImageTokenizer.build(caption_form=...)`).
+CAPTION_FORMS = ("as_written", "canonical")
 
 # The task and image markers are named special tokens of their own (`tokenizer.boi_token`,
 # `tokenizer.boi_token_id`, ...); transformers saves them in tokenizer_config.json.
@@ -129,7 +138,9 @@ class TextImageTokenizer(PreTrainedTokenizerFast):
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def build(cls, codebook_size: int, text_length: int = 50, variant: str = "mnist") -> TextImageTokenizer:
+    def build(
+        cls, codebook_size: int, text_length: int = 50, variant: str = "mnist", caption_form: str = "as_written"
+    ) -> TextImageTokenizer:
         """A new tokenizer for `codebook_size` image codes and the captions of `variant`.
 
         Args:
@@ -138,6 +149,10 @@ class TextImageTokenizer(PreTrainedTokenizerFast):
                 (`<bot>` + words + `<eot>` + padding); the authors use 50.
             variant (`str`, *optional*, defaults to `"mnist"`): `"mnist"` or `"fashion_mnist"`,
                 whose caption words make up the text vocabulary.
+            caption_form (`str`, *optional*, defaults to `"as_written"`): `"as_written"` encodes a caption's
+                words as they are (the authors); `"canonical"` encodes `canonical_caption(caption)`, one fixed
+                wording per set of digits (clauses in quadrant order, one form), so that a generator learns what a
+                caption says rather than the many ways of saying it (`results/stage2_recipe`).
         """
         if isinstance(codebook_size, bool) or not isinstance(codebook_size, int) or codebook_size < 1:
             raise ValueError(f"`codebook_size` must be an integer >= 1 (got {codebook_size!r}).")
@@ -146,6 +161,8 @@ class TextImageTokenizer(PreTrainedTokenizerFast):
             raise ValueError(f"`text_length` must be an integer >= 3 (got {text_length!r}).")
         if variant not in MNIST_VARIANTS:
             raise ValueError(f"Unknown `variant` {variant!r}; expected one of {sorted(MNIST_VARIANTS)}.")
+        if caption_form not in CAPTION_FORMS:
+            raise ValueError(f"Unknown `caption_form` {caption_form!r}; expected one of {list(CAPTION_FORMS)}.")
 
         words = caption_vocabulary(variant)
         clashes = sorted(set(words) & set(SPECIAL_TOKENS))
@@ -178,6 +195,7 @@ class TextImageTokenizer(PreTrainedTokenizerFast):
             text_length=text_length,
             codebook_size=codebook_size,
             variant=variant,
+            caption_form=caption_form,
             image_token_offset=len(SPECIAL_TOKENS) + len(words),
             # What makes the stock loader's tokenizer ready: `AutoTokenizer.from_pretrained(folder)(captions,
             # padding="max_length")` gives the text blocks of `encode_captions` (<bot> and <eot> added by the
@@ -212,6 +230,11 @@ class TextImageTokenizer(PreTrainedTokenizerFast):
     def variant(self) -> str:
         """The MNIST variant whose caption words are in the vocabulary."""
         return str(self._setting("variant"))
+
+    @property
+    def caption_form(self) -> str:
+        """`"as_written"` or `"canonical"` (`build`); a tokenizer saved before the setting existed encodes as written."""
+        return str(self.init_kwargs.get("caption_form", "as_written"))
 
     @property
     def image_token_offset(self) -> int:
@@ -256,6 +279,11 @@ class TextImageTokenizer(PreTrainedTokenizerFast):
         if not isinstance(caption, str):
             raise ValueError(f"Expected a caption as a str (got {type(caption).__name__}).")
         words = tokenize_caption(caption)
+        if words and self.caption_form == "canonical":
+            unknown = [word for word in words if word not in self._word_to_id]
+            if unknown:
+                raise ValueError(f"Caption {caption!r} has words outside the vocabulary: {unknown}")
+            words = tokenize_caption(canonical_caption(caption, self.variant))
         if not words:
             raise ValueError(
                 f"Caption {caption!r} has no words; a prompt is a caption of the grammar, e.g. 'the red 3.'."

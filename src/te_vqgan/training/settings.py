@@ -35,6 +35,7 @@ from typing import Literal, TypeVar
 
 from ..generation.layout import POSITION_SCHEMES
 from ..generation.sampling import check_temperature, check_top_k_fraction
+from ..generation.tokenizer import CAPTION_FORMS
 from ..losses import RECONSTRUCTION_LOSSES
 
 
@@ -451,6 +452,14 @@ class GeneratorTrainingSettings(TrainingSettings):
     num_evaluation_examples: int = field(default=200, metadata=_help("Images per evaluation split."))
     # generator
     text_length: int = field(default=50, metadata=_help("Tokens of the text block (<bot> caption <eot> padding)."))
+    caption_form: Literal["as_written", "canonical"] = field(
+        default="as_written",
+        metadata=_help(
+            "as_written: captions are encoded as the dataset words them (the authors); canonical: each caption is "
+            "encoded in one fixed wording of what it says (clauses in quadrant order, one form: `canonical_caption`), "
+            "in training and, through the saved tokenizer, in every pipeline."
+        ),
+    )
     n_embd: int = 256
     n_layer: int = 8
     n_head: int = 8
@@ -534,6 +543,8 @@ class GeneratorTrainingSettings(TrainingSettings):
         check_temperature(self.temperature, "--temperature")
         if self.position_scheme not in POSITION_SCHEMES:
             raise ValueError(f"--position_scheme must be index or modality (got {self.position_scheme!r})")
+        if self.caption_form not in CAPTION_FORMS:
+            raise ValueError(f"--caption_form must be as_written or canonical (got {self.caption_form!r})")
         if self.image_position_init not in IMAGE_POSITION_INITS:
             raise ValueError(f"--image_position_init must be learned or sincos2d (got {self.image_position_init!r})")
 
