@@ -65,6 +65,8 @@ def test_the_plan_has_every_stage_in_order(tmp_path):
     assert smaller.settings.max_train_steps == round(preset.stage2_steps / 2)
     assert stage2.settings.scaled_down  # the cpu preset labels its cards
     assert stage2.settings.text_length == 45  # 43-token captions + <bot>, <eot>
+    assert stage2.settings.caption_form == "canonical"  # the CPU presets' recipe; the paper preset's is the authors'
+    assert PRESETS["paper"].stage2_settings.get("caption_form", "as_written") == "as_written"
     stage2.write_settings()
     from te_vqgan.training.settings import parse_settings
 
