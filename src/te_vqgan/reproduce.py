@@ -141,7 +141,7 @@ CPU_STAGE1 = dict(learning_rate=3e-4, scale_lr=False, perceptual_weight=0.0, rec
 # keeps the best of 8 candidates by the generator's other direction (text-to-image 0.116 -> 0.216, image-to-text
 # 0.505 -> 0.552 on test_seen for the cpu preset's generator, results/stage2_recipe).
 # Captions are encoded in their canonical wording (`--caption_form canonical`: clauses in quadrant order, one form), so that
-# the generator learns what a caption says, not the grammar's many ways of saying it: at the smoke preset's 12,800 examples
+# the generator learns what a caption says, not the grammar's many ways of saying it: at 12,800 examples (the smoke preset's scale)
 # text-to-image 0.080 -> 0.186 and image-to-text 0.048 -> 0.268 on test_seen, on the same tokens (results/stage2_recipe).
 CPU_STAGE2 = dict(dropout=0.0, lr_num_cycles=1, text_length=45, caption_form="canonical")
 CPU_EVAL = dict(top_k_fraction=0.02, temperature=0.7, num_candidates=8)
