@@ -9,8 +9,8 @@ wall-clock; `results.json` and `report.md` (Tables 1-3 as mean (std) over seeds 
 paper's numbers, the sanity rows, equivariance three ways, wall-clock, commands, versions) and
 `figures/` are rewritten at the end of every run from what is on disk.
 
-Presets (`PRESETS`): `smoke` checks the whole chain on a CPU in minutes (its numbers mean
-nothing and the report says so); `cpu` is the largest experiment our 2-core machines finish in
+Presets (`PRESETS`): `smoke` checks the whole chain on a CPU in minutes (its generators
+follow their prompts, but its numbers are not comparable to the paper's, and the report says so); `cpu` is the largest experiment our 2-core machines finish in
 a few hours; `paper` is the authors' settings under `accelerate launch` on GPUs.
 """
 
