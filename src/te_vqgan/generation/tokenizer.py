@@ -279,11 +279,6 @@ class TextImageTokenizer(PreTrainedTokenizerFast):
         if not isinstance(caption, str):
             raise ValueError(f"Expected a caption as a str (got {type(caption).__name__}).")
         words = tokenize_caption(caption)
-        if words and self.caption_form == "canonical":
-            unknown = [word for word in words if word not in self._word_to_id]
-            if unknown:
-                raise ValueError(f"Caption {caption!r} has words outside the vocabulary: {unknown}")
-            words = tokenize_caption(canonical_caption(caption, self.variant))
         if not words:
             raise ValueError(
                 f"Caption {caption!r} has no words; a prompt is a caption of the grammar, e.g. 'the red 3.'."
@@ -291,6 +286,8 @@ class TextImageTokenizer(PreTrainedTokenizerFast):
         unknown = [word for word in words if word not in self._word_to_id]
         if unknown:
             raise ValueError(f"Caption {caption!r} has words outside the vocabulary: {unknown}")
+        if self.caption_form == "canonical":  # words of the vocabulary, now in the one wording of what they say
+            words = tokenize_caption(canonical_caption(caption, self.variant))
         needed = len(words) + 2
         if needed > self.text_length:
             raise ValueError(
