@@ -333,6 +333,15 @@ def test_config(tokenizer, tmp_path):
     assert config.resid_pdrop == 0.0
     default = build_generator_config(tokenizer, GRID)
     assert (default.n_embd, default.n_layer, default.n_head) == (256, 8, 8)  # the authors' size
+    # GPT-2's tanh GELU in torch's fused kernel: the same network as the stock "gelu_new" one, to float rounding.
+    assert default.activation_function == "gelu_pytorch_tanh"
+    torch.manual_seed(0)
+    fused = GPT2LMHeadModel(config).eval()
+    stock = GPT2LMHeadModel(build_generator_config(tokenizer, GRID, **TINY_GPT2, activation_function="gelu_new")).eval()
+    stock.load_state_dict(fused.state_dict())
+    ids = torch.randint(0, config.vocab_size, (2, config.n_positions))
+    with torch.no_grad():
+        torch.testing.assert_close(fused(ids).logits, stock(ids).logits, rtol=0, atol=1e-5)
 
     config.save_pretrained(tmp_path)
     loaded = GPT2Config.from_pretrained(tmp_path)
