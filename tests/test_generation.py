@@ -337,7 +337,9 @@ def test_config(tokenizer, tmp_path):
     assert default.activation_function == "gelu_pytorch_tanh"
     torch.manual_seed(0)
     fused = GPT2LMHeadModel(config).eval()
-    stock = GPT2LMHeadModel(build_generator_config(tokenizer, GRID, **TINY_GPT2, activation_function="gelu_new")).eval()
+    stock = GPT2LMHeadModel(
+        build_generator_config(tokenizer, GRID, **TINY_GPT2, activation_function="gelu_new")
+    ).eval()
     stock.load_state_dict(fused.state_dict())
     ids = torch.randint(0, config.vocab_size, (2, config.n_positions))
     with torch.no_grad():
