@@ -8,7 +8,10 @@ Measured side by side in one run (`common.interleaved_medians`):
 1. the whole training step as `training/train_generator.py` takes it (the layout check, forward,
    the modality-masked weighted loss, backward, gradient clipping, Adam), both directions;
 2. forward + backward alone on the same sequences (plain cross-entropy, no check, no optimizer):
-   the gap is what the step spends outside the network.
+   the gap is what the step spends outside the network;
+3. forward + backward of the same weights with GPT-2's stock activation (`"gelu_new"`, the tanh
+   GELU in five elementwise operations) instead of ours (`"gelu_pytorch_tanh"`, the same
+   function in torch's fused kernel): what the fused kernel saves.
 
 Tokens/s counts every position of every sequence (both directions). On CUDA the achieved
 FLOP/s is set against `--peak-tflops` (by default an H200's bf16 matmul peak, as measured in
@@ -71,6 +74,10 @@ def main() -> None:
     )
     model = GPT2LMHeadModel(config).to(device).train()
     network = torch.compile(model) if args.compile else model
+    stock_config = config.__class__(**{**config.to_dict(), "activation_function": "gelu_new"})
+    stock = GPT2LMHeadModel(stock_config).to(device).train()
+    stock.load_state_dict(model.state_dict())
+    stock_network = torch.compile(stock) if args.compile else stock
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
 
     generator = torch.Generator().manual_seed(0)
@@ -96,14 +103,23 @@ def main() -> None:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
-    def forward_backward():
+    def forward_backward(net=network, owner=model):
         for ids in sequences.values():
             with autocast:
-                logits = network(input_ids=ids).logits
+                logits = net(input_ids=ids).logits
             F.cross_entropy(logits[:, :-1].float().flatten(0, 1), ids[:, 1:].flatten()).backward()
-        model.zero_grad(set_to_none=True)
+        owner.zero_grad(set_to_none=True)
 
-    seconds = interleaved_medians({"step": full_step, "forward_backward": forward_backward}, args.repeats, 2, device)
+    seconds = interleaved_medians(
+        {
+            "step": full_step,
+            "forward_backward": forward_backward,
+            "forward_backward_gelu_new": lambda: forward_backward(stock_network, stock),
+        },
+        args.repeats,
+        2,
+        device,
+    )
     length = layout.sequence_length
     tokens = 2 * args.batch * length
     embedding = model.transformer.wte.weight.numel() + model.transformer.wpe.weight.numel()
@@ -126,6 +142,8 @@ def main() -> None:
         "tokens_per_second": tokens / seconds["step"],
         "forward_backward_tokens_per_second": tokens / seconds["forward_backward"],
         "outside_network_fraction": 1 - seconds["forward_backward"] / seconds["step"],
+        "forward_backward_gelu_new_seconds": seconds["forward_backward_gelu_new"],
+        "fused_gelu_speedup": seconds["forward_backward_gelu_new"] / seconds["forward_backward"],
         "tflops_per_second": flops_per_token * tokens / seconds["step"] / 1e12,
     }
     if device.type == "cuda":
@@ -141,6 +159,10 @@ def main() -> None:
         f"  forward + backward alone:        {seconds['forward_backward'] * 1e3:.1f} ms = "
         f"{figures['forward_backward_tokens_per_second']:,.0f} tokens/s "
         f"({100 * figures['outside_network_fraction']:.0f}% of the step is outside the network)"
+    )
+    print(
+        f"  forward + backward, stock gelu_new: {seconds['forward_backward_gelu_new'] * 1e3:.1f} ms "
+        f"(the fused activation is {figures['fused_gelu_speedup']:.2f}x faster)"
     )
     print(
         f"  {figures['tflops_per_second']:.3f} TFLOP/s"

@@ -126,8 +126,8 @@ def build_generator_config(
         gpt2_kwargs: any other `GPT2Config` argument (`resid_pdrop`, `n_inner`, ...). The
             activation defaults to `"gelu_pytorch_tanh"`: GPT-2's own tanh GELU (`"gelu_new"`,
             the same function to 2.4e-7) computed by torch's fused kernel instead of five
-            elementwise operations, which made a quarter of a CPU training step of the cpu
-            preset's generator (0.454 -> 0.340 s a step of 16 x 112 tokens on one thread).
+            elementwise operations: forward + backward of the cpu preset's generator 1.26x
+            faster on one CPU thread (`benchmarks/bench_train_generator.py`).
 
     Returns:
         `GPT2Config` with `vocab_size = len(tokenizer)`, `n_positions` = the sequence length,
