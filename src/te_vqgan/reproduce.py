@@ -166,8 +166,8 @@ CPU_PRESET = Preset(
     num_shift_groups=100,
     # The smoke preset's judge (`train_and_save`'s 32-64-128 on 8,000 images, 20,000 windows) reads 0.9929 / 0.9971 of
     # the test / test_seen windows, trained in 184 s, against 0.9941 / 0.9973 in 2,399 s on 48,000 images (120,000
-    # windows; results/smoke_preset, results/cpu_preset): one judge for the CPU presets, which every folder retrains in
-    # minutes (weights are not tracked).
+    # windows; results/smoke_preset, results/cpu_preset): one judge for the CPU presets, trained in minutes by the first
+    # folder of a run split over sessions (the others take it with `--classifier`: weights are not tracked).
     classifier_train=8_000,
     classifier_epochs=4,
     config_suffix="-cpu-f8",
