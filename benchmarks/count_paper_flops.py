@@ -8,7 +8,9 @@ fraction of peak). Stage 1 is `te_vqgan.training.vqgan_train_step` at the author
 (`hub_configs/te-vqgan-mnist.json`) with the GAN terms on and LPIPS: LPIPS's backbone is VGG16's
 13 convolutions, whose shape alone fixes its FLOPs, so a frozen stand-in of that shape (random
 weights, no torchvision, which does not import beside our torch) takes its place. Stage 2 is the
-preset's GPT-2 (8 layers, 256 wide) on the authors' 309-token sequence, both directions per step.
+preset's GPT-2 (8 layers, 256 wide), built as `training/train_generator.py` builds it (the merged
+tokenizer, `build_generator_config`, the preset's position scheme), on its sequence (309 tokens:
+the 50-token text block, the 16 x 16 image, three specials), both directions per step.
 
 The hours are the counts divided by an achieved TFLOP/s (`--tflops`, one figure or several):
 the one GPU measurement made here ran the stage-2 step at about 20 TFLOP/s on an H100
@@ -31,9 +33,10 @@ from common import model_config
 from torch.utils.flop_counter import FlopCounterMode
 
 from te_vqgan import TEVQModel
+from te_vqgan.generation import SequenceLayout, TextImageTokenizer, build_generator_config
 from te_vqgan.reproduce import PRESETS
 from te_vqgan.training import NLayerDiscriminator, OptimizerUpdate, VQGANLossWeights, vqgan_train_step
-from te_vqgan.training.settings import VQGANTrainingSettings
+from te_vqgan.training.settings import GeneratorTrainingSettings, VQGANTrainingSettings
 
 
 # VGG16's convolutions up to relu5_3 (what LPIPS reads), with its max pooling between stages.
@@ -71,27 +74,31 @@ def stage1_flops_per_image(batch: int, gan: bool) -> float:
     return counter.get_total_flops() / batch
 
 
-def stage2_flops_per_token(sequence: int, batch: int) -> float:
-    from transformers import GPT2Config, GPT2LMHeadModel
+def stage2_flops_per_token(batch: int) -> tuple[float, int]:
+    """Training FLOPs per token of the paper preset's generator, built as `train_generator.py` builds it,
+    and its sequence length."""
+    from transformers import GPT2LMHeadModel
 
-    layers, width, heads = PRESETS["paper"].stage2_model
-    torch.manual_seed(0)
-    # The authors' vocabulary: 128 image codes and a few dozen words and specials; what it is exactly barely moves the count.
-    config = GPT2Config(
-        vocab_size=200,
-        n_positions=sequence,
-        n_embd=width,
-        n_layer=layers,
-        n_head=heads,
-        bos_token_id=0,
-        eos_token_id=0,
+    preset = PRESETS["paper"]
+    layers, width, heads = preset.stage2_model
+    quantizer = model_config("default")
+    side = quantizer["sample_size"] // 2 ** (len(quantizer["down_block_types"]) - 1)  # 64 / f = 16
+    text_length = preset.stage2_settings.get("text_length", GeneratorTrainingSettings.text_length)
+    scheme = preset.stage2_settings.get("position_scheme", GeneratorTrainingSettings.position_scheme)
+    tokenizer = TextImageTokenizer.build(codebook_size=quantizer["num_vq_embeddings"], text_length=text_length)
+    layout = SequenceLayout.from_tokenizer(tokenizer, (side, side))
+    config = build_generator_config(
+        tokenizer, (side, side), n_embd=width, n_layer=layers, n_head=heads, position_scheme=scheme
     )
+    torch.manual_seed(0)
     model = GPT2LMHeadModel(config)
-    tokens = torch.randint(0, 200, (batch, sequence))
+    length = layout.sequence_length
+    tokens = torch.randint(0, len(tokenizer), (batch, length))
+    positions = layout.position_ids("t2i", scheme).expand(batch, -1)
     with FlopCounterMode(display=False) as counter:
-        logits = model(tokens).logits
+        logits = model(tokens, position_ids=positions).logits
         torch.nn.functional.cross_entropy(logits.flatten(0, 1), tokens.flatten()).backward()
-    return counter.get_total_flops() / (batch * sequence)
+    return counter.get_total_flops() / (batch * length), length
 
 
 def parse_args():
@@ -110,7 +117,6 @@ def parse_args():
         help="stage 2's achieved TFLOP/s per GPU (default: measured on an H100, results/stage2_gpu)",
     )
     parser.add_argument("--gpus", type=int, default=8, help="GPUs of a node running one stage each side by side")
-    parser.add_argument("--sequence", type=int, default=309, help="stage-2 tokens per example (the authors': 309)")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     return parser.parse_args()
 
@@ -129,10 +135,10 @@ def main():
     before = min(preset.stage1_steps, disc_start - 1)
     without_gan, per_image = stage1_flops_per_image(batch=2, gan=False), stage1_flops_per_image(batch=2, gan=True)
     stage1_run = (without_gan * before + per_image * (preset.stage1_steps - before)) * preset.stage1_batch
-    per_token = stage2_flops_per_token(args.sequence, batch=2)
+    per_token, sequence = stage2_flops_per_token(batch=2)
     # Both directions per example; a train size trains as many epochs as the largest (steps scale with the data).
     examples = [preset.stage2_steps * preset.stage2_batch * size / preset.num_train for size in preset.train_sizes]
-    stage2_runs = [per_token * args.sequence * 2 * n for n in examples]
+    stage2_runs = [per_token * sequence * 2 * n for n in examples]
     stage2_hours = [flops / (args.stage2_tflops * 1e12) / 3600 for flops in stage2_runs]
     rounds = -(-runs // args.gpus)  # each stage kind's runs, one per GPU at a time
     figures = {
@@ -140,6 +146,7 @@ def main():
         "stage1_gflop_per_image_before_gan": without_gan / 1e9,
         "stage1_pflop_per_run": stage1_run / 1e15,
         "stage2_mflop_per_token": per_token / 1e6,
+        "stage2_tokens_per_example": sequence,
         "stage2_pflop_per_run": [f / 1e15 for f in stage2_runs],
         "stage2_hours_per_run": stage2_hours,
         "runs_per_stage_and_size": runs,
@@ -150,7 +157,7 @@ def main():
         f"stage 1: {per_image / 1e9:.1f} GFLOP per image (autoencoder, discriminator, LPIPS-shaped VGG16; "
         f"{without_gan / 1e9:.1f} before the GAN terms start at step {disc_start:,}) x {preset.stage1_steps:,} steps of "
         f"{preset.stage1_batch} = {stage1_run / 1e15:,.0f} PFLOP a run, {runs} runs\n"
-        f"stage 2: {per_token / 1e6:.1f} MFLOP per token x {args.sequence} tokens x 2 directions: "
+        f"stage 2: {per_token / 1e6:.1f} MFLOP per token x {sequence} tokens x 2 directions: "
         + ", ".join(
             f"{n:,.0f} examples {f / 1e15:.0f} PFLOP ({h:.1f} h at {args.stage2_tflops:g} TFLOP/s)"
             for n, f, h in zip(examples, stage2_runs, stage2_hours)
