@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from bench_train_vqgan import SingleDevice
@@ -34,6 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from te_vqgan import TEVQModel
 from te_vqgan.generation import SequenceLayout, TextImageTokenizer, build_generator_config
+from te_vqgan.models.quantizer import downsample_factor
 from te_vqgan.reproduce import PRESETS
 from te_vqgan.training import NLayerDiscriminator, OptimizerUpdate, VQGANLossWeights, vqgan_train_step
 from te_vqgan.training.settings import GeneratorTrainingSettings, VQGANTrainingSettings
@@ -82,7 +84,7 @@ def stage2_flops_per_token(batch: int) -> tuple[float, int]:
     preset = PRESETS["paper"]
     layers, width, heads = preset.stage2_model
     quantizer = model_config("default")
-    side = quantizer["sample_size"] // 2 ** (len(quantizer["down_block_types"]) - 1)  # 64 / f = 16
+    side = quantizer["sample_size"] // downsample_factor(SimpleNamespace(**quantizer))  # 64 / f = 16
     text_length = preset.stage2_settings.get("text_length", GeneratorTrainingSettings.text_length)
     scheme = preset.stage2_settings.get("position_scheme", GeneratorTrainingSettings.position_scheme)
     tokenizer = TextImageTokenizer.build(codebook_size=quantizer["num_vq_embeddings"], text_length=text_length)
