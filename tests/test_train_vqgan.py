@@ -85,6 +85,36 @@ def test_training_lowers_the_loss_and_writes_a_loadable_folder(tiny_config, tmp_
     assert shift.shape == (4, 5, 64, 64, 3)
 
 
+def test_random_crops_are_windows_of_the_whole_image(tiny_config, tmp_path, mnist_dir, dataset_cache):
+    _, validation, _ = train_vqgan.load_image_datasets(
+        train_vqgan.parse_args(tiny_train_args(tiny_config, tmp_path, mnist_dir, dataset_cache))
+    )
+    batch = validation[:4]
+    whole = train_vqgan.ToTensor("image", 64)(batch)["pixel_values"]
+    torch.manual_seed(0)
+    crops = train_vqgan.ToTensor("image", 64, crop_size=32)(batch)["pixel_values"]
+    assert crops.shape == (4, 3, 32, 32)
+    torch.manual_seed(0)
+    corners = torch.randint(0, 33, (4, 2)).tolist()  # the draws ToTensor made
+    for crop, image, (top, left) in zip(crops, whole, corners):
+        assert torch.equal(crop, image[:, top : top + 32, left : left + 32])
+
+
+@pytest.mark.slow
+def test_training_on_crops_keeps_the_whole_image_size(tiny_config, tmp_path, mnist_dir, dataset_cache):
+    out = tmp_path / "run"
+    result = run(tiny_train_args(tiny_config, out, mnist_dir, dataset_cache, "--train_crop_size", "32"))
+    assert result.global_step == 6
+    # The saved model and its metrics are of whole 64 x 64 images.
+    assert json.loads((out / "config.json").read_text())["sample_size"] == 64
+    assert json.loads((out / "metrics.json").read_text())["codes_used"] >= 1
+    # A crop the model's f does not divide, or larger than the image, is refused before training.
+    for crop in ("30", "72"):
+        with pytest.raises(ValueError, match=f"--train_crop_size {crop} must be a multiple"):
+            run(tiny_train_args(tiny_config, tmp_path / crop, mnist_dir, dataset_cache, "--train_crop_size", crop))
+        assert not (tmp_path / crop / "metrics.json").exists()
+
+
 @pytest.mark.slow
 def test_checkpoints_are_limited_and_complete(tiny_config, tmp_path, mnist_dir, dataset_cache):
     out = tmp_path / "run"
@@ -211,6 +241,7 @@ def test_perceptual_loss_unavailable_stops_at_start_up(tiny_config, tmp_path, mn
         (["--checkpoints_total_limit", "0"], "--checkpoints_total_limit must be >= 1"),
         (["--num_validation", "0"], "--num_validation must be >= 1"),
         (["--resolution", "0"], "--resolution must be >= 1"),
+        (["--train_crop_size", "0"], "--train_crop_size must be >= 1"),
     ],
 )
 def test_bad_arguments_are_rejected(tiny_config, tmp_path, mnist_dir, dataset_cache, extra, message, capsys):

@@ -128,18 +128,32 @@ def shift_groups_from_split(shift) -> np.ndarray:
 class ToTensor:
     """Images of a batch -> `pixel_values` float `[B, 3, R, R]` in [-1, 1], each prepared by
     `te_vqgan.data.image_datasets.prepare_image` (RGB, resized on the shorter side, cropped square, flipped
-    at random with `random_flip`); images already R x R, as TextMNIST's, are used as they are."""
+    at random with `random_flip`); images already R x R, as TextMNIST's, are used as they are. With
+    `crop_size` C, each is then cut to a random C x C window (`[B, 3, C, C]`; torch's global RNG, as
+    `prepare_image`'s draws)."""
 
-    def __init__(self, image_column: str, resolution: int, random_crop: bool = False, random_flip: bool = False):
+    def __init__(
+        self,
+        image_column: str,
+        resolution: int,
+        random_crop: bool = False,
+        random_flip: bool = False,
+        crop_size: int | None = None,
+    ):
         self.image_column = image_column
         self.resolution = resolution
         self.random_crop, self.random_flip = random_crop, random_flip
+        self.crop_size = crop_size
 
     def __call__(self, batch: dict) -> dict:
         prepared = [
             prepare_image(image, self.resolution, random_crop=self.random_crop, random_flip=self.random_flip)
             for image in batch[self.image_column]
         ]
+        if self.crop_size is not None and self.crop_size != self.resolution:
+            c, room = self.crop_size, self.resolution - self.crop_size + 1
+            corners = torch.randint(0, room, (len(prepared), 2)).tolist()
+            prepared = [array[top : top + c, left : left + c] for array, (top, left) in zip(prepared, corners)]
         return {"pixel_values": images_to_tensor(np.stack(prepared))}
 
 
@@ -289,7 +303,13 @@ class VQGANStage(TrainingStage):
             raise ValueError(
                 f"--resolution {resolution} is not a multiple of the model's downsampling factor f = {model.downsample_factor}."
             )
-        tokens = resolution // model.downsample_factor
+        crop = args.train_crop_size
+        if crop is not None and (crop > resolution or crop % model.downsample_factor):
+            raise ValueError(
+                f"--train_crop_size {crop} must be a multiple of the model's downsampling factor f = "
+                f"{model.downsample_factor} and at most --resolution {resolution}."
+            )
+        tokens = (crop or resolution) // model.downsample_factor
         if args.shift_equivariance_weight > 0 and tokens - 3 * args.shift_equivariance_max_shift < 1:
             raise ValueError(
                 f"--shift_equivariance_max_shift {args.shift_equivariance_max_shift} leaves no token to compare on "
@@ -309,7 +329,11 @@ class VQGANStage(TrainingStage):
         with accelerator.local_main_process_first():  # one build per node, the others read its cache
             train_dataset, validation_dataset, self.shift_groups = load_image_datasets(args)
         transform = ToTensor(
-            args.image_column, resolution, random_crop=not args.center_crop, random_flip=args.random_flip
+            args.image_column,
+            resolution,
+            random_crop=not args.center_crop,
+            random_flip=args.random_flip,
+            crop_size=args.train_crop_size,
         )
         self.validation_images = ToTensor(args.image_column, resolution)(
             validation_dataset[: args.num_validation_images]

@@ -192,7 +192,7 @@ PRESETS = {
         name="smoke",
         description="a check of the whole chain on a 2-core CPU in minutes: TE and SC, one seed, tiny data "
         "and models (the `cpu` preset's design and stage-2 recipe, smaller: f = 8 quantizers for 800 steps, a 2-layer "
-        "generator for 2,400 steps of 8 on 3,000 examples, captions in their canonical wording, the best of 8 samples; "
+        "generator for 3,200 steps of 8 on 3,000 examples, captions in their canonical wording, the best of 8 samples; "
         "three stages side by side on two cores). Its numbers are NOT comparable to the paper's.",
         seeds=(0,),
         train_sizes=(3_000,),
@@ -202,16 +202,18 @@ PRESETS = {
         num_shift_groups=20,
         stage1_steps=800,
         stage1_settings={**CPU_STAGE1, "kmeans_init_step": 200},
-        # 19,200 examples per direction (6.4 epochs): with canonical captions 1,600 steps reached text-to-image 0.254 and
-        # image-to-text 0.374 on test_seen with 8 candidates, 2,400 steps 0.554 and 0.732 (results/stage2_recipe).
-        stage2_steps=2_400,
+        # 25,600 examples per direction (8.5 epochs): with canonical captions 1,600 steps reached text-to-image 0.254 and
+        # image-to-text 0.374 on test_seen with 8 candidates, 2,400 steps 0.554 and 0.732 (results/stage2_recipe) with
+        # one TE quantizer but 0.234 / 0.586 with a weaker one (ceiling 0.70, results/smoke_preset); on that one 3,200
+        # steps reached 0.334 / 0.690 (16 candidates at 2,400 steps: 0.264 / 0.564), so the preset trains 3,200.
+        stage2_steps=3_200,
         stage2_model=(2, 128, 4),
         num_eval=200,
         stage2_settings={"lr_warmup_steps": 160, **CPU_STAGE2},
         # The best of 8, as the cpu preset: with canonical captions its image-to-text reads its input (0.268 on test_seen
         # single-sample), so reranking pays (text-to-image 0.186 -> 0.254, image-to-text 0.268 -> 0.374; results/stage2_recipe).
         evaluation_settings=CPU_EVAL,
-        estimates={"data": 5, "classifier": 60, "stage1": 140, "tokenize": 8, "stage2": 150, "evaluate": 70},
+        estimates={"data": 5, "classifier": 60, "stage1": 140, "tokenize": 8, "stage2": 200, "evaluate": 70},
         # Three stages side by side on two cores, one thread each: the TE and SC chains are independent, and a 2-layer
         # generator or a small quantizer gains less than twice from a second thread; the third slot is the evaluation
         # classifier's, which with two slots ran after both chains' stage 2, alone, one core idle for its 216 s

@@ -174,6 +174,25 @@ def _figure(value) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def reconstruction_scores(vqmodel, images: np.ndarray, truths, classifier, batch_size: int = 64):
+    """The quantizer's ceiling: its reconstructions (encode to code indices, decode) of `images`
+    (uint8 `[N, H, W, 3]`) through the text-to-image evaluator, a `BucketedAccuracy`; what a generator
+    that wrote each image's own tokens would score."""
+    import torch
+
+    from ..evaluation import text_to_image_scores
+    from ..images import images_to_tensor, tensor_to_images
+    from ..models.stock_vq_model import as_tokenizer
+
+    quantizer = as_tokenizer(vqmodel)
+    reconstructions = []
+    with torch.no_grad():
+        for chunk in images_to_tensor(images).split(batch_size):
+            chunk = chunk.to(vqmodel.device, vqmodel.dtype)
+            reconstructions.append(tensor_to_images(quantizer.decode_indices(quantizer.encode_to_indices(chunk))))
+    return text_to_image_scores(np.concatenate(reconstructions), truths, classifier)
+
+
 def evaluate_split(
     pipeline,
     classifier,
@@ -190,8 +209,6 @@ def evaluate_split(
     import torch
 
     from ..evaluation import caption_variant, image_to_text_scores, objects_to_triplets, text_to_image_scores
-    from ..images import images_to_tensor, tensor_to_images
-    from ..models.stock_vq_model import as_tokenizer
     from ..pipelines import ImageToTextPipeline
     from ..visualization import save_captioned_images
 
@@ -215,16 +232,12 @@ def evaluate_split(
     ).captions
     i2t = image_to_text_scores(captions, truths, variant=variant)
 
-    quantizer = as_tokenizer(pipeline.vqmodel)
-    reconstructions = []
-    with torch.no_grad():
-        for chunk in images_to_tensor(images).split(batch_size):
-            chunk = chunk.to(pipeline.vqmodel.device, pipeline.vqmodel.dtype)
-            reconstructions.append(tensor_to_images(quantizer.decode_indices(quantizer.encode_to_indices(chunk))))
     sanity = {
         "t2i_ground_truth": text_to_image_scores(images, truths, classifier).accuracy,
         "i2t_ground_truth": image_to_text_scores(prompts, truths, variant=variant).accuracy,
-        "t2i_reconstructions": text_to_image_scores(np.concatenate(reconstructions), truths, classifier).accuracy,
+        "t2i_reconstructions": reconstruction_scores(
+            pipeline.vqmodel, images, truths, classifier, batch_size
+        ).accuracy,
     }
     # Chance level on this split: what an output that ignores its input scores. Each example is
     # judged against another example's ground truth (image, or caption): right where the two

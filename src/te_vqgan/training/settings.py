@@ -289,6 +289,14 @@ class VQGANTrainingSettings(TrainingSettings):
     )
     center_crop: bool = field(default=False, metadata=_help("Crop the centre (default: a random crop for training)."))
     random_flip: bool = field(default=False, metadata=_help("Flip training images left-right at random."))
+    train_crop_size: int | None = field(
+        default=None,
+        metadata=_help(
+            "Train on random square crops of this many pixels, cut from each image after --resolution (a multiple of "
+            "the model's f, at most --resolution): a step costs about (crop / resolution)^2 of a whole image's, the "
+            "model being convolutional; validation, the metrics and the saved model keep --resolution."
+        ),
+    )
     validation_fraction: float | None = field(
         default=None,
         metadata=_help(
@@ -367,7 +375,16 @@ class VQGANTrainingSettings(TrainingSettings):
                 f"--orthogonal_reg_weight {self.orthogonal_reg_weight} applies to converting a stock VQModel "
                 "(--pretrained_model_name_or_path) and must be >= 0; with --model_config set it in the config."
             )
-        _at_least(self, 1, "num_validation_images", "resolution", "max_train_samples", "disc_num_layers", "disc_ndf")
+        _at_least(
+            self,
+            1,
+            "num_validation_images",
+            "resolution",
+            "train_crop_size",
+            "max_train_samples",
+            "disc_num_layers",
+            "disc_ndf",
+        )
         _finite(
             self,
             "perceptual_weight",
