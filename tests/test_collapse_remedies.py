@@ -215,3 +215,36 @@ def test_ablation_on_any_image_dataset(tmp_path):
     assert "| `te_shift` | 1 | 0.900 (0.000) | 40.0 (0.0) | 4.0 (0.0) |" in table
     assert "| `sc` | 1 | 0.800 (0.000) | 20.0 (0.0) | - |" in table
     assert ablation.save_scatter(records, tmp_path / "scatter.png").is_file()
+
+
+def test_stage1_budget_study_rows_are_the_smoke_presets_stage1_changed(tmp_path, capsys):
+    from te_vqgan.reproduce import PRESETS, ReproducePlan
+
+    study = load_training_script("stage1_budget_study")
+    smoke = PRESETS["smoke"]
+    for row, (_, changes) in study.ROWS.items():
+        preset = study.preset_for(changes, "sc")
+        step = next(s for s in ReproducePlan(preset, tmp_path / row).steps if s.kind == "stage1")
+        settings = step.settings
+        assert step.key == "stage1/sc-seed0" and settings.seed == 0
+        # what the row does not change is the smoke preset's
+        assert settings.max_train_steps == changes.get("stage1_steps", smoke.stage1_steps)
+        assert settings.train_batch_size == changes.get("stage1_batch", smoke.stage1_batch)
+        for name, value in {**smoke.stage1_settings, **changes.get("stage1_settings", {})}.items():
+            assert getattr(settings, name) == value, (row, name)
+    assert study.preset_for(study.ROWS["crop32"][1], "te").stage1_settings["train_crop_size"] == 32
+    results = {
+        "crop32/te": {"row": "crop32", "description": "d", "quantizer": "te", "seconds": 213, "recon_l1": 0.0796}
+        | {"codes_test_seen": 29, "ceiling_test_seen": 0.112, "ceiling_test": 0.098},
+        "preset/te": {"seconds": 615},  # measured time only: not a row of the table yet
+    }
+    study.write_table(tmp_path, results)
+    assert (tmp_path / "table.md").read_text().splitlines()[2] == "| `crop32`: d | te | 213 | 0.0796 | 29 | 0.112 | 0.098 |"
+    assert len((tmp_path / "table.md").read_text().splitlines()) == 3
+    for argv, message in (
+        (["--rows", "nope"], "--rows ['nope'] are not rows"),
+        (["--classifier", str(tmp_path)], "is not a `te-vqgan train-classifier` folder"),
+    ):
+        with pytest.raises(SystemExit):
+            study.main(["--classifier", str(tmp_path / "none"), "--output_dir", str(tmp_path), *argv])
+        assert message in capsys.readouterr().err
