@@ -9,7 +9,7 @@ wall-clock; `results.json` and `report.md` (Tables 1-3 as mean (std) over seeds 
 paper's numbers, the sanity rows, equivariance three ways, wall-clock, commands, versions) and
 `figures/` are rewritten at the end of every run from what is on disk.
 
-Presets (`PRESETS`): `smoke` checks the whole chain on a CPU in minutes (its generators
+Presets (`PRESETS`): `smoke` checks the whole chain on a 2-core CPU in under half an hour (its generators
 follow their prompts, but its numbers are not comparable to the paper's, and the report says so); `cpu` is the largest experiment our 2-core machines finish in
 a few hours; `paper` is the authors' settings under `accelerate launch` on GPUs.
 """
@@ -190,7 +190,7 @@ PRESETS = {
     "smoke": replace(
         CPU_PRESET,
         name="smoke",
-        description="a check of the whole chain on a 2-core CPU in minutes: TE and SC, one seed, tiny data "
+        description="a check of the whole chain on a 2-core CPU in under half an hour: TE and SC, one seed, tiny data "
         "and models (the `cpu` preset's design and stage-2 recipe, smaller: f = 8 quantizers for 800 steps, a 2-layer "
         "generator for 3,200 steps of 8 on 3,000 examples, captions in their canonical wording, the best of 8 samples; "
         "three stages side by side on two cores). Its numbers are NOT comparable to the paper's.",
