@@ -61,14 +61,11 @@ def preset_for(changes: dict, quantizer: str):
 
 def ceiling(stage1: Path, data: Path, classifier, num_eval: int, cache_dir: str) -> dict:
     import numpy as np
-    import torch
 
-    from te_vqgan.commands.evaluate import reconstruction_scores
+    from te_vqgan.commands.evaluate import quantizer_round_trip
     from te_vqgan.data.tokenized import load_evaluation_splits
-    from te_vqgan.evaluation import objects_to_triplets
-    from te_vqgan.images import images_to_tensor
+    from te_vqgan.evaluation import objects_to_triplets, text_to_image_scores
     from te_vqgan.loading import load_vq_model
-    from te_vqgan.models.stock_vq_model import as_tokenizer
 
     vqmodel = load_vq_model(str(stage1))
     splits = load_evaluation_splits(str(data), cache_dir=cache_dir)
@@ -77,10 +74,10 @@ def ceiling(stage1: Path, data: Path, classifier, num_eval: int, cache_dir: str)
         split = splits[name].select(range(min(num_eval, len(splits[name]))))
         truths = [objects_to_triplets(objects, split.features) for objects in split["objects"]]
         images = np.stack([np.asarray(image.convert("RGB")) for image in split["image"]])
-        result[f"ceiling_{name}"] = reconstruction_scores(vqmodel, images, truths, classifier).accuracy
-        with torch.no_grad():
-            indices = [as_tokenizer(vqmodel).encode_to_indices(c) for c in images_to_tensor(images).split(64)]
-        result[f"codes_{name}"] = int(torch.cat(indices).unique().numel())
+        # `te-vqgan evaluate`'s ceiling (`reconstruction_scores`), with the codes of the same round trip
+        indices, reconstructions = quantizer_round_trip(vqmodel, images)
+        result[f"ceiling_{name}"] = text_to_image_scores(reconstructions, truths, classifier).accuracy
+        result[f"codes_{name}"] = int(indices.unique().numel())
     return result
 
 

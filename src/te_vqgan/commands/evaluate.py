@@ -174,23 +174,31 @@ def _figure(value) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def reconstruction_scores(vqmodel, images: np.ndarray, truths, classifier, batch_size: int = 64):
-    """The quantizer's ceiling: its reconstructions (encode to code indices, decode) of `images`
-    (uint8 `[N, H, W, 3]`) through the text-to-image evaluator, a `BucketedAccuracy`; what a generator
-    that wrote each image's own tokens would score."""
+def quantizer_round_trip(vqmodel, images: np.ndarray, batch_size: int = 64):
+    """`images` (uint8 `[N, H, W, 3]`) through the quantizer: their code indices (`[N, h, w]`) and the
+    images decoded from them (uint8, as `images`)."""
     import torch
 
-    from ..evaluation import text_to_image_scores
     from ..images import images_to_tensor, tensor_to_images
     from ..models.stock_vq_model import as_tokenizer
 
     quantizer = as_tokenizer(vqmodel)
-    reconstructions = []
+    indices, reconstructions = [], []
     with torch.no_grad():
         for chunk in images_to_tensor(images).split(batch_size):
-            chunk = chunk.to(vqmodel.device, vqmodel.dtype)
-            reconstructions.append(tensor_to_images(quantizer.decode_indices(quantizer.encode_to_indices(chunk))))
-    return text_to_image_scores(np.concatenate(reconstructions), truths, classifier)
+            codes = quantizer.encode_to_indices(chunk.to(vqmodel.device, vqmodel.dtype))
+            indices.append(codes.cpu())
+            reconstructions.append(tensor_to_images(quantizer.decode_indices(codes)))
+    return torch.cat(indices), np.concatenate(reconstructions)
+
+
+def reconstruction_scores(vqmodel, images: np.ndarray, truths, classifier, batch_size: int = 64):
+    """The quantizer's ceiling: its reconstructions of `images` (`quantizer_round_trip`) through the
+    text-to-image evaluator, a `BucketedAccuracy`; what a generator that wrote each image's own tokens
+    would score."""
+    from ..evaluation import text_to_image_scores
+
+    return text_to_image_scores(quantizer_round_trip(vqmodel, images, batch_size)[1], truths, classifier)
 
 
 def evaluate_split(
