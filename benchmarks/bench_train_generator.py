@@ -11,7 +11,8 @@ Measured side by side in one run (`common.interleaved_medians`):
    the gap is what the step spends outside the network;
 3. forward + backward of the same weights with GPT-2's stock activation (`"gelu_new"`, the tanh
    GELU in five elementwise operations) instead of ours (`"gelu_pytorch_tanh"`, the same
-   function in torch's fused kernel): what the fused kernel saves.
+   function in torch's fused kernel): what the fused kernel saves;
+4. with `--compile`, the training step of 1. on the same weights uncompiled: what compiling saves.
 
 Tokens/s counts every position of every sequence (both directions). On CUDA the achieved
 FLOP/s is set against `--peak-tflops` (by default an H200's bf16 matmul peak, as measured in
@@ -94,10 +95,10 @@ def main() -> None:
     }
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.dtype == "bf16")
 
-    def full_step():
+    def full_step(net=network):
         for direction, ids in sequences.items():
             with autocast:
-                loss = generator_loss(network, ids, layout, direction).loss
+                loss = generator_loss(net, ids, layout, direction).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
@@ -110,12 +111,15 @@ def main() -> None:
             F.cross_entropy(logits[:, :-1].float().flatten(0, 1), ids[:, 1:].flatten()).backward()
         owner.zero_grad(set_to_none=True)
 
+    calls = {
+        "step": full_step,
+        "forward_backward": forward_backward,
+        "forward_backward_gelu_new": lambda: forward_backward(stock_network, stock),
+    }
+    if args.compile:  # the same step of the same weights uncompiled, side by side: does compiling pay here?
+        calls["step_eager"] = lambda: full_step(model)
     seconds = interleaved_medians(
-        {
-            "step": full_step,
-            "forward_backward": forward_backward,
-            "forward_backward_gelu_new": lambda: forward_backward(stock_network, stock),
-        },
+        calls,
         args.repeats,
         2,
         device,
@@ -146,6 +150,9 @@ def main() -> None:
         "fused_gelu_speedup": seconds["forward_backward_gelu_new"] / seconds["forward_backward"],
         "tflops_per_second": flops_per_token * tokens / seconds["step"] / 1e12,
     }
+    if args.compile:
+        figures["step_eager_seconds"] = seconds["step_eager"]
+        figures["compile_speedup"] = seconds["step_eager"] / seconds["step"]
     if device.type == "cuda":
         figures["fraction_of_peak"] = figures["tflops_per_second"] / args.peak_tflops
     print(
@@ -160,6 +167,11 @@ def main() -> None:
         f"{figures['forward_backward_tokens_per_second']:,.0f} tokens/s "
         f"({100 * figures['outside_network_fraction']:.0f}% of the step is outside the network)"
     )
+    if args.compile:
+        print(
+            f"  training step uncompiled:         {seconds['step_eager'] * 1e3:.1f} ms "
+            f"(torch.compile makes the step {figures['compile_speedup']:.2f}x faster)"
+        )
     print(
         f"  forward + backward, stock gelu_new: {seconds['forward_backward_gelu_new'] * 1e3:.1f} ms "
         f"(the fused activation is {figures['fused_gelu_speedup']:.2f}x faster)"
