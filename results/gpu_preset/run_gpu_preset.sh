@@ -2,7 +2,7 @@
 # The `gpu` preset as one prepared call on a lent GPU machine (no internet there: the pinned packages
 # carried as wheels in .whl/, MNIST in .gpudata/mnist/, as results/stage2_gpu/run_gpu.sh does):
 #   1. bench_train_generator.py at the authors' size in bf16 (tokens/s and the fraction of the bf16 peak),
-#      plain and compiled, at the preset's batch of 100;
+#      compiled and uncompiled side by side, at the preset's batch of 100;
 #   2. `te-vqgan reproduce --preset gpu --jobs 6` under a wall-clock cap (default 540 s): TE and SC, 3 seeds,
 #      stages side by side on the one device; cut by the cap, it continues with the same command;
 #   3. copies the report, results, figures, per-stage timeline and logs' tails to $OUT.
@@ -24,11 +24,10 @@ PRESET=${PRESET:-gpu}; JOBS=${JOBS:-6}; CAP=${CAP:-540}
 log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$OUT/timeline.txt"; }
 
 log "bench_train_generator (authors' size, bf16, batch 100)"
-for extra in "" $([ "${COMPILE:-1}" = 1 ] && echo --compile); do
-    $PY benchmarks/bench_train_generator.py --size authors --dtype bf16 --batch 100 $extra ${BENCH_ARGS:-} \
-        --json "$OUT/bench_train_generator${extra:+_compiled}.json" 2>&1 | grep -v Warning | tail -n 12 \
-        | tee -a "$OUT/bench_train_generator.log"
-done
+# With --compile the benchmark times the compiled and the uncompiled step side by side, in one run.
+$PY benchmarks/bench_train_generator.py --size authors --dtype bf16 --batch 100 \
+    $([ "${COMPILE:-1}" = 1 ] && echo --compile) ${BENCH_ARGS:-} --json "$OUT/bench_train_generator.json" 2>&1 \
+    | grep -v Warning | tail -n 12 | tee -a "$OUT/bench_train_generator.log"
 
 log "reproduce --preset $PRESET --jobs $JOBS (cap ${CAP} s)"
 timeout --signal=TERM --kill-after=20 "$CAP" $PY -m te_vqgan.cli reproduce --preset "$PRESET" --mnist-dir "$MNIST" \
